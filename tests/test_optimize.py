@@ -1,0 +1,191 @@
+"""Tests for ``ustat_grpo.optimize`` (Algorithm 1) against a private Gaussian-policy toy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from ustat_grpo.optimize import Algorithm1Result, run_algorithm1, step_sizes
+from ustat_grpo.testing import assert_mc_close
+
+
+@dataclass(frozen=True)
+class _Sample:
+    rewards: np.ndarray
+    scores: np.ndarray
+    prompt_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Moments:
+    value: np.ndarray
+
+
+class _ToyGaussianPolicy:
+    """Y | x ~ N(a_x . theta, s^2), reward Z = exp(-(Y - c_x)^2 / (2 tau^2)); scalar objective only."""
+
+    def __init__(self, A, probs, c, s=0.7, tau=0.8, theta=None):
+        self.A = np.asarray(A, float)
+        self.prompt_probs = np.asarray(probs, float)
+        self.c = np.asarray(c, float)
+        self.s, self.tau = float(s), float(tau)
+        self.dim = self.A.shape[1]
+        self.num_contexts = self.A.shape[0]
+        self.theta = np.zeros(self.dim) if theta is None else np.asarray(theta, float)
+
+    def sample(self, num_prompts, num_generations, *, rng, theta=None):
+        th = np.atleast_2d(self.theta if theta is None else theta)  # (R, d)
+        R = th.shape[0]
+        ids = rng.choice(self.num_contexts, size=(R, num_prompts), p=self.prompt_probs)  # (R, B)
+        a = self.A[ids]  # (R, B, d)
+        m = np.einsum("rbd,rd->rb", a, th)  # (R, B)
+        eps = rng.standard_normal((R, num_prompts, num_generations))  # (R, B, G)
+        y = m[..., None] + self.s * eps
+        z = np.exp(-(y - self.c[ids][..., None]) ** 2 / (2 * self.tau**2))
+        w = (eps / self.s)[..., None] * a[:, :, None, :]  # (R, B, G, d)
+        return _Sample(rewards=z, scores=w, prompt_ids=ids)
+
+    def _v(self, theta):
+        m = self.A @ theta
+        t2 = self.tau**2 + self.s**2
+        return self.tau / np.sqrt(t2) * np.exp(-(m - self.c) ** 2 / (2 * t2)), m, t2
+
+    def moments(self, theta=None):
+        return _Moments(value=self._v(self.theta if theta is None else theta)[0])
+
+    def objective(self, theta=None):
+        th = self.theta if theta is None else np.asarray(theta, float)
+        if th.ndim != 1:
+            raise ValueError("scalar objective only")
+        return float(self.prompt_probs @ self._v(th)[0])
+
+    def gradient(self, theta=None):
+        v, m, t2 = self._v(self.theta if theta is None else theta)
+        return (self.prompt_probs * v * (-(m - self.c) / t2)) @ self.A
+
+    def optimum(self):
+        th, *_ = np.linalg.lstsq(self.A, self.c, rcond=None)
+        return th, self.tau / np.sqrt(self.tau**2 + self.s**2)
+
+
+def _vanilla(rewards, scores):
+    return (rewards[..., None] * scores).mean(axis=-2)
+
+
+def _oracle(rewards, scores, *, values):
+    return ((rewards - values[..., None])[..., None] * scores).mean(axis=-2)
+
+
+_oracle.needs_values = True
+
+
+def _toy():
+    A = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 2.0]])  # rank 2: over-parameterised
+    return _ToyGaussianPolicy(A, [0.5, 0.3, 0.2], A @ np.array([0.3, -0.2, 0.1]))
+
+
+class _ConstantPolicy:
+    """Degenerate policy: every reward 1 and every score the all-ones vector."""
+
+    dim, num_contexts = 2, 1
+    theta = np.zeros(2)
+
+    def sample(self, num_prompts, num_generations, *, rng, theta=None):
+        R = np.atleast_2d(theta).shape[0]
+        return _Sample(rewards=np.ones((R, num_prompts, num_generations)),
+                       scores=np.ones((R, num_prompts, num_generations, 2)),
+                       prompt_ids=np.zeros((R, num_prompts), int))
+
+    def objective(self, theta=None):
+        return float(np.sum(theta))
+
+    def optimum(self):
+        return np.zeros(2), 0.0
+
+
+def test_step_sizes_closed_form():
+    np.testing.assert_allclose(step_sizes(4, step_size="harmonic", beta=3.0, t0=2.0), 3.0 / np.arange(3, 7))
+    np.testing.assert_array_equal(step_sizes(3, step_size="constant", beta=0.1), [0.1, 0.1, 0.1])
+    with pytest.raises(ValueError, match="step_size"):
+        step_sizes(3, step_size="cosine", beta=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        step_sizes(3, beta=-1.0)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "harmonic"])
+def test_deterministic_path_equals_sum_of_steps(schedule):
+    rng = np.random.default_rng(1)
+    res = run_algorithm1(_ConstantPolicy(), _vanilla, num_prompts=3, num_generations=2, num_steps=7,
+                         step_size=schedule, beta=0.5, t0=1.5, replicates=4, rng=rng,
+                         record=[0, 3, 7], record_thetas=True)
+    cum = np.concatenate([[0.0], np.cumsum(step_sizes(7, step_size=schedule, beta=0.5, t0=1.5))])
+    np.testing.assert_allclose(res.theta_path[0, :, 0], cum[[0, 3, 7]], rtol=1e-14)
+    np.testing.assert_allclose(res.thetas, cum[-1] * np.ones((4, 2)), rtol=1e-14)
+    np.testing.assert_allclose(res.gap[:, -1], -2 * cum[-1], rtol=1e-14)  # J* = 0, J = sum(theta)
+
+
+def test_one_step_matches_manual_update_under_same_seed():
+    pol = _toy()
+    theta0 = np.array([0.5, 0.1, -0.4])
+    res = run_algorithm1(pol, _vanilla, num_prompts=2, num_generations=4, num_steps=1, step_size="constant",
+                         beta=0.3, replicates=5, rng=np.random.default_rng(7), theta0=theta0)
+    s = pol.sample(2, 4, rng=np.random.default_rng(7), theta=np.tile(theta0, (5, 1)))
+    manual = theta0 + 0.3 * _vanilla(s.rewards, s.scores).mean(axis=1)
+    np.testing.assert_allclose(res.thetas, manual, rtol=1e-13, atol=1e-15)
+
+
+def test_oracle_receives_values_at_current_theta():
+    pol = _toy()
+    theta0 = np.array([0.5, 0.1, -0.4])
+    res = run_algorithm1(pol, _oracle, num_prompts=3, num_generations=2, num_steps=1, step_size="constant",
+                         beta=0.3, replicates=3, rng=np.random.default_rng(8), theta0=theta0)
+    s = pol.sample(3, 2, rng=np.random.default_rng(8), theta=np.tile(theta0, (3, 1)))
+    vals = pol.moments(theta0).value[s.prompt_ids]  # (R, B)
+    manual = theta0 + 0.3 * _oracle(s.rewards, s.scores, values=vals).mean(axis=1)
+    np.testing.assert_allclose(res.thetas, manual, rtol=1e-13, atol=1e-15)
+    assert res.config["estimator"] == "_oracle"
+
+
+def test_mean_one_step_is_exact_gradient_step():
+    """E[theta_1] = theta_0 + eta * g(theta_0) (unbiased estimators), judged by a z bound."""
+    pol = _toy()
+    theta0 = np.array([0.5, 0.1, -0.4])
+    R = 20000
+    for k, est in enumerate((_vanilla, _oracle)):
+        res = run_algorithm1(pol, est, num_prompts=2, num_generations=3, num_steps=1, step_size="constant",
+                             beta=1.0, replicates=R, rng=np.random.default_rng(100 + k), theta0=theta0)
+        step = res.thetas - theta0  # (R, d)
+        assert_mc_close(step.mean(0), step.std(0, ddof=1) / np.sqrt(R), pol.gradient(theta0), m=6)
+        # negative control: a gradient of the wrong sign must be rejected
+        with pytest.raises(AssertionError):
+            assert_mc_close(step.mean(0), step.std(0, ddof=1) / np.sqrt(R), -pol.gradient(theta0), m=6)
+
+
+def test_harmonic_run_converges_and_records_gap():
+    pol = _toy()
+    res = run_algorithm1(pol, _oracle, num_prompts=2, num_generations=4, num_steps=400, step_size="harmonic",
+                         beta=20.0, t0=20.0, replicates=200, rng=np.random.default_rng(3),
+                         theta0=np.array([1.0, -1.0, 0.5]), record=[0, 50, 400])
+    assert isinstance(res, Algorithm1Result)
+    assert res.gap.shape == (200, 3) and np.all(res.gap >= -1e-12)
+    assert res.gap[:, 2].mean() < 0.1 * res.gap[:, 0].mean()
+    np.testing.assert_allclose(res.gap[:, -1],
+                               [res.j_star - pol.objective(t) for t in res.thetas], rtol=1e-12)
+    np.testing.assert_array_equal(res.scaled_gap()[:, 1], 50 * res.gap[:, 1])
+    assert "Algorithm 1" in res.summary() and "step*mean gap" in str(res)
+    d = res.to_dict()
+    assert d["config"]["num_steps"] == 400 and len(d["record_steps"]) == 3
+
+
+def test_input_validation():
+    pol = _toy()
+    kw = dict(num_prompts=2, num_generations=2, num_steps=3, beta=0.1, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="record"):
+        run_algorithm1(pol, _vanilla, record=[5], **kw)
+    with pytest.raises(ValueError, match="theta0"):
+        run_algorithm1(pol, _vanilla, theta0=np.zeros(4), **kw)
+    with pytest.raises(ValueError, match="num_generations"):
+        run_algorithm1(pol, _vanilla, **{**kw, "num_generations": 0})
+    with pytest.raises(TypeError):
+        run_algorithm1(pol, 3, **kw)
