@@ -856,3 +856,217 @@ def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.9
     return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=cov,
                             df=float(K - 1), level=level, plugin=_constants_plugin(z, w, probs),
                             num_prompts=P, samples_per_prompt=M, design=design, n_groups=K)
+
+
+# --------------------------------------------------------------------------------------------
+# performance-vs-G tables (e.g. the paper's Table 2)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class PerformanceFit:
+    """Result of :func:`fit_performance_table`.
+
+    The model is ``score = alpha_N + beta1 u + beta2 u^2`` with ``u = log2 G`` and one intercept
+    per budget ``N`` (the curvature, hence ``G*``, is shared: Theorem 7 says ``G*`` does not
+    depend on ``N``).  ``G* = 2^(-beta1 / (2 beta2))`` when ``beta2 < 0`` (for higher-is-better).
+
+    Attributes
+    ----------
+    g_star : point estimate of the best group size (``nan`` without an interior maximum).
+    g_star_interval : Fieller interval (on ``log2 G``, mapped back), may be unbounded.
+    bounded : the Fieller interval is bounded.
+    curvature, curvature_pvalue : ``beta2`` and the one-sided p-value of "has an interior optimum".
+    budget_pvalue : F-test p-value of budget-specific curves vs the shared one (None: one budget).
+    best_observed : {budget: G with the best mean score}.
+    bootstrap_best : {G: share of residual-bootstrap refits whose best grid G is this G}.
+    distinguishable : whether the data single out an optimum (curvature significant and the
+        interval bounded inside the observed range).
+    """
+
+    g_star: float
+    g_star_interval: ConfidenceInterval
+    bounded: bool
+    curvature: float
+    curvature_pvalue: float
+    budget_pvalue: float | None
+    best_observed: dict
+    bootstrap_best: dict
+    distinguishable: bool
+    params: np.ndarray
+    covariance: np.ndarray
+    residual_sd: float
+    dof: int
+    level: float
+    num_generations: tuple
+    budgets: tuple
+    n_obs: int
+    higher_is_better: bool
+
+    def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
+        """Fieller interval of ``G*`` at ``level`` (default: the fit's level)."""
+        level = self.level if level is None else level
+        ci, _ = _perf_interval(self.params, self.covariance, level, self.dof)
+        return ci
+
+    def summary(self) -> str:
+        pct = f"{100 * self.level:g}%"
+        hi = "inf" if math.isinf(self.g_star_interval.high) else f"{self.g_star_interval.high:.3g}"
+        lines = ["performance vs group size: score = alpha_N + b1 log2 G + b2 (log2 G)^2 "
+                 f"({self.n_obs} observations, {len(self.budgets)} budget(s), residual sd "
+                 f"{self.residual_sd:.3g})",
+                 f"  best observed G per budget: " + ", ".join(f"N={k}: {v}" for k, v in self.best_observed.items()),
+                 (f"  fitted G* = {self.g_star:.3g}, {pct} Fieller CI [{self.g_star_interval.low:.3g}, {hi}]"
+                  if self.bounded else f"  fitted G*: not identified ({pct} Fieller set unbounded; vertex of "
+                  f"the fitted curve at G = {self.g_star:.3g})"),
+                 f"  curvature b2 = {self.curvature:.3g} (one-sided p = {self.curvature_pvalue:.3g} for an "
+                 "interior optimum)"]
+        if self.budget_pvalue is not None:
+            lines.append(f"  G* differs between budgets? F-test p = {self.budget_pvalue:.3g}")
+        lines.append("  bootstrap share of being best: " + ", ".join(
+            f"G={k}: {v:.2f}" for k, v in self.bootstrap_best.items()))
+        lines.append("  verdict: " + ("the data locate an interior optimum" if self.distinguishable else
+                                      "the data cannot distinguish the candidate group sizes "
+                                      "(differences are within noise)"))
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(g_star=_f(self.g_star), g_star_interval=_ci(self.g_star_interval),
+                    bounded=self.bounded, curvature=_f(self.curvature),
+                    curvature_pvalue=_f(self.curvature_pvalue), budget_pvalue=_f(self.budget_pvalue),
+                    best_observed={str(k): int(v) for k, v in self.best_observed.items()},
+                    bootstrap_best={str(k): float(v) for k, v in self.bootstrap_best.items()},
+                    distinguishable=self.distinguishable, residual_sd=_f(self.residual_sd),
+                    dof=self.dof, level=self.level, n_obs=self.n_obs,
+                    budgets=[int(b) for b in self.budgets],
+                    num_generations=[int(g) for g in self.num_generations])
+
+
+def _perf_interval(params, cov, level, dof):
+    # vertex u* = -b1 / (2 b2): Fieller for rho = b1 / b2, then u* = -rho / 2 (decreasing map)
+    b1, b2 = params[-2], params[-1]
+    rci, bounded = fieller_ratio_interval(b1, b2, cov[-2, -2], cov[-1, -1], cov[-2, -1], level=level,
+                                          df=dof, nonnegative=False)
+    if not bounded:
+        return ConfidenceInterval(0.0, math.inf), False
+    lo, hi = 2.0 ** (-rci.high / 2), 2.0 ** (-rci.low / 2)
+    return ConfidenceInterval(lo, hi), True
+
+
+def _perf_design(budget, g, budgets):
+    u = np.log2(g)
+    cols = [(budget == b).astype(float) for b in budgets] + [u, u * u]
+    return np.stack(cols, axis=-1)
+
+
+def fit_performance_table(budget, num_generations, score, run=None, *, level: float = 0.95,
+                          n_boot: int = 2000, rng=None, higher_is_better: bool = True) -> PerformanceFit:
+    """Locate the best group size in an observed performance-vs-G table at fixed budgets.
+
+    Parameters
+    ----------
+    budget : array_like, shape (n,)
+        Rollouts per iteration ``N = B G`` of each observation.
+    num_generations : array_like, shape (n,)
+        ``G`` of each observation (at least three distinct values).
+    score : array_like, shape (n,)
+        Final performance (e.g. test accuracy); one row per run.
+    run : array_like, shape (n,), optional
+        Run identifier (only used to count runs; every row is an observation).
+    level : float
+        Confidence level.
+    n_boot : int
+        Residual-bootstrap refits for the "share of being best" table.
+    rng : numpy.random.Generator or int, optional
+    higher_is_better : bool
+        Scores such as accuracy (True) or losses/gaps (False; the sign is flipped internally).
+
+    Returns
+    -------
+    PerformanceFit
+
+    Notes
+    -----
+    OLS of ``score`` on budget indicators, ``log2 G`` and ``(log2 G)^2``; the vertex
+    ``u* = -b1/(2 b2)`` gets a Fieller interval with Student-t quantiles.  The interval is
+    unbounded when the curvature is not significantly non-zero: the table then cannot locate an
+    optimum.  A second check refits with budget-specific curves (F-test) to ask whether ``G*``
+    moves with the budget (Theorem 7 says it should not).  Runs of one configuration are treated
+    as independent observations.
+
+    Examples
+    --------
+    >>> G = np.array([4, 8, 16, 32, 64, 128] * 3); N = np.repeat([1024, 2048, 4096], 6)
+    >>> acc = [0.7677, 0.7491, 0.7753, 0.7627, 0.7817, 0.7743, 0.7703, 0.7679, 0.7697,
+    ...        0.7793, 0.7819, 0.7665, 0.7691, 0.7713, 0.7701, 0.7673, 0.7703, 0.7757]
+    >>> fit_performance_table(N, G, acc, rng=0).distinguishable
+    False
+    """
+    import statsmodels.api as sm
+
+    nb = np.asarray(budget, float).ravel()
+    g = np.asarray(num_generations, float).ravel()
+    y = np.asarray(score, float).ravel()
+    if not (nb.shape == g.shape == y.shape):
+        raise ValueError("budget, num_generations and score must have the same length")
+    if not (np.all(np.isfinite(nb)) and np.all(np.isfinite(g)) and np.all(np.isfinite(y))):
+        raise ValueError("budget, num_generations and score must be finite")
+    if np.any(nb <= 0):
+        raise ValueError("budget must be positive")
+    if np.any(g < 2):
+        raise ValueError("num_generations must be >= 2")
+    if len(np.unique(g)) < 3:
+        raise ValueError("need at least three distinct num_generations")
+    rng = np.random.default_rng(rng)
+    sign = 1.0 if higher_is_better else -1.0
+    ys = sign * y
+    budgets = tuple(np.unique(nb).tolist())
+    X = _perf_design(nb, g, budgets)
+    n, p = X.shape
+    if n - p < 1:
+        raise ValueError(f"need more observations ({n}) than parameters ({p})")
+    res = sm.OLS(ys, X).fit()
+    params, cov = np.asarray(res.params), np.asarray(res.cov_params())
+    dof = int(res.df_resid)
+    b1, b2 = params[-2], params[-1]
+    tval = b2 / math.sqrt(cov[-1, -1]) if cov[-1, -1] > 0 else -math.inf * np.sign(b2)
+    curv_p = float(stats.t.cdf(tval, dof))               # H1: b2 < 0 (a maximum)
+    ci, bounded = _perf_interval(params, cov, level, dof)
+    g_star = 2.0 ** (-b1 / (2 * b2)) if b2 < 0 else math.nan
+    # budget-specific curves: F-test
+    budget_p = None
+    if len(budgets) > 1:
+        u = np.log2(g)
+        cols = [(nb == b).astype(float) for b in budgets]
+        Xf = np.stack(cols + [c * u for c in cols] + [c * u * u for c in cols], axis=-1)
+        if n - Xf.shape[1] >= 1:
+            full = sm.OLS(ys, Xf).fit()
+            df1 = Xf.shape[1] - p
+            F = ((res.ssr - full.ssr) / df1) / (full.ssr / full.df_resid)
+            budget_p = float(stats.f.sf(F, df1, full.df_resid))
+    grid = np.unique(g)
+    best_obs = {}
+    for b in budgets:
+        m = [ys[(nb == b) & (g == gg)].mean() if np.any((nb == b) & (g == gg)) else -np.inf for gg in grid]
+        best_obs[int(b)] = int(grid[int(np.argmax(m))])
+    # residual bootstrap of the best grid G under the fitted shared curve
+    fitted, resid = X @ params, ys - X @ params
+    resid = resid * math.sqrt(n / dof)                   # inflate for the fitted parameters
+    Xg = np.stack([np.log2(grid), np.log2(grid) ** 2], axis=-1)
+    counts = np.zeros(len(grid))
+    XtX_inv_Xt = np.linalg.pinv(X)
+    for _ in range(int(n_boot)):
+        yb = fitted + rng.choice(resid, size=n, replace=True)
+        pb = XtX_inv_Xt @ yb
+        counts[int(np.argmax(Xg @ pb[-2:]))] += 1
+    share = {int(gg): float(c / max(n_boot, 1)) for gg, c in zip(grid, counts)}
+    alpha = 1 - level
+    distinguishable = bool(bounded and curv_p < alpha / 2 and ci.low >= grid.min() and ci.high <= grid.max())
+    return PerformanceFit(g_star=float(g_star), g_star_interval=ci, bounded=bool(bounded),
+                          curvature=float(sign * b2), curvature_pvalue=curv_p, budget_pvalue=budget_p,
+                          best_observed=best_obs, bootstrap_best=share, distinguishable=distinguishable,
+                          params=params, covariance=cov, residual_sd=float(math.sqrt(res.scale)),
+                          dof=dof, level=level, num_generations=tuple(int(x) for x in grid),
+                          budgets=tuple(int(b) for b in budgets), n_obs=n,
+                          higher_is_better=higher_is_better)

@@ -1,0 +1,337 @@
+"""Tests of ustat_grpo.scaling: design, fits, G*, Fieller, constants from samples, Table 2."""
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ustat_grpo import scaling as sc
+from ustat_grpo.testing import assert_mc_close, binomial_coverage_pvalue
+
+
+# --------------------------------------------------------------------------------------------
+# an independent toy contextual bandit with exact constants (computed by enumeration here)
+# --------------------------------------------------------------------------------------------
+
+class ToyBandit:
+    """P contexts, K arms, softmax over features phi(x, a) in R^d, Bernoulli rewards p(x, a)."""
+
+    def __init__(self, rng, P=4, K=5, d=3, scale=1.0):
+        self.phi = rng.standard_normal((P, K, d))                 # (P, K, d)
+        self.theta = scale * rng.standard_normal(d)
+        self.p = rng.uniform(0.05, 0.95, size=(P, K))             # (P, K)
+        self.f = rng.dirichlet(np.full(P, 5.0))                   # (P,)
+        logits = self.phi @ self.theta
+        self.pi = np.exp(logits - logits.max(-1, keepdims=True))
+        self.pi /= self.pi.sum(-1, keepdims=True)                 # (P, K)
+        self.W = self.phi - np.einsum("pk,pkd->pd", self.pi, self.phi)[:, None, :]  # (P, K, d)
+
+    def exact(self):
+        pi, p, W, f = self.pi, self.p, self.W, self.f
+        V = (pi * p).sum(-1)
+        g = np.einsum("pk,pk,pkd->pd", pi, p, W)
+        q = (W * W).sum(-1)
+        trI = (pi * q).sum(-1)
+        s2 = V * (1 - V)
+        ezzq = (pi * q * (p * (1 - V[:, None]) ** 2 + (1 - p) * V[:, None] ** 2)).sum(-1)
+        gg = (g * g).sum(-1)
+        gbar = f @ g
+        A1 = f @ gg - gbar @ gbar
+        return np.array([A1, f @ (ezzq - gg), f @ (s2 * trI + gg)])
+
+    def sample(self, rng, M, prompts=None):
+        P, K = self.pi.shape
+        prompts = np.arange(P) if prompts is None else prompts
+        u = rng.random((len(prompts), M))
+        arms = (u[..., None] > np.cumsum(self.pi[prompts], -1)[:, None, :]).sum(-1)  # (P, M)
+        arms = np.minimum(arms, K - 1)
+        pz = np.take_along_axis(self.p[prompts], arms, -1)
+        z = (rng.random(pz.shape) < pz).astype(float)
+        w = self.W[prompts[:, None], arms]                        # (P, M, d)
+        return z, w
+
+
+# --------------------------------------------------------------------------------------------
+# design, integer optimum, Fieller
+# --------------------------------------------------------------------------------------------
+
+def test_design_matches_formula():
+    X = sc.mse_design([8, 4], [4, 16], form="exact")
+    np.testing.assert_allclose(X[0], [1 / 8, 1 / 32, 1 / (32 * 3)], rtol=1e-15)
+    Xp = sc.mse_design([8, 4], [4, 16], form="paper")
+    np.testing.assert_allclose(Xp[1], [1 / 4, 1 / 64, 1 / (64 * 16)], rtol=1e-15)
+    with pytest.raises(ValueError):
+        sc.mse_design(1, 2, form="nope")
+
+
+@pytest.mark.parametrize("form", ["exact", "paper"])
+def test_integer_optimum_equals_brute_force(form):
+    rng = np.random.default_rng(11)
+    for rho in np.concatenate([rng.uniform(0, 3000, 60), [0.0, 1.0, 4.0, 16.0]]):
+        for budget in (64, 96, 1024):
+            allg = np.arange(2, budget + 1)
+            obj = allg + rho * (1 / (allg - 1) if form == "exact" else 1 / allg)
+            assert sc.integer_optimum(rho, form=form, budget=budget) == allg[np.argmin(obj)]
+            div = np.array([d for d in allg if budget % d == 0])
+            objd = div + rho * (1 / (div - 1) if form == "exact" else 1 / div)
+            assert sc.integer_optimum(rho, form=form, budget=budget, divisors_only=True) == div[np.argmin(objd)]
+
+
+def test_exact_group_size_matches_brute_force_on_true_mse():
+    # spec C5 second half: integer argmin of the exact fixed-budget MSE vs 1 + sqrt(A3/A1)
+    A = np.array([0.3, 1.7, 4.2])
+    budget = 4096
+    allg = np.arange(2, budget + 1)
+    mse = sc.mse_design(budget / allg, allg) @ A
+    res = sc.optimal_group_size(A, form="exact", budget=budget)
+    assert res.g_star_integer == allg[np.argmin(mse)]
+    assert res.g_star_exact == pytest.approx(1 + math.sqrt(A[2] / A[0]), rel=1e-14)
+    assert res.g_star_paper == pytest.approx(math.sqrt(A[2] / A[0]), rel=1e-14)
+    assert abs(res.g_star_integer - res.g_star_exact) < 1
+
+
+def test_fieller_matches_set_inversion():
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        num, den = rng.uniform(0.5, 3), rng.uniform(-0.5, 2)
+        L = rng.standard_normal((2, 2)) * 0.4
+        V = L @ L.T + 0.01 * np.eye(2)
+        ci, bounded = sc.fieller_ratio_interval(num, den, V[0, 0], V[1, 1], V[0, 1], nonnegative=False)
+        z2 = stats.norm.isf(0.025) ** 2
+        grid = np.linspace(-200, 200, 400001)
+        inside = (num - grid * den) ** 2 <= z2 * (V[0, 0] - 2 * grid * V[0, 1] + grid ** 2 * V[1, 1])
+        assert bounded == (den ** 2 > z2 * V[1, 1])
+        if bounded:
+            assert grid[inside].min() == pytest.approx(ci.low, abs=2e-3)
+            assert grid[inside].max() == pytest.approx(ci.high, abs=2e-3)
+            assert not inside[(grid < ci.low - 0.01) | (grid > ci.high + 0.01)].any()
+        else:
+            assert inside[-1] and math.isinf(ci.high)
+
+
+def test_unbounded_flag_says_no_interior_optimum():
+    res = sc.optimal_group_size([0.01, 1.0, 5.0], np.diag([0.01, 0.1, 0.1]), budget=256)
+    assert not res.bounded and not res.interior
+    assert math.isinf(res.g_star_exact_interval.high)
+    assert "no interior optimum" in res.summary()
+    json.dumps(res.to_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# fit_mse_grid
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["exact", "paper"])
+@pytest.mark.parametrize("method", ["wls", "gamma"])
+def test_fit_recovers_noiseless_constants(form, method):
+    A = np.array([0.7, 2.5, 9.0])
+    G = np.array([2, 3, 4, 8, 16, 32, 64, 2, 8])
+    B = np.array([64, 64, 32, 16, 8, 4, 2, 16, 4])
+    y = sc.mse_design(B, G, form=form) @ A
+    fit = sc.fit_mse_grid(B, G, y, 0.02 * y, form=form, method=method)
+    np.testing.assert_allclose(fit.params, A, rtol=1e-8)
+    np.testing.assert_allclose(fit.unconstrained, A, rtol=1e-8)
+    assert fit.chi2 == pytest.approx(0, abs=1e-12)
+    assert not any(fit.active)
+    mean, lo, hi = fit.predict([2, 4, 8], budget=1024)
+    np.testing.assert_allclose(mean, sc.mse_design(1024 / np.array([2, 4, 8]), [2, 4, 8], form=form) @ A)
+    assert np.all(lo <= mean) and np.all(mean <= hi)
+    json.dumps(fit.to_dict())
+    assert fit.names[0] in str(fit)
+
+
+def test_fit_without_se_uses_estimated_dispersion_and_t():
+    rng = np.random.default_rng(3)
+    A = np.array([1.0, 2.0, 8.0])
+    G = np.array([2, 3, 4, 8, 16, 32, 64])
+    y = sc.mse_design(1, G) @ A * rng.gamma(100, 1 / 100, len(G))
+    fit = sc.fit_mse_grid(np.ones_like(G), G, y)
+    assert fit.method == "gamma-estimated-scale" and fit.df == len(G) - 3 and fit.pvalue is None
+
+
+def test_nonnegative_point_reports_active_constraint():
+    # truth A1 = 0: the unconstrained estimate is negative in about half the seeds
+    G = np.array([2, 4, 8, 16, 32])
+    mu = sc.mse_design(1, G) @ np.array([0.0, 1.0, 3.0])
+    rng = np.random.default_rng(0)
+    seen_active = False
+    for _ in range(20):
+        y = mu * rng.chisquare(400, len(G)) / 400
+        fit = sc.fit_mse_grid(np.ones_like(G), G, y, mu * math.sqrt(2 / 400))
+        assert np.all(fit.params >= 0)
+        if fit.unconstrained[0] < 0:
+            seen_active = True
+            assert fit.active[0] and fit.params[0] == 0
+            assert not fit.optimal_group_size().interior
+    assert seen_active
+
+
+def test_fit_rejects_bad_input():
+    G, B, y = [2, 4, 8], [4, 2, 1], [1.0, 0.5, 0.3]
+    for kw in (dict(num_generations=[2, 4, 4]), dict(num_generations=[1, 4, 8]),
+               dict(mse=[1.0, -0.5, 0.3]), dict(mse=[1.0, np.nan, 0.3])):
+        args = dict(num_prompts=B, num_generations=G, mse=y) | kw
+        with pytest.raises(ValueError):
+            sc.fit_mse_grid(**args)
+
+
+def _simulate_grid(rng, A, G, R, form="exact"):
+    mu = sc.mse_design(1, G, form=form) @ A
+    d = mu[:, None] * rng.chisquare(1, (len(G), R))               # R squared errors per cell
+    return d.mean(1), d.std(1, ddof=1) / math.sqrt(R)
+
+
+def _coverage(method, nsim, seed, fit_form="exact"):
+    A = np.array([1.0, 2.0, 8.0])                                 # G*_exact = 1 + sqrt(8)
+    G = np.array([2, 3, 4, 8, 16, 32, 64])
+    rng = np.random.default_rng(seed)
+    hits = np.zeros(3, int)
+    for _ in range(nsim):
+        y, se = _simulate_grid(rng, A, G, 200)
+        fit = sc.fit_mse_grid(np.ones_like(G), G, y, se, method=method, form=fit_form)
+        ci = fit.confidence_interval()
+        hits[0] += ci[fit.names[0]].low <= A[0] <= ci[fit.names[0]].high
+        hits[1] += ci[fit.names[2]].low <= A[2] <= ci[fit.names[2]].high
+        gs = fit.optimal_group_size()
+        hits[2] += gs.g_star_exact_interval.low <= 1 + math.sqrt(8) <= gs.g_star_exact_interval.high
+    return hits
+
+
+def test_fit_coverage_default_method():
+    # Gamma-variance IRLS with known relative errors: 95% intervals cover at the nominal rate.
+    # Exact binomial test at alpha = 1e-3 per quantity (3 quantities, 300 fits).
+    n = 300
+    hits = _coverage("auto", n, seed=2024)
+    for h in hits:
+        assert binomial_coverage_pvalue(h, n, 0.95) > 1e-3, hits / n
+    # negative control: fitting the paper form 1/(BG^2) to exact-form data misplaces G*
+    bad = _coverage("auto", 100, seed=7, fit_form="paper")
+    assert binomial_coverage_pvalue(bad[2], 100, 0.95) < 1e-3, bad / 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["wls", "gamma"])
+def test_fit_coverage_large(method):
+    n = 2000
+    hits = _coverage(method, n, seed=99)
+    for h in hits:
+        # stated tolerance: coverage within [0.93, 0.97]
+        assert 0.93 * n <= h <= 0.97 * n, (method, hits / n)
+
+
+# --------------------------------------------------------------------------------------------
+# estimate_constants
+# --------------------------------------------------------------------------------------------
+
+def test_pieces_fast_equals_naive():
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(3, 7))
+    w = rng.normal(size=(3, 7, 2)) + z[..., None]
+    for fast, naive in zip(sc._prompt_pieces(z, w), sc._prompt_pieces_naive(z, w)):
+        np.testing.assert_allclose(fast, naive, rtol=1e-12, atol=1e-13)
+
+
+def test_order4_ustat_exact_mean_by_enumeration():
+    # a bandit with 2 equally likely outcomes per prompt: E of the order-4 U-statistic over all
+    # 2^M outcome sequences (M = 5) equals ||g||^2 exactly, and sigma^2 tr I likewise.
+    zs = np.array([0.0, 1.0])
+    ws = np.array([[1.0, 0.5], [-1.0, -0.5]])                     # E W = 0
+    M = 5
+    g2s, sts = [], []
+    for idx in itertools.product([0, 1], repeat=M):
+        idx = np.array(idx)
+        _, g2, st, _ = sc._prompt_pieces(zs[idx][None], ws[idx][None])
+        g2s.append(g2[0]); sts.append(st[0])
+    g = 0.5 * (ws * zs[:, None]).sum(0)
+    trI = 0.5 * (ws ** 2).sum()
+    assert np.mean(g2s) == pytest.approx(g @ g, rel=1e-12)
+    assert np.mean(sts) == pytest.approx(0.25 * trI, rel=1e-12)
+
+
+def test_constants_unbiased_vs_exact_bandit():
+    rng = np.random.default_rng(20261122)
+    bandit = ToyBandit(rng)
+    exact = bandit.exact()
+    reps, plug = [], []
+    for _ in range(400):
+        z, w = bandit.sample(rng, M=8)
+        est = sc.estimate_constants(z, w, prompt_probs=bandit.f, n_groups=2)
+        reps.append(est.unconstrained)
+        plug.append(est.plugin)
+    reps, plug = np.array(reps), np.array(plug)
+    se = reps.std(0, ddof=1) / math.sqrt(len(reps))
+    assert_mc_close(reps.mean(0), se, exact, alpha=1e-4, err_msg="unbiased constants")
+    # negative control: the spec's plug-ins are visibly biased at M = 8 (A1 picks up within noise)
+    sep = plug.std(0, ddof=1) / math.sqrt(len(plug))
+    z = (plug.mean(0) - exact) / sep
+    assert np.max(np.abs(z)) > 6, z
+
+
+def test_jackknife_interval_coverage_fixed_prompts():
+    rng = np.random.default_rng(77)
+    bandit = ToyBandit(rng, P=3, K=4, d=2)
+    exact = bandit.exact()
+    n, hits = 200, np.zeros(3, int)
+    for _ in range(n):
+        z, w = bandit.sample(rng, M=200)
+        est = sc.estimate_constants(z, w, prompt_probs=bandit.f, n_groups=10)
+        ci = est.confidence_interval()
+        hits += [ci[k].low <= exact[i] <= ci[k].high for i, k in enumerate(est.names)]
+    for h in hits:
+        assert binomial_coverage_pvalue(h, n, 0.95) > 1e-3, hits / n
+
+
+def test_constants_sampled_prompts_and_result_api():
+    rng = np.random.default_rng(12)
+    bandit = ToyBandit(rng, P=6)
+    prompts = rng.choice(6, size=60, p=bandit.f)
+    z, w = bandit.sample(rng, M=50, prompts=prompts)
+    est = sc.estimate_constants(z, w)
+    assert est.design == "sampled prompts" and est.n_groups == 20
+    d = est.to_dict()
+    json.dumps(d)
+    assert set(d["constants"]) == {"A1", "A2", "A3"}
+    assert np.all(est.c == est.params)
+    gs = est.optimal_group_size(budget=512)
+    assert gs.g_star_exact == pytest.approx(1 + math.sqrt(est.params[2] / est.params[0]))
+    assert "A1" in str(est)
+    with pytest.raises(ValueError):
+        sc.estimate_constants(z[:, :3], w[:, :3])
+
+
+# --------------------------------------------------------------------------------------------
+# performance tables
+# --------------------------------------------------------------------------------------------
+
+TABLE2 = np.array([
+    [0.7677, 0.7491, 0.7753, 0.7627, 0.7817, 0.7743],
+    [0.7703, 0.7679, 0.7697, 0.7793, 0.7819, 0.7665],
+    [0.7691, 0.7713, 0.7701, 0.7673, 0.7703, 0.7757]])
+
+
+def test_table2_cannot_distinguish():
+    G = np.tile([4, 8, 16, 32, 64, 128], 3)
+    N = np.repeat([1024, 2048, 4096], 6)
+    fit = sc.fit_performance_table(N, G, TABLE2.ravel(), rng=0, n_boot=500)
+    assert fit.best_observed == {1024: 64, 2048: 64, 4096: 128}
+    assert not fit.distinguishable and not fit.bounded
+    assert fit.budget_pvalue > 0.05            # no evidence that G* moves with the budget
+    assert "cannot distinguish" in fit.summary()
+    json.dumps(fit.to_dict())
+
+
+def test_performance_fit_recovers_known_optimum():
+    rng = np.random.default_rng(1)
+    G = np.tile(np.repeat([2, 4, 8, 16, 32, 64], 5), 2)
+    N = np.repeat([256, 1024], 30)
+    u = np.log2(G)
+    y = 0.8 - 0.01 * (u - 3.0) ** 2 + 0.002 * rng.standard_normal(len(G))   # G* = 8
+    fit = sc.fit_performance_table(N, G, y, rng=1, n_boot=300)
+    assert fit.distinguishable and fit.bounded
+    assert fit.g_star_interval.low <= 8 <= fit.g_star_interval.high
+    assert abs(math.log2(fit.g_star) - 3) < 0.2
+    # losses: the same data with the sign flipped and higher_is_better=False
+    fit2 = sc.fit_performance_table(N, G, -y, rng=1, n_boot=10, higher_is_better=False)
+    assert fit2.g_star == pytest.approx(fit.g_star, rel=1e-10)
