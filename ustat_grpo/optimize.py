@@ -139,27 +139,43 @@ def _resolve_estimator(estimator) -> tuple[Callable, str, bool]:
     return estimator, name, needs
 
 
-def _prompt_values(policy, thetas: np.ndarray, prompt_ids: np.ndarray) -> np.ndarray:
-    """``V(x)`` at each replicate's parameters for the sampled prompts: ``(R, B)``.
+def _values_batch(policy, thetas: np.ndarray) -> np.ndarray:
+    """``V(x)`` for every prompt at every row of ``thetas`` (R, d) -> (R, P), without a Python loop
+    where the policy allows it.
 
-    Uses a vectorised ``policy.values(thetas) -> (R, P)`` when the policy has one, else one
-    ``policy.moments(theta)`` call per replicate.
+    Order of preference: a vectorised ``policy.values(thetas)``; the closed forms of the
+    ``bandits.py`` policies from their public attributes (Gaussian policy:
+    ``V = sqrt(tau^2/(tau^2+s^2)) exp(-(u.theta - a*)^2 / (2(tau^2+s^2)))``; softmax bandits:
+    ``V = sum_a softmax(phi theta)_a E[Z|x,a]``); else one ``policy.moments(theta)`` per row.
     """
+    thetas = np.atleast_2d(thetas)
     if hasattr(policy, "values"):
-        vals = np.asarray(policy.values(thetas), float)  # (R, P)
-    else:
-        vals = np.stack([np.asarray(policy.moments(t).value, float) for t in thetas])  # (R, P)
-    return np.take_along_axis(vals, prompt_ids, axis=-1)  # (R, B)
+        return np.asarray(policy.values(thetas), float)
+    if all(hasattr(policy, a) for a in ("u", "targets", "action_std", "reward_width")):
+        tau2, s2 = float(policy.reward_width) ** 2, float(policy.action_std) ** 2
+        delta = thetas @ np.asarray(policy.u, float).T - np.asarray(policy.targets, float)  # (R, P)
+        return np.sqrt(tau2 / (tau2 + s2)) * np.exp(-delta**2 / (2 * (tau2 + s2)))
+    if hasattr(policy, "features") and hasattr(policy, "arm_means"):
+        logits = np.einsum("pkd,rd->rpk", np.asarray(policy.features, float), thetas)  # (R, P, K)
+        logits -= logits.max(axis=-1, keepdims=True)
+        pi = np.exp(logits)
+        pi /= pi.sum(axis=-1, keepdims=True)
+        return (pi * np.asarray(policy.arm_means, float)).sum(-1)  # (R, P)
+    return np.stack([np.asarray(policy.moments(t).value, float) for t in thetas])  # (R, P)
+
+
+def _prompt_values(policy, thetas: np.ndarray, prompt_ids: np.ndarray) -> np.ndarray:
+    """``V(x_b)`` at each replicate's parameters for the sampled prompts: ``(R, B)``."""
+    return np.take_along_axis(_values_batch(policy, thetas), prompt_ids, axis=-1)
 
 
 def _objective_batch(policy, thetas: np.ndarray) -> np.ndarray:
-    """``J(theta_r)`` for every row of ``thetas`` (R, d) -> (R,)."""
-    try:
-        out = np.asarray(policy.objective(thetas), float)
-        if out.shape == (thetas.shape[0],):
-            return out
-    except (ValueError, TypeError, IndexError):
-        pass
+    """``J(theta_r) = sum_x f(x) V(x; theta_r)`` for every row of ``thetas`` (R, d) -> (R,)."""
+    if hasattr(policy, "prompt_probs") and not isinstance(policy, type):
+        try:
+            return _values_batch(policy, thetas) @ np.asarray(policy.prompt_probs, float)
+        except (AttributeError, ValueError, TypeError):
+            pass
     return np.array([float(policy.objective(t)) for t in thetas])
 
 
