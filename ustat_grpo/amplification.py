@@ -1,0 +1,606 @@
+"""Success amplification under GRPO: closed-form optimal policies and probability-of-success maps.
+
+Implements Paper 2 (Mroueh, arXiv 2503.06639v4; spec section 3) for a binary verifiable reward.
+With ``p`` the probability of success (PoS) of the previous policy and the stabilised whitened
+advantage ``A = (r - p) / sqrt(p (1 - p) + eps)``, the non-parametric GRPO step without clipping,
+
+    pi_n = argmax_pi  E_pi[A] - beta * KL(pi || anchor),
+
+is an exponential tilt of the anchor on the success indicator, so the PoS obeys a scalar
+recurrence in logit space (``L = logit p``):
+
+============================  =================================================================
+variant                       recurrence
+============================  =================================================================
+``"ref"`` (GRPO, KL to ref)   ``L_n = L_ref + Omega_eps(p_{n-1}) / beta``   (``p_n = h(p_{n-1})``)
+``"mirror"`` (KL to prev)     ``L_n = L_{n-1} + Omega_eps(p_{n-1}) / beta``
+``"both"`` (alpha mix)        ``L_n = alpha L_ref + (1-alpha) L_{n-1} + Delta_R + Omega/beta``
+``"dr_grpo"`` (mean only)     ``L_n = L_ref + 1 / beta``  (constant after one step)
+``"mirror_dr_grpo"``          ``L_n = L_{n-1} + 1 / beta``
+============================  =================================================================
+
+with ``Omega_eps(p) = (p (1 - p) + eps) ** -0.5``.  Corrected forms used here (spec 3.2-3.3,
+ambiguity 12): the general optimal-policy theorem carries ``1/beta`` (the paper drops it); the
+Renyi correction uses the *success* conditional ``1{r=1}`` for ``p_{n-1,S}`` (the paper writes
+``1{r=0}``); the contrastive identity uses unconditional indicator expectations, and
+``f_eps(x, y) = min(x y, clip(x, 1-eps, 1+eps) y)`` (the paper's remark swaps x and y).
+
+Convergence is local only (spec ambiguity 11): :func:`iterate_pos` reports whether the
+iteration converged, entered a cycle (stable 2-cycles exist) or ran to ``p = 1``; it never
+assumes convergence.  :func:`fixed_points` and :func:`two_cycles` solve the equations directly.
+
+References
+----------
+Y. Mroueh, "Reinforcement Learning with Verifiable Rewards: GRPO's Effective Loss, Dynamics,
+and Success Amplification", arXiv 2503.06639v4.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, special
+
+__all__ = [
+    "VARIANTS", "omega_plus", "omega_minus", "omega", "whitened_advantage", "pos_map", "h_prime",
+    "pos_map_derivative", "iterate_pos", "PoSTrajectory", "fixed_points", "FixedPoint",
+    "two_cycles", "TwoCycle", "optimal_policy", "nonparametric_step", "regularized_objective",
+    "renyi_divergence", "renyi_correction", "grpo_clip_objective", "contrastive_objective",
+    "balanced_contrastive_objective", "effective_beta",
+]
+
+VARIANTS = ("ref", "mirror", "both", "dr_grpo", "mirror_dr_grpo")
+_MEAN_ONLY = ("dr_grpo", "mirror_dr_grpo")
+
+
+# ----------------------------------------------------------------------------- weights
+
+def omega_plus(p, eps=0.0):
+    """Weight of a success, ``omega^+_eps(p) = (1 - p) / sqrt(p (1 - p) + eps)`` (spec 3.1)."""
+    p = np.asarray(p, float)
+    return (1.0 - p) / np.sqrt(p * (1.0 - p) + eps)
+
+
+def omega_minus(p, eps=0.0):
+    """Weight of a failure, ``omega^-_eps(p) = p / sqrt(p (1 - p) + eps)`` (spec 3.1)."""
+    p = np.asarray(p, float)
+    return p / np.sqrt(p * (1.0 - p) + eps)
+
+
+def omega(p, eps=0.0):
+    """``Omega_eps(p) = omega^+ + omega^- = (p (1 - p) + eps) ** -1/2`` (spec 3.1)."""
+    p = np.asarray(p, float)
+    return 1.0 / np.sqrt(p * (1.0 - p) + eps)
+
+
+def whitened_advantage(reward, p, eps=0.0, *, normalization="mean_std"):
+    """Advantage of a binary reward at PoS ``p``.
+
+    ``normalization="mean_std"``: ``(r - p) / sqrt(p (1 - p) + eps)`` (GRPO, spec 3.1);
+    ``"mean"``: ``r - p`` (Dr. GRPO, ``omega^+ = 1 - p``, ``omega^- = p``).
+    """
+    r = np.asarray(reward, float)
+    p = np.asarray(p, float)
+    if normalization == "mean_std":
+        return (r - p) / np.sqrt(p * (1.0 - p) + eps)
+    if normalization == "mean":
+        return r - p
+    raise ValueError(f"normalization must be 'mean_std' or 'mean', got {normalization!r}")
+
+
+def effective_beta(beta, p, eps=0.0):
+    """Mean+variance normalisation equals mean-only with ``beta_eff = beta sqrt(p(1-p)+eps)`` (spec 3.3)."""
+    p = np.asarray(p, float)
+    return beta * np.sqrt(p * (1.0 - p) + eps)
+
+
+# ----------------------------------------------------------------------------- scalar maps
+
+def _logit(p):
+    with np.errstate(divide="ignore"):
+        return special.logit(np.asarray(p, float))
+
+
+def _omega_logit(L, eps):
+    """``Omega_eps(sigmoid L)`` computed from the logit (exact near p = 0 or 1)."""
+    L = np.asarray(L, float)
+    if eps == 0:
+        with np.errstate(over="ignore"):
+            return 2.0 * np.cosh(L / 2.0)  # (p (1 - p))^-1/2 = e^{L/2} + e^{-L/2}
+    return 1.0 / np.sqrt(special.expit(L) * special.expit(-L) + eps)
+
+
+def _check_args(p_ref, beta, eps, variant, alpha):
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if np.any(np.asarray(beta) <= 0):
+        raise ValueError("beta must be positive")
+    if np.any(np.asarray(eps) < 0):
+        raise ValueError("eps must be non-negative")
+    if np.any((np.asarray(p_ref) < 0) | (np.asarray(p_ref) > 1)):
+        raise ValueError("p_ref must lie in [0, 1]")
+    if variant == "both" and (alpha is None or not 0 < alpha <= 1):
+        raise ValueError("variant 'both' needs 0 < alpha <= 1")
+
+
+def _logit_map(L_prev, L_ref, beta, eps, variant, alpha, delta_r):
+    """One step of the recurrence in logit space (vectorised)."""
+    if variant in _MEAN_ONLY:
+        step = 1.0 / beta
+    else:
+        step = _omega_logit(L_prev, eps) / beta
+    if variant in ("ref", "dr_grpo"):
+        return L_ref + step
+    if variant in ("mirror", "mirror_dr_grpo"):
+        return L_prev + step
+    # both KLs: geometric-mean anchor pi_ref^alpha pi_{n-1}^(1-alpha)
+    return alpha * L_ref + (1.0 - alpha) * L_prev + delta_r + step
+
+
+def pos_map(p_prev, p_ref, beta, eps=0.0, variant="ref", *, alpha=None, delta_r=0.0):
+    """Probability of success after one non-parametric GRPO step.
+
+    Parameters
+    ----------
+    p_prev : array_like
+        PoS ``p_{n-1}`` of the previous policy (the one that sampled the group).
+    p_ref : array_like
+        PoS of the reference policy, in [0, 1].
+    beta : float
+        KL weight, > 0.
+    eps : float
+        Smoothing of the whitened reward (the paper's varepsilon), >= 0.
+    variant : {"ref", "mirror", "both", "dr_grpo", "mirror_dr_grpo"}
+        See the module table.
+    alpha : float, optional
+        Weight of ``KL(pi || pi_ref)`` in the ``"both"`` variant, in (0, 1].
+    delta_r : float
+        Renyi correction ``Delta_R`` of the ``"both"`` variant (:func:`renyi_correction`); it is
+        0 whenever ``pi_{n-1}`` is an exponential tilt of ``pi_ref`` on ``1{r=1}``, in
+        particular along any trajectory started at ``pi_0 = pi_ref``.
+
+    Returns
+    -------
+    ndarray
+        ``p_n``.  For ``"ref"`` this is ``h_{eps,p_ref}(p_{n-1}) =
+        sigmoid(logit p_ref + Omega_eps(p_{n-1}) / beta)`` (arXiv 2503.06639v4, Thm. on the
+        PoS recurrence; spec 3.3).
+
+    Notes
+    -----
+    ``p_ref = 0`` is absorbing (GRPO creates no successes) and ``p_ref = 1`` stays at 1.
+
+    Examples
+    --------
+    >>> round(float(pos_map(0.5, 0.5, 5.0, 0.0, "mirror")), 4)
+    0.5987
+    """
+    _check_args(p_ref, beta, eps, variant, alpha)
+    L = _logit_map(_logit(p_prev), _logit(p_ref), beta, eps, variant, alpha, delta_r)
+    return special.expit(L)
+
+
+def h_prime(p, p_ref, beta, eps=0.0):
+    """Derivative of the reference-KL map ``h_{eps,p_ref}`` (spec 3.4).
+
+    ``h'(p) = -h (1 - h) (1 - 2p) / (2 beta [p (1 - p) + eps]^{3/2})``: ``h`` decreases on
+    ``(0, 1/2)``, increases on ``(1/2, 1)`` and is smallest at ``p = 1/2``.
+    """
+    p = np.asarray(p, float)
+    h = pos_map(p, p_ref, beta, eps, "ref")
+    return -h * (1.0 - h) * (1.0 - 2.0 * p) / (2.0 * beta * (p * (1.0 - p) + eps) ** 1.5)
+
+
+def pos_map_derivative(p, p_ref, beta, eps=0.0, variant="ref", *, alpha=None):
+    """``d p_n / d p_{n-1}`` for any variant (``delta_r = 0``), via the logit chain rule."""
+    _check_args(p_ref, beta, eps, variant, alpha)
+    p = np.asarray(p, float)
+    pn = pos_map(p, p_ref, beta, eps, variant, alpha=alpha)
+    dOmega = 0.0 if variant in _MEAN_ONLY else -0.5 * (1.0 - 2.0 * p) * (p * (1.0 - p) + eps) ** -1.5
+    dlogit = 1.0 / (p * (1.0 - p))  # d L_{n-1} / d p_{n-1}
+    carry = {"ref": 0.0, "dr_grpo": 0.0, "mirror": 1.0, "mirror_dr_grpo": 1.0,
+             "both": None if alpha is None else 1.0 - alpha}[variant]
+    return pn * (1.0 - pn) * (carry * dlogit + dOmega / beta)
+
+
+def _logit_multiplier(L, beta, eps, variant, alpha):
+    """``dL_n / dL_{n-1}``; equals ``dp_n / dp_{n-1}`` at a fixed point (conjugation invariance)."""
+    L = np.asarray(L, float)
+    q = special.expit(L) * special.expit(-L)  # p (1 - p) from the logit, exact near 0 and 1
+    dOmega_dL = 0.0 if variant in _MEAN_ONLY else 0.5 * np.tanh(L / 2.0) * q * (q + eps) ** -1.5
+    carry = {"ref": 0.0, "dr_grpo": 0.0, "mirror": 1.0, "mirror_dr_grpo": 1.0,
+             "both": None if alpha is None else 1.0 - alpha}[variant]
+    return carry + dOmega_dL / beta
+
+
+# ----------------------------------------------------------------------------- iteration
+
+@dataclass(frozen=True, kw_only=True)
+class PoSTrajectory:
+    """Result of :func:`iterate_pos`.
+
+    Attributes
+    ----------
+    p : ndarray (n + 1,)
+        ``p_0 .. p_n`` (``p_0`` the start).
+    logit : ndarray (n + 1,)
+        The same in logit space (finite even where ``p`` rounds to 1).
+    status : str
+        ``"converged"`` (period 1), ``"cycle"`` (period >= 2), ``"to_one"`` (logit passed
+        ``logit_cap``: the PoS tends to 1, e.g. the mirror variants) or ``"not_converged"``.
+    period : int
+        Period of the attractor found (1 for a fixed point, 0 when none was found).
+    limit : tuple of float
+        The points of the attractor (one fixed point, or the cycle sorted increasingly).
+    """
+
+    p: np.ndarray
+    logit: np.ndarray
+    status: str
+    period: int
+    limit: tuple
+    params: dict = field(default_factory=dict)
+
+    @property
+    def num_iter(self) -> int:
+        return len(self.p) - 1
+
+    def summary(self) -> str:
+        lim = ", ".join(f"{x:.6g}" for x in self.limit) or "-"
+        return (f"PoS iteration ({self.params.get('variant')}): {self.status}, period {self.period}, "
+                f"limit {{{lim}}} after {self.num_iter} steps; p_0 = {self.p[0]:.6g}, "
+                f"p_n = {self.p[-1]:.6g}")
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(p=[float(x) for x in self.p], logit=[float(x) for x in self.logit],
+                    status=self.status, period=int(self.period),
+                    limit=[float(x) for x in self.limit], params=dict(self.params))
+
+
+def iterate_pos(p_ref, beta, eps=0.0, variant="ref", *, p0=None, alpha=None, max_iter=1000,
+                tol=1e-12, max_period=8, logit_cap=36.0):
+    """Iterate the PoS recurrence from ``p0`` (default ``p_ref``, i.e. ``pi_0 = pi_ref``).
+
+    The iteration runs in logit space.  After every step it looks for the smallest period
+    ``k <= max_period`` with ``|L_n - L_{n-k}| <= tol (1 + |L_n|)`` over the last ``2k`` steps;
+    ``k = 1`` is reported as ``"converged"``, ``k >= 2`` as ``"cycle"``.  A logit above
+    ``logit_cap`` (``p > 1 - 2e-16`` for the default) is reported as ``"to_one"``.  Anything else
+    after ``max_iter`` steps is ``"not_converged"``.  Convergence is never assumed
+    (spec section 3.4, ambiguity 11).
+
+    Returns
+    -------
+    PoSTrajectory
+
+    Examples
+    --------
+    >>> tr = iterate_pos(1e-4, 7.24, 1e-5)
+    >>> tr.status, tr.period, [round(x, 5) for x in tr.limit]
+    ('cycle', 2, [0.00015, 0.85526])
+    """
+    _check_args(p_ref, beta, eps, variant, alpha)
+    p0 = p_ref if p0 is None else p0
+    L_ref = float(_logit(p_ref))
+    L = [float(_logit(p0))]
+    status, period, limit = "not_converged", 0, ()
+    for _ in range(max_iter):
+        L.append(float(_logit_map(L[-1], L_ref, beta, eps, variant, alpha, 0.0)))
+        if not np.isfinite(L[-1]):
+            # p_ref in {0, 1} (or p0 on the boundary): the boundary is absorbing
+            status, period, limit = "converged", 1, (float(special.expit(L[-1])),)
+            break
+        if L[-1] > logit_cap:
+            status, period, limit = "to_one", 0, (1.0,)
+            break
+        found = False
+        for k in range(1, max_period + 1):
+            if len(L) < 2 * k + 1:
+                break
+            a, b = np.asarray(L[-k:]), np.asarray(L[-2 * k:-k])
+            if np.all(np.abs(a - b) <= tol * (1 + np.abs(a))):
+                # a slowly alternating approach can match at stride k before its true period:
+                # reduce to the smallest divisor k' of k with a invariant under a k'-shift
+                k = min(j for j in range(1, k + 1) if k % j == 0 and np.allclose(
+                    a, np.roll(a, j), rtol=1e-8, atol=1e-10))
+                pts = np.sort(special.expit(a[:k]))
+                status, period, limit = ("converged" if k == 1 else "cycle"), k, tuple(float(x) for x in pts)
+                found = True
+                break
+        if found:
+            break
+    Ls = np.asarray(L)
+    return PoSTrajectory(p=special.expit(Ls), logit=Ls, status=status, period=period, limit=limit,
+                         params=dict(p_ref=float(p_ref), beta=float(beta), eps=float(eps),
+                                     variant=variant, alpha=None if alpha is None else float(alpha),
+                                     p0=float(p0), max_iter=int(max_iter), tol=float(tol)))
+
+
+# ----------------------------------------------------------------------------- fixed points, cycles
+
+@dataclass(frozen=True, kw_only=True)
+class FixedPoint:
+    """A root ``p*`` of the fixed-point equation with its multiplier ``h'(p*)``.
+
+    ``derivative`` is computed as ``dL_n / dL_{n-1}`` in logit space, which equals ``h'(p*)`` at a
+    fixed point and stays accurate where ``p*`` rounds to 1 in floating point.
+    """
+
+    p: float
+    logit: float
+    derivative: float
+
+    @property
+    def stable(self) -> bool:
+        return abs(self.derivative) < 1.0
+
+    def summary(self) -> str:
+        return f"p* = {self.p:.10g} (h'(p*) = {self.derivative:+.4g}, {'stable' if self.stable else 'unstable'})"
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(p=self.p, logit=self.logit, derivative=self.derivative, stable=self.stable)
+
+
+def _fixed_point_residual(L, L_ref, beta, eps, scale):
+    """``F(L) = L_ref + Omega_eps(sigmoid L) / (scale beta) - L`` (scale = alpha for 'both')."""
+    return L_ref + _omega_logit(L, eps) / (scale * beta) - L
+
+
+def _roots_on_grid(fun, lo, hi, num):
+    grid = np.linspace(lo, hi, num)
+    vals = fun(grid)
+    roots = []
+    for i in np.flatnonzero(vals == 0):
+        roots.append(float(grid[i]))
+    s = np.sign(vals)
+    for i in np.flatnonzero(s[:-1] * s[1:] < 0):
+        roots.append(float(optimize.brentq(fun, grid[i], grid[i + 1], xtol=1e-14, rtol=1e-15)))
+    return sorted(roots)
+
+
+def _logit_bracket(L_ref, beta, eps, scale, logit_max):
+    # Omega_eps >= (1/4 + eps)^-1/2 > 0 and <= eps^-1/2, so every root satisfies
+    # L_ref + Omega_min/(scale beta) <= L* <= L_ref + Omega_max/(scale beta): amplification.
+    lo = L_ref + (0.25 + eps) ** -0.5 / (scale * beta)
+    hi = L_ref + (eps ** -0.5 / (scale * beta) if eps > 0 else np.inf)
+    return lo - 1e-9, min(hi + 1e-9, logit_max)
+
+
+def fixed_points(p_ref, beta, eps=0.0, variant="ref", *, alpha=None, grid_size=40001,
+                 logit_max=60.0):
+    """All fixed points in (0, 1) of the reference-anchored recurrences, solved directly.
+
+    For ``"ref"`` the equation is ``logit p = logit p_ref + Omega_eps(p) / beta``; for
+    ``"both"`` (with ``Delta_R = 0``, i.e. started at ``pi_ref``) it is
+    ``logit p = logit p_ref + Omega_eps(p) / (alpha beta)`` (spec 3.3, check M5).  Roots are
+    bracketed on a uniform grid of ``grid_size`` points in logit space over the interval that
+    must contain all of them, then polished with ``brentq``.  Tangential (double) roots narrower
+    than the grid spacing can be missed.  ``"dr_grpo"`` has the single fixed point
+    ``sigmoid(logit p_ref + 1/beta)``; the mirror variants have none in (0, 1).
+
+    Returns
+    -------
+    list of FixedPoint, increasing in ``p``.
+    """
+    _check_args(p_ref, beta, eps, variant, alpha)
+    if not 0 < p_ref < 1:
+        return []
+    L_ref = float(_logit(p_ref))
+    if variant in ("mirror", "mirror_dr_grpo"):
+        return []
+    if variant == "dr_grpo":
+        L = L_ref + 1.0 / beta
+        return [FixedPoint(p=float(special.expit(L)), logit=L, derivative=0.0)]
+    scale = 1.0 if variant == "ref" else alpha
+    lo, hi = _logit_bracket(L_ref, beta, eps, scale, logit_max)
+    if not lo < hi:
+        return []
+    fun = lambda L: _fixed_point_residual(L, L_ref, beta, eps, scale)  # noqa: E731
+    out = []
+    for L in _roots_on_grid(fun, lo, hi, grid_size):
+        p = float(special.expit(L))
+        out.append(FixedPoint(p=p, logit=L, derivative=float(
+            _logit_multiplier(L, beta, eps, variant, alpha))))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwoCycle:
+    """A 2-cycle ``{p_low, p_high}`` of the reference-KL map with multiplier ``h'(p_low) h'(p_high)``."""
+
+    p_low: float
+    p_high: float
+    multiplier: float
+
+    @property
+    def stable(self) -> bool:
+        return abs(self.multiplier) < 1.0
+
+    def summary(self) -> str:
+        return (f"2-cycle {{{self.p_low:.6g}, {self.p_high:.6g}}} (multiplier {self.multiplier:+.4g}, "
+                f"{'stable' if self.stable else 'unstable'})")
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(p_low=self.p_low, p_high=self.p_high, multiplier=self.multiplier, stable=self.stable)
+
+
+def two_cycles(p_ref, beta, eps=0.0, *, grid_size=40001, logit_max=60.0):
+    """All 2-cycles of ``h_{eps,p_ref}`` (roots of ``h(h(p)) = p`` that are not fixed points).
+
+    Solved in logit space with ``T(L) = logit p_ref + Omega_eps(sigmoid L) / beta`` on the same
+    bracket as :func:`fixed_points` (every iterate after the first lies in it).
+    """
+    _check_args(p_ref, beta, eps, "ref", None)
+    if not 0 < p_ref < 1:
+        return []
+    L_ref = float(_logit(p_ref))
+    lo, hi = _logit_bracket(L_ref, beta, eps, 1.0, logit_max)
+    if not lo < hi:
+        return []
+    T = lambda L: L_ref + _omega_logit(L, eps) / beta  # noqa: E731
+    roots = _roots_on_grid(lambda L: T(T(L)) - L, lo, hi, grid_size)
+    fps = [fp.logit for fp in fixed_points(p_ref, beta, eps, "ref", grid_size=grid_size, logit_max=logit_max)]
+    cycles = []
+    for L in roots:
+        if any(abs(L - f) < 1e-7 * (1 + abs(f)) for f in fps):
+            continue
+        L2 = float(T(L))
+        if L2 < L:  # report each cycle once, from its lower point
+            continue
+        p1, p2 = float(special.expit(L)), float(special.expit(L2))
+        mult = float(_logit_multiplier(L, beta, eps, "ref", None) * _logit_multiplier(L2, beta, eps, "ref", None))
+        cycles.append(TwoCycle(p_low=p1, p_high=p2, multiplier=mult))
+    return cycles
+
+
+# ----------------------------------------------------------------------------- finite bandit
+
+def _as_policy(pi):
+    pi = np.asarray(pi, float)
+    if pi.ndim != 1 or np.any(pi < 0) or not np.isclose(pi.sum(), 1.0, rtol=0, atol=1e-12):
+        raise ValueError("a policy is a 1-d probability vector")
+    return pi
+
+
+def optimal_policy(anchor, success, p_adv, beta, eps=0.0, *, normalization="mean_std"):
+    """Closed-form ``argmax_pi E_pi[A] - beta KL(pi || anchor)`` on a finite output set.
+
+    Parameters
+    ----------
+    anchor : ndarray (K,)
+        Anchor policy ``pi_o`` (a probability vector; for two KLs the normalised geometric mean).
+    success : ndarray (K,) of bool
+        ``r(o) = 1`` outputs.
+    p_adv : float
+        PoS ``p_nu`` at which the advantage weights are evaluated (``p_{n-1}``).
+    beta, eps, normalization :
+        See :func:`whitened_advantage`.
+
+    Returns
+    -------
+    ndarray (K,)
+        ``anchor * exp(A / beta) / Z`` with ``Z = p_o e^{omega^+/beta} + (1 - p_o) e^{-omega^-/beta}``
+        (spec 3.3; the paper's general theorem omits the ``1/beta``, corrected here).
+    """
+    anchor = _as_policy(anchor)
+    A = whitened_advantage(np.asarray(success, float), p_adv, eps, normalization=normalization)
+    logw = np.log(anchor, where=anchor > 0, out=np.full_like(anchor, -np.inf)) + A / beta
+    w = np.exp(logw - logw[np.isfinite(logw)].max())
+    return w / w.sum()
+
+
+def regularized_objective(pi, success, p_adv, beta, eps=0.0, *, pi_ref, pi_prev=None, alpha=1.0,
+                          normalization="mean_std"):
+    """``E_pi A - beta [alpha KL(pi||pi_ref) + (1 - alpha) KL(pi||pi_prev)]`` (spec 3.2, no clip)."""
+    pi = np.asarray(pi, float)
+    A = whitened_advantage(np.asarray(success, float), p_adv, eps, normalization=normalization)
+
+    def kl(q):
+        m = pi > 0
+        return float(np.sum(pi[m] * (np.log(pi[m]) - np.log(np.asarray(q, float)[m]))))
+
+    pen = alpha * kl(pi_ref) + ((1.0 - alpha) * kl(pi_prev) if alpha < 1 else 0.0)
+    return float(pi @ A) - beta * pen
+
+
+def _geometric_anchor(pi_ref, pi_prev, alpha):
+    logq = alpha * np.log(pi_ref) + (1.0 - alpha) * np.log(pi_prev)
+    q = np.exp(logq - logq.max())
+    return q / q.sum()
+
+
+def nonparametric_step(pi_prev, pi_ref, success, beta, eps=0.0, variant="ref", *, alpha=None):
+    """One exact non-parametric GRPO step ``pi_{n-1} -> pi_n`` on a finite output set (spec 3.2-3.3).
+
+    The advantage uses ``p_{n-1} = P_{pi_{n-1}}(r = 1)``; the anchor is ``pi_ref`` ("ref",
+    "dr_grpo"), ``pi_{n-1}`` (mirror variants) or the normalised ``pi_ref^alpha pi_{n-1}^(1-alpha)``
+    ("both").
+    """
+    _check_args(0.5, beta, eps, variant, alpha)
+    pi_prev, pi_ref = _as_policy(pi_prev), _as_policy(pi_ref)
+    success = np.asarray(success, bool)
+    p_prev = float(pi_prev[success].sum())
+    norm = "mean" if variant in _MEAN_ONLY else "mean_std"
+    if variant in ("ref", "dr_grpo"):
+        anchor = pi_ref
+    elif variant in ("mirror", "mirror_dr_grpo"):
+        anchor = pi_prev
+    else:
+        anchor = _geometric_anchor(pi_ref, pi_prev, alpha)
+    return optimal_policy(anchor, success, p_prev, beta, eps, normalization=norm)
+
+
+def renyi_divergence(P, Q, alpha):
+    """``D_alpha(P || Q) = log(sum P^alpha Q^(1-alpha)) / (alpha - 1)`` (alpha != 1)."""
+    P, Q = np.asarray(P, float), np.asarray(Q, float)
+    if alpha == 1:
+        raise ValueError("alpha = 1 is the KL limit; not needed here")
+    return float(np.log(np.sum(P ** alpha * Q ** (1.0 - alpha))) / (alpha - 1.0))
+
+
+def renyi_correction(pi_ref, pi_prev, success, alpha):
+    """Renyi correction of the two-KL recurrence (spec 3.3, corrected indicator).
+
+    ``Delta_R = (1 - alpha) [D_alpha(p_ref,F || p_{n-1},F) - D_alpha(p_ref,S || p_{n-1},S)]``
+    where ``p_.,S`` / ``p_.,F`` are the policies conditioned on success / failure.  The paper
+    defines ``p_{n-1,S}`` with ``1{r=0}``; the success indicator ``1{r=1}`` is the correct one.
+    ``Delta_R = 0`` when ``pi_prev`` is an exponential tilt of ``pi_ref`` on ``1{r=1}``.
+    """
+    pi_ref, pi_prev = _as_policy(pi_ref), _as_policy(pi_prev)
+    s = np.asarray(success, bool)
+    if alpha == 1:
+        return 0.0
+    cond = lambda pi, m: pi[m] / pi[m].sum()  # noqa: E731
+    dF = renyi_divergence(cond(pi_ref, ~s), cond(pi_prev, ~s), alpha)
+    dS = renyi_divergence(cond(pi_ref, s), cond(pi_prev, s), alpha)
+    return (1.0 - alpha) * (dF - dS)
+
+
+# ----------------------------------------------------------------------------- contrastive loss (M1)
+
+def grpo_clip_objective(pi, pi_old, success, eps_clip, eps=0.0):
+    """``E_{o ~ pi_old} f_eps(pi/pi_old, A)`` with ``f_eps(x, y) = min(x y, clip(x, 1-eps, 1+eps) y)``.
+
+    Computed directly from the definition (spec 3.1), one prompt, no KL.
+    """
+    pi, pi_old = np.asarray(pi, float), np.asarray(pi_old, float)
+    s = np.asarray(success, bool)
+    p = float(pi_old[s].sum())
+    A = whitened_advantage(s.astype(float), p, eps)
+    x = pi / pi_old
+    f = np.minimum(x * A, np.clip(x, 1 - eps_clip, 1 + eps_clip) * A)
+    return float(pi_old @ f)
+
+
+def contrastive_objective(pi, pi_old, success, eps_clip, eps=0.0):
+    """Weighted contrastive form (spec 3.2, check M1; unconditional indicator expectations).
+
+    ``omega^+(p) E_old[min(x, 1+eps) 1{r=1}] - omega^-(p) E_old[max(x, 1-eps) 1{r=0}]``.
+    """
+    pi, pi_old = np.asarray(pi, float), np.asarray(pi_old, float)
+    s = np.asarray(success, bool)
+    p = float(pi_old[s].sum())
+    x = pi / pi_old
+    pos = float(np.sum(pi_old[s] * np.minimum(x[s], 1 + eps_clip)))
+    neg = float(np.sum(pi_old[~s] * np.maximum(x[~s], 1 - eps_clip)))
+    return float(omega_plus(p, eps)) * pos - float(omega_minus(p, eps)) * neg
+
+
+def balanced_contrastive_objective(pi, pi_old, success, eps_clip, eps=0.0):
+    """Balanced form ``w(p) (E_{pi_old^+}[min(x, 1+eps)] - E_{pi_old^-}[max(x, 1-eps)])`` (spec 3.2, [D]).
+
+    ``w(p) = p (1 - p) / sqrt(p (1 - p) + eps)``; ``pi_old^+/-`` are the success/failure conditionals.
+    """
+    pi, pi_old = np.asarray(pi, float), np.asarray(pi_old, float)
+    s = np.asarray(success, bool)
+    p = float(pi_old[s].sum())
+    x = pi / pi_old
+    w = p * (1 - p) / np.sqrt(p * (1 - p) + eps)
+    pos = float(np.sum(pi_old[s] * np.minimum(x[s], 1 + eps_clip)) / p)
+    neg = float(np.sum(pi_old[~s] * np.maximum(x[~s], 1 - eps_clip)) / (1 - p))
+    return float(w * (pos - neg))
