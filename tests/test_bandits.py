@@ -233,3 +233,15 @@ def test_errors():
         SoftmaxBandit([0.5, 0.5]).sample(1, 2, rng=0)
     with pytest.raises(ValueError, match="num_prompts"):
         SoftmaxBandit([0.5, 0.5]).sample(0, 2, rng=rng)
+
+
+def test_values_vectorised_over_replicates():
+    rng = np.random.default_rng(208)
+    for pol in (_contextual(), _general_softmax(), GaussianPolicyBandit(prompt_probs=[0.2, 0.5, 0.3])):
+        thetas = rng.normal(size=(5, pol.dim))
+        V = pol.values(thetas)
+        assert V.shape == (5, pol.num_contexts)
+        for r in range(5):
+            np.testing.assert_allclose(V[r], pol.moments(thetas[r]).value, rtol=1e-13)
+            np.testing.assert_allclose(V[r] @ pol.prompt_probs, pol.objective(thetas[r]), rtol=1e-13)
+        np.testing.assert_allclose(pol.values(), pol.moments().value, rtol=1e-13)

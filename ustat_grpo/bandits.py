@@ -157,6 +157,14 @@ class _Policy:
         """Exact per-prompt moments at ``theta (d,)`` (default: ``self.theta``)."""
         return self._moments(self._check_theta(theta, allow_batch=False))
 
+    def values(self, theta=None) -> np.ndarray:
+        """Exact ``V(x; theta)`` for every prompt: ``theta (d,) -> (P,)``, ``theta (R, d) -> (R, P)``.
+
+        Vectorised over replicates (used by Algorithm 1 to track ``J`` along many runs).
+        """
+        t = self._check_theta(theta, allow_batch=True)
+        return self._values(np.atleast_2d(t)).reshape(t.shape[:-1] + (self.num_contexts,))
+
     def objective(self, theta=None) -> float:
         """``J(theta) = E_X V(X)``."""
         m = self.moments(theta)
@@ -256,6 +264,14 @@ class ContextualSoftmaxBandit(_Policy):
     theta : array_like, shape (d,), optional
         Zeros by default.
 
+    Attributes
+    ----------
+    features : ndarray (P, K, d); prompt_probs : ndarray (P,); dim : int; num_arms : int
+    reward_values, reward_probs : ndarray (P, K, M)
+        The reward law of each (prompt, arm), normalised to a finite support.
+    arm_means : ndarray (P, K)
+        ``E[Z | x, a]``.
+
     Notes
     -----
     Moments are exact sums over arms (arXiv 2603.01162 notation, spec §1):
@@ -292,6 +308,10 @@ class ContextualSoftmaxBandit(_Policy):
         """``pi(a|x)``, shape (P, K)."""
         t = self._check_theta(theta, allow_batch=False)
         return _softmax(self.features @ t)
+
+    def _values(self, thetas):
+        pi = _softmax(np.einsum("pkd,rd->rpk", self.features, thetas))           # (R, P, K)
+        return (pi * self._m1).sum(-1)                                        # (R, P)
 
     def _moments(self, t):
         pi = _softmax(self.features @ t)                                      # (P, K)
@@ -440,6 +460,14 @@ class GaussianPolicyBandit(_Policy):
     theta : array_like, shape (d,), optional
         Default zeros.
 
+    Attributes
+    ----------
+    u : ndarray (P, d)
+        ``features @ mixing``; the action mean is ``u @ theta``.
+    targets : ndarray (P,); action_std : float; reward_width : float; prompt_probs : ndarray (P,)
+    rank : int
+        ``rank(u)``, the rank of the Hessian on the maximiser manifold.
+
     Notes
     -----
     With ``e = a - m_x ~ N(0, s^2)`` and ``delta = m_x - a*_x``, every moment is the Gaussian
@@ -475,6 +503,11 @@ class GaussianPolicyBandit(_Policy):
         self._theta_star = sol
         self.rank = int(np.linalg.matrix_rank(self.u))
         self._theta = np.zeros(d) if theta is None else self._check_theta(theta, allow_batch=False)
+
+    def _values(self, thetas):
+        s2, tau2 = self.action_std ** 2, self.reward_width ** 2
+        delta = thetas @ self.u.T - self.targets                              # (R, P)
+        return np.sqrt(tau2 / (tau2 + s2)) * np.exp(-delta ** 2 / (2 * (tau2 + s2)))
 
     def _moments(self, t):
         s2, tau2 = self.action_std ** 2, self.reward_width ** 2
