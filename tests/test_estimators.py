@@ -229,3 +229,24 @@ def test_registry_uniform_signature():
         out = fn(r, s, values=v)
         assert out.shape == (3, 2), name
     np.testing.assert_allclose(est.ESTIMATORS["oracle"](r, s, values=v), est.oracle(r, s, values=v))
+
+
+@given(st.integers(1, 6), st.integers(2, 6), st.sampled_from(["grpo", "dr_grpo", "rloo"]),
+       st.sampled_from([1e-4, 1e-6, 1e-9]), st.integers(0, 10_000))
+def test_property_advantages_fast_equals_naive(B, G, kind, eps, seed):
+    rng = np.random.default_rng(seed)
+    r = rng.integers(0, 3, B * G) / 2.0                                  # ties and zero-variance groups occur
+    uid = rng.permutation(np.repeat(np.arange(B), G))
+    fast = est.advantages(r, kind, index=uid, eps=eps)
+    np.testing.assert_allclose(fast, est._naive_advantages(r, kind, index=uid, eps=eps), rtol=1e-10, atol=1e-12)
+    # group-sum identity: centred advantages sum to zero within every group
+    np.testing.assert_allclose(np.bincount(uid, weights=fast), 0.0, atol=1e-9)
+
+
+@given(st.integers(2, 8), st.integers(1, 4), st.integers(0, 10_000))
+def test_property_estimators_fast_equal_naive(G, d, seed):
+    rng = np.random.default_rng(seed)
+    r, s = _data(rng, lead=(3,), G=G, d=d, binary=bool(seed % 2))
+    np.testing.assert_allclose(est.grpo(r, s), est._naive_grpo_ustat(r, s), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(est.std_normalized(r, s, preset="verl"),
+                               est._naive_std_normalized(r, s, eps=1e-6), rtol=1e-10, atol=1e-12)
