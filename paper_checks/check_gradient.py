@@ -23,7 +23,7 @@ CHUNK = 20_000          # groups per sampling call in the Monte Carlo checks (me
 
 
 def _softmax5():
-    """The K = 5 Bernoulli softmax bandit of checks C2/C3 (V = 0.39 at this theta)."""
+    """The K = 5 Bernoulli softmax bandit of checks C2/C3 (V = 0.339 at this theta)."""
     return SoftmaxBandit([0.1, 0.25, 0.4, 0.7, 0.9], theta=[0.6, 0.3, 0.0, -0.4, -0.8])
 
 
