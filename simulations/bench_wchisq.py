@@ -1,0 +1,152 @@
+"""Accuracy and speed of the ``WeightedChiSquared`` methods against closed-form references.
+
+For each reference law and each method (imhof, saddlepoint, liu, hbe, satterthwaite) it reports
+
+* ``max_abs_cdf``: max |cdf - exact| over the 1%..99% quantile range (bulk accuracy);
+* ``max_rel_sf``: max |sf / exact - 1| at upper-tail probabilities 1e-3 .. 1e-12 (tail accuracy);
+* ``evals_per_s``: cdf evaluations per second (single core, one point per call).
+
+Reference laws (exact values from closed forms or scipy):
+
+* ``chi2_3``: weights (1, 1, 1) = chi2_3 (``scipy.stats.chi2``);
+* ``hypoexp``: weights (6, 3, 1) with 2 df each, the hypoexponential closed form;
+* ``cvm``: scipy's Cramer-von Mises limit law, weights 1/(k^2 pi^2), k <= 20000, plus the
+  remainder's mean (bulk only: scipy's series has no accurate far tail);
+* ``laplace``: weights (1, -1) with 2 df (a Laplace law; only imhof and saddlepoint apply).
+
+The table goes to stdout (Markdown, or JSON with ``--format json``); ``--out`` also writes a NetCDF
+with provenance.  Usage: ``python simulations/bench_wchisq.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from scipy import stats  # noqa: E402
+from scipy.stats._hypotests import _cdf_cvm_inf  # noqa: E402
+
+import ustat_grpo  # noqa: E402
+from ustat_grpo.wchisq import METHODS, WeightedChiSquared  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Config:
+    num_bulk: int = field(default=15, metadata={"help": "bulk evaluation points per law (quantiles 1%..99%)"})
+    laws: str = field(default="chi2_3,hypoexp,cvm,laplace", metadata={"help": "comma-separated reference laws"})
+    methods: str = field(default=",".join(METHODS), metadata={"help": "comma-separated methods"})
+    format: str = field(default="markdown", metadata={"help": "stdout format: markdown or json"})
+    out: str = field(default="", metadata={"help": "optional output directory for bench_wchisq.nc"})
+
+
+def _hypo_sf(x, lam):
+    r = 1.0 / (2.0 * np.asarray(lam, float))
+    return sum(np.prod([r[j] / (r[j] - r[k]) for j in range(r.size) if j != k]) * np.exp(-r[k] * x)
+               for k in range(r.size))
+
+
+def _laws():
+    """name -> (weights, df, exact cdf, exact sf, bulk range, tail points)."""
+    K = 20000
+    lam = 1.0 / (np.arange(1, K + 1) ** 2 * np.pi**2)
+    rem = 1.0 / 6.0 - lam.sum()
+    tail_p = np.array([1e-3, 1e-6, 1e-9, 1e-12])
+    out = {
+        "chi2_3": ((1.0, 1.0, 1.0), (1, 1, 1), lambda x: stats.chi2.cdf(x, 3), lambda x: stats.chi2.sf(x, 3),
+                   stats.chi2.ppf([0.01, 0.99], 3), stats.chi2.isf(tail_p, 3)),
+        "hypoexp": ((6.0, 3.0, 1.0), (2, 2, 2), lambda x: 1 - _hypo_sf(x, (6, 3, 1)), lambda x: _hypo_sf(x, (6, 3, 1)),
+                    (1.5, 60.0), np.array([88.5, 171.4, 254.2, 337.1])),
+        "cvm": (lam, 1, lambda x: _cdf_cvm_inf(x + rem), None, (0.03 - rem, 0.74 - rem), None),
+        "laplace": ((1.0, -1.0), (2, 2), lambda x: np.where(x < 0, 0.5 * np.exp(x / 2), 1 - 0.5 * np.exp(-x / 2)),
+                    lambda x: np.where(x < 0, 1 - 0.5 * np.exp(x / 2), 0.5 * np.exp(-x / 2)),
+                    (-7.8, 7.8), -2 * np.log(2 * tail_p)),
+    }
+    return out
+
+
+def run(cfg: Config) -> list[dict]:
+    rows = []
+    laws = _laws()
+    for name in [s.strip() for s in cfg.laws.split(",") if s.strip()]:
+        w, df, cdf, sf, (lo, hi), tail_x = laws[name]
+        xb = np.linspace(lo, hi, cfg.num_bulk)
+        for m in [s.strip() for s in cfg.methods.split(",") if s.strip()]:
+            try:
+                law = WeightedChiSquared(w, df=df, method=m)
+            except ValueError:
+                rows.append(dict(law=name, method=m, max_abs_cdf=None, max_rel_sf=None, evals_per_s=None,
+                                 note="not applicable (negative weights)"))
+                continue
+            t = time.perf_counter()
+            got = np.array([law.cdf(float(x)) for x in xb])
+            dt = time.perf_counter() - t
+            abs_err = float(np.max(np.abs(got - cdf(xb))))
+            rel = None
+            if sf is not None:
+                rel = float(np.max(np.abs(np.asarray(law.sf(tail_x)) / sf(tail_x) - 1)))
+            rows.append(dict(law=name, method=m, max_abs_cdf=abs_err, max_rel_sf=rel,
+                             evals_per_s=float(xb.size / dt), note=""))
+            print(f"[{name}/{m}] {abs_err:.2e} {rel} {xb.size / dt:.0f}/s", file=sys.stderr)
+    return rows
+
+
+def _fmt(v, f=".1e"):
+    return "-" if v is None else format(v, f)
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(prog="bench_wchisq.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
+                       help=f.metadata["help"])
+    cfg = Config(**vars(p.parse_args(args)))
+    if cfg.format not in ("markdown", "json"):
+        print("bench_wchisq.py: --format must be markdown or json", file=sys.stderr)
+        return 2
+    rows = run(cfg)
+    if cfg.format == "json":
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    else:
+        print("| law | method | max abs cdf error (bulk) | max rel sf error (tail 1e-3..1e-12) | cdf evals/s |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['law']} | {r['method']} | {_fmt(r['max_abs_cdf'])} | {_fmt(r['max_rel_sf'])} | "
+                  f"{_fmt(r['evals_per_s'], '.0f')} |" + (f" {r['note']}" if r["note"] else ""))
+    if cfg.out:
+        import xarray as xr
+
+        laws = sorted({r["law"] for r in rows}, key=[r["law"] for r in rows].index)
+        meths = sorted({r["method"] for r in rows}, key=[r["method"] for r in rows].index)
+        arr = {k: np.full((len(laws), len(meths)), np.nan) for k in ("max_abs_cdf", "max_rel_sf", "evals_per_s")}
+        for r in rows:
+            for k in arr:
+                if r[k] is not None:
+                    arr[k][laws.index(r["law"]), meths.index(r["method"])] = r[k]
+        ds = xr.Dataset({k: (("law", "method"), v) for k, v in arr.items()}, coords=dict(law=laws, method=meths))
+        ds.attrs.update(seed="none (deterministic)", package_version=ustat_grpo.__version__,
+                        command=" ".join(["python", "simulations/bench_wchisq.py", *args]),
+                        config=json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+                        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        os.makedirs(cfg.out, exist_ok=True)
+        path = os.path.join(cfg.out, "bench_wchisq.nc")
+        try:
+            ds.to_netcdf(path, engine="h5netcdf")
+        except ImportError:  # no h5py: NETCDF3 via scipy
+            ds.to_netcdf(path, engine="scipy")
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
