@@ -1,0 +1,401 @@
+"""Tests for ustat_grpo.montecarlo: streams, exactness of the Monte Carlo MSE, resume, merge, I/O."""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ustat_grpo import montecarlo as mc
+from ustat_grpo.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, Sample, SoftmaxBandit
+from ustat_grpo.testing import assert_mc_close
+
+DATA_VARS = ("count", "mse", "m2", "mse_se", "exact")
+
+
+# ---------------------------------------------------------------------------- private test policy
+
+@dataclass(frozen=True)
+class _Moments:
+    prompt_probs: np.ndarray
+    value: np.ndarray
+    grad: np.ndarray
+
+
+class ProtocolOnlyPolicy:
+    """A finite policy that offers only the architecture protocol (no softmax attributes).
+
+    ``P`` prompts, outputs ``y in {0..K-1}`` with probabilities ``probs[x]``, arbitrary score
+    vectors ``table[x, y]`` (d = 2) and deterministic rewards ``reward[x, y]``.  The engine does not
+    need ``E[W | x] = 0``, so the table need not be a true score.
+    """
+
+    def __init__(self):
+        self.prompt_probs = np.array([0.3, 0.7])
+        self.probs = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+        self.table = np.array([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]],
+                               [[0.5, 0.5], [2.0, -1.0], [0.0, -0.5]]])
+        self.reward = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.5]])
+        self.theta = np.zeros(2)
+
+    def moments(self, theta=None):
+        value = (self.probs * self.reward).sum(-1)
+        grad = np.einsum("pk,pkd->pd", self.probs * self.reward, self.table)
+        return _Moments(self.prompt_probs, value, grad)
+
+    def gradient(self, theta=None):
+        return self.prompt_probs @ self.moments().grad
+
+    def sample(self, num_prompts, num_generations, *, rng, theta=None):
+        lead = np.shape(theta)[:-1] if theta is not None and np.ndim(theta) == 2 else ()
+        x = rng.choice(2, size=lead + (num_prompts,), p=self.prompt_probs)
+        u = rng.random(x.shape + (num_generations,))
+        y = (u[..., None] > np.cumsum(self.probs[x], -1)[..., None, :]).sum(-1).clip(0, 2)
+        xg = np.broadcast_to(x[..., None], y.shape)
+        return Sample(rewards=self.reward[xg, y], scores=self.table[xg, y], prompt_ids=x)
+
+
+# module-level estimators (picklable) for the custom-estimator paths
+def est_vanilla(rewards, scores, *, values=None):
+    return np.einsum("...g,...gd->...d", rewards, scores) / rewards.shape[-1]
+
+
+def est_loo(rewards, scores, *, values=None):
+    G = rewards.shape[-1]
+    c = rewards - rewards.mean(-1, keepdims=True)
+    return np.einsum("...g,...gd->...d", c, scores) / (G - 1)
+
+
+def est_oracle(rewards, scores, *, values=None):
+    return np.einsum("...g,...gd->...d", rewards - values[..., None], scores) / rewards.shape[-1]
+
+
+def est_median_baseline(rewards, scores, *, values=None):
+    """Not affine in the rewards: exercises the semi-generic part of the fast path."""
+    c = rewards - np.median(rewards, axis=-1, keepdims=True)
+    return np.einsum("...g,...gd->...d", c, scores) / rewards.shape[-1]
+
+
+CUSTOM = {"vanilla": est_vanilla, "grpo": est_loo, "oracle": est_oracle}
+
+
+def enumerated_mse(probs, table, reward, prompt_probs, estimator, G, B):
+    """Exact minibatch MSE by enumerating every group of G outputs (finite, deterministic rewards).
+
+    With ``Y = g_hat(X)`` for one prompt, the minibatch mean of B i.i.d. copies has
+    ``E||mean - g||^2 = ||E Y - g||^2 + (E||Y||^2 - ||E Y||^2) / B``.
+    """
+    P, K, d = table.shape
+    g = np.einsum("p,pk,pkd->d", prompt_probs, probs * reward, table)
+    values = (probs * reward).sum(-1)
+    EY, EY2 = np.zeros(d), 0.0
+    for x in range(P):
+        for ys in itertools.product(range(K), repeat=G):
+            p = prompt_probs[x] * np.prod(probs[x, list(ys)])
+            est = estimator(reward[x, list(ys)], table[x, list(ys)], values=np.array(values[x]))
+            EY += p * est
+            EY2 += p * float(est @ est)
+    return float((EY - g) @ (EY - g) + (EY2 - EY @ EY) / B)
+
+
+def small_bandit():
+    return SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5])
+
+
+def contextual_bandit():
+    rng = np.random.default_rng(20260101)
+    return ContextualSoftmaxBandit(rng.normal(size=(4, 3, 2)), success_probs=rng.random((4, 3)),
+                                   prompt_probs=[0.1, 0.2, 0.3, 0.4], theta=[0.3, -0.2])
+
+
+def data_equal(a, b):
+    for v in DATA_VARS:
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    for c in ("estimator", "num_generations", "num_prompts"):
+        np.testing.assert_array_equal(a[c].values, b[c].values)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+def test_categorical_sampler_equals_searchsorted():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(9), size=4)
+    probs[1] = [0.5, 0.5, 0, 0, 0, 0, 0, 0, 0]                    # empty categories
+    probs[2] = [1e-6, 2e-6, 3e-6, 0.3, 0.7 - 6e-6, 0, 0, 0, 0]     # several CDF points in one bin
+    sampler = mc._CategoricalSampler(probs)
+    assert sampler.steps >= 3
+    u = rng.random((4, 50_000))
+    u[:, :3] = [0.0, 0.5, 1 - 2 ** -53]                            # edges
+    ids = sampler(u, row=np.arange(4))                             # row broadcast along the last axis
+    for x in range(4):
+        naive = np.searchsorted(np.cumsum(probs[x])[:-1], u[x], side="right")
+        np.testing.assert_array_equal(ids[x] - 9 * x, naive)
+    per_element = sampler(u, row=np.broadcast_to(np.arange(4)[:, None], u.shape))
+    np.testing.assert_array_equal(per_element, ids)
+
+
+def test_chan_pooling_equals_concatenation():
+    rng = np.random.default_rng(2)
+    a, b = rng.exponential(size=(3, 17)), rng.exponential(size=(3, 5)) + 1.0
+    pooled = mc._chan(*mc._block_stats(a), *mc._block_stats(b))
+    both = np.concatenate([a, b], axis=1)
+    np.testing.assert_array_equal(pooled[0], 22)
+    np.testing.assert_allclose(pooled[1], both.mean(1), rtol=1e-13)
+    np.testing.assert_allclose(pooled[2], both.var(1) * 22, rtol=1e-12)
+    empty = (np.zeros(3, np.int64), np.full(3, np.nan), np.full(3, np.nan))
+    np.testing.assert_allclose(mc._chan(*empty, *mc._block_stats(a))[1], a.mean(1), rtol=1e-15)
+
+
+def test_cell_streams_are_keyed_by_coordinates():
+    s = mc.cell_seed_sequence(7, 8, 2)
+    assert s.spawn_key == (8, 2)
+    a = np.random.default_rng(mc.cell_seed_sequence(7, 8, 2).spawn(2)[1]).random(4)
+    b = np.random.default_rng(mc.cell_seed_sequence(7, 8, 2).spawn(2)[1]).random(4)
+    c = np.random.default_rng(mc.cell_seed_sequence(7, 2, 8).spawn(2)[1]).random(4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+# ---------------------------------------------------------------------------- correctness vs exact
+
+def test_generic_path_matches_enumeration_and_negative_control():
+    pol = ProtocolOnlyPolicy()
+    Gs, Bs = (2, 3), (1, 4)
+    ds = mc.run_grid(pol, estimators=CUSTOM, num_generations=Gs, num_prompts=Bs, num_replicates=20_000,
+                     seed=11, scheduler="serial", progress=False, exact=None)
+    assert ds.attrs["config"] and json.loads(ds.attrs["config"])["sampler"] == "generic"
+    exact = np.array([[[enumerated_mse(pol.probs, pol.table, pol.reward, pol.prompt_probs, f, G, B)
+                        for B in Bs] for G in Gs] for f in CUSTOM.values()])
+    assert_mc_close(ds.mse.values, ds.mse_se.values, exact)
+    # negative control: the paper's O(1/G^2) residual read as exactly A3/(BG^2) must be rejected
+    wrong = exact.copy()
+    mom = pol.moments()
+    f = pol.prompt_probs
+    sig2 = (pol.probs * pol.reward ** 2).sum(-1) - mom.value ** 2
+    trI = np.einsum("pk,pkd,pkd->p", pol.probs, pol.table, pol.table)
+    A3 = float(f @ (sig2 * trI + (mom.grad ** 2).sum(-1)))
+    for j, G in enumerate(Gs):
+        for k, B in enumerate(Bs):
+            wrong[1, j, k] += A3 / (B * G * G) - A3 / (B * G * (G - 1))
+    with pytest.raises(AssertionError):
+        assert_mc_close(ds.mse.values, ds.mse_se.values, wrong)
+
+
+def test_bandit_paths_match_exact_mse_and_each_other():
+    pol = contextual_bandit()
+    kw = dict(num_generations=(2, 8), num_prompts=(1, 3), num_replicates=20_000, seed=5,
+              estimators=("vanilla", "grpo", "oracle", "group_mean", "std_normalized"),
+              scheduler="serial", progress=False)
+    fast = mc.run_grid(pol, sampler="auto", **kw)
+    slow = mc.run_grid(pol, sampler="generic", **kw)
+    cfg = json.loads(fast.attrs["config"])
+    assert cfg["sampler"] == "finite"
+    assert set(cfg["affine_fast_path"]) == set(kw["estimators"])
+    # both paths consume the stream in the same order (prompts, arms, rewards; inverse CDF), so
+    # they agree to rounding; then the MC mean is judged against the exact MSE (mse.exact_mse)
+    np.testing.assert_allclose(fast.mse.values, slow.mse.values, rtol=1e-10)
+    known = fast.sel(estimator=["vanilla", "grpo", "oracle", "group_mean"])
+    assert_mc_close(known.mse.values, known.mse_se.values, known.exact.values)
+    assert np.isnan(fast.exact.sel(estimator="std_normalized")).all()
+    # negative control: swapping the exact values of grpo and oracle must fail
+    swapped = known.exact.values[[0, 2, 1, 3]]
+    with pytest.raises(AssertionError):
+        assert_mc_close(known.mse.values, known.mse_se.values, swapped)
+
+
+def test_fast_path_non_affine_estimator_falls_back_to_table_scores():
+    pol = small_bandit()
+    est = {"median": est_median_baseline, "vanilla": est_vanilla}
+    kw = dict(estimators=est, num_generations=(3, 5), num_replicates=3000, seed=3, scheduler="serial",
+              progress=False, exact=None)
+    fast = mc.run_grid(pol, **kw)
+    slow = mc.run_grid(pol, sampler="generic", **kw)
+    assert json.loads(fast.attrs["config"])["affine_fast_path"] == ["vanilla"]
+    np.testing.assert_allclose(fast.mse.values, slow.mse.values, rtol=1e-10)
+
+
+def test_gaussian_policy_generic_matches_exact_mse():
+    pol = GaussianPolicyBandit()
+    ds = mc.run_grid(pol, num_generations=(4,), num_prompts=(1, 2), num_replicates=20_000, seed=8,
+                     scheduler="serial", progress=False, estimators=("vanilla", "grpo", "oracle"))
+    assert json.loads(ds.attrs["config"])["sampler"] == "generic"
+    assert_mc_close(ds.mse.values, ds.mse_se.values, ds.exact.values)
+    with pytest.raises(AssertionError):            # negative control: B not divided out
+        assert_mc_close(ds.mse.values, ds.mse_se.values, ds.exact.values * ds.num_prompts.values)
+
+
+def test_exact_auto_uses_mse_module():
+    from ustat_grpo.mse import exact_mse
+
+    pol = small_bandit()
+    ds = mc.run_grid(pol, num_generations=(2, 4), num_prompts=(1, 3), num_replicates=10, seed=0,
+                     scheduler="serial", progress=False)
+    for e in ("vanilla", "grpo", "oracle"):
+        for G in (2, 4):
+            for B in (1, 3):
+                want = exact_mse(pol.moments(), e, G, B).total
+                assert ds.exact.sel(estimator=e, num_generations=G, num_prompts=B) == want
+    assert ds.exact.attrs["source"] == "ustat_grpo.mse.exact_mse"
+
+
+# ---------------------------------------------------------------------------- reproducibility
+
+def test_same_seed_same_bytes_and_cells_independent_of_grid():
+    pol = small_bandit()
+    kw = dict(num_replicates=500, seed=42, scheduler="serial", progress=False, block_size=64)
+    a = mc.run_grid(pol, num_generations=(2, 4, 8), num_prompts=(1, 2), **kw)
+    b = mc.run_grid(pol, num_generations=(2, 4, 8), num_prompts=(1, 2), **kw)
+    data_equal(a, b)
+    part = mc.run_grid(pol, num_generations=(8, 4), num_prompts=(2,), **kw)   # other order, subset
+    np.testing.assert_array_equal(part.mse.sel(num_generations=[4, 8]).values,
+                                  a.mse.sel(num_generations=[4, 8], num_prompts=[2]).values)
+    other = mc.run_grid(pol, num_generations=(2, 4, 8), num_prompts=(1, 2), **{**kw, "seed": 43})
+    assert not np.array_equal(other.mse.values, a.mse.values)
+
+
+def test_serial_and_process_pool_agree_exactly():
+    pol = contextual_bandit()
+    kw = dict(num_generations=(2, 4, 8), num_prompts=(1, 2), num_replicates=400, seed=9, progress=False)
+    serial = mc.run_grid(pol, scheduler="serial", **kw)
+    pool = mc.run_grid(pol, scheduler="processes", max_workers=2, **kw)
+    data_equal(serial, pool)
+    custom = dict(kw, estimators=CUSTOM, exact=None, num_generations=(2, 3))
+    data_equal(mc.run_grid(ProtocolOnlyPolicy(), scheduler="serial", **custom),
+               mc.run_grid(ProtocolOnlyPolicy(), scheduler="processes", max_workers=2, **custom))
+
+
+def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    pol = small_bandit()
+    kw = dict(num_generations=(2, 4, 8), num_prompts=(1, 3), num_replicates=300, seed=4,
+              scheduler="serial", progress=False, block_size=50)
+    full = mc.run_grid(pol, **kw)
+
+    real = mc._run_cell
+    calls = []
+
+    def interrupted_after_two(task):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append((task.G, task.B))
+        return real(task)
+
+    monkeypatch.setattr(mc, "_run_cell", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        mc.run_grid(pol, checkpoint_dir=tmp_path, **kw)
+    assert len(list(tmp_path.glob("cell-*.npz"))) == 2
+    assert not list(tmp_path.glob("*.tmp*"))
+
+    resumed_calls = []
+
+    def counting(task):
+        resumed_calls.append((task.G, task.B))
+        return real(task)
+
+    monkeypatch.setattr(mc, "_run_cell", counting)
+    resumed = mc.run_grid(pol, checkpoint_dir=tmp_path, **kw)
+    assert len(resumed_calls) == 4 and not set(resumed_calls) & set(calls)
+    data_equal(full, resumed)
+    # a different configuration must not reuse these checkpoints
+    with pytest.raises(ValueError, match="different configuration"):
+        mc.run_grid(pol, checkpoint_dir=tmp_path, **{**kw, "seed": 5})
+
+
+def test_dask_local_cluster_agrees_with_serial():   # ~0.5 s: in the default run
+    distributed = pytest.importorskip("distributed")
+    pol = small_bandit()
+    kw = dict(num_generations=(2, 4), num_prompts=(1, 2), num_replicates=300, seed=6, progress=False)
+    serial = mc.run_grid(pol, scheduler="serial", **kw)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        by_client = mc.run_grid(pol, scheduler=client, **kw)
+        by_address = mc.run_grid(pol, scheduler=cluster.scheduler_address, **kw)
+    data_equal(serial, by_client)
+    data_equal(serial, by_address)
+
+
+# ---------------------------------------------------------------------------- I/O and merge
+
+def test_netcdf_round_trip_and_provenance(tmp_path):
+    pol = small_bandit()
+    kw = dict(num_generations=(2, 4), num_replicates=100, seed=2 ** 40, scheduler="serial", progress=False,
+              command="pytest run", extra_config={"note": "x"})
+    a, b = mc.run_grid(pol, **kw), mc.run_grid(pol, **kw)
+    mc.write_netcdf(a, tmp_path / "a.nc")
+    mc.write_netcdf(b, tmp_path / "b.nc")
+    ra, rb = xr.load_dataset(tmp_path / "a.nc", engine="h5netcdf"), xr.load_dataset(tmp_path / "b.nc")
+    data_equal(a, ra)
+    data_equal(ra, rb)
+    assert ra.attrs["seed"] == str(2 ** 40)
+    assert ra.attrs["command"] == "pytest run"
+    cfg = json.loads(ra.attrs["config"])
+    assert cfg["extra"] == {"note": "x"} and cfg["num_replicates"] == 100
+    for key in ("package_version", "git_describe", "created"):
+        assert ra.attrs[key]
+    assert list(ra.estimator.values) == ["vanilla", "grpo", "oracle"]
+
+
+def test_merge_pools_sufficient_statistics():
+    pol = small_bandit()
+    kw = dict(num_replicates=300, scheduler="serial", progress=False, block_size=300)
+    a = mc.run_grid(pol, num_generations=(2, 4), seed=1, **kw)
+    b = mc.run_grid(pol, num_generations=(4, 8), seed=2, **kw)
+    m = mc.merge(a, b)
+    assert list(m.num_generations.values) == [2, 4, 8]
+    np.testing.assert_array_equal(m["count"].sel(num_generations=[2, 4, 8]).values[:, :, 0],
+                                  [[300, 600, 300]] * 3)
+    np.testing.assert_array_equal(m.mse.sel(num_generations=2).values, a.mse.sel(num_generations=2).values)
+    # pooled mean of two equal-size runs is the average of their means
+    want = (a.mse.sel(num_generations=4) + b.mse.sel(num_generations=4)).values / 2
+    np.testing.assert_allclose(m.mse.sel(num_generations=4).values, want, rtol=1e-14)
+    assert m.attrs["seed"] == "1,2"
+    assert len(json.loads(m.attrs["config"])) == 2
+    assert (m.mse_se.sel(num_generations=4) < a.mse_se.sel(num_generations=4)).all()
+    with pytest.raises(ValueError, match="identical"):
+        mc.merge(a, mc.run_grid(pol, num_generations=(4,), seed=1, **kw))
+    with pytest.raises(ValueError, match="different policies"):
+        mc.merge(a, mc.run_grid(contextual_bandit(), num_generations=(4,), seed=3, **kw))
+    with pytest.raises(ValueError, match="missing"):
+        mc.merge(a, a[["mse"]])
+
+
+def test_summary_lists_every_cell():
+    ds = mc.run_grid(small_bandit(), num_generations=(2, 4), num_replicates=50, seed=0, scheduler="serial",
+                     progress=False)
+    text = mc.summary(ds)
+    assert len(text.splitlines()) == 1 + 3 * 2
+    assert "grpo" in text
+
+
+# ---------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(estimators=("vanilla", "nope")), "unknown estimator"),
+    (dict(estimators=()), "empty"),
+    (dict(estimators=("grpo", "grpo")), "duplicates"),
+    (dict(num_generations=(0, 2)), "num_generations"),
+    (dict(num_generations=(2.5,)), "num_generations"),
+    (dict(num_generations=()), "empty"),
+    (dict(num_prompts=(1, 1)), "duplicates"),
+    (dict(num_replicates=1), "num_replicates"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=1.5), "seed"),
+    (dict(seed=None), "seed"),
+    (dict(block_size=0), "block_size"),
+    (dict(sampler="fast"), "sampler"),
+    (dict(scheduler="threads"), "scheduler"),
+    (dict(exact="yes"), "exact"),
+])
+def test_bad_input_raises_value_error(kwargs, match):
+    base = dict(num_generations=(2,), num_replicates=10, seed=0, scheduler="serial", progress=False)
+    with pytest.raises(ValueError, match=match):
+        mc.run_grid(small_bandit(), **{**base, **kwargs})
+
+
+def test_bad_policy_raises_value_error():
+    with pytest.raises(ValueError, match="protocol"):
+        mc.run_grid(object(), num_generations=(2,), seed=0, progress=False)
+    with pytest.raises(ValueError, match="finite-action"):
+        mc.run_grid(GaussianPolicyBandit(), num_generations=(2,), seed=0, sampler="finite", progress=False)
