@@ -153,3 +153,31 @@ def test_limit_law_invariant_along_maximiser_set():
     assert a.to_dict()["config"]["estimator"] == "grpo"
     law = a.law()
     assert law.mean() == pytest.approx(a.mean(), rel=1e-12)
+
+
+def test_chi2_limit_script_records_provenance(tmp_path):
+    """simulations/chi2_limit.py: tiny run; the NetCDF holds the predicted weights and provenance."""
+    import importlib.util
+    import json
+    import os
+
+    import xarray as xr
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "simulations", "chi2_limit.py")
+    spec = importlib.util.spec_from_file_location("chi2_limit", path)
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules.setdefault("chi2_limit", mod)  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(mod)
+    rc = mod.main(["--replicates", "40", "--num-steps", "60", "--estimators", "grpo", "--no-plot",
+                   "--ks-nodes", "17", "--out", str(tmp_path), "--seed", "123"])
+    assert rc == 0
+    ds = xr.load_dataset(tmp_path / "chi2_limit.nc")
+    pol = bandits.GaussianPolicyBandit(action_std=0.5, reward_width=1.0)
+    ll = limit_law(pol, "grpo", num_prompts=2, num_generations=4, beta=float(ds.attrs["beta"]))
+    np.testing.assert_allclose(ds.weights.sel(estimator="grpo").values, ll.weights, rtol=1e-12)
+    assert ds.attrs["seed"] == "123" and json.loads(ds.attrs["config"])["num_steps"] == 60
+    assert ds.attrs["command"].startswith("python simulations/chi2_limit.py")
+    assert ds.n_gap.shape == (1, 40) and np.all(ds.n_gap.values >= 0)
+    assert mod.main(["--replicates", "1"]) == 2
