@@ -33,7 +33,6 @@ _C6_THETA0 = np.array([1.0, -0.5, 0.8])
 
 def _c6_exact_gap(eta):
     """Exact E Delta_n for n = 0..len(eta): S_{n+1} = (I - eta K) S_n (I - eta K) + eta^2 Gamma."""
-    I = np.eye(3)
     S = np.outer(_C6_THETA0, _C6_THETA0)
     out = np.empty(len(eta) + 1)
     out[0] = 0.5 * np.trace(_C6_K @ S)
@@ -44,7 +43,6 @@ def _c6_exact_gap(eta):
         a = 1.0 - e * kap
         St = np.outer(a, a) * St + e * e * Gt
         out[i + 1] = 0.5 * float(kap @ np.diag(St))
-    del I
     return out
 
 
@@ -89,7 +87,7 @@ def check_c6(rng):
         details[f"a_beta_{beta:.3g}"] = dict(final_gap=float(ex[-1]), stationary_bound=stat)
     details["a_max_gap_over_bound"] = worst_ratio
     # (b) harmonic steps beta / n with beta mu = 1 > 1/2
-    beta, eps = 2.0 / (2 * mu) * 1.0, 0.1
+    beta, eps = 1.0 / mu, 0.1                               # beta mu = 1 > 1/2
     eta = beta / np.arange(1, N * 40 + 1)
     ex = _c6_exact_gap(eta)
     nb = np.arange(ex.size)
