@@ -205,3 +205,18 @@ def test_vectorised_values_match_bandit_moments():
         np.testing.assert_allclose(_values_batch(pol, thetas), want, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(_objective_batch(pol, thetas), [pol.objective(t) for t in thetas],
                                    rtol=1e-12)
+
+
+def test_registry_estimators_by_name_and_by_callable():
+    """``"oracle"`` and ``ESTIMATORS["oracle"]`` both receive V(x); same seed -> same path."""
+    from ustat_grpo import bandits, estimators
+
+    pol = bandits.GaussianPolicyBandit(action_std=0.5, reward_width=1.0)
+    kw = dict(num_prompts=2, num_generations=3, num_steps=5, step_size="harmonic", beta=2.0, t0=5.0,
+              replicates=4, theta0=np.array([0.2, 0.1, -0.3]))
+    a = run_algorithm1(pol, "oracle", rng=np.random.default_rng(2), **kw)
+    b = run_algorithm1(pol, estimators.ESTIMATORS["oracle"], rng=np.random.default_rng(2), **kw)
+    np.testing.assert_array_equal(a.thetas, b.thetas)
+    assert b.config["estimator"] == "oracle"
+    with pytest.raises(ValueError, match="unknown estimator"):
+        run_algorithm1(pol, "nope", rng=np.random.default_rng(2), **kw)

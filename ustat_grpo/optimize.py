@@ -135,6 +135,12 @@ def _resolve_estimator(estimator) -> tuple[Callable, str, bool]:
     if not callable(estimator):
         raise TypeError(f"estimator must be a name or a callable, got {type(estimator).__name__}")
     name = getattr(estimator, "__name__", type(estimator).__name__)
+    try:  # a callable taken from the registry keeps its registry name
+        from . import estimators as _est
+
+        name = next((k for k, v in _est.ESTIMATORS.items() if v is estimator), name)
+    except ImportError:
+        pass
     needs = bool(getattr(estimator, "needs_values", name == "oracle"))
     return estimator, name, needs
 
