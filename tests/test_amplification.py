@@ -294,3 +294,15 @@ def test_multipliers_equal_h_prime():
     c = amp.two_cycles(1e-4, 7.24, 1e-5)[0]
     np.testing.assert_allclose(c.multiplier, amp.h_prime(c.p_low, 1e-4, 7.24, 1e-5)
                                * amp.h_prime(c.p_high, 1e-4, 7.24, 1e-5), rtol=1e-7)
+
+
+def test_classify_grid_agrees_with_iterate_pos():
+    P, B, E = np.meshgrid(np.logspace(-4, -0.3, 9), np.logspace(-1, 1.5, 9), [0.0, 1e-5, 1e-2], indexing="ij")
+    st, per, pl, ph = amp.classify_grid(P, B, E, num_iter=2000)
+    assert (st == 2).any() and (st == 1).any() and (st == 3).any()
+    for idx in np.ndindex(st.shape):
+        tr = amp.iterate_pos(P[idx], B[idx], E[idx], max_iter=2000, tol=1e-10)
+        assert amp.STATUS_CODES[tr.status] == st[idx]
+        if tr.status in ("converged", "cycle"):
+            assert tr.period == per[idx]
+            np.testing.assert_allclose([tr.limit[0], tr.limit[-1]], [pl[idx], ph[idx]], rtol=1e-6)

@@ -44,7 +44,7 @@ from scipy import optimize, special
 __all__ = [
     "VARIANTS", "omega_plus", "omega_minus", "omega", "whitened_advantage", "pos_map", "h_prime",
     "pos_map_derivative", "iterate_pos", "PoSTrajectory", "fixed_points", "FixedPoint",
-    "two_cycles", "TwoCycle", "optimal_policy", "nonparametric_step", "regularized_objective",
+    "two_cycles", "TwoCycle", "classify_grid", "STATUS_CODES", "optimal_policy", "nonparametric_step", "regularized_objective",
     "renyi_divergence", "renyi_correction", "grpo_clip_objective", "contrastive_objective",
     "balanced_contrastive_objective", "effective_beta",
 ]
@@ -265,7 +265,9 @@ def iterate_pos(p_ref, beta, eps=0.0, variant="ref", *, p0=None, alpha=None, max
 
     The iteration runs in logit space.  After every step it looks for the smallest period
     ``k <= max_period`` with ``|L_n - L_{n-k}| <= tol (1 + |L_n|)`` over the last ``2k`` steps;
-    ``k = 1`` is reported as ``"converged"``, ``k >= 2`` as ``"cycle"``.  A logit above
+    ``k = 1`` is reported as ``"converged"``, ``k >= 2`` as ``"cycle"``; a cycle whose points
+    differ by less than ``1e-6 (1 + |L|)`` in logit space (near a period-doubling point, where
+    ``h'(p*)`` is close to -1) is reported as converged to a fixed point.  A logit above
     ``logit_cap`` (``p > 1 - 2e-16`` for the default) is reported as ``"to_one"``.  Anything else
     after ``max_iter`` steps is ``"not_converged"``.  Convergence is never assumed
     (spec section 3.4, ambiguity 11).
@@ -302,8 +304,8 @@ def iterate_pos(p_ref, beta, eps=0.0, variant="ref", *, p0=None, alpha=None, max
             if np.all(np.abs(a - b) <= tol * (1 + np.abs(a))):
                 # a slowly alternating approach can match at stride k before its true period:
                 # reduce to the smallest divisor k' of k with a invariant under a k'-shift
-                k = min(j for j in range(1, k + 1) if k % j == 0 and np.allclose(
-                    a, np.roll(a, j), rtol=1e-8, atol=1e-10))
+                k = min(j for j in range(1, k + 1) if k % j == 0 and np.all(
+                    np.abs(a - np.roll(a, j)) <= _SPREAD_TOL * (1 + np.abs(a).max())))
                 pts = np.sort(special.expit(a[:k]))
                 status, period, limit = ("converged" if k == 1 else "cycle"), k, tuple(float(x) for x in pts)
                 found = True
@@ -315,6 +317,84 @@ def iterate_pos(p_ref, beta, eps=0.0, variant="ref", *, p0=None, alpha=None, max
                          params=dict(p_ref=float(p_ref), beta=float(beta), eps=float(eps),
                                      variant=variant, alpha=None if alpha is None else float(alpha),
                                      p0=float(p0), max_iter=int(max_iter), tol=float(tol)))
+
+
+_SPREAD_TOL = 1e-6  # attractor points closer than this (relative, logit space) count as one point
+
+STATUS_CODES = {"converged": 1, "cycle": 2, "to_one": 3, "not_converged": 0}
+
+
+def classify_grid(p_ref, beta, eps=0.0, variant="ref", *, alpha=None, num_iter=2000, tol=1e-10,
+                  max_period=8, logit_cap=36.0):
+    """Vectorised :func:`iterate_pos` over broadcast arrays of ``(p_ref, beta, eps)``.
+
+    Iterates ``num_iter`` steps from ``p_0 = p_ref`` in logit space, then classifies each cell by
+    the smallest period ``k <= max_period`` with ``|L_n - L_{n-k}| <= tol (1 + |L_n|)`` for the
+    last ``k`` steps.
+
+    Returns
+    -------
+    status : ndarray of int
+        Codes of :data:`STATUS_CODES` (1 converged, 2 cycle, 3 to_one, 0 not converged).
+    period : ndarray of int
+    p_low, p_high : ndarray
+        Smallest and largest point of the attractor (equal for a fixed point; NaN if none).
+    """
+    _check_args(p_ref, beta, eps, variant, alpha)
+    p_ref, beta, eps = np.broadcast_arrays(*(np.asarray(x, float) for x in (p_ref, beta, eps)))
+    L_ref = _logit(p_ref)
+    L = L_ref.copy()
+    hist = []
+    escaped = np.zeros(L.shape, bool)
+    keep = 2 * max_period + 1
+    for _ in range(num_iter):
+        step = (1.0 / beta if variant in _MEAN_ONLY
+                else 1.0 / np.sqrt(special.expit(L) * special.expit(-L) + eps) / beta)
+        if variant in ("ref", "dr_grpo"):
+            L = L_ref + step
+        elif variant in ("mirror", "mirror_dr_grpo"):
+            L = L + step
+        else:
+            L = alpha * L_ref + (1 - alpha) * L + step
+        escaped |= L > logit_cap
+        L = np.where(escaped, logit_cap + 1, L)
+        hist.append(L)
+        if len(hist) > keep:
+            hist.pop(0)
+    H = np.stack(hist)                                                       # (keep, ...)
+    status = np.zeros(L.shape, int)
+    period = np.zeros(L.shape, int)
+    for k in range(max_period, 0, -1):   # smallest period wins: overwrite from large to small
+        ok = np.all(np.abs(H[-k:] - H[-2 * k:-k]) <= tol * (1 + np.abs(H[-k:])), axis=0)
+        period = np.where(ok, k, period)
+    status = np.where(period == 1, 1, np.where(period > 1, 2, 0))
+    # a period-k match whose points coincide is a fixed point approached slowly
+    lo = _window_min(H, np.maximum(period, 1))
+    hi = _window_max(H, np.maximum(period, 1))
+    spread_small = (hi - lo) <= _SPREAD_TOL * (1 + np.maximum(np.abs(hi), np.abs(lo)))
+    period = np.where((period > 1) & spread_small, 1, period)
+    status = np.where(period == 1, 1, status)
+    status = np.where(escaped, 3, status)
+    period = np.where(escaped, 0, period)
+    pl = np.where(status == 0, np.nan, special.expit(np.where(period > 0, _window_min(H, period), lo)))
+    ph = np.where(status == 0, np.nan, special.expit(np.where(period > 0, _window_max(H, period), hi)))
+    pl = np.where(escaped, 1.0, pl)
+    ph = np.where(escaped, 1.0, ph)
+    return status, period, pl, ph
+
+
+def _window_min(H, period):
+    out = np.full(H.shape[1:], np.inf)
+    for k in range(1, H.shape[0] + 1):
+        out = np.where(period == k, H[-k:].min(0), out)
+    return out
+
+
+def _window_max(H, period):
+    out = np.full(H.shape[1:], -np.inf)
+    for k in range(1, H.shape[0] + 1):
+        out = np.where(period == k, H[-k:].max(0), out)
+    return out
 
 
 # ----------------------------------------------------------------------------- fixed points, cycles
