@@ -343,7 +343,15 @@ def _mse_payload(primary, *, form, budget, level, divisors_only, paper=None, gri
     mmin = float(np.min(mean))
     table = [dict(num_generations=int(g), num_prompts=float(budget / g), mse=float(m), low=float(l),
                   high=float(h), relative=float(m / mmin)) for g, m, l, h in zip(table_gs, mean, lo, hi)]
-    cg = np.unique(np.round(np.geomspace(2, min(budget, 4096), 200)).astype(int)).astype(float)
+    divs = np.array([g for g in range(2, budget + 1) if budget % g == 0], float)
+    best_div = None
+    if len(divs):
+        dm, _, _ = pred_model.predict(divs, budget=budget, level=level)
+        k = int(np.argmin(dm))
+        rec_m, _, _ = pred_model.predict(np.array([float(g_rec)]), budget=budget, level=level)
+        best_div = dict(num_generations=int(divs[k]), num_prompts=int(budget // divs[k]),
+                        relative=float(dm[k] / rec_m[0]))
+    cg = np.geomspace(2, min(budget, 4096), 200)                         # real G: smooth curve
     cm, cl, ch = pred_model.predict(cg, budget=budget, level=level)
     fv = sc._f
     out = dict(
@@ -359,7 +367,7 @@ def _mse_payload(primary, *, form, budget, level, divisors_only, paper=None, gri
         g_star_integer=g_rec, g_star_integer_interval=sc._ci(gs_form.g_star_integer_interval),
         bounded=bool(gs_form.bounded),
         recommendation=dict(num_generations=g_rec, num_prompts=float(budget / g_rec), budget=int(budget),
-                            interior=bool(gs_form.interior)),
+                            interior=bool(gs_form.interior), best_divisor=best_div),
         mse_table=table,
         curve=dict(num_generations=cg.tolist(), mse=cm.tolist(), low=cl.tolist(), high=ch.tolist()),
         constants_source=constants_source,

@@ -40,6 +40,11 @@ def _headline(p) -> list[str]:
             lines.append(f"  {pct} confidence interval for the optimal G: {_iv(p['g_star_integer_interval'], 'g')}"
                          f" (continuous optimum {_num(p['g_star_' + p['form']])}, "
                          f"{pct} CI {_iv(p['g_star_' + p['form'] + '_interval'])}).")
+            div = rec.get("best_divisor")
+            if div and div["num_generations"] != rec["num_generations"]:
+                lines.append(f"  G = {rec['num_generations']} does not divide N; the best divisor is G = "
+                             f"{div['num_generations']} (B = {div['num_prompts']}), predicted MSE "
+                             f"{100 * (div['relative'] - 1):.1f}% above the optimum.")
         else:
             lines.append(f"RECOMMENDATION: no interior optimum can be certified for N = {n}: the "
                          "prompt-variance constant A1 is not significantly > 0, so the MSE keeps falling "

@@ -1,0 +1,207 @@
+"""Tests of the fit_scaling CLI: end-to-end runs, stable JSON, input errors (exit 2), exit 1."""
+import json
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from ustat_grpo import fit_scaling as fs
+from ustat_grpo import scaling as sc
+
+STABLE_KEYS = {"c1", "c2", "c3", "A1", "A2", "A3", "g_star_paper", "g_star_exact", "g_star_integer",
+               "g_star_paper_interval", "g_star_exact_interval", "g_star_integer_interval",
+               "A1_interval", "A2_interval", "A3_interval", "c1_interval", "c2_interval", "c3_interval",
+               "budget", "form", "input_hash", "version", "recommendation", "warnings"}
+
+
+def _run(capsys, argv):
+    rc = fs.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _grid_csv(tmp_path, A=(0.01, 0.4, 0.4), budget=256, noise=0.02, seed=0, se=True, extra_col=True):
+    rng = np.random.default_rng(seed)
+    G = np.array([2, 4, 8, 16, 32, 64, 128])
+    B = budget // G
+    mu = sc.mse_design(B, G) @ np.array(A)
+    y = mu * (1 + noise * rng.standard_normal(len(G)))
+    path = tmp_path / "grid.csv"
+    head = "num_prompts,num_generations,mse" + (",mse_se" if se else "") + (",note" if extra_col else "")
+    lines = [head] + [f"{b},{g},{float(m)!r}" + (f",{float(noise * u)!r}" if se else "") + (",x" if extra_col else "")
+                      for b, g, m, u in zip(B, G, y, mu)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_default_run_recovers_toy_optimum(capsys):
+    rc, out, err = _run(capsys, ["--format", "json", "--replicates", "400"])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert STABLE_KEYS <= set(d)
+    ex = d["exact"]
+    lo, hi = d["g_star_exact_interval"]
+    assert lo <= ex["g_star_exact"] <= hi
+    assert abs(d["g_star_integer"] - ex["g_star_integer"]) <= 1
+    assert d["c1"] == d["A1"] and d["budget"] == 256
+    assert "grid cell" in err and "done in" in err          # progress on stderr, not stdout
+
+
+def test_text_report_explains_recommendation(capsys):
+    rc, out, err = _run(capsys, ["--replicates", "0", "--budget", "512"])
+    assert rc == 0, err
+    assert out.startswith("RECOMMENDATION: use G =")
+    assert "Why:" in out and "Predicted MSE per G at N = 512" in out and "<- recommended" in out
+
+
+def test_grid_csv_recovers_constants_and_json_is_stable(tmp_path, capsys):
+    path = _grid_csv(tmp_path, noise=1e-9)
+    rc, out, err = _run(capsys, [str(path), "--format", "json"])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert STABLE_KEYS <= set(d)
+    np.testing.assert_allclose([d["A1"], d["A2"], d["A3"]], [0.01, 0.4, 0.4], rtol=1e-6)
+    assert d["g_star_exact"] == pytest.approx(1 + math.sqrt(40), rel=1e-6)
+    assert d["g_star_integer"] == 7 and d["budget"] == 256
+    import hashlib
+    assert d["input_hash"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_divisors_only_and_paper_form(tmp_path, capsys):
+    path = _grid_csv(tmp_path, noise=1e-9)
+    rc, out, _ = _run(capsys, [str(path), "--format", "json", "--divisors-only"])
+    d = json.loads(out)
+    assert rc == 0 and 256 % d["g_star_integer"] == 0 and d["g_star_integer"] == 8
+    rc, out, _ = _run(capsys, [str(path), "--format", "json", "--form", "paper"])
+    d = json.loads(out)
+    assert rc == 0 and d["form"] == "paper" and d["c1"] != d["A1"]   # paper form fitted separately
+
+
+TABLE2 = {1024: [0.7677, 0.7491, 0.7753, 0.7627, 0.7817, 0.7743],
+          2048: [0.7703, 0.7679, 0.7697, 0.7793, 0.7819, 0.7665],
+          4096: [0.7691, 0.7713, 0.7701, 0.7673, 0.7703, 0.7757]}
+
+
+def test_performance_table_2(tmp_path, capsys):
+    path = tmp_path / "table2.csv"
+    rows = ["budget,num_generations,score,run"] + [
+        f"{n},{g},{a},0" for n, accs in TABLE2.items() for g, a in zip([4, 8, 16, 32, 64, 128], accs)]
+    path.write_text("\n".join(rows) + "\n")
+    rc, out, err = _run(capsys, [str(path), "--format", "json", "--report", str(tmp_path / "rep")])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["kind"] == "performance" and STABLE_KEYS <= set(d)
+    assert d["recommendation"]["distinguishable"] is False and d["g_star_integer"] is None
+    assert d["performance"]["best_observed"] == {"1024": 64, "2048": 64, "4096": 128}
+    assert (tmp_path / "rep" / "score_vs_group_size.png").exists()
+    rc, out, _ = _run(capsys, [str(path)])
+    assert rc == 0 and "cannot distinguish" in out
+
+
+def test_markdown_report_and_output_file(tmp_path, capsys):
+    path = _grid_csv(tmp_path)
+    out_file = tmp_path / "rec.md"
+    rc, out, err = _run(capsys, [str(path), "--format", "markdown", "--output", str(out_file),
+                                 "--report", str(tmp_path / "rep")])
+    assert rc == 0, err
+    assert out == "" and out_file.read_text().startswith("# Group-size recommendation")
+    assert (tmp_path / "rep" / "mse_vs_group_size.png").stat().st_size > 10_000
+    assert "mse_vs_group_size.png" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_netcdf_input(tmp_path, capsys):
+    xr = pytest.importorskip("xarray")
+    G = np.array([2, 4, 8, 16])
+    B = np.array([4, 16])
+    A = np.array([0.02, 0.5, 0.6])
+    mse = np.stack([sc.mse_design(b, G) @ A for b in B])            # (B, G)
+    ds = xr.Dataset({"mse": (("estimator", "num_prompts", "num_generations"), np.stack([mse, 2 * mse])),
+                     "mse_se": (("estimator", "num_prompts", "num_generations"), np.stack([mse, mse]) * 0.01)},
+                    coords={"estimator": ["grpo", "vanilla"], "num_prompts": B, "num_generations": G})
+    path = tmp_path / "grid.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    rc, out, err = _run(capsys, [str(path), "--format", "json", "--budget", "64"])
+    assert rc == 0, err
+    np.testing.assert_allclose(json.loads(out)["A1"], 0.02, rtol=1e-6)
+    rc, _, err = _run(capsys, [str(path), "--estimator", "oracle"])
+    assert rc == 2 and "estimator 'oracle' not in the file" in err
+
+
+BAD_CSVS = {
+    "missing_column": ("num_prompts,num_generations,loss\n4,2,0.1\n", "missing column(s) 'mse'"),
+    "non_numeric": ("num_prompts,num_generations,mse\n4,2,0.1\n2,4,abc\n1,8,0.1\n",
+                    "row 2 (line 3), column 'mse': 'abc' is not a number"),
+    "nan_mse": ("num_prompts,num_generations,mse\n4,2,0.1\n2,4,nan\n1,8,0.1\n",
+                "row 2 (line 3), column 'mse': value is NaN"),
+    "negative_mse": ("num_prompts,num_generations,mse\n4,2,0.1\n2,4,-0.2\n1,8,0.1\n",
+                     "row 2 (line 3), column 'mse': must be positive"),
+    "two_distinct_g": ("num_prompts,num_generations,mse\n4,2,0.1\n2,4,0.2\n1,4,0.1\n",
+                       "column 'num_generations' has 2 distinct value(s)"),
+    "g_below_2": ("num_prompts,num_generations,mse\n4,1,0.1\n2,4,0.2\n1,8,0.1\n",
+                  "row 1 (line 2), column 'num_generations': must be >= 2"),
+    "empty_cell": ("num_prompts,num_generations,mse\n4,2,0.1\n2,,0.2\n1,8,0.1\n",
+                   "row 2 (line 3), column 'num_generations': empty cell"),
+    "budget_column": ("budget,num_generations,score\n1024,4,0.7\n0,8,0.7\n1024,16,0.7\n",
+                      "row 2 (line 3), column 'budget': must be positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSVS))
+def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
+    text, msg = BAD_CSVS[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(text)
+    rc, out, err = _run(capsys, [str(path)])
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert str(path) in lines[0] and msg in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--budget", "0"], "--budget must be a positive integer"),
+    (["--budget", "-5"], "--budget must be a positive integer"),
+    (["/nonexistent/grid.csv"], "/nonexistent/grid.csv: no such file"),
+    (["--form", "weird"], "invalid choice"),
+])
+def test_bad_usage_exit_2(capsys, argv, msg):
+    rc, out, err = _run(capsys, argv)
+    assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_help_documents_formats(capsys):
+    rc, out, _ = _run(capsys, ["--help"])
+    assert rc == 0
+    for s in ("num_prompts,num_generations,mse", "budget,num_generations,score", "NetCDF", "--budget",
+              "--divisors-only", "--report", "exit codes"):
+        assert s in out
+
+
+def test_lm_source_missing_module_exit_1(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", None)     # import raises ImportError
+    rc, out, err = _run(capsys, ["--source", "lm"])
+    assert rc == 1 and "ustat_grpo.lm" in err and "Traceback" not in err
+
+
+def test_lm_source_with_fake_sampler(capsys, monkeypatch):
+    from ustat_grpo.bandits import ContextualSoftmaxBandit  # noqa: F401
+    policy = fs.default_bandit()
+    calls = {}
+
+    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, seed, device, projection_dim):
+        calls.update(num_prompts=num_prompts, seed=seed)
+        s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(seed))
+        return s.rewards, s.scores
+
+    fake = types.ModuleType("ustat_grpo.lm")
+    fake.prompt_samples = prompt_samples
+    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
+    import ustat_grpo
+    monkeypatch.setattr(ustat_grpo, "lm", fake, raising=False)
+    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--format", "json", "--seed", "3"])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert calls == {"num_prompts": 64, "seed": 3}
+    assert d["g_star_exact_interval"][0] <= fs.exact_constants(policy)[2] ** 0.5 / fs.exact_constants(policy)[0] ** 0.5 + 1 <= float(d["g_star_exact_interval"][1])
