@@ -46,10 +46,10 @@ import numpy as np
 __all__ = ["run_grid", "merge", "summary", "write_netcdf", "cell_seed_sequence", "provenance_attrs",
            "FiniteActionModel", "block_size_for"]
 
-#: Generations (replicates x B x G) per vectorised block when ``block_size`` is not given:
-#: large enough to amortise numpy call overhead, small enough that generic scores
-#: ``(R, B, G, d)`` stay at a few tens of MB for d ~ 10.
-BLOCK_GENERATIONS = 2 ** 18
+#: Generations (replicates x B x G) per vectorised block when ``block_size`` is not given
+#: (the fastest of 2**14..2**18 in simulations/bench_mc.py): amortises numpy call overhead and
+#: keeps the (R, B, G) scratch arrays cache-sized; generic scores (R, B, G, d) stay ~5 MB at d = 10.
+BLOCK_GENERATIONS = 2 ** 16
 
 #: Per-cell statistics stored in checkpoints and datasets.
 _STATS = ("count", "mse", "m2")
@@ -165,33 +165,45 @@ class _CategoricalSampler:
         # category just below each bin's right edge: #{cdf < (j + 1) / NBINS}
         right = np.stack([np.searchsorted(c, edges + 1.0 / self.NBINS, side="left") for c in cdf])
         self.steps = int((right - lut).max()) if lut.size else 0
-        self.lut = (lut + (np.arange(X) * K)[:, None]).astype(np.intp).ravel()  # flat (x, k) ids
+        if X * max(K, self.NBINS) >= 2 ** 31:
+            raise ValueError("too many categories for 32-bit indices")
+        # int32 throughout: numpy casts float64 -> int64 and gathers with int64 indices slowly
+        self.lut = (lut + (np.arange(X) * K)[:, None]).astype(np.int32).ravel()  # flat (x, k) ids
         self.next_cdf = np.concatenate([cdf, np.full((X, 1), np.inf)], axis=1).ravel()
         self.K = K
 
-    def __call__(self, u, row=None):
-        """Flat ids ``x * K + k`` for uniforms ``u`` in rows ``row`` (default 0).
+    def __call__(self, u, row=None, *, out=None, work=None):
+        """Flat ids ``x * K + k`` (int32) for uniforms ``u`` in rows ``row`` (default 0).
 
         ``row`` has the shape of ``u`` or of its leading axes (then broadcast along the rest).
+        ``out`` (int32) and ``work = (float64, int32, bool)`` arrays of the shape of ``u`` are
+        optional scratch space: fresh multi-MB temporaries cost page faults on every block.
         """
-        j = (u * self.NBINS).astype(np.intp)                                    # bin, shape of u
+        if work is None:
+            work = (np.empty(u.shape), np.empty(u.shape, np.int32), np.empty(u.shape, bool))
+        f, j, mask = work
+        ids = np.empty(u.shape, np.int32) if out is None else out
+        np.multiply(u, self.NBINS, out=f)
+        np.copyto(j, f, casting="unsafe")                                       # floor: u >= 0
         if row is not None:
-            row = np.asarray(row, dtype=np.intp)
-            j += row.reshape(row.shape + (1,) * (u.ndim - row.ndim)) * self.NBINS
-        ids = self.lut[j]
+            row = np.asarray(row, dtype=np.int32)
+            j += row.reshape(row.shape + (1,) * (u.ndim - row.ndim)) * np.int32(self.NBINS)
+        np.take(self.lut, j, out=ids, mode="clip")       # clip: unbuffered; j is in range
         for _ in range(self.steps):
-            ids += u >= self.next_cdf[ids]
+            np.take(self.next_cdf, ids, out=f, mode="clip")
+            np.greater_equal(u, f, out=mask)
+            ids += mask
         return ids
 
 
-def _affine_coefficients(name, z, values, G):
+def _affine_coefficients(name, zbar, std, values, G):
     """Per-group ``(a, c)`` with weights ``w_g = a z_g + c``, or ``None`` if not affine-known.
 
-    The estimate is ``(1/G) sum_g w_g W_g``.  ``z (..., G)``; ``values (...)``.
+    The estimate is ``(1/G) sum_g w_g W_g``.  ``zbar (...)`` is the group mean, ``std()`` returns
+    the Bessel group standard deviation (called only when needed), ``values (...)`` is ``V(x)``.
     """
     if name == "vanilla":
-        return np.ones(z.shape[:-1]), np.zeros(z.shape[:-1])
-    zbar = z.mean(axis=-1)
+        return np.ones(zbar.shape), np.zeros(zbar.shape)
     if name in ("grpo", "rloo"):
         k = G / (G - 1)
         return np.full(zbar.shape, k), -k * zbar
@@ -200,8 +212,7 @@ def _affine_coefficients(name, z, values, G):
     if name == "oracle":
         return np.ones(zbar.shape), -np.asarray(values, dtype=float)
     if name == "std_normalized":                      # TRL preset: Bessel std, eps = 1e-4
-        s = z.std(axis=-1, ddof=1)
-        a = 1.0 / (s + 1e-4)
+        a = 1.0 / (std() + 1e-4)
         return a, -a * zbar
     return None
 
@@ -225,7 +236,7 @@ def _mismatched_affine(names, estimators, fam, G):
         except ValueError:
             continue
         with np.errstate(all="ignore"):
-            ab = _affine_coefficients(name, z, values, G)
+            ab = _affine_coefficients(name, z.mean(-1), lambda: z.std(-1, ddof=1), values, G)
         if ab is None:
             bad.add(name)
             continue
@@ -275,53 +286,87 @@ def _errors_generic(task, gen, R):
     return out
 
 
-def _errors_finite(task, gen, R, samplers):
-    """Squared errors ``(E, R)`` for a finite-action model (see module notes)."""
+def _errors_finite(task, gen, R, samplers, ws):
+    """Squared errors ``(E, R)`` for a finite-action model (see module notes).
+
+    Draws, in this order, a uniform per prompt slot ``(R, B)``, per arm pull ``(R, B, G)`` and,
+    for random rewards, per reward ``(R, B, G)``, each mapped by inverse CDF -- the order and
+    semantics of ``bandits.ContextualSoftmaxBandit.sample``.  A group is then reduced to its
+    histogram over (arm, reward value) with one ``bincount``; affine estimators need only that.
+    ``ws`` holds scratch arrays of shape ``(R, B, G)`` reused across blocks.
+    """
     fam, B, G = task.fam, task.B, task.G
     P, K, d = fam.score_table.shape
-    prompt_sampler, arm_sampler, reward_sampler = samplers
-    # prompts: a uniform per prompt slot even when P = 1, so that the stream is consumed in the
-    # order of bandits.ContextualSoftmaxBandit.sample (prompts, arms, rewards)
-    u_x = gen.random((R, B))                                            # (R, B)
-    x = prompt_sampler(u_x) if P > 1 else np.zeros((R, B), dtype=np.intp)
-    # arms: flat (x, a) ids
-    xa = arm_sampler(gen.random((R, B, G)), row=x if P > 1 else None)   # (R, B, G) = x*K + a
-    # rewards
     M = fam.reward_values.shape[-1]
-    vals = fam.reward_values.reshape(P * K, M)
-    if M == 1:
-        z = vals[xa, 0]                                                 # (R, B, G) deterministic
+    prompt_sampler, arm_sampler, fail_probs, reward_sampler, maps = samplers
+    u, f, j, ids, cat, mask = ws
+    u_x = gen.random((R, B))                                            # (R, B), even when P = 1
+    x = prompt_sampler(u_x).astype(np.int32) if P > 1 else None         # (R, B) prompt ids
+    gen.random(out=u)                                                   # (R, B, G) arm uniforms
+    arm_sampler(u, row=x, out=ids, work=(f, j, mask))                   # flat x*K + a
+    if P == 1:
+        np.multiply(ids, M, out=cat)                                    # (R, B, G) arm * M
     else:
-        m = reward_sampler(gen.random((R, B, G)), row=xa) - xa * M      # (R, B, G) in [0, M)
-        z = vals[xa, m]
-    # per-(replicate, prompt slot, arm) counts and reward sums
-    a = xa - (x * K)[..., None] if P > 1 else xa                        # (R, B, G) arm
-    slot = (np.arange(R * B, dtype=np.intp) * K).reshape(R, B, 1)
-    idx = (slot + a).ravel()
-    n = np.bincount(idx, minlength=R * B * K).reshape(R, B, K).astype(float)
-    zs = np.bincount(idx, weights=z.ravel(), minlength=R * B * K).reshape(R, B, K)
-    values = task.values[x]                                             # (R, B)
+        np.subtract(ids, (x * K)[..., None], out=cat)
+        cat *= M
+    if M == 2:                                                          # Bernoulli-type: 1 compare
+        gen.random(out=u)                                               # reward uniforms
+        np.take(fail_probs, ids, out=f, mode="clip")
+        np.greater_equal(u, f, out=mask)
+        cat += mask
+    elif M > 2:
+        cat += reward_sampler(gen.random((R, B, G)), ids)
+    KM = K * M
+    cat += (np.arange(R * B, dtype=np.int32) * np.int32(KM)).reshape(R, B, 1)   # slot offset
+    hist = np.bincount(cat.ravel(), minlength=R * B * KM).reshape(R * B, KM).astype(float)
+    xs = np.zeros((R, B), dtype=np.intp) if x is None else x
+    if P == 1:
+        # one matmul gives, per group, sum_g z_g W_g, sum_g W_g and sum_g z_g
+        Y = hist @ maps                                                 # (R*B, 2d + 1)
+        ZW, NW = Y[:, :d].reshape(R, B, d), Y[:, d:2 * d].reshape(R, B, d)
+        zbar = Y[:, 2 * d].reshape(R, B) / G                            # (R, B)
+        vals = fam.reward_values[0].reshape(1, 1, KM)
+    else:
+        hist3 = hist.reshape(R, B, K, M)
+        vals = fam.reward_values[xs]                                    # (R, B, K, M)
+        n = hist3.sum(-1)                                               # (R, B, K) pulls per arm
+        zs = (hist3 * vals).sum(-1)                                     # (R, B, K) reward sums
+        zbar = zs.sum(-1) / G
+        vals = vals.reshape(R, B, KM)
+    hist = hist.reshape(R, B, KM)
+
+    def std():                                                          # two-pass over the histogram
+        dev = vals - zbar[..., None]
+        return np.sqrt((hist * dev * dev).sum(-1) / (G - 1))
+
+    values = task.values[xs]                                            # (R, B)
     table = fam.score_table.reshape(P * K, d)
     out = np.empty((len(task.estimators), R))
-    funcs = None
     for i, name in enumerate(task.estimators):
         if name in task.affine:
-            ca, cc = _affine_coefficients(name, z, values, G)           # (R, B) each
-            coef = ca[..., None] * zs + cc[..., None] * n               # (R, B, K) = sum_{g: a_g=k} w_g
-            if P == 1:
-                est = coef.sum(axis=1) @ table                          # (R, d)
+            ca, cc = _affine_coefficients(name, zbar, std, values, G)   # (R, B) each
+            if P == 1:                                                  # sum_b sum_g w_bg W_bg
+                est = (ca[..., None] * ZW + cc[..., None] * NW).sum(axis=1)       # (R, d)
             else:
+                coef = ca[..., None] * zs + cc[..., None] * n           # (R, B, K) = sum_{g: a_g=k} w_g
                 pk = ((np.arange(R)[:, None] * P + x)[..., None] * K + np.arange(K)).ravel()
                 per = np.bincount(pk, weights=coef.ravel(), minlength=R * P * K).reshape(R, P * K)
                 est = per @ table                                       # (R, d)
             diff = est / (B * G) - task.gradient
         else:                                                           # semi-generic: table scores
-            funcs = funcs or _funcs(task)
-            scores = table[xa]                                          # (R, B, G, d)
-            est = np.asarray(funcs[name](z, scores, values=values))    # (R, B, d)
+            funcs = _funcs(task)
+            m = (cat - (np.arange(R * B, dtype=np.int32) * np.int32(KM)).reshape(R, B, 1)) % M
+            z = fam.reward_values.reshape(P * K, M)[ids, m]             # (R, B, G)
+            est = np.asarray(funcs[name](z, table[ids], values=values))  # (R, B, d)
             diff = est.mean(axis=-2) - task.gradient
         out[i] = np.einsum("rd,rd->r", diff, diff)
     return out
+
+
+def _workspace(shape):
+    """Scratch arrays for :func:`_errors_finite`: u, f (float64), j, ids, cat (int32), mask."""
+    return (np.empty(shape), np.empty(shape), np.empty(shape, np.int32), np.empty(shape, np.int32),
+            np.empty(shape, np.int32), np.empty(shape, bool))
 
 
 def _samplers(fam):
@@ -329,8 +374,28 @@ def _samplers(fam):
     M = fam.reward_values.shape[-1]
     prompt = _CategoricalSampler(fam.prompt_probs) if P > 1 else None
     arm = _CategoricalSampler(fam.action_probs)
-    reward = _CategoricalSampler(fam.reward_probs.reshape(P * K, M)) if M > 1 else None
-    return prompt, arm, reward
+    fail = reward = None
+    if M == 2:                      # reward index 1 iff u >= P(index 0), as inverse CDF
+        fail = fam.reward_probs[..., 0].reshape(P * K).copy()
+    elif M > 2:
+        reward = _RewardSampler(fam.reward_probs.reshape(P * K, M))
+    maps = None
+    if P == 1:                      # (K*M, 2d + 1): histogram cell -> [z W, W, z]
+        onehot = np.repeat(np.eye(K), M, axis=0)                        # (KM, K)
+        z = fam.reward_values[0].reshape(K * M, 1)
+        maps = np.concatenate([(onehot * z) @ fam.score_table[0], onehot @ fam.score_table[0], z], axis=1)
+    return prompt, arm, fail, reward, maps
+
+
+class _RewardSampler:
+    """Inverse-CDF reward index per (x, a) row for ``M > 2`` reward values (plain comparisons)."""
+
+    def __init__(self, probs):
+        self.cdf = np.cumsum(probs, axis=-1)[:, :-1]                    # (P*K, M-1)
+
+    def __call__(self, u, rows):
+        c = self.cdf[rows]                                              # (..., M-1)
+        return (u[..., None] >= c).sum(-1)
 
 
 def _run_cell(task: _Task) -> dict:
@@ -339,12 +404,15 @@ def _run_cell(task: _Task) -> dict:
     n_blocks = -(-R // bs)
     children = cell_seed_sequence(task.seed, task.G, task.B).spawn(n_blocks)
     samplers = _samplers(task.fam) if task.fam is not None else None
+    ws = None
     E = len(task.estimators)
     acc = (np.zeros(E, np.int64), np.full(E, np.nan), np.full(E, np.nan))
     for i, child in enumerate(children):
         gen = np.random.Generator(np.random.PCG64(child))
         r = min(bs, R - i * bs)
-        err = (_errors_finite(task, gen, r, samplers) if task.fam is not None
+        if task.fam is not None and (ws is None or ws[0].shape[0] != r):
+            ws = _workspace((r, task.B, task.G))
+        err = (_errors_finite(task, gen, r, samplers, ws) if task.fam is not None
                else _errors_generic(task, gen, r))
         acc = _chan(*acc, *_block_stats(err))
     return dict(zip(_STATS, acc))
