@@ -1,0 +1,147 @@
+"""Monte Carlo engine throughput vs the floor of drawing the same random numbers.
+
+Problem: a K = 10 armed softmax bandit with Bernoulli rewards (d = 10), G = 64, B = 1, estimators
+vanilla, GRPO and oracle, one grid cell run in this process (``scheduler="serial"``).
+
+What is the floor?  Each generation needs an arm and a reward; the engine (like
+``bandits.SoftmaxBandit.sample``) draws one float64 uniform for each, plus one per prompt slot,
+and maps them by inverse CDF.  The floor is the time to draw exactly those uniforms from the same
+per-block streams (``SeedSequence`` spawning included) into a reused buffer -- no sampler, no
+estimator.  A second, lower floor is one single ``Generator.random`` call of the same size.
+The engine's extra work per generation is at least one table gather (inverse CDF), one
+comparison (reward), one histogram pass (bincount) -- each comparable to a draw -- so the ratio
+cannot reach 1; the issue's target is <= 2.
+
+stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
+Usage: ``python simulations/bench_mc.py`` (about 10 s).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from ustat_grpo import montecarlo as mc  # noqa: E402
+from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Config:
+    num_arms: int = field(default=10, metadata={"help": "K arms (d = K)"})
+    num_generations: int = field(default=64, metadata={"help": "G, generations per prompt"})
+    num_prompts: int = field(default=1, metadata={"help": "B, prompts per minibatch"})
+    num_replicates: int = field(default=200_000, metadata={"help": "replicates of the fast path"})
+    generic_replicates: int = field(default=10_000, metadata={"help": "replicates of the generic path"})
+    estimators: str = field(default="vanilla,grpo,oracle", metadata={"help": "comma-separated names"})
+    repeats: int = field(default=3, metadata={"help": "timings per path; the minimum is reported"})
+    seed: int = field(default=0, metadata={"help": "seed of the bandit and of the Monte Carlo streams"})
+    json: bool = field(default=False, metadata={"help": "print JSON instead of the table"})
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench_mc.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        if f.type in (bool, "bool"):
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
+                           help=f.metadata["help"])
+        else:
+            typ = {"int": int, "str": str}[f.type] if isinstance(f.type, str) else f.type
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=f.default,
+                           help=f.metadata["help"])
+    return p
+
+
+def _best(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench(cfg: Config) -> dict:
+    """Time the floors and both engine paths; returns a JSON-safe dict."""
+    rng = np.random.default_rng(cfg.seed)
+    K, G, B, R = cfg.num_arms, cfg.num_generations, cfg.num_prompts, cfg.num_replicates
+    policy = SoftmaxBandit(rng.uniform(size=K), theta=rng.normal(size=K))
+    names = tuple(cfg.estimators.split(","))
+    bs = mc.block_size_for(G, B)
+    n_blocks = -(-R // bs)
+    gens = R * B * G
+
+    def floor_streams():                       # the uniforms the engine draws, same streams
+        buf = np.empty((bs, B, G))
+        for i, child in enumerate(mc.cell_seed_sequence(cfg.seed, G, B).spawn(n_blocks)):
+            gen = np.random.Generator(np.random.PCG64(child))
+            r = min(bs, R - i * bs)
+            out = buf if r == bs else np.empty((r, B, G))
+            gen.random((r, B))                 # prompt slots
+            gen.random(out=out)                # arms
+            gen.random(out=out)                # rewards
+
+    def floor_one_call():                      # raw generator throughput, one call
+        np.random.default_rng(cfg.seed).random(out=np.empty(R * B * (2 * G + 1)))
+
+    kw = dict(num_generations=G, num_prompts=B, estimators=names, seed=cfg.seed, scheduler="serial",
+              progress=False, exact=None)
+    print("timing floors ...", file=sys.stderr)
+    t_floor = _best(floor_streams, cfg.repeats)
+    t_raw = _best(floor_one_call, cfg.repeats)
+    print("timing the fast (finite-action) path ...", file=sys.stderr)
+    mc.run_grid(policy, num_replicates=min(R, 2 * bs), sampler="finite", **kw)     # warm-up
+    t_fast = _best(lambda: mc.run_grid(policy, num_replicates=R, sampler="finite", **kw), cfg.repeats)
+    print("timing the generic path ...", file=sys.stderr)
+    Rg = cfg.generic_replicates
+    t_gen = _best(lambda: mc.run_grid(policy, num_replicates=Rg, sampler="generic", **kw), cfg.repeats)
+    t_gen_scaled = t_gen * R / Rg
+    rows = {
+        "floor: same uniforms, same streams": t_floor,
+        "floor: one Generator.random call": t_raw,
+        "engine, fast path (sampler=finite)": t_fast,
+        "engine, generic path (scaled)": t_gen_scaled,
+    }
+    return {
+        "config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens,
+        "seconds": rows,
+        "ns_per_generation": {k: v / gens * 1e9 for k, v in rows.items()},
+        "ratio_to_floor": {k: v / t_floor for k, v in rows.items()},
+        "ratio_to_one_call": {k: v / t_raw for k, v in rows.items()},
+        "target_met": bool(t_fast <= 2 * t_floor),
+    }
+
+
+def main(argv=None) -> int:
+    ns = _parser().parse_args(argv)
+    cfg = Config(**vars(ns))
+    if min(cfg.num_arms - 1, cfg.num_generations - 1, cfg.num_prompts, cfg.num_replicates - 1,
+           cfg.generic_replicates - 1, cfg.repeats) < 1:
+        print("bench_mc.py: need num_arms >= 2, num_generations >= 2, num_prompts >= 1, "
+              "replicates >= 2, repeats >= 1", file=sys.stderr)
+        return 2
+    res = bench(cfg)
+    if cfg.json:
+        print(json.dumps(res, sort_keys=True, indent=1))
+        return 0
+    print(f"K={cfg.num_arms} arms, d={cfg.num_arms}, G={cfg.num_generations}, B={cfg.num_prompts}, "
+          f"{cfg.num_replicates} replicates, estimators {cfg.estimators}; block {res['block_size']} "
+          f"replicates; best of {cfg.repeats}")
+    print(f"{'path':40s} {'seconds':>9s} {'ns/gen':>8s} {'x floor':>8s} {'x 1-call':>8s}")
+    for k, v in res["seconds"].items():
+        print(f"{k:40s} {v:9.3f} {res['ns_per_generation'][k]:8.2f} {res['ratio_to_floor'][k]:8.2f} "
+              f"{res['ratio_to_one_call'][k]:8.2f}")
+    print(f"target (fast path <= 2 x floor): {'met' if res['target_met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
