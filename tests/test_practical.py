@@ -283,3 +283,19 @@ def test_config_validation():
         pr.Algorithm2Config(num_prompts=5, num_minibatches=2)
     with pytest.raises(ValueError):
         pr.Algorithm2Config(kl_grad="k2")
+
+
+def test_grpo_run_tracks_amplification_recurrence():
+    """Paper 2: GRPO with the whitened reward, large G and KL to pi_ref follows p_n = h(p_{n-1})."""
+    from ustat_grpo import amplification as amp
+
+    succ = np.array([1, 0, 0, 1, 0, 0.0])
+    pol = pr.SequencePolicy.tabular(1, 1, 6, succ[None], theta=np.array([0, 1.0, 0.5, -1.5, 0.3, 0.8]))
+    p_ref, beta, eps = float(pol.values()[0]), 1.0, 0.01
+    cfg = pr.Algorithm2Config(num_iterations=4, num_prompts=1, num_generations=4096, num_epochs=200,
+                              learning_rate=1.0, kappa=beta, kl_grad="exact", advantage="paper2", smoothing=eps)
+    run = pr.run_algorithm2(pol, cfg, rng=np.random.default_rng(30))
+    rec = amp.iterate_pos(p_ref, beta, eps, max_iter=4).p
+    assert np.abs(run.values[:, 0] - rec).max() < 0.03
+    dr = amp.iterate_pos(p_ref, beta, eps, "dr_grpo", max_iter=4).p
+    assert np.abs(run.values[1:3, 0] - dr[1:3]).max() > 0.1      # negative control
