@@ -335,3 +335,26 @@ def test_performance_fit_recovers_known_optimum():
     # losses: the same data with the sign flipped and higher_is_better=False
     fit2 = sc.fit_performance_table(N, G, -y, rng=1, n_boot=10, higher_is_better=False)
     assert fit2.g_star == pytest.approx(fit.g_star, rel=1e-10)
+
+
+def test_constants_unbiased_vs_package_exact_theory():
+    # independent check against ustat_grpo.mse.constants on the package's contextual bandit,
+    # prompts sampled from f (the realistic design: A1 includes prompt sampling)
+    from ustat_grpo.fit_scaling import default_bandit
+    from ustat_grpo.mse import constants
+
+    policy = default_bandit()
+    exact = np.array(constants(policy.moments()))
+    rng = np.random.default_rng(31)
+    reps = []
+    for _ in range(300):
+        s = policy.sample(24, 12, rng=rng)
+        reps.append(sc.estimate_constants(s.rewards, s.scores, n_groups=3).unconstrained)
+    reps = np.array(reps)
+    assert_mc_close(reps.mean(0), reps.std(0, ddof=1) / math.sqrt(len(reps)), exact, alpha=1e-4)
+    # and the ToyBandit of this file agrees with mse.constants through the package class
+    from ustat_grpo.bandits import ContextualSoftmaxBandit
+
+    toy = ToyBandit(np.random.default_rng(9))
+    pkg = ContextualSoftmaxBandit(toy.phi, success_probs=toy.p, prompt_probs=toy.f, theta=toy.theta)
+    np.testing.assert_allclose(constants(pkg.moments()), toy.exact(), rtol=1e-10)
