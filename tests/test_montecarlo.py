@@ -399,3 +399,55 @@ def test_bad_policy_raises_value_error():
         mc.run_grid(object(), num_generations=(2,), seed=0, progress=False)
     with pytest.raises(ValueError, match="finite-action"):
         mc.run_grid(GaussianPolicyBandit(), num_generations=(2,), seed=0, sampler="finite", progress=False)
+
+
+# ---------------------------------------------------------------------------- simulation scripts
+
+def _scripts():
+    """Import ``simulations`` whether pytest runs from the repository root or not."""
+    import pathlib
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import simulations.bench_mc
+    import simulations.fig4_bandit
+
+    return simulations.fig4_bandit, simulations.bench_mc
+
+
+def test_fig4_script_writes_netcdf_and_png(tmp_path, capsys):
+    fig4_bandit, _ = _scripts()
+
+    out = tmp_path / "fig4"
+    rc = fig4_bandit.main(["--num-generations", "4,8", "--num-replicates", "400", "--scheduler", "serial",
+                           "--out", str(out), "--quiet", "--checkpoint-dir", str(tmp_path / "ckpt")])
+    assert rc == 0
+    ds = xr.load_dataset(out / "fig4_bandit.nc")
+    assert dict(ds.mse.sizes) == {"policy": 3, "estimator": 3, "num_generations": 2, "num_prompts": 1}
+    np.testing.assert_allclose(ds.value.values, [0.2, 0.5, 0.8], rtol=1e-10)
+    # the exact curve at G = 4, 8 is the exact value of the grid
+    np.testing.assert_array_equal(ds.exact_curve.sel(G=[4, 8]).values, ds.exact.values[..., 0])
+    assert ds.attrs["seed"] == "20260304" and json.loads(ds.attrs["config"])["script"]["num_replicates"] == 400
+    assert (out / "fig4_bandit.png").stat().st_size > 10_000
+    assert "max |z|" in capsys.readouterr().out
+    # resume from the checkpoints: same data
+    rc = fig4_bandit.main(["--num-generations", "4,8", "--num-replicates", "400", "--scheduler", "serial",
+                           "--out", str(tmp_path / "again"), "--quiet", "--no-plot",
+                           "--checkpoint-dir", str(tmp_path / "ckpt")])
+    assert rc == 0
+    data_equal(ds.isel(policy=0), xr.load_dataset(tmp_path / "again" / "fig4_bandit.nc").isel(policy=0))
+    assert fig4_bandit.main(["--num-generations", "1,4", "--out", str(tmp_path)]) == 2
+    assert fig4_bandit.main(["--num-generations", "four", "--out", str(tmp_path)]) == 2
+
+
+def test_bench_script_reports_ratios(capsys):
+    _, bench_mc = _scripts()
+
+    assert bench_mc.main(["--num-replicates", "2000", "--generic-replicates", "200", "--repeats", "1",
+                          "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["ratio_to_floor"]) == set(res["seconds"])
+    assert res["ratio_to_floor"]["floor: same uniforms, same streams"] == 1.0
+    assert bench_mc.main(["--num-arms", "1"]) == 2
