@@ -299,3 +299,52 @@ def test_grpo_run_tracks_amplification_recurrence():
     assert np.abs(run.values[:, 0] - rec).max() < 0.03
     dr = amp.iterate_pos(p_ref, beta, eps, "dr_grpo", max_iter=4).p
     assert np.abs(run.values[1:3, 0] - dr[1:3]).max() > 0.1      # negative control
+
+
+# ------------------------------------------------------------------ property tests vs a naive twin
+
+from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+def _naive_advantages(z, method, std_eps=0.0, smoothing=0.0):
+    """Loop-by-loop transcription of eqs. (15)-(16) and the framework formulas (one group)."""
+    G = len(z)
+    if max(z) - min(z) <= 1e-12 * (1 + abs(max(z))):
+        return [0.0] * G
+    mean = sum(z) / G
+    out = []
+    for g in range(G):
+        loo = (sum(z) - z[g]) / (G - 1)
+        se = (sum((x - mean) ** 2 for x in z) / (G - 1)) ** 0.5
+        if method == "paper":
+            out.append((z[g] - loo) / (se + std_eps))
+        elif method == "grpo":
+            out.append((z[g] - mean) / (se + std_eps))
+        elif method == "dr_grpo":
+            out.append(z[g] - mean)
+        elif method == "rloo":
+            out.append(z[g] - loo)
+        else:
+            out.append((z[g] - mean) / (mean * (1 - mean) + smoothing) ** 0.5)
+    return out
+
+
+@given(arrays(float, st.integers(2, 9), elements=st.floats(-3, 3)), st.sampled_from(pr.ADVANTAGES),
+       st.sampled_from(sorted(pr.STD_EPS_PRESETS.values())))
+def test_advantages_equal_naive_twin(z, method, std_eps):
+    if method == "paper2":
+        z = (z > 0).astype(float)
+    A, _ = pr.normalized_advantages(z, method=method, std_eps=std_eps, smoothing=0.01)
+    np.testing.assert_allclose(A, _naive_advantages(list(z), method, std_eps, 0.01), rtol=1e-10, atol=1e-10)
+
+
+@given(arrays(float, 6, elements=st.floats(-3, 3)), st.permutations(range(6)), st.floats(-5, 5))
+def test_advantages_permutation_equivariant_and_shift_invariant(z, perm, shift):
+    for method in ("paper", "grpo", "dr_grpo", "rloo"):
+        A, _ = pr.normalized_advantages(z, method=method)
+        Ap, _ = pr.normalized_advantages(z[list(perm)], method=method)
+        np.testing.assert_allclose(Ap, A[list(perm)], atol=1e-12)
+        As, zs = pr.normalized_advantages(z + shift, method=method)
+        if not zs:
+            np.testing.assert_allclose(As, A, rtol=1e-7, atol=1e-7)

@@ -302,6 +302,12 @@ def normalized_advantages(rewards, *, method="paper", std_eps=0.0, smoothing=0.0
     -----
     ``Z_g - Zbar_{-g} = G/(G-1) (Z_g - Zbar)`` (spec ambiguity 6), so ``"paper"`` is
     ``G/(G-1)`` times ``"grpo"`` at ``std_eps = 0``.
+
+    Examples
+    --------
+    >>> A, zero = normalized_advantages(np.array([[1., 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]]))
+    >>> np.round(A[0, [0, 3]], 4).tolist(), zero.tolist()
+    ([1.3801, -0.8281], [False, True])
     """
     Z = np.asarray(rewards, float)
     G = Z.shape[-1]
@@ -498,6 +504,15 @@ def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, tra
     Returns
     -------
     Algorithm2Result
+
+    Examples
+    --------
+    >>> pol = SequencePolicy.tabular(1, 2, 3, np.linspace(0.1, 0.9, 9)[None], markov=True)
+    >>> cfg = Algorithm2Config(num_iterations=20, num_prompts=4, num_generations=8, num_minibatches=2,
+    ...                        learning_rate=0.5, kappa=0.05)
+    >>> res = run_algorithm2(pol, cfg, rng=np.random.default_rng(0))
+    >>> bool(res.objective[-1] > res.objective[0])
+    True
     """
     cfg = Algorithm2Config() if config is None else config
     theta = np.array(policy.theta if theta0 is None else theta0, float)
