@@ -549,15 +549,15 @@ def _executor_map(tasks, scheduler, max_workers):
         workers = max_workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(tasks)))
         ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        try:
             futs = {ex.submit(_run_cell, t): i for i, t in enumerate(tasks)}
-            try:
-                for fut in as_completed(futs):
-                    yield futs[fut], fut.result()
-            except BaseException:
-                for f in futs:
-                    f.cancel()
-                raise
+            for fut in as_completed(futs):
+                yield futs[fut], fut.result()
+        except BaseException:                          # Ctrl-C: finished cells are already saved
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
         return
     # Dask distributed: an address or a Client
     from distributed import Client, as_completed as das_completed
