@@ -37,7 +37,7 @@ differ, which is what Theorem 12's bias terms are about.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import special
@@ -493,7 +493,9 @@ def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, tra
 
     Parameters
     ----------
-    policy : SequencePolicy
+    policy : SequencePolicy or bandits.ContextualSoftmaxBandit
+        A bandit with Bernoulli rewards is converted with :meth:`SequencePolicy.from_bandit`
+        (same parameters ``theta``; outputs are one token long).
     config : Algorithm2Config
     rng : numpy.random.Generator
     theta0 : ndarray (d,), optional
@@ -515,6 +517,8 @@ def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, tra
     True
     """
     cfg = Algorithm2Config() if config is None else config
+    if not isinstance(policy, SequencePolicy):
+        policy = SequencePolicy.from_bandit(policy)
     theta = np.array(policy.theta if theta0 is None else theta0, float)
     theta_ref = theta.copy() if theta_ref is None else np.asarray(theta_ref, float)
     B, G, m = cfg.num_prompts, cfg.num_generations, cfg.num_minibatches
