@@ -538,7 +538,7 @@ def _load_cell(directory, G, B, fingerprint):
 
 def _executor_map(tasks, scheduler, max_workers):
     """Yield ``(index, result)`` as cells finish."""
-    if scheduler == "serial" or len(tasks) == 0:
+    if scheduler == "serial" or (scheduler == "processes" and len(tasks) <= 1):   # same numbers
         for i, t in enumerate(tasks):
             yield i, _run_cell(t)
         return
@@ -710,7 +710,7 @@ def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "
                    block_size=block_size_for(G, B, block_size), seed=seed, gradient=gradient,
                    values=values, fam=fam, affine=affine) for G, B in todo]
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = tqdm(total=len(cells), initial=len(done), desc="Monte Carlo cells", unit="cell",
                file=sys.stderr, disable=not progress)
