@@ -358,3 +358,23 @@ def test_constants_unbiased_vs_package_exact_theory():
     toy = ToyBandit(np.random.default_rng(9))
     pkg = ContextualSoftmaxBandit(toy.phi, success_probs=toy.p, prompt_probs=toy.f, theta=toy.theta)
     np.testing.assert_allclose(constants(pkg.moments()), toy.exact(), rtol=1e-10)
+
+
+def test_jackknife_coverage_sampled_prompts_and_gstar():
+    # the CLI's default design: prompts drawn from f, jackknife over 20 prompt groups, t quantiles
+    from ustat_grpo.fit_scaling import default_bandit
+    from ustat_grpo.mse import constants
+
+    policy = default_bandit()
+    A = np.array(constants(policy.moments()))
+    g_true = 1 + math.sqrt(A[2] / A[0])
+    rng = np.random.default_rng(2718)
+    n, hits = 200, np.zeros(4, int)
+    for _ in range(n):
+        s = policy.sample(60, 64, rng=rng)
+        est = sc.estimate_constants(s.rewards, s.scores)
+        ci = est.confidence_interval()
+        gi = est.optimal_group_size(budget=256).g_star_exact_interval
+        hits += [ci[k].low <= A[i] <= ci[k].high for i, k in enumerate(est.names)] + [gi.low <= g_true <= gi.high]
+    for h in hits:
+        assert binomial_coverage_pvalue(h, n, 0.95) > 1e-3, hits / n
