@@ -342,17 +342,23 @@ def _errors_finite(task, gen, R, samplers, ws):
     values = task.values[xs]                                            # (R, B)
     table = fam.score_table.reshape(P * K, d)
     out = np.empty((len(task.estimators), R))
+    fast = [i for i, name in enumerate(task.estimators) if name in task.affine] if P == 1 else []
+    if fast:                                   # all affine estimators at once: sum_b sum_g w_bg W_bg
+        coefs = [_affine_coefficients(task.estimators[i], zbar, std, values, G) for i in fast]
+        ca = np.stack([c[0] for c in coefs])                            # (E', R, B)
+        cc = np.stack([c[1] for c in coefs])
+        est = np.einsum("erb,rbd->erd", ca, ZW) + np.einsum("erb,rbd->erd", cc, NW)   # (E', R, d)
+        diff = est / (B * G) - task.gradient
+        out[fast] = np.einsum("erd,erd->er", diff, diff)
     for i, name in enumerate(task.estimators):
-        if name in task.affine:
+        if i in fast:
+            continue
+        if name in task.affine:                                         # P > 1
             ca, cc = _affine_coefficients(name, zbar, std, values, G)   # (R, B) each
-            if P == 1:                                                  # sum_b sum_g w_bg W_bg
-                est = (ca[..., None] * ZW + cc[..., None] * NW).sum(axis=1)       # (R, d)
-            else:
-                coef = ca[..., None] * zs + cc[..., None] * n           # (R, B, K) = sum_{g: a_g=k} w_g
-                pk = ((np.arange(R)[:, None] * P + x)[..., None] * K + np.arange(K)).ravel()
-                per = np.bincount(pk, weights=coef.ravel(), minlength=R * P * K).reshape(R, P * K)
-                est = per @ table                                       # (R, d)
-            diff = est / (B * G) - task.gradient
+            coef = ca[..., None] * zs + cc[..., None] * n               # (R, B, K) = sum_{g: a_g=k} w_g
+            pk = ((np.arange(R)[:, None] * P + x)[..., None] * K + np.arange(K)).ravel()
+            per = np.bincount(pk, weights=coef.ravel(), minlength=R * P * K).reshape(R, P * K)
+            diff = per @ table / (B * G) - task.gradient                # (R, d)
         else:                                                           # semi-generic: table scores
             funcs = _funcs(task)
             m = (cat - (np.arange(R * B, dtype=np.int32) * np.int32(KM)).reshape(R, B, 1)) % M
