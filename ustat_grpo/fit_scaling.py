@@ -72,8 +72,8 @@ class Options:
         help="measure instead of reading a file: 'bandit' (built-in toy, the default without FILE) "
              "or 'lm' (ustat_grpo.lm.prompt_samples)", choices=("bandit", "lm")))
     budget: int | None = field(default=None, metadata=dict(
-        help="rollouts per training step N = B*G (default: 256 for sources; for an MSE grid the "
-             "most common B*G of its cells)"))
+        help="rollouts per training step N = B*G (default: 256 for sources; for an MSE grid its "
+             "largest B*G)"))
     form: str = field(default="exact", metadata=dict(
         help="scaling-law form driving the integer optimum: 'exact' A3/(BG(G-1)) or 'paper' c3/(BG^2)",
         choices=("exact", "paper")))
@@ -375,6 +375,7 @@ def _mse_payload(primary, *, form, budget, level, divisors_only, paper=None, gri
     )
     if grid_fit is not None:
         gd = grid_fit.to_dict()
+        gd["primary"] = grid_fit is primary
         gg = grid_fit.optimal_group_size(budget=budget, divisors_only=divisors_only, level=level)
         gd.update(g_star_exact=fv(gg.g_star_exact), g_star_exact_interval=sc._ci(gg.g_star_exact_interval),
                   bounded=gg.bounded)
@@ -447,9 +448,11 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
         else:
             nb = a["num_prompts"] * a["num_generations"]
             if opts.budget is None:
-                vals, cnt = np.unique(nb, return_counts=True)
-                budget = int(vals[np.argmax(cnt)])
-                log(f"budget not given: using the most common B*G of the grid, N = {budget}")
+                vals = np.unique(nb)
+                budget = int(vals.max())
+                if len(vals) > 1:
+                    log(f"budget not given: the grid has several B*G; using the largest, N = {budget} "
+                        "(pass --budget for yours)")
             else:
                 budget = int(opts.budget)
             se = a.get("mse_se")

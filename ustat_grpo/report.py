@@ -111,17 +111,22 @@ def _sections(p, md):
         out += _table(head, rows, md)
         if p.get("grid_fit"):
             gf = p["grid_fit"]
-            out += h("Monte Carlo grid fit (check of the scaling law)")
-            c = gf["constants"]
-            ci = gf["confidence_interval"]
-            out += _table(["name", "estimate", "CI", "at bound 0"],
-                          [[k, _num(c[k]), _iv(ci[k], ".4g"), "yes" if gf["active_constraints"][k] else ""]
-                           for k in c], md)
+            if gf.get("primary"):
+                act = [k for k, v in gf["active_constraints"].items() if v]
+                if act:
+                    out += ["", f"  at the bound 0 (non-negative fit): {', '.join(act)}"]
+            else:
+                out += h("Monte Carlo grid fit (check of the scaling law)")
+                c = gf["constants"]
+                ci = gf["confidence_interval"]
+                out += _table(["name", "estimate", "CI", "at bound 0"],
+                              [[k, _num(c[k]), _iv(ci[k], ".4g"), "yes" if gf["active_constraints"][k] else ""]
+                               for k in c], md)
             gof = f"chi2 = {_num(gf['chi2'], '.3g')} on {gf['dof']} dof"
             if gf.get("pvalue") not in (None, "nan"):
                 gof += f", p = {_num(gf['pvalue'], '.3g')}"
             out += ["", f"  goodness of fit: {gof} ({gf['method']}, {gf['num_cells']} cells)"]
-            if gf.get("g_star_exact") is not None:
+            if gf.get("g_star_exact") is not None and not gf.get("primary"):
                 out += [f"  grid-fit G*_exact = {_num(gf['g_star_exact'])}, CI {_iv(gf['g_star_exact_interval'])}"]
         out += h(f"Predicted MSE per G at N = {p['budget']} (band: {100 * p['level']:g}% pointwise)")
         rows = [[r["num_generations"], _num(r["num_prompts"], ".4g"), _num(r["mse"]),
