@@ -670,6 +670,8 @@ def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "
     names, funcs, Gs, Bs, R, seed = _run_grid_iv(policy, estimators, num_generations, num_prompts,
                                                  num_replicates, seed, block_size, sampler)
     scheduler = _scheduler_iv(scheduler)
+    if not (exact is None or callable(exact) or (isinstance(exact, str) and exact == "auto")):
+        raise ValueError("exact must be 'auto', a callable or None")
     gradient = np.asarray(policy.gradient(), dtype=float)
     values = np.asarray(policy.moments().value, dtype=float)
     fam = None
