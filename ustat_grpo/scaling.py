@@ -916,13 +916,15 @@ class PerformanceFit:
                  f"{self.residual_sd:.3g})",
                  f"  best observed G per budget: " + ", ".join(f"N={k}: {v}" for k, v in self.best_observed.items()),
                  (f"  fitted G* = {self.g_star:.3g}, {pct} Fieller CI [{self.g_star_interval.low:.3g}, {hi}]"
-                  if self.bounded else f"  fitted G*: not identified ({pct} Fieller set unbounded; vertex of "
-                  f"the fitted curve at G = {self.g_star:.3g})"),
+                  if self.bounded else f"  fitted G*: not identified ({pct} Fieller set unbounded; " + (
+                      f"vertex of the fitted curve at G = {self.g_star:.3g})"
+                      if min(self.num_generations) <= self.g_star <= max(self.num_generations)
+                      else "the fitted curve has no maximum inside the observed G range)")),
                  f"  curvature b2 = {self.curvature:.3g} (one-sided p = {self.curvature_pvalue:.3g} for an "
                  "interior optimum)"]
         if self.budget_pvalue is not None:
             lines.append(f"  G* differs between budgets? F-test p = {self.budget_pvalue:.3g}")
-        lines.append("  bootstrap share of being best: " + ", ".join(
+        lines.append("  residual bootstrap, share of refitted curves peaking at each G: " + ", ".join(
             f"G={k}: {v:.2f}" for k, v in self.bootstrap_best.items()))
         lines.append("  verdict: " + ("the data locate an interior optimum" if self.distinguishable else
                                       "the data cannot distinguish the candidate group sizes "
