@@ -66,7 +66,7 @@ class Options:
     """Options of ``python -m ustat_grpo.fit_scaling`` (one help line each)."""
 
     measurements: str | None = field(default=None, metadata=dict(
-        help="CSV or NetCDF measurements file (see the formats above); omit to use --source",
+        help="CSV or NetCDF measurements file (formats below); omit to use --source",
         metavar="FILE"))
     source: str | None = field(default=None, metadata=dict(
         help="measure instead of reading a file: 'bandit' (built-in toy, the default without FILE) "
