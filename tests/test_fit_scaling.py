@@ -46,6 +46,7 @@ def test_default_run_recovers_toy_optimum(capsys):
     assert lo <= ex["g_star_exact"] <= hi
     assert abs(d["g_star_integer"] - ex["g_star_integer"]) <= 1
     assert d["c1"] == d["A1"] and d["budget"] == 256
+    assert isinstance(ex["covered_by_grid_fit"], bool) and set(ex["covered"]) == {"A1", "A2", "A3", "g_star_exact"}
     assert "grid cell" in err and "done in" in err          # progress on stderr, not stdout
 
 

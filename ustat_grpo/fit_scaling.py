@@ -386,6 +386,9 @@ def _mse_payload(primary, *, form, budget, level, divisors_only, paper=None, gri
                             g_star_integer=int(ex.g_star_integer))
         out["exact_curve"] = dict(num_generations=cg.tolist(),
                                   mse=(sc.mse_design(budget / cg, cg, form="exact") @ exact).tolist())
+        if grid_fit is not None:
+            gi = out["grid_fit"]["g_star_exact_interval"]
+            out["exact"]["covered_by_grid_fit"] = bool(gi[0] <= ex.g_star_exact <= _hi(gi[1]))
         out["exact"]["covered"] = dict(
             {k: bool(out[k + "_interval"][0] <= exact[i] <= _hi(out[k + "_interval"][1]))
              for i, k in enumerate(("A1", "A2", "A3"))},

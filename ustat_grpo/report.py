@@ -128,6 +128,15 @@ def _sections(p, md):
             out += ["", f"  goodness of fit: {gof} ({gf['method']}, {gf['num_cells']} cells)"]
             if gf.get("g_star_exact") is not None and not gf.get("primary"):
                 out += [f"  grid-fit G*_exact = {_num(gf['g_star_exact'])}, CI {_iv(gf['g_star_exact_interval'])}"]
+        if p.get("exact"):
+            ex = p["exact"]
+            line = (f"  exact answer for this toy: G*_exact = {_num(ex['g_star_exact'])}, integer optimum "
+                    f"{ex['g_star_integer']}; inside the constants' interval: "
+                    f"{'yes' if ex['covered']['g_star_exact'] else 'NO'}")
+            if "covered_by_grid_fit" in ex:
+                line += f"; inside the grid-fit interval: {'yes' if ex['covered_by_grid_fit'] else 'NO'}"
+            out += ["", line + f" (each {100 * p['level']:g}% interval misses in about "
+                                f"{100 * (1 - p['level']):g}% of seeds)"]
         out += h(f"Predicted MSE per G at N = {p['budget']} (band: {100 * p['level']:g}% pointwise)")
         rows = [[r["num_generations"], _num(r["num_prompts"], ".4g"), _num(r["mse"]),
                  _iv([r["low"], r["high"]], ".3g"), _num(r["relative"], ".3f"),
