@@ -420,3 +420,24 @@ def test_universality_script_tiny_grid(tmp_path, capsys):
     assert (out / "universality.png").stat().st_size > 10_000
     assert "Table-2 analogue" in capsys.readouterr().out
     assert mod.main(["--group-sizes", "2,5", "--out", str(out)]) == 2
+
+
+def test_fit_coverage_without_se_estimated_dispersion():
+    # no mse_se column: Gamma variance with a dispersion estimated from 4 residual dof, t quantiles
+    A = np.array([1.0, 2.0, 8.0])
+    G = np.array([2, 3, 4, 8, 16, 32, 64])
+    mu = sc.mse_design(1, G) @ A
+    rng = np.random.default_rng(3)
+    n, hits = 300, np.zeros(3, int)
+    for _ in range(n):
+        y = mu * rng.chisquare(200, len(G)) / 200
+        fit = sc.fit_mse_grid(np.ones_like(G), G, y)
+        ci = fit.confidence_interval()
+        gi = fit.optimal_group_size().g_star_exact_interval
+        hits += [ci["A1"].low <= 1 <= ci["A1"].high, ci["A3"].low <= 8 <= ci["A3"].high,
+                 gi.low <= 1 + math.sqrt(8) <= gi.high]
+    for h in hits:
+        assert binomial_coverage_pvalue(h, n, 0.95) > 1e-3, hits / n
+    # negative control: normal instead of t quantiles with 4 dof under-covers
+    fit = sc.fit_mse_grid(np.ones_like(G), G, mu * rng.chisquare(200, len(G)) / 200)
+    assert fit.df == 4 and fit._q(0.95) > 2.7
