@@ -333,9 +333,18 @@ def test_performance_fit_recovers_known_optimum():
     u = np.log2(G)
     y = 0.8 - 0.01 * (u - 3.0) ** 2 + 0.002 * rng.standard_normal(len(G))   # G* = 8
     fit = sc.fit_performance_table(N, G, y, rng=1, n_boot=300)
-    assert fit.distinguishable and fit.bounded
+    assert fit.distinguishable and fit.bounded and fit.preferred_shape == "log-quadratic"
     assert fit.g_star_interval.low <= 8 <= fit.g_star_interval.high
     assert abs(math.log2(fit.g_star) - 3) < 0.2
+    assert fit.recommended == (fit.g_star, fit.g_star_interval)
+    # data from the fixed-budget MSE law (G* = 1 + sqrt(36) = 7): the MSE shape is preferred and
+    # its profile interval covers 7, while the (misspecified) log-quadratic one does not
+    y2 = 0.8 - 0.001 * (G + 36 / (G - 1)) + 0.002 * rng.standard_normal(len(G))
+    fit3 = sc.fit_performance_table(N, G, y2, rng=1, n_boot=10)
+    assert fit3.preferred_shape == "mse" and fit3.distinguishable
+    lo, hi = fit3.recommended[1]
+    assert lo <= 7 <= hi and not fit3.g_star_interval.low <= 7 <= fit3.g_star_interval.high
+    assert not fit3.mse_shape["shapes_agree"] and "conditional on the shape" in fit3.summary()
     # losses: the same data with the sign flipped and higher_is_better=False
     fit2 = sc.fit_performance_table(N, G, -y, rng=1, n_boot=10, higher_is_better=False)
     assert fit2.g_star == pytest.approx(fit.g_star, rel=1e-10)

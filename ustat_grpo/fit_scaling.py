@@ -423,8 +423,10 @@ def _performance_payload(a, *, level, seed):
                          "num_generations": [float(x) for x in a["num_generations"]],
                          "score": [float(x) for x in a["score"]]})
     if fit.distinguishable:
-        out["recommendation"]["num_generations"] = int(round(fit.g_star))
-        out["g_star_integer"] = int(round(fit.g_star))
+        g_rec, ci_rec = fit.recommended
+        out["g_star"], out["g_star_interval"] = fv(g_rec), sc._ci(ci_rec)
+        out["recommendation"]["num_generations"] = int(round(g_rec))
+        out["g_star_integer"] = int(round(g_rec))
     return out
 
 

@@ -54,8 +54,10 @@ def _headline(p) -> list[str]:
     else:
         pf = p["performance"]
         if pf["distinguishable"]:
-            lines.append(f"RECOMMENDATION: the table locates an optimum near G = {_num(pf['g_star'], '.3g')} "
-                         f"({pct} CI {_iv(pf['g_star_interval'])}).")
+            lines.append(f"RECOMMENDATION: the table locates an optimum near G = {_num(pf['recommended_g_star'], '.3g')} "
+                         f"({pct} CI {_iv(pf['recommended_interval'])}, {pf['preferred_shape']} shape"
+                         + ("" if pf["mse_shape"]["shapes_agree"] else "; the other candidate shape disagrees")
+                         + ").")
         else:
             best = ", ".join(f"N={k}: G={v}" for k, v in pf["best_observed"].items())
             lines.append("RECOMMENDATION: the data cannot distinguish the candidate group sizes: the "

@@ -881,8 +881,12 @@ class PerformanceFit:
     budget_pvalue : F-test p-value of budget-specific curves vs the shared one (None: one budget).
     best_observed : {budget: G with the best mean score}.
     bootstrap_best : {G: share of residual-bootstrap refits whose best grid G is this G}.
-    distinguishable : whether the data single out an optimum (curvature significant and the
-        interval bounded inside the observed range).
+    mse_shape : the second candidate shape ``score = a_N - b (G + rho/(G-1))`` (the fixed-budget
+        MSE law of Prop. 3), profile-likelihood interval of ``G* = 1 + sqrt(rho)``, residual SS.
+    preferred_shape : "log-quadratic" or "mse", whichever has the smaller residual sum of squares
+        (both have the same number of parameters).
+    distinguishable : whether the preferred shape singles out an optimum (bounded interval inside
+        the observed G range; for the log-quadratic also a significant curvature).
     """
 
     g_star: float
@@ -903,6 +907,15 @@ class PerformanceFit:
     budgets: tuple
     n_obs: int
     higher_is_better: bool
+    mse_shape: dict
+    preferred_shape: str
+
+    @property
+    def recommended(self) -> tuple[float, ConfidenceInterval]:
+        """``(G*, interval)`` of the preferred shape."""
+        if self.preferred_shape == "mse":
+            return self.mse_shape["g_star"], self.mse_shape["g_star_interval"]
+        return self.g_star, self.g_star_interval
 
     def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
         """Fieller interval of ``G*`` at ``level`` (default: the fit's level)."""
@@ -926,11 +939,25 @@ class PerformanceFit:
                  "interior optimum)"]
         if self.budget_pvalue is not None:
             lines.append(f"  G* differs between budgets? F-test p = {self.budget_pvalue:.3g}")
+        ms = self.mse_shape
+        hi2 = "inf" if math.isinf(ms["g_star_interval"][1]) else f"{ms['g_star_interval'][1]:.3g}"
+        lines.append(f"  second candidate shape, score = a_N - b (G + rho/(G-1)) (the fixed-budget MSE law): "
+                     f"G* = 1 + sqrt(rho) = {ms['g_star']:.3g}, {pct} profile CI [{ms['g_star_interval'][0]:.3g}, "
+                     f"{hi2}]; residual SS {ms['rss']:.3g} vs {self.residual_sd ** 2 * self.dof:.3g} (log-quadratic)")
         lines.append("  residual bootstrap, share of refitted curves peaking at each G: " + ", ".join(
             f"G={k}: {v:.2f}" for k, v in self.bootstrap_best.items()))
-        lines.append("  verdict: " + ("the data locate an interior optimum" if self.distinguishable else
-                                      "the data cannot distinguish the candidate group sizes "
-                                      "(differences are within noise)"))
+        g_rec, ci_rec = self.recommended
+        hi3 = "inf" if math.isinf(ci_rec[1]) else f"{ci_rec[1]:.3g}"
+        if self.distinguishable and self.mse_shape.get("shapes_agree", True):
+            verdict = (f"the data locate an interior optimum near G = {g_rec:.3g} ({pct} CI [{ci_rec[0]:.3g}, {hi3}], "
+                       f"{self.preferred_shape} shape; both candidate shapes agree)")
+        elif self.distinguishable:
+            verdict = (f"the better-fitting {self.preferred_shape} shape locates G* = {g_rec:.3g} ({pct} CI "
+                       f"[{ci_rec[0]:.3g}, {hi3}]), but the other shape puts it elsewhere: the interval is "
+                       "conditional on the shape")
+        else:
+            verdict = "the data cannot distinguish the candidate group sizes (differences are within noise)"
+        lines.append("  verdict: " + verdict)
         return "\n".join(lines)
 
     __str__ = summary
@@ -944,7 +971,13 @@ class PerformanceFit:
                     distinguishable=self.distinguishable, residual_sd=_f(self.residual_sd),
                     dof=self.dof, level=self.level, n_obs=self.n_obs,
                     budgets=[int(b) for b in self.budgets],
-                    num_generations=[int(g) for g in self.num_generations])
+                    num_generations=[int(g) for g in self.num_generations],
+                    mse_shape=dict(g_star=_f(self.mse_shape["g_star"]),
+                                   g_star_interval=_ci(self.mse_shape["g_star_interval"]),
+                                   bounded=self.mse_shape["bounded"], rss=_f(self.mse_shape["rss"]),
+                                   shapes_agree=self.mse_shape.get("shapes_agree", True)),
+                    preferred_shape=self.preferred_shape,
+                    recommended_g_star=_f(self.recommended[0]), recommended_interval=_ci(self.recommended[1]))
 
 
 def _perf_interval(params, cov, level, dof):
@@ -962,6 +995,51 @@ def _perf_design(budget, g, budgets):
     u = np.log2(g)
     cols = [(budget == b).astype(float) for b in budgets] + [u, u * u]
     return np.stack(cols, axis=-1)
+
+
+def _fit_mse_shape(nb, g, ys, budgets, level):
+    """Profile fit of ``score = a_N - b (G + rho/(G-1))`` over ``rho`` (a log grid, then refined).
+
+    For fixed ``rho`` the model is linear (OLS); the profile-F set
+    ``{rho : (RSS(rho) - RSS_min) / (RSS_min / dof) <= F_{1, dof}(level)}`` gives the interval of
+    ``G* = 1 + sqrt(rho)``, unbounded when it reaches the top of the grid.
+    """
+    cols = [(nb == b).astype(float) for b in budgets]
+
+    def rss(rho):
+        X = np.stack(cols + [-(g + rho / (g - 1.0))], axis=-1)
+        beta, *_ = np.linalg.lstsq(X, ys, rcond=None)
+        r = ys - X @ beta
+        return float(r @ r), float(beta[-1])
+
+    grid = np.concatenate([[0.0], np.geomspace(1e-3, 1e8, 600)])
+    vals = np.array([rss(r)[0] for r in grid])
+    k = int(np.argmin(vals))
+    lo_r, hi_r = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    if hi_r > lo_r:
+        opt = optimize.minimize_scalar(lambda r: rss(r)[0], bounds=(lo_r, hi_r), method="bounded")
+        r_hat, rss_min = (float(opt.x), float(opt.fun)) if opt.fun <= vals[k] else (grid[k], vals[k])
+    else:
+        r_hat, rss_min = grid[k], vals[k]
+    dof = len(ys) - len(budgets) - 2
+    b_hat = rss(r_hat)[1]
+    if dof < 1 or rss_min <= 0:
+        inside = np.ones_like(grid, bool)
+    else:
+        inside = (vals - rss_min) / (rss_min / dof) <= stats.f.ppf(level, 1, dof)
+    crit = stats.f.ppf(level, 1, dof) if dof >= 1 else math.inf
+    prof = lambda r: (rss(r)[0] - rss_min) / (rss_min / dof) - crit
+    r_lo, r_hi = r_hat, math.inf
+    if dof >= 1 and rss_min > 0:
+        below = grid[(grid < r_hat) & ~inside]
+        r_lo = float(optimize.brentq(prof, below.max(), r_hat)) if below.size else 0.0
+        above = grid[(grid > r_hat) & ~inside]
+        r_hi = float(optimize.brentq(prof, r_hat, above.min())) if above.size and not inside[-1] else math.inf
+    bounded = bool(math.isfinite(r_hi) and b_hat > 0)
+    return dict(g_star=1 + math.sqrt(r_hat), rho=r_hat, slope=b_hat,
+                g_star_interval=ConfidenceInterval(1 + math.sqrt(min(r_lo, r_hat)),
+                                                   1 + math.sqrt(r_hi) if bounded else math.inf),
+                bounded=bounded, rss=rss_min)
 
 
 def fit_performance_table(budget, num_generations, score, run=None, *, level: float = 0.95,
@@ -1067,10 +1145,19 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
     share = {int(gg): float(c / max(n_boot, 1)) for gg, c in zip(grid, counts)}
     alpha = 1 - level
     distinguishable = bool(bounded and curv_p < alpha / 2 and ci.low >= grid.min() and ci.high <= grid.max())
+    mse_shape = _fit_mse_shape(nb, g, ys, budgets, level)
+    # the two candidate shapes must agree for the optimum to count as located
+    ms_ci = mse_shape["g_star_interval"]
+    shapes_agree = bool(not (bounded and mse_shape["bounded"]) or (ms_ci[0] <= ci.high and ci.low <= ms_ci[1]))
+    mse_shape["shapes_agree"] = shapes_agree
+    preferred = "mse" if mse_shape["rss"] < res.ssr else "log-quadratic"
+    if preferred == "mse":
+        distinguishable = bool(mse_shape["bounded"] and ms_ci[0] >= grid.min() and ms_ci[1] <= grid.max())
     return PerformanceFit(g_star=float(g_star), g_star_interval=ci, bounded=bool(bounded),
                           curvature=float(sign * b2), curvature_pvalue=curv_p, budget_pvalue=budget_p,
                           best_observed=best_obs, bootstrap_best=share, distinguishable=distinguishable,
                           params=params, covariance=cov, residual_sd=float(math.sqrt(res.scale)),
                           dof=dof, level=level, num_generations=tuple(int(x) for x in grid),
                           budgets=tuple(int(b) for b in budgets), n_obs=n,
-                          higher_is_better=higher_is_better)
+                          higher_is_better=higher_is_better, mse_shape=mse_shape,
+                          preferred_shape=preferred)
