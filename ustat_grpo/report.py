@@ -68,9 +68,10 @@ def _headline(p) -> list[str]:
 
 def _why(p) -> list[str]:
     if p["kind"] != "mse":
-        return ["Why: score was fitted as a_N + b1 log2 G + b2 (log2 G)^2 with a shared optimum across "
-                "budgets (Theorem 7: G* does not depend on N); the optimum is located only if the "
-                "curvature is significant and its Fieller interval is bounded."]
+        return ["Why: score was fitted with two candidate curves that share one optimum across budgets",
+                "  (Theorem 7: G* does not depend on N): a_N + b1 log2 G + b2 (log2 G)^2 and the fixed-budget",
+                "  MSE law a_N - b (G + rho/(G-1)). The better-fitting curve locates an optimum only if its",
+                "  interval (Fieller / profile likelihood) is bounded inside the observed G range."]
     return [
         "Why: the GRPO gradient's error is MSE(B, G) = A1/B + A2/(BG) + A3/(BG(G-1)) (Prop. 3, exact).",
         "  A1 = prompt-to-prompt variance of the true gradient, A2 = oracle variance,",

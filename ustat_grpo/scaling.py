@@ -941,9 +941,11 @@ class PerformanceFit:
             lines.append(f"  G* differs between budgets? F-test p = {self.budget_pvalue:.3g}")
         ms = self.mse_shape
         hi2 = "inf" if math.isinf(ms["g_star_interval"][1]) else f"{ms['g_star_interval'][1]:.3g}"
+        est = (f"G* = 1 + sqrt(rho) = {ms['g_star']:.3g}, {pct} profile CI [{ms['g_star_interval'][0]:.3g}, {hi2}]"
+               if ms["bounded"] else "G* not identified (no decrease of score with the MSE shape, or unbounded "
+                                     "profile interval)")
         lines.append(f"  second candidate shape, score = a_N - b (G + rho/(G-1)) (the fixed-budget MSE law): "
-                     f"G* = 1 + sqrt(rho) = {ms['g_star']:.3g}, {pct} profile CI [{ms['g_star_interval'][0]:.3g}, "
-                     f"{hi2}]; residual SS {ms['rss']:.3g} vs {self.residual_sd ** 2 * self.dof:.3g} (log-quadratic)")
+                     f"{est}; residual SS {ms['rss']:.3g} vs {self.residual_sd ** 2 * self.dof:.3g} (log-quadratic)")
         lines.append("  residual bootstrap, share of refitted curves peaking at each G: " + ", ".join(
             f"G={k}: {v:.2f}" for k, v in self.bootstrap_best.items()))
         g_rec, ci_rec = self.recommended
