@@ -447,6 +447,6 @@ def test_fit_coverage_without_se_estimated_dispersion():
                  gi.low <= 1 + math.sqrt(8) <= gi.high]
     for h in hits:
         assert binomial_coverage_pvalue(h, n, 0.95) > 1e-3, hits / n
-    # negative control: normal instead of t quantiles with 4 dof under-covers
+    # the intervals use Student-t quantiles with n - 3 = 4 dof (normal ones would be 1.96)
     fit = sc.fit_mse_grid(np.ones_like(G), G, mu * rng.chisquare(200, len(G)) / 200)
-    assert fit.df == 4 and fit._q(0.95) > 2.7
+    assert fit.df == 4 and fit._q(0.95) == pytest.approx(stats.t.isf(0.025, 4))
