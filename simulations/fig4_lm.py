@@ -1,0 +1,273 @@
+"""Figure 4 of arXiv 2603.01162 (oracle property) on transformer policies: MSE vs G.
+
+For each panel (policy) and each of ``num_prompts`` arithmetic questions, a pool of ``pool``
+completions is sampled exactly from the policy, rewarded by the verifier, and scored
+(``W = grad log pi(y|x)`` over all parameters, or a ``--params`` subset / ``--projection-dim``
+sketch); only the Gram matrix ``K = S S^T`` of the pool is kept.  Each replicate draws a random
+group of G pool members for the estimator and uses the remaining ``pool - G`` completions
+(>= 128 by default; independent of the group) as the reference sample:
+
+* ``v = mean_j Z_j W_j`` over the reference, an unbiased estimate of the true gradient g(x);
+* ``|g(x)|^2`` by the unbiased U-statistic ``sum_{j != k} Z_j Z_k <W_j, W_k> / (m (m - 1))``;
+* ``V(x) = mean_j Z_j`` over the reference (the oracle's baseline).
+
+The squared error of each estimator ``sum_i w_i W_i`` (weights from ``ustat_grpo.estimators``,
+obtained by feeding the identity matrix as scores) is then the Gram identity
+``w^T K w - 2 w^T S v + |g|^2``, an unbiased estimate of its MSE (the reference is independent
+of the group).  The paper aggregates the gradient over all questions (eq. 8); with P questions
+``MSE(aggregate) = (1/P^2) sum_x MSE_x``; we report the per-question mean ``(1/P) sum_x MSE_x``
+(= P x the aggregate MSE) with a 95% interval over questions (the questions are a random sample
+of the task, so the interval covers question sampling and Monte Carlo error together), and the
+paired differences vanilla - GRPO and GRPO - oracle.
+
+Panels: the built-in ``weak`` / ``strong`` / ``fewshot`` policies (mirroring base / Instruct /
+Instruct + ICL), or with ``--model PATH`` that model with the paper's zero-shot and few-shot
+prompts.  Outputs ``fig4_lm.nc`` (NetCDF, provenance attributes) and ``fig4_lm.png``; stdout gives
+the table and whether the ordering vanilla > GRPO >= oracle holds.  Usage::
+
+    python simulations/fig4_lm.py                      # built-in policies, ~10 CPU minutes
+    python simulations/fig4_lm.py --model PATH --device cuda --num-prompts 500 --pool 1088
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+import torch  # noqa: E402
+
+from ustat_grpo import arithmetic, lm  # noqa: E402
+from ustat_grpo import montecarlo as mc  # noqa: E402
+
+ESTIMATOR_NAMES = ("vanilla", "grpo", "oracle")
+COLORS = {"vanilla": "tab:blue", "grpo": "tab:orange", "oracle": "tab:green"}
+
+
+@dataclass(frozen=True)
+class Config:
+    num_generations: str = field(default="4,8,16,32,64", metadata={"help": "comma-separated group sizes G"})
+    num_prompts: int = field(default=32, metadata={"help": "questions (first P of make_dataset(500, seed=0))"})
+    pool: int = field(default=192, metadata={"help": "completions sampled per question (group + reference)"})
+    num_replicates: int = field(default=200, metadata={"help": "random groups per (question, G)"})
+    seed: int = field(default=20260304, metadata={"help": "root seed (one stream per panel and question)"})
+    model: str = field(default="", metadata={"help": "local HF model directory (default: built-in policies)"})
+    panels: str = field(default="weak,strong,fewshot", metadata={"help": "built-in variants, or templates zero_shot,few_shot with --model"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    dtype: str = field(default="float32", metadata={"help": "parameter dtype"})
+    params: str = field(default="", metadata={"help": "substring selecting a parameter subset (default: all)"})
+    projection_dim: int = field(default=0, metadata={"help": "sketch scores to this dimension (0: exact)"})
+    chunk_size: int = field(default=32, metadata={"help": "sequences per vmap call"})
+    out: str = field(default="results/fig4_lm", metadata={"help": "output directory"})
+    no_plot: bool = field(default=False, metadata={"help": "skip the PNG"})
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fig4_lm.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    return p
+
+
+def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
+    """Weights ``w`` (R, G) with ``estimate = sum_i w_i W_i`` for vanilla, GRPO, oracle.
+
+    Every estimator is linear in the scores, so feeding the identity as scores returns its weights.
+    ``ustat_grpo.estimators`` is used when present; its closed forms are the fallback.
+    """
+    R, G = rewards.shape
+    try:
+        from ustat_grpo.estimators import ESTIMATORS
+    except ImportError:  # closed forms of arXiv 2603.01162, Table 1
+        return {"vanilla": rewards / G,
+                "grpo": (rewards - rewards.mean(-1, keepdims=True)) / (G - 1),
+                "oracle": (rewards - values[:, None]) / G}
+    eye = np.broadcast_to(np.eye(G), (R, G, G))  # (R, G, G)
+    return {"vanilla": ESTIMATORS["vanilla"](rewards, eye),
+            "grpo": ESTIMATORS["grpo"](rewards, eye),
+            "oracle": ESTIMATORS["oracle"](rewards, eye, values=values)}
+
+
+def replicate_errors(K: np.ndarray, z: np.ndarray, G: int, R: int, rng) -> dict[str, np.ndarray]:
+    """Unbiased squared-error draws (R,) per estimator from one question's pool.
+
+    ``K`` (N, N) Gram matrix of the pool's scores, ``z`` (N,) rewards.  Group = G random pool
+    members, reference = the other N - G.
+    """
+    N = len(z)
+    m = N - G
+    Kz = K @ z  # (N,)  = S (sum_j z_j s_j)
+    zKz = z @ Kz
+    diag = np.diag(K)
+    sq_all = (z * z * diag).sum()
+    idx = np.stack([rng.permutation(N)[:G] for _ in range(R)])  # (R, G)
+    zg = z[idx]  # (R, G)
+    Kgg = K[idx[:, :, None], idx[:, None, :]]  # (R, G, G)
+    # S_G (sum_{j in ref} z_j s_j) = (K z)_G - K_GG z_G
+    Kgz = Kz[idx] - np.einsum("rij,rj->ri", Kgg, zg)  # (R, G)
+    cross = Kgz / m  # (R, G)  = S_G v
+    zKz_ref = zKz - 2 * (zg * Kz[idx]).sum(-1) + np.einsum("ri,rij,rj->r", zg, Kgg, zg)
+    sq_ref = sq_all - (zg * zg * diag[idx]).sum(-1)
+    g_norm2 = (zKz_ref - sq_ref) / (m * (m - 1))  # (R,)  unbiased |g|^2
+    values = (z.sum() - zg.sum(-1)) / m  # (R,)
+    out = {}
+    for name, w in estimator_weights(zg, values).items():
+        out[name] = (np.einsum("ri,rij,rj->r", w, Kgg, w) - 2 * (w * cross).sum(-1) + g_norm2)
+    return out
+
+
+def panel_policies(cfg: Config):
+    names = [s for s in cfg.panels.split(",") if s]
+    if cfg.model:
+        return [(t, lm.load_policy(cfg.model, template=t, device=cfg.device, dtype=cfg.dtype))
+                for t in names]
+    return [(v, lm.load_policy(None, variant=v, device=cfg.device, dtype=cfg.dtype)) for v in names]
+
+
+def simulate(cfg: Config, *, command: str | None = None):
+    import xarray as xr
+
+    Gs = [int(g) for g in cfg.num_generations.split(",")]
+    if max(Gs) + 3 > cfg.pool:
+        raise ValueError("pool must exceed the largest G by at least 3")
+    problems = arithmetic.make_dataset(500, seed=0)[:cfg.num_prompts]
+    panels = panel_policies(cfg)
+    P, E = len(problems), len(ESTIMATOR_NAMES)
+    mse = np.zeros((len(panels), E, len(Gs), P))
+    value = np.zeros((len(panels), P))
+    tr_fisher = np.zeros((len(panels), P))
+    seconds = []
+    for a, ((pname, policy), pseed) in enumerate(zip(panels, np.random.SeedSequence(cfg.seed).spawn(len(panels)))):
+        t0 = time.time()
+        params = cfg.params or None
+        d = sum(policy.model.get_parameter(n).numel() for n in lm.parameter_names(policy.model, params))
+        sketch = lm.Sketch(d, cfg.projection_dim, seed=cfg.seed) if cfg.projection_dim else None
+        for x, (prob, qseed) in enumerate(zip(problems, pseed.spawn(P))):
+            sample_seed, mc_seed = qseed.spawn(2)
+            comp, z = lm.sample_prompt(policy, prob, cfg.pool, sample_seed)
+            S = lm.per_sample_scores(policy.model, comp.sequences, comp.completion_mask,
+                                     params=params, chunk_size=cfg.chunk_size, projection=sketch)
+            K = lm.gram(S)  # (N, N) float64
+            value[a, x], tr_fisher[a, x] = z.mean(), np.diag(K).mean()
+            rng = np.random.default_rng(mc_seed)
+            for j, G in enumerate(Gs):
+                errs = replicate_errors(K, z, G, cfg.num_replicates, rng)
+                for e, name in enumerate(ESTIMATOR_NAMES):
+                    mse[a, e, j, x] = errs[name].mean()
+        seconds.append(time.time() - t0)
+        print(f"[fig4_lm] panel {pname}: {seconds[-1]:.0f}s, mean V {value[a].mean():.3f}",
+              file=sys.stderr)
+    names = [p for p, _ in panels]
+    ds = xr.Dataset(
+        {"mse_prompt": (("panel", "estimator", "num_generations", "prompt"), mse,
+                        {"long_name": "per-question MSE estimate (mean over replicates)"}),
+         "value": (("panel", "prompt"), value, {"long_name": "pool success rate V(x)"}),
+         "trace_fisher": (("panel", "prompt"), tr_fisher, {"long_name": "pool mean |W|^2"})},
+        coords={"panel": names, "estimator": list(ESTIMATOR_NAMES), "num_generations": Gs,
+                "prompt": np.arange(P), "question": ("prompt", [p.text for p in problems])})
+    m = ds.mse_prompt.mean("prompt")
+    se = ds.mse_prompt.std("prompt", ddof=1) / np.sqrt(P)
+    ds["mse"], ds["mse_se"] = m, se
+    for lo, hi, other in (("vanilla", "grpo", "diff_vanilla_grpo"), ("grpo", "oracle", "diff_grpo_oracle")):
+        diff = ds.mse_prompt.sel(estimator=lo) - ds.mse_prompt.sel(estimator=hi)
+        ds[other] = diff.mean("prompt")
+        ds[other + "_se"] = diff.std("prompt", ddof=1) / np.sqrt(P)
+    config = dataclasses.asdict(cfg)
+    ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=config, command=command))
+    ds.attrs["title"] = "Figure 4 (arXiv 2603.01162) on transformer policies, arithmetic task"
+    ds.attrs["policies"] = json.dumps({p: pol.name + " / " + pol.template for p, pol in panels})
+    ds.attrs["num_parameters"] = int(panels[0][1].num_parameters)
+    ds.attrs["panel_seconds"] = json.dumps([round(s, 1) for s in seconds])
+    return ds
+
+
+def check(ds) -> tuple[bool, list[str]]:
+    """Ordering vanilla > GRPO (every G) and GRPO - oracle small relative to oracle at G >= 32."""
+    lines, ok = [], True
+    z = 1.959963984540054
+    for p in ds.panel.values:
+        d = ds.sel(panel=p)
+        for G in ds.num_generations.values:
+            m = {e: float(d.mse.sel(estimator=e, num_generations=G)) for e in ESTIMATOR_NAMES}
+            h = {e: z * float(d.mse_se.sel(estimator=e, num_generations=G)) for e in ESTIMATOR_NAMES}
+            dv = float(d.diff_vanilla_grpo.sel(num_generations=G))
+            dvs = float(d.diff_vanilla_grpo_se.sel(num_generations=G))
+            dg = float(d.diff_grpo_oracle.sel(num_generations=G))
+            dgs = float(d.diff_grpo_oracle_se.sel(num_generations=G))
+            van_gt = dv - z * dvs > 0
+            ok &= van_gt
+            lines.append(
+                f"{p:>10} G={G:<3} vanilla {m['vanilla']:.4g}±{h['vanilla']:.2g}  grpo {m['grpo']:.4g}±{h['grpo']:.2g}"
+                f"  oracle {m['oracle']:.4g}±{h['oracle']:.2g} | van-grpo {dv:.3g}±{z * dvs:.2g}"
+                f" {'>0' if van_gt else 'NOT >0'} | grpo-oracle {dg:.3g}±{z * dgs:.2g}"
+                f" ({100 * dg / m['oracle']:.1f}% of oracle)")
+    return bool(ok), lines
+
+
+def plot(ds, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ds.sizes["panel"], figsize=(4.2 * ds.sizes["panel"], 3.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    Gs = ds.num_generations.values
+    for ax, p in zip(axes, ds.panel.values):
+        d = ds.sel(panel=p)
+        for e in ESTIMATOR_NAMES:
+            m = d.mse.sel(estimator=e).values
+            h = 1.96 * d.mse_se.sel(estimator=e).values
+            ax.errorbar(Gs, m, yerr=h, marker="o", ms=3, capsize=2, color=COLORS[e], label=e)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{p} (mean V = {float(d.value.mean()):.2f})")
+        ax.set_xlabel("group size G")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("per-question MSE of gradient (95% CI)")
+    axes[0].legend()
+    fig.suptitle("Oracle property on transformer policies (arithmetic)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = Config(**vars(_parser().parse_args(args)))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    torch.manual_seed(0)
+    command = shlex.join(["python", "simulations/fig4_lm.py", *args])
+    try:
+        ds = simulate(cfg, command=command)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fig4_lm.py: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(cfg.out, exist_ok=True)
+    nc = os.path.join(cfg.out, "fig4_lm.nc")
+    ds.to_netcdf(nc, engine="h5netcdf")
+    if not cfg.no_plot:
+        plot(ds, os.path.join(cfg.out, "fig4_lm.png"))
+    ok, lines = check(ds)
+    print("\n".join(lines))
+    print(f"ordering vanilla > GRPO at every G (95% paired interval): {'holds' if ok else 'FAILS'}")
+    print(f"wrote {nc}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Tests of transformer policies and per-sample scores (ustat_grpo.lm).
+
+Tiny randomly initialised GPT-2 and Qwen2 models (real transformers architectures) keep the
+default run fast; the shipped built-in weights are exercised by the sampling tests.
+"""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ustat_grpo import arithmetic, lm
+
+torch.set_num_threads(1)
+
+
+def _tiny(arch: str, dtype=torch.float32):
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        cfg = GPT2Config(vocab_size=80, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0,
+                         tie_word_embeddings=True)
+        cfg._attn_implementation = "eager"
+        model = GPT2LMHeadModel(cfg)
+    else:
+        cfg = Qwen2Config(vocab_size=80, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=64, tie_word_embeddings=False, pad_token_id=0)
+        cfg._attn_implementation = "eager"
+        model = Qwen2ForCausalLM(cfg)
+    return model.to(dtype).eval()
+
+
+def _batch(rng, n=6, t=14):
+    ids = torch.as_tensor(rng.integers(4, 80, size=(n, t)))  # (N, T)
+    mask = torch.zeros(n, t)  # (N, T)
+    for i in range(n):  # prompt of 6 tokens, completion of random length, then right padding
+        end = 6 + int(rng.integers(1, t - 6 + 1))
+        mask[i, 6:end] = 1
+        ids[i, end:] = 0
+    return ids, mask
+
+
+def _autograd_score(model, ids, mask, names):
+    """Naive twin: one ordinary backward pass per sequence."""
+    model.zero_grad(set_to_none=True)
+    logits = model(input_ids=ids[None]).logits[0, :-1]  # (T-1, V)
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[1:, None])[:, 0]
+    (lp * mask[1:]).sum().backward()
+    params = dict(model.named_parameters())
+    return torch.cat([params[n].grad.reshape(-1) if params[n].grad is not None
+                      else torch.zeros(params[n].numel()) for n in names])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("subset", [None, "h.1.", "layers.1."])
+def test_per_sample_scores_equal_autograd(arch, subset):
+    if subset is not None and (subset.startswith("h.") != (arch == "gpt2")):
+        pytest.skip("subset names belong to the other architecture")
+    rng = np.random.default_rng(11)
+    model = _tiny(arch)
+    ids, mask = _batch(rng)
+    names = lm.parameter_names(model, subset)
+    s = lm.per_sample_scores(model, ids, mask, params=subset, chunk_size=4)  # (N, d)
+    assert s.shape == (ids.shape[0], sum(model.get_parameter(n).numel() for n in names))
+    for i in range(ids.shape[0]):
+        ref = _autograd_score(model, ids[i], mask[i], names)
+        rel = (s[i] - ref).norm() / ref.norm()
+        assert rel < 1e-5, (i, float(rel))
+    # Negative control: the score of another sequence is far off.
+    assert (s[0] - _autograd_score(model, ids[1], mask[1], names)).norm() > 0.1 * s[0].norm()
+
+
+def test_scores_float64_and_chunking_invariance():
+    rng = np.random.default_rng(5)
+    model = _tiny("gpt2", torch.float64)
+    ids, mask = _batch(rng, n=5)
+    a = lm.per_sample_scores(model, ids, mask, chunk_size=5)
+    b = lm.per_sample_scores(model, ids, mask, chunk_size=2)
+    assert a.dtype == torch.float64
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    names = lm.parameter_names(model)
+    ref = _autograd_score(model, ids[3], mask[3], names)
+    torch.testing.assert_close(a[3], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_gram_trick_equals_direct_norm():
+    rng = np.random.default_rng(2)
+    s = rng.normal(size=(10, 300))
+    v = rng.normal(size=300)
+    w = rng.normal(size=(7, 10))
+    direct = ((w @ s - v) ** 2).sum(-1)
+    fast = lm.squared_errors(w, lm.gram(s), s @ v, v @ v)
+    np.testing.assert_allclose(fast, direct, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_sketch_preserves_inner_products(kind):
+    rng = np.random.default_rng(8)
+    d, k, n = 3000, 256, 12
+    x = torch.as_tensor(rng.normal(size=(n, d)) * rng.uniform(0.1, 3, size=(n, 1)))
+    sk = lm.Sketch(d, k, kind=kind, seed=3, block=1000)
+    y = sk(x)
+    assert y.shape == (n, k)
+    torch.testing.assert_close(y, lm.Sketch(d, k, kind=kind, seed=3, block=1000)(x))
+    assert not torch.allclose(y, lm.Sketch(d, k, kind=kind, seed=4, block=1000)(x))
+    xi, xj = np.triu_indices(n)
+    xn = x.numpy()
+    err = (y @ y.T).numpy()[xi, xj] - (xn @ xn.T)[xi, xj]
+    z = err / sk.inner_product_std(xn[xi], xn[xj])
+    assert np.abs(z).max() < 5.5  # 78 pairs, family-wise alpha ~ 3e-6
+    # Unbiasedness across seeds: mean z over 40 independent sketches of one pair.
+    zs = []
+    for seed in range(40):
+        yy = lm.Sketch(d, 64, kind=kind, seed=100 + seed, block=1000)(x[:2])
+        zs.append(((yy[0] @ yy[1]).item() - xn[0] @ xn[1])
+                  / lm.Sketch(d, 64).inner_product_std(xn[0], xn[1]))
+    assert abs(np.mean(zs)) * np.sqrt(40) < 5.0
+    # Negative control: a sketch missing its 1/sqrt(k) scale breaks the bound.
+    z_bad = (err + (xn @ xn.T)[xi, xj]) * (k - 1) / sk.inner_product_std(xn[xi], xn[xj])
+    assert np.abs(z_bad).max() > 5.5
+
+
+def test_builtin_tokenizer_roundtrip():
+    tok = lm.build_tokenizer()
+    text = arithmetic.format_prompt("25 - (10 + 5) =", "few_shot")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text) and tok.unk_token_id not in ids
+    assert tok.decode(ids) == text
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return lm.load_policy(None, variant="strong", device="cpu")
+
+
+def test_builtin_checksum_verified(tmp_path):
+    d = tmp_path / "b"
+    shutil.copytree(lm.BUILTIN_DIR, d)
+    lm._verify_builtin(d)
+    with open(d / "model-weak.safetensors", "r+b") as fh:
+        fh.seek(-3, 2)
+        fh.write(b"\x00\x01\x02")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        lm._verify_builtin(d)
+
+
+def test_sampling_is_exact_for_first_token(builtin):
+    """First completion token frequencies match pi_theta(. | x) (binomial z-bound, 5 tokens)."""
+    prob = arithmetic.Problem(text="23 + 19 =", answer=42, category="two_step")
+    ids = builtin.encode(prob)
+    with torch.no_grad():
+        p = torch.softmax(builtin.model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)
+    gen = torch.Generator().manual_seed(0)
+    pol = lm.Policy(model=builtin.model, tokenizer=builtin.tokenizer, template=builtin.template,
+                    name="x", max_new_tokens=1)
+    n = 4000
+    comp = lm.sample_completions(pol, ids, n, generator=gen)
+    first = comp.sequences[:, len(ids)]
+    top = torch.argsort(p, descending=True)[:5]
+    for t in top:
+        phat = (first == t).double().mean()
+        z = (phat - p[t]) / torch.sqrt(p[t] * (1 - p[t]) / n)
+        assert abs(float(z)) < 5.3, (int(t), float(phat), float(p[t]))
+
+
+def test_truncation_warns(builtin):
+    gen = torch.Generator().manual_seed(0)
+    with pytest.warns(UserWarning, match="no longer"):
+        lm.sample_completions(builtin, builtin.encode("2 + 2 ="), 2, generator=gen, top_k=5)
+
+
+def test_prompt_samples_shapes_determinism_and_score_consistency(builtin):
+    r, s = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, seed=7,
+                             projection_dim=None)
+    assert r.shape == (2, 8) and s.shape == (2, 8, builtin.num_parameters)
+    assert set(np.unique(r)) <= {0.0, 1.0}
+    r2, s2 = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, seed=7,
+                               projection_dim=None)
+    np.testing.assert_array_equal(r, r2)
+    np.testing.assert_array_equal(s, s2)
+    rp, sp = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, seed=7,
+                               projection_dim=64)
+    np.testing.assert_array_equal(r, rp)
+    assert sp.shape == (2, 8, 64)
+    sk = lm.Sketch(builtin.num_parameters, 64, seed=7)
+    np.testing.assert_allclose(sp[0], sk(torch.as_tensor(s[0]).float()).double().numpy(),
+                               rtol=1e-4, atol=1e-4 * np.abs(sp[0]).max())
+
+
+def test_fig4_replicate_errors_match_direct_computation():
+    """Gram-only replicate errors of simulations/fig4_lm.py equal explicit vector arithmetic."""
+    from simulations.fig4_lm import estimator_weights, replicate_errors
+
+    rng = np.random.default_rng(4)
+    N, d, G = 20, 50, 4
+    s = rng.normal(size=(N, d))
+    z = rng.integers(0, 2, size=N).astype(float)
+    errs = replicate_errors(lm.gram(s), z, G, 3, np.random.default_rng(9))
+    idx_rng = np.random.default_rng(9)
+    for r in range(3):
+        perm = idx_rng.permutation(N)
+        grp, ref = perm[:G], perm[G:]
+        a = z[ref, None] * s[ref]  # (m, d)
+        v = a.mean(0)
+        g2 = (a.sum(0) @ a.sum(0) - (a * a).sum()) / (len(ref) * (len(ref) - 1))
+        w = estimator_weights(z[grp][None], np.array([z[ref].mean()]))
+        for name in ("vanilla", "grpo", "oracle"):
+            est = w[name][0] @ s[grp]
+            direct = est @ est - 2 * est @ v + g2
+            np.testing.assert_allclose(errs[name][r], direct, rtol=1e-10)
+    # GRPO weights are the leave-one-out closed form (1/(G-1)) (z_i - zbar).
+    zz = rng.integers(0, 2, size=(5, G)).astype(float)
+    np.testing.assert_allclose(estimator_weights(zz, zz.mean(-1))["grpo"],
+                               (zz - zz.mean(-1, keepdims=True)) / (G - 1), atol=1e-12)

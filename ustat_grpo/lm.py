@@ -1,0 +1,552 @@
+"""Transformer policies on the arithmetic task and their per-sample score functions.
+
+A *policy* is a Hugging Face causal LM plus its tokenizer and a prompt format.  Completions are
+sampled exactly from the model (temperature 1, no top-k / top-p), the reward is the binary
+verifier of :mod:`ustat_grpo.arithmetic`, and the score of a completion ``y`` is
+
+    W = grad_theta log pi_theta(y | x) = sum_t grad_theta log pi_theta(y_t | x, y_<t)
+
+(arXiv 2603.01162, Section 2: a plain sum over completion tokens, no length normalisation),
+computed for many completions at once with ``torch.func.vmap(grad(...))`` over
+``functional_call``, chunked to bound memory, optionally followed by a seeded random projection
+(:class:`Sketch`).
+
+Built-in policies (no download needed) live in ``ustat_grpo/data/builtin_lm``: a 2-layer GPT-2
+with a character-level tokenizer, trained by ``scripts/train_builtin_lm.py`` (seeded,
+deterministic, a few CPU minutes) and checked against SHA-256 sums on load.  Variants:
+
+``weak``     early checkpoint, compact zero-shot prompt     (mirrors the paper's base model)
+``strong``   final checkpoint, compact zero-shot prompt     (mirrors Instruct)
+``fewshot``  final checkpoint, compact few-shot prompt      (mirrors Instruct + ICL)
+
+The compact prompts drop the paper's constant instruction line, which carries no information for
+a model trained only on this task: zero-shot ``"<problem>"`` (e.g. ``"15 + 25 ="``) and few-shot
+``"15 + 25 = 40\\n20 + 30 - 15 = 35\\n3 * 4 = 12\\n24 / 6 = 4\\n25 - (10 + 5) = 10\\n<problem>"``,
+i.e. the paper's five worked examples in the same order; the completion is ``" <answer>"`` and EOS.
+User models get the paper's verbatim templates (through the chat template when there is one).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from . import arithmetic
+
+__all__ = [
+    "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
+    "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
+    "per_sample_scores", "Sketch", "gram", "squared_errors", "prompt_samples", "resolve_device",
+]
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_lm"
+# variant -> (weights file, prompt format)
+BUILTIN_VARIANTS = {
+    "weak": ("model-weak.safetensors", "compact_zero_shot"),
+    "strong": ("model-strong.safetensors", "compact_zero_shot"),
+    "fewshot": ("model-strong.safetensors", "compact_few_shot"),
+}
+COMPACT_FEW_SHOT_PREFIX = "15 + 25 = 40\n20 + 30 - 15 = 35\n3 * 4 = 12\n24 / 6 = 4\n25 - (10 + 5) = 10\n"
+# Characters of the built-in tokenizer: everything in the paper's two prompts and the answers.
+_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ +-*/()=.:,!?\n"
+_SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_tokenizer():
+    """The built-in character-level tokenizer (a ``PreTrainedTokenizerFast``).
+
+    One token per character of :data:`_CHARS` plus ``<pad> <bos> <eos> <unk>``; built with the
+    ``tokenizers`` library (a BPE model with no merges is a character model).
+    """
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate((*_SPECIALS, *_CHARS))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def format_compact(problem: arithmetic.Problem | str, template: str = "compact_zero_shot") -> str:
+    """Compact prompt of the built-in models (see the module docstring for the mapping)."""
+    text = problem.text if isinstance(problem, arithmetic.Problem) else str(problem)
+    if template == "compact_zero_shot":
+        return text
+    if template == "compact_few_shot":
+        return COMPACT_FEW_SHOT_PREFIX + text
+    raise ValueError(f"unknown compact template {template!r}")
+
+
+@dataclass(kw_only=True)
+class Policy:
+    """A causal LM, its tokenizer and how questions are turned into prompts.
+
+    Attributes
+    ----------
+    model : transformers.PreTrainedModel
+        In eval mode (no dropout), on ``device``.
+    tokenizer : transformers tokenizer
+    template : str
+        ``"zero_shot"`` / ``"few_shot"`` (paper, verbatim) or ``"compact_zero_shot"`` /
+        ``"compact_few_shot"`` (built-in models).
+    name : str
+    use_chat_template : bool
+        Wrap the prompt in the tokenizer's chat template (user turn + generation prompt).
+    max_new_tokens : int
+        Completions stop at EOS or after this many tokens.
+    """
+
+    model: object
+    tokenizer: object
+    template: str
+    name: str
+    use_chat_template: bool = False
+    max_new_tokens: int = 8
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def prompt(self, problem: arithmetic.Problem | str) -> str:
+        """The prompt text of ``problem`` (before tokenisation)."""
+        if self.template.startswith("compact"):
+            text = format_compact(problem, self.template)
+        else:
+            text = arithmetic.format_prompt(problem, self.template)
+        if self.use_chat_template:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        return text
+
+    def encode(self, problem: arithmetic.Problem | str) -> list[int]:
+        """Prompt token ids (BOS first for the built-in models)."""
+        ids = self.tokenizer(self.prompt(problem), add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if self.template.startswith("compact") and bos is not None:
+            ids = [bos, *ids]
+        return list(ids)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_builtin(directory: Path) -> None:
+    sums = directory / "SHA256SUMS"
+    if not sums.exists():
+        raise FileNotFoundError(f"{sums} is missing; rebuild with scripts/train_builtin_lm.py")
+    for line in sums.read_text().splitlines():
+        digest, name = line.split()
+        got = _sha256(directory / name)
+        if got != digest:
+            raise ValueError(f"checksum mismatch for {directory / name}: {got} != {digest}")
+
+
+def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
+                template: str | None = None, device: str | torch.device = "auto",
+                dtype: torch.dtype | str | None = None, max_new_tokens: int | None = None,
+                attn_implementation: str = "eager") -> Policy:
+    """Load the built-in policy (``model=None``) or a local Hugging Face causal-LM directory.
+
+    Parameters
+    ----------
+    model : path or None
+        A directory readable by ``AutoModelForCausalLM`` / ``AutoTokenizer`` (no download is
+        attempted: ``local_files_only``).  ``None``: the built-in model of ``variant``.
+    variant : {"weak", "strong", "fewshot"}
+        Built-in variant (ignored for user models).
+    template : str, optional
+        Prompt format; default ``"few_shot"`` for user models (the paper's calculator prompt) or
+        the variant's compact format.
+    device : "auto", "cpu", "cuda", ...
+    dtype : torch dtype or its name, optional
+        Parameter dtype (default float32).
+    max_new_tokens : int, optional
+        Default 8 for the built-in models, 16 otherwise.
+    attn_implementation : str
+        ``"eager"`` by default: ``vmap`` has no batching rule for the fused CPU attention kernels.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    dev = resolve_device(device)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or torch.float32
+    if model is None:
+        if variant not in BUILTIN_VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(BUILTIN_VARIANTS)}, got {variant!r}")
+        _verify_builtin(BUILTIN_DIR)
+        weights, default_template = BUILTIN_VARIANTS[variant]
+        from safetensors.torch import load_file
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config.from_pretrained(BUILTIN_DIR)
+        config._attn_implementation = attn_implementation
+        net = GPT2LMHeadModel(config)
+        state = load_file(BUILTIN_DIR / weights)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if k != "lm_head.weight"]:
+            raise ValueError(f"bad built-in weights: missing {missing}, unexpected {unexpected}")
+        net.tie_weights()
+        tok = AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True)
+        name, chat = f"builtin:{variant}", False
+        max_new_tokens = max_new_tokens or 8
+    else:
+        path = Path(model)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        net = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype,
+                                                   attn_implementation=attn_implementation)
+        default_template = "few_shot"
+        name, chat = str(path), bool(getattr(tok, "chat_template", None))
+        max_new_tokens = max_new_tokens or 16
+    net = net.to(device=dev, dtype=dtype).eval()
+    return Policy(model=net, tokenizer=tok, template=template or default_template, name=name,
+                  use_chat_template=chat, max_new_tokens=max_new_tokens, device=dev)
+
+
+# --------------------------------------------------------------------------- sampling
+
+@dataclass(frozen=True, kw_only=True)
+class Completions:
+    """``num_samples`` completions of one prompt.
+
+    Attributes
+    ----------
+    sequences : LongTensor (M, T)
+        Prompt then completion (EOS included when produced), right-padded with the pad id.
+    completion_mask : Tensor (M, T)
+        1 on completion tokens (the tokens whose log-probabilities make up log pi(y|x)).
+    texts : list of str
+        Decoded completions (special tokens dropped).
+    """
+
+    sequences: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list
+
+
+def _pad_id(tok) -> int:
+    for t in (tok.pad_token_id, tok.eos_token_id, 0):
+        if t is not None:
+            return int(t)
+    return 0
+
+
+@torch.no_grad()
+def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, *,
+                       generator: torch.Generator, temperature: float = 1.0,
+                       top_k: int | None = None, top_p: float | None = None) -> Completions:
+    """Sample completions exactly from the policy (ancestral sampling with a KV cache).
+
+    The default (temperature 1, no top-k / top-p) samples from pi_theta itself, so that the scores
+    of :func:`per_sample_scores` are the score function of the sampling distribution.  Any other
+    setting draws from a different distribution; a warning says so.
+    """
+    if temperature != 1.0 or top_k or (top_p is not None and top_p < 1.0):
+        warnings.warn("temperature != 1 or top-k/top-p truncation: completions no longer come from "
+                      "pi_theta, so grad log pi_theta is not their score function", UserWarning,
+                      stacklevel=2)
+    model, dev = policy.model, policy.device
+    eos, pad = policy.tokenizer.eos_token_id, _pad_id(policy.tokenizer)
+    prompt = torch.tensor(prompt_ids, device=dev).repeat(num_samples, 1)  # (M, Tp)
+    out = model(input_ids=prompt, use_cache=True)
+    past, logits = out.past_key_values, out.logits[:, -1]
+    done = torch.zeros(num_samples, dtype=torch.bool, device=dev)
+    new, mask = [], []
+    for _ in range(policy.max_new_tokens):
+        logits = logits.float() / temperature
+        if top_k:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        if top_p is not None and top_p < 1.0:
+            srt, idx = torch.sort(logits, descending=True)
+            cum = torch.softmax(srt, -1).cumsum(-1)
+            drop = (cum - torch.softmax(srt, -1)) > top_p
+            logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, idx, drop), -math.inf)
+        probs = torch.softmax(logits, -1)
+        tok = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (M,)
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        new.append(tok)
+        mask.append(~done)
+        if eos is not None:
+            done = done | (tok == eos)
+        if bool(done.all()):
+            break
+        out = model(input_ids=tok[:, None], past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1]
+    comp = torch.stack(new, 1)  # (M, Tc)
+    cmask = torch.stack(mask, 1).to(torch.float32)  # (M, Tc)
+    sequences = torch.cat([prompt, comp], 1)  # (M, Tp + Tc)
+    completion_mask = torch.cat([torch.zeros_like(prompt, dtype=torch.float32), cmask], 1)
+    texts = policy.tokenizer.batch_decode(comp.tolist(), skip_special_tokens=True)
+    return Completions(sequences=sequences.cpu(), completion_mask=completion_mask.cpu(),
+                       texts=list(texts))
+
+
+# --------------------------------------------------------------------------- scores
+
+def parameter_names(model, params: str | list | None = None) -> list[str]:
+    """Names of the parameters that scores are taken with respect to, in ``named_parameters`` order.
+
+    ``params`` is ``None`` (all), a list of names, or a substring every chosen name contains.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if params is None:
+        return names
+    if isinstance(params, str):
+        chosen = [n for n in names if params in n]
+    else:
+        unknown = set(params) - set(names)
+        if unknown:
+            raise ValueError(f"unknown parameter names: {sorted(unknown)}")
+        chosen = [n for n in names if n in set(params)]
+    if not chosen:
+        raise ValueError(f"no parameter matches {params!r}")
+    return chosen
+
+
+def _embedding_name(model) -> str:
+    emb = model.get_input_embeddings().weight
+    for n, p in model.named_parameters():
+        if p is emb:
+            return n
+    raise ValueError("input embedding weight is not a named parameter")
+
+
+def _logprob_fn(model, frozen: dict, emb_name: str):
+    """``f(trainable, ids (T,), mask (T,)) -> sum_t mask_t log pi(ids_t | ids_<t)``.
+
+    The embedding lookup happens here (``inputs_embeds``) so that no data-dependent check on
+    ``input_ids`` runs under ``vmap``; right padding needs no attention mask under causal attention.
+    """
+
+    def f(trainable, ids, mask):
+        p = {**frozen, **trainable}
+        emb = torch.nn.functional.embedding(ids[None], p[emb_name])  # (1, T, D)
+        logits = functional_call(model, p, (), {"inputs_embeds": emb, "use_cache": False}).logits[0]
+        logp = torch.log_softmax(logits[:-1].float(), -1)  # (T-1, V)
+        tok = logp.gather(-1, ids[1:, None])[:, 0]  # (T-1,)
+        return (tok * mask[1:].to(tok.dtype)).sum()
+
+    return f
+
+
+class Sketch:
+    """Seeded Johnson-Lindenstrauss sketch ``x -> Pi x`` from ``dim`` to ``k`` dimensions.
+
+    ``Pi`` has i.i.d. entries ``N(0, 1/k)`` (``kind="gaussian"``) or ``±1/sqrt(k)``
+    (``"rademacher"``), generated in column blocks, each from its own seed
+    ``SeedSequence([seed, block])``, so ``Pi`` depends only on ``(dim, k, kind, seed)``.
+
+    Notes
+    -----
+    ``<Pi a, Pi b>`` is unbiased for ``<a, b>``; with Gaussian entries its variance is
+    ``(|a|^2 |b|^2 + <a, b>^2) / k``, and Rademacher entries give at most that
+    (:meth:`inner_product_std`).  Squared norms are within a factor ``1 ± eps`` for all of ``n``
+    points with high probability once ``k >= 8 log(n) / eps^2``.
+    """
+
+    def __init__(self, dim: int, k: int, *, kind: str = "gaussian", seed: int = 0,
+                 block: int = 1 << 14, cache_bytes: int = 1 << 28):
+        if kind not in ("gaussian", "rademacher"):
+            raise ValueError(f"kind must be 'gaussian' or 'rademacher', got {kind!r}")
+        if k < 1 or dim < 1:
+            raise ValueError("dim and k must be positive")
+        self.dim, self.k, self.kind, self.seed, self.block = int(dim), int(k), kind, int(seed), block
+        self._cache: dict[int, torch.Tensor] | None = {} if dim * k * 4 <= cache_bytes else None
+
+    def _block(self, b: int, dtype, device) -> torch.Tensor:
+        if self._cache is not None and b in self._cache:
+            return self._cache[b].to(dtype=dtype, device=device)
+        width = min(self.block, self.dim - b * self.block)
+        s = int(np.random.SeedSequence([self.seed, b]).generate_state(1, np.uint64)[0] >> 1)
+        gen = torch.Generator().manual_seed(s)
+        if self.kind == "gaussian":
+            m = torch.randn(width, self.k, generator=gen)
+        else:
+            m = torch.randint(0, 2, (width, self.k), generator=gen).float().mul_(2).sub_(1)
+        m /= math.sqrt(self.k)  # (width, k)
+        if self._cache is not None:
+            self._cache[b] = m
+        return m.to(dtype=dtype, device=device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Project rows: ``x`` (n, dim) -> (n, k)."""
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"expected last dim {self.dim}, got {x.shape[-1]}")
+        out = x.new_zeros(*x.shape[:-1], self.k)
+        for b in range(math.ceil(self.dim / self.block)):
+            sl = slice(b * self.block, (b + 1) * self.block)
+            out += x[..., sl] @ self._block(b, x.dtype, x.device)
+        return out
+
+    def inner_product_std(self, a, b) -> np.ndarray:
+        """Standard deviation bound of ``<Pi a, Pi b> - <a, b>`` (rows of ``a``, ``b`` paired)."""
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        na, nb, ab = (a * a).sum(-1), (b * b).sum(-1), (a * b).sum(-1)
+        return np.sqrt((na * nb + ab ** 2) / self.k)
+
+
+def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
+                      params: str | list | None = None, chunk_size: int = 32,
+                      projection: Sketch | None = None) -> torch.Tensor:
+    """Per-sample scores ``grad_theta log pi_theta(y_i | x_i)``, flattened.
+
+    Parameters
+    ----------
+    model : transformers causal LM (eval mode)
+    sequences : LongTensor (N, T)
+        Prompt + completion, right-padded.
+    completion_mask : Tensor (N, T)
+        1 on completion tokens: ``log pi(y|x) = sum_t mask_t log pi(seq_t | seq_<t)``.
+    params : None, list of names, or substring
+        Parameters to differentiate (see :func:`parameter_names`); the others are held fixed.
+    chunk_size : int
+        Sequences per ``vmap`` call; bounds peak memory at ``chunk_size`` x (gradient + activations).
+    projection : Sketch, optional
+        Apply this sketch to each chunk (output dim ``projection.k``).
+
+    Returns
+    -------
+    Tensor (N, d) or (N, k)
+        Columns follow ``parameter_names(model, params)`` order, each parameter flattened.
+
+    Notes
+    -----
+    ``vmap(grad(f))`` over ``functional_call`` (torch.func); equals one autograd backward pass per
+    sequence (tested to 1e-5 relative in float32).
+    """
+    names = parameter_names(model, params)
+    all_params = {n: p.detach() for n, p in model.named_parameters()}
+    trainable = {n: all_params[n] for n in names}
+    frozen = {n: p for n, p in all_params.items() if n not in trainable}
+    frozen.update({n: b for n, b in model.named_buffers()})
+    f = _logprob_fn(model, frozen, _embedding_name(model))
+    g = vmap(grad(f), in_dims=(None, 0, 0))
+    dev = next(model.parameters()).device
+    out = []
+    for start in range(0, sequences.shape[0], chunk_size):
+        ids = sequences[start:start + chunk_size].to(dev)
+        mk = completion_mask[start:start + chunk_size].to(dev)
+        grads = g(trainable, ids, mk)
+        flat = torch.cat([grads[n].reshape(ids.shape[0], -1) for n in names], 1)  # (c, d)
+        out.append(projection(flat) if projection is not None else flat)
+    return torch.cat(out, 0)
+
+
+def gram(scores) -> np.ndarray:
+    """Gram matrix ``K = S S^T`` (float64), ``scores`` (N, d)."""
+    s = torch.as_tensor(scores).double()
+    return (s @ s.T).cpu().numpy()
+
+
+def squared_errors(weights, gram_matrix, cross, ref_sq_norm) -> np.ndarray:
+    """``|sum_i w_i s_i - v|^2 = w^T K w - 2 w^T (S v) + |v|^2`` for rows ``w`` of ``weights``.
+
+    Parameters
+    ----------
+    weights : (..., N)
+    gram_matrix : (N, N)   ``K = S S^T``
+    cross : (N,)           ``S v``
+    ref_sq_norm : float    ``|v|^2`` (or an unbiased estimate of it)
+
+    Returns
+    -------
+    (...,) squared errors; the Gram trick of stats_anchors.md D.2.
+    """
+    w = np.asarray(weights, float)
+    return (np.einsum("...i,ij,...j->...", w, gram_matrix, w) - 2 * w @ np.asarray(cross, float)
+            + float(ref_sq_norm))
+
+
+# --------------------------------------------------------------------------- prompt samples
+
+def _generator(seed_seq: np.random.SeedSequence, device) -> torch.Generator:
+    s = int(seed_seq.generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(s)
+
+
+def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int,
+                  seed_seq: np.random.SeedSequence):
+    """Completions and binary rewards ``(Completions, rewards (M,))`` for one question."""
+    comp = sample_completions(policy, policy.encode(problem), num_samples,
+                              generator=_generator(seed_seq, policy.device))
+    rewards = np.array([arithmetic.verify(t, problem.answer) for t in comp.texts])
+    return comp, rewards
+
+
+def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
+                   samples_per_prompt: int = 64, seed: int = 0, device: str = "auto",
+                   projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
+                   params: str | list | None = None, variant: str = "strong",
+                   dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False):
+    """Per-prompt samples (rewards, scores) of a transformer policy on the arithmetic set.
+
+    Parameters
+    ----------
+    model : Policy, path, or None
+        ``None``: the built-in model of ``variant``; a path: a local HF causal LM.
+    num_prompts, samples_per_prompt : int
+        P questions (the first P of ``arithmetic.make_dataset(500, seed=dataset_seed)``, a uniform
+        random subset) and M completions each.
+    seed : int
+        Sampling seed; question ``p`` uses ``SeedSequence(seed).spawn(P)[p]``.
+    projection_dim : int, None or "auto"
+        Project scores to this many dimensions with a :class:`Sketch` seeded by ``seed``; ``None``
+        keeps all d parameters; ``"auto"``: None when P*M*d <= 2**26 entries, else 512.
+    params : parameter subset (see :func:`parameter_names`).
+
+    Returns
+    -------
+    rewards : ndarray (P, M)
+    scores : ndarray (P, M, k)
+        ``grad log pi(y|x)`` (projected), float64; these feed ``scaling.estimate_constants``.
+    problems : list of Problem, only with ``return_problems=True``.
+
+    Notes
+    -----
+    With a Gaussian or Rademacher sketch every quadratic quantity of the scores (``|W|^2``,
+    ``|g|^2``, hence A1..A3) is unbiased over the draw of the sketch.
+    """
+    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant,
+                                                                 device=device)
+    problems = arithmetic.make_dataset(500, seed=dataset_seed)[:num_prompts]
+    if len(problems) < num_prompts:
+        raise ValueError(f"num_prompts must be <= 500, got {num_prompts}")
+    d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
+    if projection_dim == "auto":
+        projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
+    sketch = None if projection_dim is None else Sketch(d, int(projection_dim),
+                                                        kind=projection_kind, seed=seed)
+    rewards, scores = [], []
+    for p, ss in zip(problems, np.random.SeedSequence(seed).spawn(num_prompts)):
+        comp, r = sample_prompt(policy, p, samples_per_prompt, ss)
+        s = per_sample_scores(policy.model, comp.sequences, comp.completion_mask, params=params,
+                              chunk_size=chunk_size, projection=sketch)
+        rewards.append(r)
+        scores.append(s.double().cpu().numpy())
+    out = (np.stack(rewards), np.stack(scores))  # (P, M), (P, M, k)
+    return (*out, problems) if return_problems else out
