@@ -272,7 +272,10 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     model, dev = policy.model, policy.device
     eos, pad = policy.tokenizer.eos_token_id, _pad_id(policy.tokenizer)
     prompt = torch.tensor(prompt_ids, device=dev).repeat(num_samples, 1)  # (M, Tp)
-    out = model(input_ids=prompt, use_cache=True)
+    # Finished rows keep being fed pad tokens whose outputs are discarded; an all-ones mask
+    # keeps transformers from guessing that the batch is padded.
+    attn = torch.ones_like(prompt)  # (M, Tp)
+    out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1]
     done = torch.zeros(num_samples, dtype=torch.bool, device=dev)
     new, mask = [], []
@@ -295,7 +298,9 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
             done = done | (tok == eos)
         if bool(done.all()):
             break
-        out = model(input_ids=tok[:, None], past_key_values=past, use_cache=True)
+        attn = torch.cat([attn, attn[:, :1]], 1)  # (M, T + 1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, past_key_values=past,
+                    use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
     comp = torch.stack(new, 1)  # (M, Tc)
     cmask = torch.stack(mask, 1).to(torch.float32)  # (M, Tc)
