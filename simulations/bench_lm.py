@@ -39,7 +39,7 @@ from ustat_grpo import montecarlo as mc  # noqa: E402
 @dataclass(frozen=True)
 class Config:
     num_generations: str = field(default="8,16,32,64", metadata={"help": "comma-separated G"})
-    repeats: int = field(default=5, metadata={"help": "timed repetitions (median reported)"})
+    repeats: int = field(default=9, metadata={"help": "timed repetitions (median reported)"})
     model: str = field(default="", metadata={"help": "local HF model directory (default: built-in strong)"})
     template: str = field(default="", metadata={"help": "prompt template (default: the policy's)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -63,16 +63,26 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def _median_time(fn, repeats, dev):
-    fn()  # warm-up
-    ts = []
+def _timed(fn, dev) -> float:
+    _sync(dev)
+    t = time.perf_counter()
+    fn()
+    _sync(dev)
+    return time.perf_counter() - t
+
+
+def _interleaved_times(fa, fb, repeats, dev):
+    """Median times of ``fa`` and ``fb`` and the median of their per-repeat ratio.
+
+    The two are timed alternately so that load from other processes hits both alike.
+    """
+    fa(), fb()  # warm-up
+    ta, tb = [], []
     for _ in range(repeats):
-        _sync(dev)
-        t = time.perf_counter()
-        fn()
-        _sync(dev)
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+        ta.append(_timed(fa, dev))
+        tb.append(_timed(fb, dev))
+    ta, tb = np.array(ta), np.array(tb)
+    return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
 
 
 def _peak(fn, dev):
@@ -115,20 +125,21 @@ def main(argv=None) -> int:
             lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
             (lp * mask[:, 1:]).sum().backward()
 
-        t_ps = _median_time(per_sample, cfg.repeats, dev)
-        t_b = _median_time(batched, cfg.repeats, dev)
+        t_ps, t_b, ratio = _interleaved_times(per_sample, batched, cfg.repeats, dev)
         mem_b, mem_ps = _peak(batched, dev), _peak(per_sample, dev)
         tokens = int(ids.numel())
-        rows.append((t_ps, t_b, t_ps / t_b, tokens / t_ps, mem_ps, mem_b, tokens))
+        out_mib = G * policy.num_parameters * torch.finfo(next(model.parameters()).dtype).bits / 8 / 2 ** 20
+        rows.append((t_ps, t_b, ratio, tokens / t_ps, mem_ps, mem_b, tokens, out_mib))
         print(f"G={G:<3} T={ids.shape[1]:<4} per-sample {1e3 * t_ps:8.1f} ms  batched fwd+bwd "
-              f"{1e3 * t_b:8.1f} ms  ratio {t_ps / t_b:5.2f}  {tokens / t_ps:9.0f} tok/s  "
-              f"peak +{mem_ps:.0f} MiB (batched +{mem_b:.0f} MiB)")
+              f"{1e3 * t_b:8.1f} ms  ratio {ratio:5.2f}  {tokens / t_ps:9.0f} tok/s  "
+              f"peak +{mem_ps:.0f} MiB (batched +{mem_b:.0f} MiB; score matrix {out_mib:.1f} MiB)")
     a = np.array(rows)
     ds = xr.Dataset(
         {"per_sample_seconds": ("num_generations", a[:, 0]), "batched_seconds": ("num_generations", a[:, 1]),
          "ratio": ("num_generations", a[:, 2]), "tokens_per_second": ("num_generations", a[:, 3]),
          "peak_mib_per_sample": ("num_generations", a[:, 4]), "peak_mib_batched": ("num_generations", a[:, 5]),
-         "tokens": ("num_generations", a[:, 6].astype(np.int64))},
+         "tokens": ("num_generations", a[:, 6].astype(np.int64)),
+         "score_matrix_mib": ("num_generations", a[:, 7])},
         coords={"num_generations": Gs})
     ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg),
                                         command=shlex.join(["python", "simulations/bench_lm.py", *args])))
