@@ -14,12 +14,12 @@ from ustat_grpo import arithmetic, lm
 torch.set_num_threads(1)
 
 
-def _tiny(arch: str, dtype=torch.float32):
+def _tiny(arch: str, dtype=torch.float32, n_positions=64):
     from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
     if arch == "gpt2":
-        cfg = GPT2Config(vocab_size=80, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+        cfg = GPT2Config(vocab_size=80, n_positions=n_positions, n_embd=32, n_layer=2, n_head=4,
                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0,
                          tie_word_embeddings=True)
         cfg._attn_implementation = "eager"
@@ -215,3 +215,18 @@ def test_fig4_replicate_errors_match_direct_computation():
     zz = rng.integers(0, 2, size=(5, G)).astype(float)
     np.testing.assert_allclose(estimator_weights(zz, zz.mean(-1))["grpo"],
                                (zz - zz.mean(-1, keepdims=True)) / (G - 1), atol=1e-12)
+
+
+def test_load_user_model_directory(tmp_path):
+    """A local HF directory (tiny GPT-2 + the built-in tokenizer) loads, samples and scores."""
+    model = _tiny("gpt2", n_positions=96)
+    tok = lm.build_tokenizer()
+    model.config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4)
+    assert pol.template == "few_shot" and not pol.use_chat_template
+    assert pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
+    pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4, template="zero_shot")
+    r, s = lm.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, seed=0, projection_dim=16)
+    assert r.shape == (1, 3) and s.shape == (1, 3, 16) and np.isfinite(s).all()

@@ -133,11 +133,22 @@ class Policy:
 
     def encode(self, problem: arithmetic.Problem | str) -> list[int]:
         """Prompt token ids (BOS first for the built-in models)."""
-        ids = self.tokenizer(self.prompt(problem), add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        if self.template.startswith("compact") and bos is not None:
-            ids = [bos, *ids]
-        return list(ids)
+        if self.template.startswith("compact"):
+            ids = self.tokenizer(self.prompt(problem), add_special_tokens=False)["input_ids"]
+            bos = self.tokenizer.bos_token_id
+            return [bos, *ids] if bos is not None else list(ids)
+        # A chat template already holds the special tokens; plain prompts get the tokenizer's own.
+        return list(self.tokenizer(self.prompt(problem),
+                                   add_special_tokens=not self.use_chat_template)["input_ids"])
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Tokens that end a completion: the tokenizer's EOS and the generation config's."""
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+        ids |= set(extra) if isinstance(extra, (list, tuple)) else {extra}
+        return sorted(i for i in ids if i is not None)
 
     @property
     def num_parameters(self) -> int:
@@ -270,7 +281,8 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
                       "pi_theta, so grad log pi_theta is not their score function", UserWarning,
                       stacklevel=2)
     model, dev = policy.model, policy.device
-    eos, pad = policy.tokenizer.eos_token_id, _pad_id(policy.tokenizer)
+    eos, pad = policy.eos_token_ids, _pad_id(policy.tokenizer)
+    eos_t = torch.tensor(eos, dtype=torch.long, device=dev)
     prompt = torch.tensor(prompt_ids, device=dev).repeat(num_samples, 1)  # (M, Tp)
     # Finished rows keep being fed pad tokens whose outputs are discarded; an all-ones mask
     # keeps transformers from guessing that the batch is padded.
@@ -294,8 +306,7 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         new.append(tok)
         mask.append(~done)
-        if eos is not None:
-            done = done | (tok == eos)
+        done = done | torch.isin(tok, eos_t)
         if bool(done.all()):
             break
         attn = torch.cat([attn, attn[:, :1]], 1)  # (M, T + 1)
