@@ -4,6 +4,8 @@ For G completions of one arithmetic question (sampled from the policy), times
 
 * ``per_sample``: ``ustat_grpo.lm.per_sample_scores`` (vmap(grad) over functional_call; all
   parameters, one chunk of G, flattened to (G, d));
+* ``per_sample`` unflattened: the same, returned as one (G, *shape) tensor per parameter
+  (``flatten=False``), i.e. without the copy into one (G, d) matrix;
 * ``batched``: one forward + backward of ``sum_i log pi(y_i | x)`` over the same padded batch
   (the cost of an ordinary policy-gradient step);
 
@@ -125,13 +127,17 @@ def main(argv=None) -> int:
             lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
             (lp * mask[:, 1:]).sum().backward()
 
+        def per_sample_dict():
+            return lm.per_sample_scores(model, ids, mask, chunk_size=G, flatten=False)
+
         t_ps, t_b, ratio = _interleaved_times(per_sample, batched, cfg.repeats, dev)
+        t_pd, _, ratio_dict = _interleaved_times(per_sample_dict, batched, cfg.repeats, dev)
         mem_b, mem_ps = _peak(batched, dev), _peak(per_sample, dev)
         tokens = int(ids.numel())
         out_mib = G * policy.num_parameters * torch.finfo(next(model.parameters()).dtype).bits / 8 / 2 ** 20
-        rows.append((t_ps, t_b, ratio, tokens / t_ps, mem_ps, mem_b, tokens, out_mib))
+        rows.append((t_ps, t_b, ratio, tokens / t_ps, mem_ps, mem_b, tokens, out_mib, t_pd, ratio_dict))
         print(f"G={G:<3} T={ids.shape[1]:<4} per-sample {1e3 * t_ps:8.1f} ms  batched fwd+bwd "
-              f"{1e3 * t_b:8.1f} ms  ratio {ratio:5.2f}  {tokens / t_ps:9.0f} tok/s  "
+              f"{1e3 * t_b:8.1f} ms  ratio {ratio:5.2f} (unflattened {ratio_dict:4.2f})  {tokens / t_ps:9.0f} tok/s  "
               f"peak +{mem_ps:.0f} MiB (batched +{mem_b:.0f} MiB; score matrix {out_mib:.1f} MiB)")
     a = np.array(rows)
     ds = xr.Dataset(
@@ -139,7 +145,9 @@ def main(argv=None) -> int:
          "ratio": ("num_generations", a[:, 2]), "tokens_per_second": ("num_generations", a[:, 3]),
          "peak_mib_per_sample": ("num_generations", a[:, 4]), "peak_mib_batched": ("num_generations", a[:, 5]),
          "tokens": ("num_generations", a[:, 6].astype(np.int64)),
-         "score_matrix_mib": ("num_generations", a[:, 7])},
+         "score_matrix_mib": ("num_generations", a[:, 7]),
+         "per_sample_unflattened_seconds": ("num_generations", a[:, 8]),
+         "ratio_unflattened": ("num_generations", a[:, 9])},
         coords={"num_generations": Gs})
     ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg),
                                         command=shlex.join(["python", "simulations/bench_lm.py", *args])))

@@ -230,3 +230,12 @@ def test_load_user_model_directory(tmp_path):
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4, template="zero_shot")
     r, s = lm.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, seed=0, projection_dim=16)
     assert r.shape == (1, 3) and s.shape == (1, 3, 16) and np.isfinite(s).all()
+
+
+def test_unflattened_scores_match_flat():
+    rng = np.random.default_rng(3)
+    model = _tiny("gpt2")
+    ids, mask = _batch(rng, n=4)
+    flat = lm.per_sample_scores(model, ids, mask, chunk_size=3)
+    parts = lm.per_sample_scores(model, ids, mask, chunk_size=3, flatten=False)
+    torch.testing.assert_close(torch.cat([parts[n].reshape(4, -1) for n in lm.parameter_names(model)], 1), flat)

@@ -428,7 +428,7 @@ class Sketch:
 
 def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
                       params: str | list | None = None, chunk_size: int = 32,
-                      projection: Sketch | None = None) -> torch.Tensor:
+                      projection: Sketch | None = None, flatten: bool = True):
     """Per-sample scores ``grad_theta log pi_theta(y_i | x_i)``, flattened.
 
     Parameters
@@ -444,10 +444,13 @@ def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Ten
         Sequences per ``vmap`` call; bounds peak memory at ``chunk_size`` x (gradient + activations).
     projection : Sketch, optional
         Apply this sketch to each chunk (output dim ``projection.k``).
+    flatten : bool
+        ``False``: return ``{name: Tensor (N, *shape)}`` per parameter, skipping the copy into one
+        (N, d) matrix (a Gram matrix is the sum of the per-parameter Gram matrices).
 
     Returns
     -------
-    Tensor (N, d) or (N, k)
+    Tensor (N, d) or (N, k), or dict of per-parameter tensors
         Columns follow ``parameter_names(model, params)`` order, each parameter flattened.
 
     Notes
@@ -463,13 +466,20 @@ def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Ten
     f = _logprob_fn(model, frozen, _embedding_name(model))
     g = vmap(grad(f), in_dims=(None, 0, 0))
     dev = next(model.parameters()).device
+    if not flatten and projection is not None:
+        raise ValueError("projection needs flatten=True")
     out = []
     for start in range(0, sequences.shape[0], chunk_size):
         ids = sequences[start:start + chunk_size].to(dev)
         mk = completion_mask[start:start + chunk_size].to(dev)
         grads = g(trainable, ids, mk)
+        if not flatten:
+            out.append(grads)
+            continue
         flat = torch.cat([grads[n].reshape(ids.shape[0], -1) for n in names], 1)  # (c, d)
         out.append(projection(flat) if projection is not None else flat)
+    if not flatten:
+        return {n: torch.cat([o[n] for o in out], 0) for n in names}
     return torch.cat(out, 0)
 
 
