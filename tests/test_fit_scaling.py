@@ -181,6 +181,9 @@ def test_help_documents_formats(capsys):
 
 
 def test_lm_source_missing_module_exit_1(capsys, monkeypatch):
+    import ustat_grpo
+    if "lm" in vars(ustat_grpo):                                # an earlier test imported it
+        monkeypatch.delattr(ustat_grpo, "lm")
     monkeypatch.setitem(sys.modules, "ustat_grpo.lm", None)     # import raises ImportError
     rc, out, err = _run(capsys, ["--source", "lm"])
     assert rc == 1 and "ustat_grpo.lm" in err and "Traceback" not in err
