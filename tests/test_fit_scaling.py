@@ -37,7 +37,7 @@ def _grid_csv(tmp_path, A=(0.01, 0.4, 0.4), budget=256, noise=0.02, seed=0, se=T
 
 
 def test_default_run_recovers_toy_optimum(capsys):
-    rc, out, err = _run(capsys, ["--format", "json", "--replicates", "400"])
+    rc, out, err = _run(capsys, ["--source", "bandit", "--format", "json", "--replicates", "400"])
     assert rc == 0, err
     d = json.loads(out)
     assert STABLE_KEYS <= set(d)
@@ -51,7 +51,7 @@ def test_default_run_recovers_toy_optimum(capsys):
 
 
 def test_text_report_explains_recommendation(capsys):
-    rc, out, err = _run(capsys, ["--replicates", "0", "--budget", "512"])
+    rc, out, err = _run(capsys, ["--source", "bandit", "--replicates", "0", "--budget", "512"])
     assert rc == 0, err
     assert out.startswith("RECOMMENDATION: use G =")
     assert "Why:" in out and "Predicted MSE per G at N = 512" in out and "<- recommended" in out
@@ -166,6 +166,10 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
     (["--budget", "-5"], "--budget must be a positive integer"),
     (["/nonexistent/grid.csv"], "/nonexistent/grid.csv: no such file"),
     (["--form", "weird"], "invalid choice"),
+    (["--model", "/nonexistent/model"], "/nonexistent/model: not a directory"),
+    (["--source", "bandit", "--model", "/tmp"], "--model is only used with --source lm"),
+    (["--num-prompts", "501"], "--num-prompts must be <= 500"),
+    (["--variant", "huge"], "invalid choice"),
 ])
 def test_bad_usage_exit_2(capsys, argv, msg):
     rc, out, err = _run(capsys, argv)
@@ -194,8 +198,9 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     policy = fs.default_bandit()
     calls = {}
 
-    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, seed, device, projection_dim):
-        calls.update(num_prompts=num_prompts, seed=seed)
+    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, seed, device, projection_dim,
+                       variant, progress):
+        calls.update(num_prompts=num_prompts, seed=seed, model=model, variant=variant)
         s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(seed))
         return s.rewards, s.scores
 
@@ -203,9 +208,25 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     fake.prompt_samples = prompt_samples
     monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
     import ustat_grpo
-    monkeypatch.setattr(ustat_grpo, "lm", fake, raising=False)
+    monkeypatch.setitem(vars(ustat_grpo), "lm", fake)     # undone exactly (no lazy __getattr__ import)
     rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--format", "json", "--seed", "3"])
     assert rc == 0, err
     d = json.loads(out)
-    assert calls == {"num_prompts": 64, "seed": 3}
+    assert calls == {"num_prompts": 64, "seed": 3, "model": None, "variant": "strong"}
     assert d["g_star_exact_interval"][0] <= fs.exact_constants(policy)[2] ** 0.5 / fs.exact_constants(policy)[0] ** 0.5 + 1 <= float(d["g_star_exact_interval"][1])
+
+
+def test_no_argument_default_is_the_builtin_lm(capsys):
+    """The real path: built-in transformer, sampled completions, vmap(grad) scores, projected."""
+    argv = ["--num-prompts", "6", "--samples-per-prompt", "8", "--variant", "weak", "--format", "json",
+            "--seed", "5", "--projection-dim", "32"]
+    rc, out, err = _run(capsys, argv)
+    assert rc == 0, err
+    d = json.loads(out)
+    assert "built-in weak model" in d["source"] and "6 LM prompts x 8 samples" in d["constants_source"]
+    assert np.isfinite([d["A1"], d["A2"], d["A3"]]).all() and d["A2"] > 0
+    assert "sample + score" in err                                   # progress bar on stderr
+    rc2, out2, _ = _run(capsys, argv)                                  # same seed, same numbers
+    d2 = json.loads(out2)
+    assert rc2 == 0 and {k: v for k, v in d.items() if k != "runtime_s"} == \
+        {k: v for k, v in d2.items() if k != "runtime_s"}

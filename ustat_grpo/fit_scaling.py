@@ -6,9 +6,11 @@ Fits the scaling law of the GRPO gradient's MSE (arXiv 2603.01162, Prop. 3 / The
 
 and turns it into a recommendation: at ``budget`` N = B*G rollouts per step, use
 G* = 1 + sqrt(A3/A1) (paper: sqrt(c3/c1)), rounded to the best integer, with a confidence
-interval.  With no arguments it runs the built-in demonstration on a toy contextual bandit
-(constants measured from samples, a Monte Carlo MSE grid as a check, the exact answer for
-comparison) in well under a minute.
+interval.  With no arguments it measures the constants on the built-in transformer policy
+(``--source lm``: a 113k-parameter GPT-2 trained by the project on the arithmetic task, all 500
+questions x 64 sampled completions, per-sample scores by vmap(grad)) in about a minute on CPU.
+``--source bandit`` runs the toy contextual bandit instead (constants from samples, a Monte Carlo
+MSE grid as a check and the exact answer for comparison).
 
 Inputs
 ------
@@ -32,8 +34,10 @@ NetCDF: the output of ``ustat_grpo.montecarlo.run_grid`` (variables ``mse`` [and
 over dims ``num_generations``, ``num_prompts`` and optionally ``estimator``; ``--estimator``
 picks one).
 
-``--source bandit``: the built-in toy (the default).  ``--source lm``: per-sample rewards and
-scores from ``ustat_grpo.lm.prompt_samples`` (a small transformer on the arithmetic task).
+``--source lm`` (the default without FILE): per-sample rewards and scores from
+``ustat_grpo.lm.prompt_samples`` -- the built-in model (``--variant weak|strong|fewshot``) or a local
+Hugging Face causal-LM directory (``--model PATH``, ``--device cuda``).  ``--source bandit``: the
+built-in toy contextual bandit, whose exact constants are known.
 
 Exit codes: 0 success; 1 the analysis failed (reason on stderr); 2 bad usage or bad input
 (one line naming the file, row and column).
@@ -58,6 +62,8 @@ from ._cli import AnalysisError, InputError, options_from_args, parser_from_data
 __all__ = ["Options", "main", "run", "load_measurements", "default_bandit"]
 
 GRID_COLUMNS = ("num_prompts", "num_generations", "mse")
+#: default (prompts, rollouts per prompt) of each source; lm: ~50 s on 2 CPU cores
+SOURCE_DEFAULTS = {"lm": (500, 64), "bandit": (128, 256)}
 PERF_COLUMNS = ("budget", "num_generations", "score")
 
 
@@ -69,8 +75,9 @@ class Options:
         help="CSV or NetCDF measurements file (formats below); omit to use --source",
         metavar="FILE"))
     source: str | None = field(default=None, metadata=dict(
-        help="measure instead of reading a file: 'bandit' (built-in toy, the default without FILE) "
-             "or 'lm' (ustat_grpo.lm.prompt_samples)", choices=("bandit", "lm")))
+        help="measure instead of reading a file: 'lm' (a transformer policy on the arithmetic task, "
+             "the default without FILE) or 'bandit' (built-in toy with exact constants)",
+        choices=("bandit", "lm")))
     budget: int | None = field(default=None, metadata=dict(
         help="rollouts per training step N = B*G (default: 256 for sources; for an MSE grid its "
              "largest B*G)"))
@@ -91,11 +98,16 @@ class Options:
         help="estimator to select from a NetCDF grid with an 'estimator' dimension"))
     replicates: int = field(default=4000, metadata=dict(
         help="bandit source: Monte Carlo replicates per grid cell (0 = skip the grid check)"))
-    num_prompts: int = field(default=128, metadata=dict(
-        help="sources: prompts drawn to measure the constants"))
-    samples_per_prompt: int = field(default=256, metadata=dict(
-        help="sources: rollouts per prompt used to measure the constants (M >> G)"))
-    device: str = field(default="cpu", metadata=dict(help="lm source: torch device"))
+    num_prompts: int | None = field(default=None, metadata=dict(
+        help="sources: prompts drawn to measure the constants (lm: 500, bandit: 128)"))
+    samples_per_prompt: int | None = field(default=None, metadata=dict(
+        help="sources: rollouts per prompt used to measure the constants, M >> G (lm: 64, bandit: 256)"))
+    model: str | None = field(default=None, metadata=dict(
+        help="lm source: a local Hugging Face causal-LM directory (default: the built-in model)",
+        metavar="PATH"))
+    variant: str = field(default="strong", metadata=dict(
+        help="lm source: built-in model variant", choices=("weak", "strong", "fewshot")))
+    device: str = field(default="auto", metadata=dict(help="lm source: torch device (auto: cuda if present)"))
     projection_dim: int = field(default=256, metadata=dict(
         help="lm source: random projection dimension of per-sample scores"))
 
@@ -477,16 +489,27 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
                                    observed={k: v for k, v in a.items()},
                                    constants_source="fit of the MSE grid, " + fit.method)
     else:
-        source = opts.source or "bandit"
+        source = opts.source or "lm"
         budget = int(opts.budget or 256)
+        num_prompts = opts.num_prompts or SOURCE_DEFAULTS[source][0]
+        samples = opts.samples_per_prompt or SOURCE_DEFAULTS[source][1]
+        opts = dataclasses.replace(opts, source=source, num_prompts=num_prompts, samples_per_prompt=samples)
         cfg = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("output", "report", "format")}
-        cfg["source"] = source
         input_hash = sha256_json(cfg)
         rng = np.random.default_rng(opts.seed)
         if opts.num_prompts < 3 or opts.samples_per_prompt < 4:
             raise InputError("--num-prompts must be >= 3 and --samples-per-prompt >= 4")
+        if source != "lm" and (opts.model is not None):
+            raise InputError("--model is only used with --source lm")
         if source == "lm":
-            src = "lm (ustat_grpo.lm.prompt_samples)"
+            if opts.model is not None and not os.path.isdir(opts.model):
+                raise InputError(f"--model {opts.model}: not a directory (a local Hugging Face model "
+                                 "directory is expected; nothing is downloaded)")
+            if opts.num_prompts > 500:
+                raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), "
+                                 f"got {opts.num_prompts}")
+            who = opts.model if opts.model is not None else f"built-in {opts.variant} model"
+            src = f"lm ({who}, arithmetic task; ustat_grpo.lm.prompt_samples)"
             try:
                 from . import lm
             except ImportError as exc:
@@ -495,16 +518,18 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
                 raise AnalysisError("--source lm needs ustat_grpo.lm.prompt_samples, which is not available yet")
             log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
             try:
-                rewards, scores = lm.prompt_samples(None, num_prompts=opts.num_prompts,
+                rewards, scores = lm.prompt_samples(opts.model, num_prompts=opts.num_prompts,
                                                     samples_per_prompt=opts.samples_per_prompt, seed=opts.seed,
-                                                    device=opts.device, projection_dim=opts.projection_dim)
+                                                    device=opts.device, projection_dim=opts.projection_dim,
+                                                    variant=opts.variant, progress=True)
             except Exception as exc:  # the LM stack failing is an analysis failure, reported in one line
                 raise AnalysisError(f"lm.prompt_samples failed: {type(exc).__name__}: {exc}") from None
             est = sc.estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=opts.level)
             payload = _mse_payload(est, form=opts.form, budget=budget, level=opts.level,
                                    divisors_only=opts.divisors_only,
                                    constants_source=f"{opts.num_prompts} LM prompts x {opts.samples_per_prompt} "
-                                                    "samples, unbiased U-statistics + jackknife")
+                                                    "samples, unbiased U-statistics + jackknife; scores "
+                                                    f"sketched to {np.shape(scores)[-1]} dims (unbiased)")
         else:
             src = "bandit (built-in toy: contextual softmax bandit, 8 prompts, 6 arms, d = 4)"
             policy = default_bandit()
@@ -540,7 +565,9 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
 
 EXAMPLES = """\
 examples:
-  python -m ustat_grpo.fit_scaling                          # built-in toy, recommendation report
+  python -m ustat_grpo.fit_scaling                          # built-in transformer policy, ~1 min on CPU
+  python -m ustat_grpo.fit_scaling --source bandit          # toy bandit with exact constants
+  python -m ustat_grpo.fit_scaling --model ~/ckpt/qwen --device cuda   # your local HF model
   python -m ustat_grpo.fit_scaling grid.csv --budget 1024   # fit your MSE grid
   python -m ustat_grpo.fit_scaling table2.csv               # performance-vs-G table (Table 2 style)
   python -m ustat_grpo.fit_scaling --format json --report out/   # stable-key JSON + Markdown/PNG report
@@ -621,6 +648,11 @@ def main(argv=None) -> int:
         log(f"warning: {w}")
     log(f"done in {payload['runtime_s']} s")
     return 0
+
+
+def _console() -> None:
+    """Console-script entry point ``ustat-fit-scaling`` (same as ``python -m ustat_grpo.fit_scaling``)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,7 +529,8 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
                    samples_per_prompt: int = 64, seed: int = 0, device: str = "auto",
                    projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                    params: str | list | None = None, variant: str = "strong",
-                   dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False):
+                   dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False,
+                   progress: bool = False):
     """Per-prompt samples (rewards, scores) of a transformer policy on the arithmetic set.
 
     Parameters
@@ -544,6 +546,8 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
         Project scores to this many dimensions with a :class:`Sketch` seeded by ``seed``; ``None``
         keeps all d parameters; ``"auto"``: None when P*M*d <= 2**26 entries, else 512.
     params : parameter subset (see :func:`parameter_names`).
+    progress : bool
+        Show a tqdm progress bar over questions on stderr.
 
     Returns
     -------
@@ -568,7 +572,11 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     sketch = None if projection_dim is None else Sketch(d, int(projection_dim),
                                                         kind=projection_kind, seed=seed)
     rewards, scores = [], []
-    for p, ss in zip(problems, np.random.SeedSequence(seed).spawn(num_prompts)):
+    from tqdm import tqdm
+
+    pairs = zip(problems, np.random.SeedSequence(seed).spawn(num_prompts))
+    for p, ss in tqdm(pairs, total=num_prompts, desc=f"{policy.name}: sample + score", unit="question",
+                      disable=not progress, file=sys.stderr):
         comp, r = sample_prompt(policy, p, samples_per_prompt, ss)
         s = per_sample_scores(policy.model, comp.sequences, comp.completion_mask, params=params,
                               chunk_size=chunk_size, projection=sketch)
