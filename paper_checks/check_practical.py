@@ -136,7 +136,7 @@ def check_thm12(rng):
     bounded = ratio_spread < 10 and ratio[-1, -1] <= 1.5 * ratio[0, 0]
     passed = grows and bounded and ctrl < 1e-12 and bias2[:, 0].max() == 0 and var_ok
     return Outcome(expected="bias^2 = O(m^2 eta^2) increasing in eta and m; G tr Cov -> tr Sigma_1",
-                   observed=f"bias^2 (eta=0.05..0.4 x m=1,2,4,8): {np.array2string(bias2, precision=2, separator=',', max_line_width=10**4)}; "
+                   observed=f"bias^2 (eta=0.05..0.4 x m=1,2,4,8): {np.array2string(bias2, precision=2, separator=',', max_line_width=10**4).replace(chr(10), '')}; "
                             f"bias^2/((m-1) eta)^2 within x{ratio_spread:.2f}; one-token control {ctrl:.0e}; "
                             + "; ".join(f"G={r['G']}: G trCov {r['G_trcov']:.3f}+-{r['se']:.3f} vs tr Sigma_1 {tr_s1:.3f}"
                                         for r in var_rows) + f" (control Dr.GRPO Sigma {tr_dr:.3f})",
