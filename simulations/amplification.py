@@ -20,10 +20,8 @@ Usage: ``python simulations/amplification.py --out results/amplification``.
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import ustat_grpo  # noqa: E402
+from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo import amplification as amp  # noqa: E402
 from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
 
@@ -64,14 +62,6 @@ CASES = (
     ("mirror Dr.GRPO (p_ref=0.1, beta=5)", "mirror_dr_grpo", 0.1, 5.0, 1e-3, None),
 )
 TRAJ_STEPS = 40
-
-
-def _git_describe() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def simulate(cfg: Config, *, command: str = ""):
@@ -107,9 +97,7 @@ def simulate(cfg: Config, *, command: str = ""):
     ds["status"].attrs["codes"] = json.dumps(amp.STATUS_CODES)
     ds["trajectory"].attrs["variants"] = json.dumps([c[1] for c in CASES])
     ds["trajectory"].attrs["status"] = json.dumps(case_status)
-    ds.attrs.update(seed=str(cfg.seed), version=ustat_grpo.__version__, git_describe=_git_describe(),
-                    command=command, config=json.dumps(asdict(cfg), sort_keys=True),
-                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=asdict(cfg), command=command),
                     source="arXiv 2503.06639v4, spec section 3.4; recurrence p_n = sigmoid(logit p_ref + Omega_eps(p_{n-1})/beta)")
     return ds
 

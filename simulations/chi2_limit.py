@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from scipy import stats  # noqa: E402
 
-import ustat_grpo  # noqa: E402
+from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo.bandits import GaussianPolicyBandit  # noqa: E402
 from ustat_grpo.limits import identifiable_subspace, limit_law  # noqa: E402
 from ustat_grpo.optimize import run_algorithm1  # noqa: E402
@@ -66,14 +64,6 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=f.default,
                            help=f.metadata["help"])
     return p
-
-
-def _git_describe() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def simulate(cfg: Config, *, command: str = ""):
@@ -125,10 +115,8 @@ def simulate(cfg: Config, *, command: str = ""):
         coords=dict(estimator=ests, replicate=np.arange(cfg.replicates), k=np.arange(r), prob=probs))
     ds.attrs.update(
         title="Theorem 8 (arXiv 2603.01162): n * gap under Algorithm 1 vs the weighted chi-squared limit",
-        seed=str(cfg.seed), package_version=ustat_grpo.__version__, git_describe=_git_describe(),
-        command=command,
-        config=json.dumps(dataclasses.asdict(cfg), sort_keys=True), beta=beta, num_steps=n,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **mc.provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg), command=command),
+        beta=beta, num_steps=n,
         note="weights from the Lyapunov equation with beta^2 Omega (spec correction); "
              "weights_paper_display omit beta^2")
     return ds

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import ustat_grpo  # noqa: E402
+from ustat_grpo import montecarlo as mc  # noqa: E402
 from paper_checks.check_scaling import fit_universality, simulate_universality  # noqa: E402
 
 
@@ -67,14 +65,6 @@ def _parser():
     return p
 
 
-def _git_describe() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip() or "unknown"
-    except Exception:  # provenance is best effort
-        return "unknown"
-
-
 def simulate(cfg: Config, *, command: str = "", progress=None):
     """Run the grid and return an ``xarray.Dataset`` with provenance."""
     import xarray as xr
@@ -101,9 +91,7 @@ def simulate(cfg: Config, *, command: str = "", progress=None):
                 "replicate": np.arange(gap.shape[-1])})
     ds.attrs.update(
         title="Theorem 7 universality of the optimal group size (toy)",
-        seed=str(cfg.seed), package_version=ustat_grpo.__version__, git_describe=_git_describe(),
-        command=command, config=json.dumps(dataclasses.asdict(cfg)),
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **mc.provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg), command=command),
         g_star_predicted=info["g_star_exact"], constants_at_theta_star=json.dumps(info["A"]),
         theta_star=json.dumps(info["theta_star"]),
         note="gap at n = per-replicate mean of J* - J(theta_i) over i in (0.75 n, n]; g_star: Fieller 95% "

@@ -25,15 +25,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ._cli import jsonable as _jsonable
+
 __all__ = ["Sample", "PromptMoments", "SoftmaxBandit", "ContextualSoftmaxBandit", "GaussianPolicyBandit"]
-
-
-def _jsonable(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -389,6 +383,8 @@ class SoftmaxBandit(ContextualSoftmaxBandit):
     Examples
     --------
     >>> import numpy as np
+
+from ._cli import jsonable as _jsonable
     >>> b = SoftmaxBandit(success_probs=[0.1, 0.5, 0.9], theta=[0.0, 0.0, 0.0])
     >>> round(b.objective(), 6)
     0.5

@@ -23,20 +23,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from . import estimators as _est
+from ._cli import jsonable as _jsonable
 
 __all__ = ["MSEDecomposition", "EnumeratedMSE", "exact_mse", "constants", "greensmith_baseline",
            "enumerate_mse", "group_outcomes", "SUPPORTED"]
 
 #: Estimators with an exact MSE here (``std_normalized`` is a ratio of U-statistics: no closed form).
 SUPPORTED = ("oracle", "grpo", "rloo", "vanilla", "prompt_baseline", "greensmith", "group_mean", "dr_grpo")
-
-
-def _jsonable(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 @dataclass(frozen=True, kw_only=True)

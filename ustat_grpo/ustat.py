@@ -41,6 +41,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from ._cli import jsonable as _json
+
 __all__ = [
     "Kernel", "UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic", "hoeffding",
     "ustat_variance", "variance_kernel", "gini_kernel", "kendall_kernel", "wilcoxon_kernel",
@@ -197,14 +199,6 @@ Data layout ``(n, 1 + d)``: column 0 the reward, columns ``1:`` the score vector
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
-
-def _json(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
 
 @dataclass(frozen=True, kw_only=True)
 class UStatResult:
