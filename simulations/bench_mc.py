@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench_mc.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        if f.type in (bool, "bool"):
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
-                           help=f.metadata["help"])
-        else:
-            typ = {"int": int, "str": str}[f.type] if isinstance(f.type, str) else f.type
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=f.default,
-                           help=f.metadata["help"])
-    return p
+    return parser_from_dataclass(Config, prog="bench_mc.py", description=__doc__.split("\n\n")[0])
 
 
 def _best(fn, repeats):

@@ -33,6 +33,7 @@ from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo.bandits import GaussianPolicyBandit  # noqa: E402
 from ustat_grpo.limits import identifiable_subspace, limit_law  # noqa: E402
 from ustat_grpo.optimize import run_algorithm1  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chi2_limit.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        if f.type in (bool, "bool"):
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true", help=f.metadata["help"])
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type) if isinstance(f.type, str) else f.type
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=f.default,
-                           help=f.metadata["help"])
-    return p
+    return parser_from_dataclass(Config, prog="chi2_limit.py", description=__doc__.split("\n\n")[0])
 
 
 def simulate(cfg: Config, *, command: str = ""):

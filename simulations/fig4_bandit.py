@@ -38,6 +38,7 @@ from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
 from ustat_grpo.mse import exact_mse  # noqa: E402
 from ustat_grpo.testing import bonferroni_z  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 #: Success probabilities of the K = 10 arms ("answers"): a few good, most poor.
 SUCCESS_PROBS = (0.95, 0.9, 0.7, 0.5, 0.3, 0.15, 0.1, 0.05, 0.02, 0.0)
@@ -60,17 +61,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fig4_bandit.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        if f.type in (bool, "bool"):
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
-                           help=f.metadata["help"])
-        else:
-            typ = {"int": int, "str": str}[f.type] if isinstance(f.type, str) else f.type
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=f.default,
-                           help=f.metadata["help"])
-    return p
+    return parser_from_dataclass(Config, prog="fig4_bandit.py", description=__doc__.split("\n\n")[0])
 
 
 def panel_policy(target_value: float) -> SoftmaxBandit:

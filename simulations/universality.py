@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from ustat_grpo import montecarlo as mc  # noqa: E402
 from paper_checks.check_scaling import fit_universality, simulate_universality  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,8 @@ def _ints(s):
     return tuple(int(x) for x in str(s).split(",") if x.strip())
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="universality.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        if f.type in (bool, "bool"):
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true", help=f.metadata["help"])
-        else:
-            tp = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=tp, default=f.default,
-                           help=f.metadata["help"])
-    return p
+def _parser() -> argparse.ArgumentParser:
+    return parser_from_dataclass(Config, prog="universality.py", description=__doc__.split("\n\n")[0])
 
 
 def simulate(cfg: Config, *, command: str = "", progress=None):
