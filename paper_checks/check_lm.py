@@ -1,4 +1,4 @@
-"""Figure 4 / Corollary 4 of arXiv 2603.01162 on the built-in transformer policy (slow).
+"""Figure 4 / Corollary 4 of arXiv 2603.01162 on the built-in transformer policy (~15 s on CPU).
 
 Runs ``simulations/fig4_lm.py``'s estimator (Gram trick, unbiased per-replicate squared errors,
 reference = the pool members outside the group) on the built-in ``strong`` policy, 24 questions,
@@ -19,7 +19,7 @@ from paper_checks import Outcome, register
 
 
 @register("Fig4-lm", "Oracle property on a transformer policy: GRPO MSE -> oracle MSE as G grows "
-                     "(Figure 4, Corollary 4)", seed=20260304, slow=True)
+                     "(Figure 4, Corollary 4)", seed=20260304)
 def check_fig4_lm(rng):
     from simulations.fig4_lm import Config, simulate
 
