@@ -47,6 +47,7 @@ import torch  # noqa: E402
 
 from ustat_grpo import arithmetic, lm  # noqa: E402
 from ustat_grpo import montecarlo as mc  # noqa: E402
+from ustat_grpo import scaling as sc  # noqa: E402
 
 ESTIMATOR_NAMES = ("vanilla", "grpo", "oracle")
 COLORS = {"vanilla": "tab:blue", "grpo": "tab:orange", "oracle": "tab:green"}
@@ -101,6 +102,20 @@ def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.n
             "oracle": ESTIMATORS["oracle"](rewards, eye, values=values)}
 
 
+def theory_pieces(z: np.ndarray, S) -> tuple[np.ndarray, float]:
+    """Theorem 2 for one question from its pool: ``(G * MSE_e for e in ESTIMATOR_NAMES, A3)``.
+
+    ``G MSE_vanilla = E[Z^2 |W|^2] - |g|^2``, ``G MSE_oracle = A2 = tr Sigma_oracle`` and
+    ``G MSE_grpo = A2 + A3 / (G - 1)``; every piece is an unbiased U-statistic of the pool
+    (``scaling.prompt_constants``) of the whole pool; the Monte Carlo draws groups from the same pool.
+    """
+    w = S.double().cpu().numpy()[None] if torch.is_tensor(S) else np.asarray(S, float)[None]  # (1, N, d)
+    zz = np.asarray(z, float)[None]                                                           # (1, N)
+    a2, a3, g2 = sc.prompt_constants(zz, w)
+    vanilla = float(np.mean(zz[0] ** 2 * np.einsum("nd,nd->n", w[0], w[0])) - g2[0])
+    return np.array([vanilla, a2[0], a2[0]]), float(a3[0])
+
+
 def replicate_errors(K: np.ndarray, z: np.ndarray, G: int, R: int, rng) -> dict[str, np.ndarray]:
     """Unbiased squared-error draws (R,) per estimator from one question's pool.
 
@@ -150,6 +165,8 @@ def simulate(cfg: Config, *, command: str | None = None):
     value = np.zeros((len(panels), P))
     tr_fisher = np.zeros((len(panels), P))
     cov_zw2 = np.zeros((len(panels), P))
+    theory = np.zeros((len(panels), E, P))  # Theorem 2 per-question MSE x G (G-free parts)
+    residual = np.zeros((len(panels), P))   # A3(x) = sigma^2 tr I + |g|^2
     seconds = []
     for a, ((pname, policy), pseed) in enumerate(zip(panels, np.random.SeedSequence(cfg.seed).spawn(len(panels)))):
         t0 = time.time()
@@ -165,6 +182,7 @@ def simulate(cfg: Config, *, command: str | None = None):
             w2 = np.diag(K)  # (N,) |W_i|^2
             value[a, x], tr_fisher[a, x] = z.mean(), w2.mean()
             cov_zw2[a, x] = np.mean((z - z.mean()) * (w2 - w2.mean()))
+            theory[a, :, x], residual[a, x] = theory_pieces(z, S)
             rng = np.random.default_rng(mc_seed)
             for j, G in enumerate(Gs):
                 errs = replicate_errors(K, z, G, cfg.num_replicates, rng)
@@ -174,18 +192,28 @@ def simulate(cfg: Config, *, command: str | None = None):
         print(f"[fig4_lm] panel {pname}: {seconds[-1]:.0f}s, mean V {value[a].mean():.3f}",
               file=sys.stderr)
     names = [p for p, _ in panels]
+    G_arr = np.array(Gs, float)
+    # Theorem 2: MSE_x(G) = T_x / G, plus A3(x) / (G (G - 1)) for GRPO
+    pred = theory[:, :, None, :] / G_arr[None, None, :, None]            # (panel, E, G, P)
+    pred[:, ESTIMATOR_NAMES.index("grpo")] += residual[:, None, :] / (G_arr * (G_arr - 1))[:, None]
     ds = xr.Dataset(
         {"mse_prompt": (("panel", "estimator", "num_generations", "prompt"), mse,
                         {"long_name": "per-question MSE estimate (mean over replicates)"}),
          "value": (("panel", "prompt"), value, {"long_name": "pool success rate V(x)"}),
          "trace_fisher": (("panel", "prompt"), tr_fisher, {"long_name": "pool mean |W|^2"}),
          "cov_reward_score_norm": (("panel", "prompt"), cov_zw2,
-                                   {"long_name": "pool Cov(Z, |W|^2)"})},
+                                   {"long_name": "pool Cov(Z, |W|^2)"}),
+         "mse_theory_prompt": (("panel", "estimator", "num_generations", "prompt"), pred,
+                               {"long_name": "Theorem 2 per-question MSE from unbiased U-statistics "
+                                             "of the pool (scaling.prompt_constants)"})},
         coords={"panel": names, "estimator": list(ESTIMATOR_NAMES), "num_generations": Gs,
                 "prompt": np.arange(P), "question": ("prompt", [p.text for p in problems])})
     m = ds.mse_prompt.mean("prompt")
     se = ds.mse_prompt.std("prompt", ddof=1) / np.sqrt(P)
     ds["mse"], ds["mse_se"] = m, se
+    ds["mse_theory"] = ds.mse_theory_prompt.mean("prompt")
+    gap = ds.mse_prompt - ds.mse_theory_prompt          # paired over questions: Monte Carlo - theory
+    ds["theory_gap"], ds["theory_gap_se"] = gap.mean("prompt"), gap.std("prompt", ddof=1) / np.sqrt(P)
     for lo, hi, other in (("vanilla", "grpo", "diff_vanilla_grpo"), ("grpo", "oracle", "diff_grpo_oracle")):
         diff = ds.mse_prompt.sel(estimator=lo) - ds.mse_prompt.sel(estimator=hi)
         ds[other] = diff.mean("prompt")
@@ -240,6 +268,9 @@ def plot(ds, path: str) -> None:
             m = d.mse.sel(estimator=e).values
             h = 1.96 * d.mse_se.sel(estimator=e).values
             ax.errorbar(Gs, m, yerr=h, marker="o", ms=3, capsize=2, color=COLORS[e], label=e)
+            if "mse_theory" in d:
+                ax.plot(Gs, d.mse_theory.sel(estimator=e).values, ls="--", lw=1, color=COLORS[e],
+                        label=f"{e}, Theorem 2" if ax is axes[0] else None)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"{p} (mean V = {float(d.value.mean()):.2f})")
@@ -247,9 +278,9 @@ def plot(ds, path: str) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("per-question MSE of gradient (95% CI)")
     # A bar reaching the bottom axis: the interval includes 0 (log scale).
-    axes[0].legend()
+    axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle(f"Oracle property on transformer policies (arithmetic, {ds.sizes['prompt']} questions; "
-                 "bars to the axis include 0)", fontsize=10)
+                 "dashed: Theorem 2 from U-statistics of the pool; bars to the axis include 0)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -282,6 +313,8 @@ def main(argv=None) -> int:
               f"{float(d.vanilla_minus_oracle_times_G_plugin):.4g} (mean over questions; "
               f"mean trI {float(d.trace_fisher.mean()):.4g}, mean Cov(Z,|W|^2) "
               f"{float(d.cov_reward_score_norm.mean()):.4g})")
+    t = (ds.theory_gap / ds.theory_gap_se).transpose("panel", "estimator", "num_generations").values
+    print(f"Monte Carlo vs Theorem 2 (paired over questions): max |t| = {np.abs(t).max():.2f} over {t.size}")
     print(f"wrote {nc}")
     return 0
 

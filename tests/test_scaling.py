@@ -450,3 +450,40 @@ def test_fit_coverage_without_se_estimated_dispersion():
     # the intervals use Student-t quantiles with n - 3 = 4 dof (normal ones would be 1.96)
     fit = sc.fit_mse_grid(np.ones_like(G), G, mu * rng.chisquare(200, len(G)) / 200)
     assert fit.df == 4 and fit._q(0.95) == pytest.approx(stats.t.isf(0.025, 4))
+
+
+def test_prompt_constants_unbiased_by_exact_enumeration():
+    """E over all M-tuples of prompt_constants equals the exact A2(x), A3(x) (Theorem 2 pieces)."""
+    import itertools
+
+    theta, succ = np.array([0.3, -0.4, 0.1]), np.array([0.8, 0.3, 0.5])
+    pi = np.exp(theta) / np.exp(theta).sum()
+    outcomes, probs = [], []                              # one draw: (arm, reward)
+    for a in range(3):
+        for r, pr in ((1.0, succ[a]), (0.0, 1 - succ[a])):
+            outcomes.append((r, np.eye(3)[a] - pi))       # softmax score W = e_a - pi
+            probs.append(pi[a] * pr)
+    probs = np.array(probs)
+    z1 = np.array([o[0] for o in outcomes])
+    w1 = np.array([o[1] for o in outcomes])
+    V = probs @ z1
+    g = probs @ ((z1 - V)[:, None] * w1)
+    q = (w1 * w1).sum(-1)
+    a2_exact = probs @ ((z1 - V) ** 2 * q) - g @ g
+    a3_exact = (probs @ (z1 - V) ** 2) * (probs @ q) + g @ g
+    M = 4
+    idx = np.array(list(itertools.product(range(len(outcomes)), repeat=M)))   # (6^M, M)
+    weight = probs[idx].prod(-1)
+    a2, a3, g2 = sc.prompt_constants(z1[idx], w1[idx])
+    assert abs(weight @ a2 - a2_exact) < 1e-12 and abs(weight @ a3 - a3_exact) < 1e-12
+    assert abs(weight @ g2 - g @ g) < 1e-12
+    # negative control: the plug-in sample versions are biased at M = 4
+    zb = z1[idx].mean(-1, keepdims=True)
+    gp = (((z1[idx] - zb)[..., None] * w1[idx]).mean(1))
+    a3_plug = z1[idx].var(-1) * q[idx].mean(-1) + (gp * gp).sum(-1)
+    assert abs(weight @ a3_plug - a3_exact) > 1e-3
+
+
+def test_prompt_constants_bad_shapes():
+    with pytest.raises(ValueError, match="need rewards"):
+        sc.prompt_constants(np.zeros((2, 3)), np.zeros((2, 3, 1)))

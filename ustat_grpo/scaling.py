@@ -45,6 +45,7 @@ __all__ = [
     "ConfidenceInterval", "ScalingConstants", "ScalingFit", "GroupSizeResult",
     "PerformanceFit", "estimate_constants", "fit_mse_grid", "optimal_group_size",
     "fit_performance_table", "mse_design", "fieller_ratio_interval", "integer_optimum",
+    "prompt_constants",
 ]
 
 FORMS = ("exact", "paper")
@@ -650,6 +651,30 @@ def _prompt_pieces(rewards, scores):
     # pair average of (z_i - z_j)^2 q_i has mean E[(Z-V)^2 q] + sigma^2 tr I
     t1 = (q * (M * dev2 + (M - 1) * s2[:, None])).sum(-1) / (M * (M - 1))
     return g, g2, st, t1 - st
+
+
+def prompt_constants(rewards, scores):
+    """Unbiased per-prompt constants ``A2(x), A3(x)`` of Theorem 2 (arXiv 2603.01162).
+
+    ``A2(x) = tr Sigma_oracle(x) = E[(Z-V)^2 ||W||^2 | x] - ||g(x)||^2`` and
+    ``A3(x) = sigma^2(x) tr I(x) + ||g(x)||^2``, so that the exact per-prompt MSE of the
+    leave-one-out GRPO gradient is ``A2(x)/G + A3(x)/(G(G-1))`` and the oracle's is ``A2(x)/G``.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (P, M) ; scores : array_like, shape (P, M, d), ``M >= 4``.
+
+    Returns
+    -------
+    a2, a3, g_norm2 : ndarray, shape (P,)
+        U-statistics of ``A2(x)``, ``A3(x)`` and ``||g(x)||^2`` (unbiased; may be negative for
+        small ``M``).
+    """
+    z, w = np.asarray(rewards, float), np.asarray(scores, float)
+    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape or z.shape[1] < 4:
+        raise ValueError(f"need rewards (P, M >= 4) and scores (P, M, d), got {z.shape} and {w.shape}")
+    _, g2, st, zzq = _prompt_pieces(z, w)
+    return zzq - g2, st + g2, g2
 
 
 def _prompt_pieces_naive(rewards, scores):
