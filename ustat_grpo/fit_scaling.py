@@ -514,8 +514,6 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
                 from . import lm
             except ImportError as exc:
                 raise AnalysisError(f"--source lm needs ustat_grpo.lm, which is not available ({exc})") from None
-            if not hasattr(lm, "prompt_samples"):
-                raise AnalysisError("--source lm needs ustat_grpo.lm.prompt_samples, which is not available yet")
             log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
             try:
                 rewards, scores = lm.prompt_samples(opts.model, num_prompts=opts.num_prompts,
