@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from ustat_grpo import arithmetic, lm  # noqa: E402
 from ustat_grpo import montecarlo as mc  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,8 @@ class Config:
     out: str = field(default="results/bench_lm", metadata={"help": "output directory"})
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="bench_lm.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                       help=f.metadata["help"])
-    return p
+def _parser() -> argparse.ArgumentParser:
+    return parser_from_dataclass(Config, prog="bench_lm.py", description=__doc__.split("\n\n")[0])
 
 
 def _sync(dev):

@@ -48,6 +48,7 @@ import torch  # noqa: E402
 from ustat_grpo import arithmetic, lm  # noqa: E402
 from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo import scaling as sc  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 ESTIMATOR_NAMES = ("vanilla", "grpo", "oracle")
 COLORS = {"vanilla": "tab:blue", "grpo": "tab:orange", "oracle": "tab:green"}
@@ -72,15 +73,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fig4_lm.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        flag = f"--{f.name.replace('_', '-')}"
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action="store_true", help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
-    return p
+    return parser_from_dataclass(Config, prog="fig4_lm.py", description=__doc__.split("\n\n")[0])
 
 
 def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
