@@ -383,8 +383,6 @@ class SoftmaxBandit(ContextualSoftmaxBandit):
     Examples
     --------
     >>> import numpy as np
-
-from ._cli import jsonable as _jsonable
     >>> b = SoftmaxBandit(success_probs=[0.1, 0.5, 0.9], theta=[0.0, 0.0, 0.0])
     >>> round(b.objective(), 6)
     0.5

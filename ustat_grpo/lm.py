@@ -27,7 +27,9 @@ User models get the paper's verbatim templates (through the chat template when t
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -175,6 +177,17 @@ def _verify_builtin(directory: Path) -> None:
             raise ValueError(f"checksum mismatch for {directory / name}: {got} != {digest}")
 
 
+@functools.lru_cache(maxsize=None)
+def _dtype_keyword() -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` from transformers 4.56 on (where
+    ``torch_dtype`` is deprecated), ``torch_dtype`` before.  ``from_pretrained`` takes ``**kwargs``,
+    so the name cannot be read from its signature; the version is the only witness."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
                 template: str | None = None, device: str | torch.device = "auto",
                 dtype: torch.dtype | str | None = None, max_new_tokens: int | None = None,
@@ -229,8 +242,9 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
     else:
         path = Path(model)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        net = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype,
-                                                   attn_implementation=attn_implementation)
+        net = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                   attn_implementation=attn_implementation,
+                                                   **{_dtype_keyword(): dtype})
         default_template = "few_shot"
         name, chat = str(path), bool(getattr(tok, "chat_template", None))
         max_new_tokens = max_new_tokens or 16
@@ -267,6 +281,25 @@ def _pad_id(tok) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=None)
+def cache_keyword(model_class: type) -> str:
+    """The name under which ``model_class.forward`` takes, and its output returns, the KV cache.
+
+    ``transformers`` renamed ``past_key_values`` to ``cache`` in 5.24 (the old name is deprecated,
+    to be removed in 5.40).  The name is read once per model class from the signature of
+    ``forward``, so the same cache object the model returned goes back in by the keyword that the
+    installed version expects, with no version switch.
+
+    Examples
+    --------
+    >>> from transformers import GPT2LMHeadModel
+    >>> cache_keyword(GPT2LMHeadModel) in ("cache", "past_key_values")
+    True
+    """
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @torch.no_grad()
 def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, *,
                        generator: torch.Generator, temperature: float = 1.0,
@@ -288,8 +321,9 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     # Finished rows keep being fed pad tokens whose outputs are discarded; an all-ones mask
     # keeps transformers from guessing that the batch is padded.
     attn = torch.ones_like(prompt)  # (M, Tp)
+    key = cache_keyword(type(model))
     out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
-    past, logits = out.past_key_values, out.logits[:, -1]
+    past, logits = getattr(out, key), out.logits[:, -1]
     done = torch.zeros(num_samples, dtype=torch.bool, device=dev)
     new, mask = [], []
     for _ in range(policy.max_new_tokens):
@@ -311,9 +345,8 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
         if bool(done.all()):
             break
         attn = torch.cat([attn, attn[:, :1]], 1)  # (M, T + 1)
-        out = model(input_ids=tok[:, None], attention_mask=attn, past_key_values=past,
-                    use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+        out = model(input_ids=tok[:, None], attention_mask=attn, use_cache=True, **{key: past})
+        past, logits = getattr(out, key), out.logits[:, -1]
     comp = torch.stack(new, 1)  # (M, Tc)
     cmask = torch.stack(mask, 1).to(torch.float32)  # (M, Tc)
     sequences = torch.cat([prompt, comp], 1)  # (M, Tp + Tc)
@@ -399,7 +432,7 @@ class Sketch:
         if self._cache is not None and b in self._cache:
             return self._cache[b].to(dtype=dtype, device=device)
         width = min(self.block, self.dim - b * self.block)
-        s = int(np.random.SeedSequence([self.seed, b]).generate_state(1, np.uint64)[0] >> 1)
+        s = int(np.random.SeedSequence([self.seed, b]).generate_state(1, np.uint64)[0]) >> 1
         gen = torch.Generator().manual_seed(s)
         if self.kind == "gaussian":
             m = torch.randn(width, self.k, generator=gen)
@@ -512,7 +545,7 @@ def squared_errors(weights, gram_matrix, cross, ref_sq_norm) -> np.ndarray:
 # --------------------------------------------------------------------------- prompt samples
 
 def _generator(seed_seq: np.random.SeedSequence, device) -> torch.Generator:
-    s = int(seed_seq.generate_state(1, np.uint64)[0] >> 1)
+    s = int(seed_seq.generate_state(1, np.uint64)[0]) >> 1
     return torch.Generator(device=device).manual_seed(s)
 
 
