@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from paper_checks import Outcome, register
-from ustat_grpo import scaling as sc
+from ustat_grpo import grid_fit, optimum
 from ustat_grpo.bandits import ContextualSoftmaxBandit, SoftmaxBandit
 from ustat_grpo.mse import constants, exact_mse
 from ustat_grpo.optimize import run_algorithm1
@@ -36,7 +36,7 @@ __all__ = ["universality_bandit", "simulate_universality", "fit_universality"]
 # ------------------------------------------------------------------------------------ C5-Gstar
 
 def _c5_policies():
-    from ustat_grpo.fit_scaling import default_bandit
+    from ustat_grpo.bandits import default_bandit
 
     rng = np.random.default_rng(505)
     out = [("fit_scaling toy", default_bandit()), ("universality toy at theta*", None)]
@@ -68,8 +68,8 @@ def check_c5_gstar(rng):
         mse1 = np.array([exact_mse(m, "grpo", int(g), 1).total for g in gs])
         fixed = mse1 * gs / budget                          # MSE(N/G, G)
         g_arg = int(gs[np.argmin(fixed)])
-        res = sc.optimal_group_size(A, form="exact", budget=budget)
-        paper = sc.optimal_group_size(A, form="paper", budget=budget)
+        res = optimum.optimal_group_size(A, form="exact", budget=budget)
+        paper = optimum.optimal_group_size(A, form="paper", budget=budget)
         this_ok = (res.g_star_integer == g_arg) and abs(g_arg - res.g_star_exact) < 1
         ok &= this_ok
         control_misses += paper.g_star_integer != g_arg
@@ -160,7 +160,7 @@ def fit_universality(gap, *, budgets, group_sizes, level):
         for k in range(gap.shape[1]):
             y = gap[i, k].mean(-1)
             se = gap[i, k].std(-1, ddof=1) / math.sqrt(gap.shape[-1])
-            fit = sc.fit_mse_grid(N / G, G, y, se, form="exact")
+            fit = grid_fit.fit_mse_grid(N / G, G, y, se, form="exact")
             res[(i, k)] = (fit, fit.optimal_group_size(level=level))
     return res
 

@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from ustat_grpo import arithmetic, lm  # noqa: E402
 from ustat_grpo import montecarlo as mc  # noqa: E402
-from ustat_grpo import scaling as sc  # noqa: E402
+from ustat_grpo import constants  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 ESTIMATOR_NAMES = ("vanilla", "grpo", "oracle")
@@ -104,7 +104,7 @@ def theory_pieces(z: np.ndarray, S) -> tuple[np.ndarray, float]:
     """
     w = S.double().cpu().numpy()[None] if torch.is_tensor(S) else np.asarray(S, float)[None]  # (1, N, d)
     zz = np.asarray(z, float)[None]                                                           # (1, N)
-    a2, a3, g2 = sc.prompt_constants(zz, w)
+    a2, a3, g2 = constants.prompt_constants(zz, w)
     vanilla = float(np.mean(zz[0] ** 2 * np.einsum("nd,nd->n", w[0], w[0])) - g2[0])
     return np.array([vanilla, a2[0], a2[0]]), float(a3[0])
 

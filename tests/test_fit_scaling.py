@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ustat_grpo import fit_scaling as fs
-from ustat_grpo import scaling as sc
+from ustat_grpo import optimum  # noqa: E402
 
 STABLE_KEYS = {"c1", "c2", "c3", "A1", "A2", "A3", "g_star_paper", "g_star_exact", "g_star_integer",
                "g_star_paper_interval", "g_star_exact_interval", "g_star_integer_interval",
@@ -26,7 +26,7 @@ def _grid_csv(tmp_path, A=(0.01, 0.4, 0.4), budget=256, noise=0.02, seed=0, se=T
     rng = np.random.default_rng(seed)
     G = np.array([2, 4, 8, 16, 32, 64, 128])
     B = budget // G
-    mu = sc.mse_design(B, G) @ np.array(A)
+    mu = optimum.mse_design(B, G) @ np.array(A)
     y = mu * (1 + noise * rng.standard_normal(len(G)))
     path = tmp_path / "grid.csv"
     head = "num_prompts,num_generations,mse" + (",mse_se" if se else "") + (",note" if extra_col else "")
@@ -117,7 +117,7 @@ def test_netcdf_input(tmp_path, capsys):
     G = np.array([2, 4, 8, 16])
     B = np.array([4, 16])
     A = np.array([0.02, 0.5, 0.6])
-    mse = np.stack([sc.mse_design(b, G) @ A for b in B])            # (B, G)
+    mse = np.stack([optimum.mse_design(b, G) @ A for b in B])            # (B, G)
     ds = xr.Dataset({"mse": (("estimator", "num_prompts", "num_generations"), np.stack([mse, 2 * mse])),
                      "mse_se": (("estimator", "num_prompts", "num_generations"), np.stack([mse, mse]) * 0.01)},
                     coords={"estimator": ["grpo", "vanilla"], "num_prompts": B, "num_generations": G})
@@ -194,8 +194,10 @@ def test_lm_source_missing_module_exit_1(capsys, monkeypatch):
 
 
 def test_lm_source_with_fake_sampler(capsys, monkeypatch):
-    from ustat_grpo.bandits import ContextualSoftmaxBandit  # noqa: F401
-    policy = fs.default_bandit()
+    from ustat_grpo.bandits import default_bandit
+    from ustat_grpo.mse import constants
+    policy = default_bandit()
+    A = np.asarray(constants(policy.moments()))[:3]
     calls = {}
 
     def prompt_samples(model=None, *, num_prompts, samples_per_prompt, seed, device, projection_dim,
@@ -213,7 +215,7 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     assert rc == 0, err
     d = json.loads(out)
     assert calls == {"num_prompts": 64, "seed": 3, "model": None, "variant": "strong"}
-    assert d["g_star_exact_interval"][0] <= fs.exact_constants(policy)[2] ** 0.5 / fs.exact_constants(policy)[0] ** 0.5 + 1 <= float(d["g_star_exact_interval"][1])
+    assert d["g_star_exact_interval"][0] <= 1 + (A[2] / A[0]) ** 0.5 <= float(d["g_star_exact_interval"][1])
 
 
 def test_no_argument_default_is_the_builtin_lm(capsys):

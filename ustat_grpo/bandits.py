@@ -27,7 +27,8 @@ import numpy as np
 
 from ._cli import jsonable as _jsonable
 
-__all__ = ["Sample", "PromptMoments", "SoftmaxBandit", "ContextualSoftmaxBandit", "GaussianPolicyBandit"]
+__all__ = ["Sample", "PromptMoments", "SoftmaxBandit", "ContextualSoftmaxBandit", "GaussianPolicyBandit",
+           "default_bandit"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -547,3 +548,24 @@ class GaussianPolicyBandit(_Policy):
     def __repr__(self):
         return (f"GaussianPolicyBandit(P={self.num_contexts}, d={self.dim}, rank={self.rank}, "
                 f"s={self.action_std}, tau={self.reward_width})")
+
+
+def default_bandit() -> ContextualSoftmaxBandit:
+    """The built-in toy: a contextual softmax bandit (8 prompts, 6 arms, d = 4) with exact moments.
+
+    Prompts share half of their features and success probabilities, so the prompt-to-prompt
+    variance ``A1`` is small relative to the residual ``A3`` and ``G*_exact`` is about 9.4.
+    The draw is fixed (seed 0): the toy is part of the tool.
+
+    Examples
+    --------
+    >>> default_bandit().dim
+    4
+    """
+    rng = np.random.default_rng(0)
+    P, K, d, shared = 8, 6, 4, 0.5
+    base = rng.standard_normal((K, d))
+    phi = shared * base + (1 - shared) * rng.standard_normal((P, K, d))     # (P, K, d)
+    pb = rng.uniform(0.1, 0.9, K)
+    p = np.clip(shared * pb + (1 - shared) * rng.uniform(0.05, 0.95, (P, K)), 0.02, 0.98)
+    return ContextualSoftmaxBandit(phi, success_probs=p)

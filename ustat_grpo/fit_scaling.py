@@ -12,42 +12,17 @@ questions x 64 sampled completions, per-sample scores by vmap(grad)) in about a 
 ``--source bandit`` runs the toy contextual bandit instead (constants from samples, a Monte Carlo
 MSE grid as a check and the exact answer for comparison).
 
-Inputs
-------
-A measurements file (CSV or NetCDF) or ``--source``:
-
-MSE grid CSV (one row per grid cell; other columns are ignored)::
-
-    num_prompts,num_generations,mse,mse_se
-    128,2,0.0141,0.0003
-    64,4,0.0092,0.0002
-    32,8,0.0081,0.0002
-
-Performance table CSV (one row per run; ``run`` optional), like the paper's Table 2::
-
-    budget,num_generations,score,run
-    1024,4,0.7677,0
-    1024,8,0.7491,0
-    1024,16,0.7753,0
-
-NetCDF: the output of ``ustat_grpo.montecarlo.run_grid`` (variables ``mse`` [and ``mse_se``]
-over dims ``num_generations``, ``num_prompts`` and optionally ``estimator``; ``--estimator``
-picks one).
-
-``--source lm`` (the default without FILE): per-sample rewards and scores from
-``ustat_grpo.lm.prompt_samples`` -- the built-in model (``--variant weak|strong|fewshot``) or a local
-Hugging Face causal-LM directory (``--model PATH``, ``--device cuda``).  ``--source bandit``: the
-built-in toy contextual bandit, whose exact constants are known.
+Input formats: :mod:`ustat_grpo.measurements` (and ``--help``).  Pipeline: parse -> load
+(:mod:`~ustat_grpo.measurements`) or measure (:mod:`~ustat_grpo.measure`) -> recommend
+(:func:`~ustat_grpo.recommend.recommend`) -> render (:mod:`~ustat_grpo.report`).
 
 Exit codes: 0 success; 1 the analysis failed (reason on stderr); 2 bad usage or bad input
 (one line naming the file, row and column).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -56,15 +31,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from . import scaling as sc
+from . import report as rp
 from ._cli import AnalysisError, InputError, options_from_args, parser_from_dataclass, sha256_file, sha256_json
+from .grid_fit import fit_mse_grid
+from .measure import measure_bandit, measure_lm
+from .measurements import load_measurements
+from .performance import fit_performance_table
+from .recommend import Recommendation, recommend
 
-__all__ = ["Options", "main", "run", "load_measurements", "default_bandit"]
+__all__ = ["Options", "main", "run"]
 
-GRID_COLUMNS = ("num_prompts", "num_generations", "mse")
+
 #: default (prompts, rollouts per prompt) of each source; lm: ~50 s on 2 CPU cores
 SOURCE_DEFAULTS = {"lm": (500, 64), "bandit": (128, 256)}
-PERF_COLUMNS = ("budget", "num_generations", "score")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,343 +89,12 @@ class Options:
     device: str = field(default="auto", metadata=dict(help="lm source: torch device (auto: cuda if present)"))
     projection_dim: int = field(default=256, metadata=dict(
         help="lm source: random projection dimension of per-sample scores"))
+    debug: bool = field(default=False, metadata=dict(
+        help="show the full traceback of a failure instead of a one-line error"))
 
 
-# --------------------------------------------------------------------------------------------
-# loading and validating measurements
-# --------------------------------------------------------------------------------------------
-
-def _parse_number(path, row, line, col, text):
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: row {row} (line {line}), column '{col}': {text!r} is not a number") from None
-    if math.isnan(v):
-        raise InputError(f"{path}: row {row} (line {line}), column '{col}': value is NaN")
-    if math.isinf(v):
-        raise InputError(f"{path}: row {row} (line {line}), column '{col}': value is infinite")
-    return v
-
-
-def _load_csv(path):
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            try:
-                header = [h.strip() for h in next(reader)]
-            except StopIteration:
-                raise InputError(f"{path}: file is empty") from None
-            body = [r for r in reader]
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file") from None
-    cols = set(header)
-    if set(GRID_COLUMNS) <= cols:
-        kind, need, opt = "mse", GRID_COLUMNS, ("mse_se",)
-    elif set(PERF_COLUMNS) <= cols:
-        kind, need, opt = "performance", PERF_COLUMNS, ("run",)
-    else:
-        miss_g = [c for c in GRID_COLUMNS if c not in cols]
-        miss_p = [c for c in PERF_COLUMNS if c not in cols]
-        miss = miss_g if len(miss_g) <= len(miss_p) else miss_p
-        raise InputError(f"{path}: missing column(s) {', '.join(repr(m) for m in miss)} (found: "
-                         f"{', '.join(header) or 'none'}); expected num_prompts,num_generations,mse[,mse_se] "
-                         "or budget,num_generations,score[,run]")
-    idx = {c: header.index(c) for c in need + opt if c in cols}
-    data = {c: [] for c in idx}
-    rows = []
-    for i, r in enumerate(body, start=1):
-        line = i + 1
-        if not any(x.strip() for x in r):
-            continue  # blank line
-        rows.append((i, line))
-        for c, j in idx.items():
-            if j >= len(r) or r[j].strip() == "":
-                raise InputError(f"{path}: row {i} (line {line}), column '{c}': empty cell")
-            if c == "run":
-                data[c].append(r[j].strip())
-            else:
-                data[c].append(_parse_number(path, i, line, c, r[j].strip()))
-    if not rows:
-        raise InputError(f"{path}: no data rows")
-    arrays = {c: (np.array(v, dtype=object) if c == "run" else np.array(v, float)) for c, v in data.items()}
-    _validate(path, kind, arrays, rows)
-    return kind, arrays
-
-
-def _validate(path, kind, a, rows):
-    def bad(mask, col, what):
-        k = int(np.flatnonzero(mask)[0])
-        i, line = rows[k]
-        loc = f"row {i} (line {line})" if line is not None else f"cell {i}"
-        raise InputError(f"{path}: {loc}, column '{col}': {what} (got {a[col][k]:g})")
-
-    g = a["num_generations"]
-    if np.any(g < 2):
-        bad(g < 2, "num_generations", "must be >= 2 (GRPO needs at least two generations per prompt)")
-    if np.any(g != np.round(g)):
-        bad(g != np.round(g), "num_generations", "must be an integer")
-    if kind == "mse":
-        if np.any(a["num_prompts"] < 1):
-            bad(a["num_prompts"] < 1, "num_prompts", "must be >= 1")
-        if np.any(a["mse"] <= 0):
-            bad(a["mse"] <= 0, "mse", "must be positive")
-        if "mse_se" in a and np.any(a["mse_se"] <= 0):
-            bad(a["mse_se"] <= 0, "mse_se", "must be positive")
-    else:
-        if np.any(a["budget"] <= 0):
-            bad(a["budget"] <= 0, "budget", "must be positive")
-    distinct = sorted(set(g.astype(int).tolist()))
-    if len(distinct) < 3:
-        raise InputError(f"{path}: column 'num_generations' has {len(distinct)} distinct value(s) "
-                         f"{distinct}; need at least 3 to fit the scaling law")
-
-
-def _load_netcdf(path, estimator):
-    import xarray as xr
-
-    try:
-        ds = xr.load_dataset(path)
-    except Exception as exc:  # any reader failure is bad input, reported in one line
-        raise InputError(f"{path}: cannot read as NetCDF ({type(exc).__name__}: {exc})") from None
-    if "mse" not in ds:
-        raise InputError(f"{path}: missing variable 'mse' (found: {', '.join(map(str, ds.data_vars))})")
-    for d in ("num_generations", "num_prompts"):
-        if d not in ds["mse"].dims:
-            raise InputError(f"{path}: variable 'mse' lacks dimension '{d}' (dims: {ds['mse'].dims})")
-    if "estimator" in ds["mse"].dims:
-        names = [str(x) for x in ds["estimator"].values]
-        if estimator not in names:
-            raise InputError(f"{path}: estimator {estimator!r} not in the file (has: {', '.join(names)})")
-        ds = ds.sel(estimator=estimator)
-    mse = ds["mse"].transpose("num_prompts", "num_generations", ...)
-    if mse.ndim != 2:
-        raise InputError(f"{path}: variable 'mse' has extra dimensions {mse.dims}; select one slice first")
-    se = ds["mse_se"].transpose("num_prompts", "num_generations") if "mse_se" in ds else None
-    B, G = np.meshgrid(ds["num_prompts"].values.astype(float), ds["num_generations"].values.astype(float),
-                       indexing="ij")
-    y = mse.values.astype(float)
-    keep = ~np.isnan(y)
-    a = {"num_prompts": B[keep], "num_generations": G[keep], "mse": y[keep]}
-    if se is not None:
-        a["mse_se"] = se.values.astype(float)[keep]
-        if np.any(np.isnan(a["mse_se"])):
-            raise InputError(f"{path}: variable 'mse_se' is NaN where 'mse' is not")
-    cells = [(f"num_prompts={int(b)}, num_generations={int(g)}", None)
-             for b, g in zip(a["num_prompts"], a["num_generations"])]
-    _validate(path, "mse", a, cells)
-    return "mse", a
-
-
-def load_measurements(path: str, *, estimator: str = "grpo"):
-    """Read and validate a measurements file -> ``(kind, arrays)``; raises :class:`InputError`."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
-    if path.endswith((".nc", ".nc4", ".netcdf")) or magic.startswith((b"CDF", b"\x89HDF")):
-        return _load_netcdf(path, estimator)
-    return _load_csv(path)
-
-
-# --------------------------------------------------------------------------------------------
-# sources
-# --------------------------------------------------------------------------------------------
-
-def default_bandit():
-    """The built-in toy: a contextual softmax bandit (8 prompts, 6 arms, d = 4) with exact moments.
-
-    Prompts share half of their features and success probabilities, so the prompt-to-prompt
-    variance ``A1`` is small relative to the residual ``A3`` and ``G*_exact`` is about 9.4.
-    """
-    from .bandits import ContextualSoftmaxBandit
-
-    rng = np.random.default_rng(0)                       # fixed: the toy is part of the tool
-    P, K, d, shared = 8, 6, 4, 0.5
-    base = rng.standard_normal((K, d))
-    phi = shared * base + (1 - shared) * rng.standard_normal((P, K, d))     # (P, K, d)
-    pb = rng.uniform(0.1, 0.9, K)
-    p = np.clip(shared * pb + (1 - shared) * rng.uniform(0.05, 0.95, (P, K)), 0.02, 0.98)
-    return ContextualSoftmaxBandit(phi, success_probs=p)
-
-
-def exact_constants(policy, theta=None) -> np.ndarray:
-    """Exact ``(A1, A2, A3)`` of a toy policy at ``theta`` (``mse.constants`` when available)."""
-    m = policy.moments(theta)
-    try:
-        from .mse import constants
-
-        return np.asarray(constants(m), float)[:3]
-    except ImportError:  # pragma: no cover - mse.py is part of the package
-        f, g = m.prompt_probs, m.grad
-        gg = (g * g).sum(-1)
-        trI = np.trace(m.fisher, axis1=1, axis2=2)
-        trS = np.trace(m.sigma_oracle, axis1=1, axis2=2)
-        return np.array([f @ gg - (f @ g) @ (f @ g), f @ trS, f @ (m.sigma2 * trI + gg)])
-
-
-def _bandit_grid(policy, budget, replicates, rng, log):
-    """Monte Carlo MSE of the GRPO minibatch gradient at N = budget for divisors G of N."""
-    from .estimators import grpo
-
-    theta = policy.theta
-    grad = policy.gradient()
-    gs = [g for g in range(2, budget + 1) if budget % g == 0 and g <= 256]
-    rows = []
-    for G in gs:
-        B = budget // G
-        R = replicates
-        chunk = max(1, int(2_000_000 // (B * G * policy.dim)))   # bound memory per draw
-        errs = []
-        done = 0
-        while done < R:
-            r = min(chunk, R - done)
-            s = policy.sample(B, G, rng=rng, theta=np.broadcast_to(theta, (r, policy.dim)))
-            est = grpo(s.rewards, s.scores).mean(-2)                # (r, d)
-            errs.append(((est - grad) ** 2).sum(-1))
-            done += r
-        e = np.concatenate(errs)
-        rows.append((B, G, e.mean(), e.std(ddof=1) / math.sqrt(R)))
-        log(f"  grid cell B={B:4d} G={G:4d}: MSE {e.mean():.4g} +- {e.std(ddof=1) / math.sqrt(R):.2g}")
-    b, g, y, se = map(np.array, zip(*rows))
-    return {"num_prompts": b.astype(float), "num_generations": g.astype(float), "mse": y, "mse_se": se}
-
-
-# --------------------------------------------------------------------------------------------
-# analysis -> payload
-# --------------------------------------------------------------------------------------------
-
-def _candidate_gs(budget, divisors_only, extra=()):
-    if divisors_only:
-        gs = [g for g in range(2, budget + 1) if budget % g == 0]
-    else:
-        gs = [2 ** k for k in range(1, 31) if 2 ** k <= budget]
-    gs = sorted(set(gs) | {int(x) for x in extra if 2 <= x <= budget})
-    return gs
-
-
-def _mse_payload(primary, *, form, budget, level, divisors_only, paper=None, grid_fit=None,
-                 exact=None, observed=None, constants_source=""):
-    """Assemble the JSON-safe result for MSE-type inputs.
-
-    primary: exact-form constants (ScalingConstants or ScalingFit, form "exact").
-    paper: optional paper-form ScalingFit (grid inputs with --form paper).
-    """
-    gs_exact = primary.optimal_group_size(budget=budget, divisors_only=divisors_only, level=level)
-    model = paper if (form == "paper" and paper is not None) else primary
-    if form == "paper" and paper is None:
-        # constants from samples: c_i := A_i (spec ambiguity 1); only the integer optimum changes
-        gs_form = sc.optimal_group_size(primary.unconstrained, primary.covariance, form="paper", budget=budget,
-                                        divisors_only=divisors_only, level=level, df=primary.df)
-        pt = sc.optimal_group_size(primary.params, None, form="paper", budget=budget, divisors_only=divisors_only)
-        gs_form = dataclasses.replace(gs_form, ratio=pt.ratio, g_star_paper=pt.g_star_paper,
-                                      g_star_exact=pt.g_star_exact, g_star_integer=pt.g_star_integer)
-    else:
-        gs_form = model.optimal_group_size(budget=budget, divisors_only=divisors_only, level=level)
-    ci_a = primary.confidence_interval(level)
-    c_params = model.params if model is paper else primary.params
-    ci_c = model.confidence_interval(level)
-    g_rec = int(gs_form.g_star_integer)
-    table_gs = _candidate_gs(budget, divisors_only, extra=[g_rec] + list(observed["num_generations"] if observed else []))
-    # predicted MSE of the form's model; with form=paper from samples, A's shape is still the truth
-    pred_model = model
-    mean, lo, hi = pred_model.predict(np.array(table_gs, float), budget=budget, level=level)
-    mmin = float(np.min(mean))
-    table = [dict(num_generations=int(g), num_prompts=float(budget / g), mse=float(m), low=float(l),
-                  high=float(h), relative=float(m / mmin)) for g, m, l, h in zip(table_gs, mean, lo, hi)]
-    divs = np.array([g for g in range(2, budget + 1) if budget % g == 0], float)
-    best_div = None
-    if len(divs):
-        dm, _, _ = pred_model.predict(divs, budget=budget, level=level)
-        k = int(np.argmin(dm))
-        rec_m, _, _ = pred_model.predict(np.array([float(g_rec)]), budget=budget, level=level)
-        best_div = dict(num_generations=int(divs[k]), num_prompts=int(budget // divs[k]),
-                        relative=float(dm[k] / rec_m[0]))
-    cg = np.geomspace(2, min(budget, 4096), 200)                         # real G: smooth curve
-    cm, cl, ch = pred_model.predict(cg, budget=budget, level=level)
-    fv = sc._f
-    out = dict(
-        kind="mse", form=form, budget=int(budget), level=level, divisors_only=divisors_only,
-        A1=fv(primary.params[0]), A2=fv(primary.params[1]), A3=fv(primary.params[2]),
-        A1_interval=sc._ci(ci_a["A1"]), A2_interval=sc._ci(ci_a["A2"]), A3_interval=sc._ci(ci_a["A3"]),
-        c1=fv(c_params[0]), c2=fv(c_params[1]), c3=fv(c_params[2]),
-        c1_interval=sc._ci(ci_c[model.names[0]]), c2_interval=sc._ci(ci_c[model.names[1]]),
-        c3_interval=sc._ci(ci_c[model.names[2]]),
-        g_star_paper=fv((gs_form if form == "paper" else gs_exact).g_star_paper),
-        g_star_paper_interval=sc._ci((gs_form if form == "paper" else gs_exact).g_star_paper_interval),
-        g_star_exact=fv(gs_exact.g_star_exact), g_star_exact_interval=sc._ci(gs_exact.g_star_exact_interval),
-        g_star_integer=g_rec, g_star_integer_interval=sc._ci(gs_form.g_star_integer_interval),
-        bounded=bool(gs_form.bounded),
-        recommendation=dict(num_generations=g_rec, num_prompts=float(budget / g_rec), budget=int(budget),
-                            interior=bool(gs_form.interior), best_divisor=best_div),
-        mse_table=table,
-        curve=dict(num_generations=cg.tolist(), mse=cm.tolist(), low=cl.tolist(), high=ch.tolist()),
-        constants_source=constants_source,
-        c_convention="c_i := A_i (spec ambiguity 1); c3 = 2*A3 would multiply G*_paper by sqrt(2)",
-    )
-    if grid_fit is not None:
-        gd = grid_fit.to_dict()
-        gd["primary"] = grid_fit is primary
-        gg = grid_fit.optimal_group_size(budget=budget, divisors_only=divisors_only, level=level)
-        gd.update(g_star_exact=fv(gg.g_star_exact), g_star_exact_interval=sc._ci(gg.g_star_exact_interval),
-                  bounded=gg.bounded)
-        out["grid_fit"] = gd
-    if exact is not None:
-        ex = sc.optimal_group_size(exact, None, form=form, budget=budget, divisors_only=divisors_only)
-        out["exact"] = dict(A1=fv(exact[0]), A2=fv(exact[1]), A3=fv(exact[2]), g_star_exact=fv(ex.g_star_exact),
-                            g_star_integer=int(ex.g_star_integer))
-        out["exact_curve"] = dict(num_generations=cg.tolist(),
-                                  mse=(sc.mse_design(budget / cg, cg, form="exact") @ exact).tolist())
-        if grid_fit is not None:
-            gi = out["grid_fit"]["g_star_exact_interval"]
-            out["exact"]["covered_by_grid_fit"] = bool(gi[0] <= ex.g_star_exact <= _hi(gi[1]))
-        out["exact"]["covered"] = dict(
-            {k: bool(out[k + "_interval"][0] <= exact[i] <= _hi(out[k + "_interval"][1]))
-             for i, k in enumerate(("A1", "A2", "A3"))},
-            g_star_exact=bool(out["g_star_exact_interval"][0] <= ex.g_star_exact
-                              <= _hi(out["g_star_exact_interval"][1])))
-    if observed is not None:
-        out["observed"] = {k: [float(x) for x in v] for k, v in observed.items() if k != "run"}
-    return out
-
-
-def _hi(x):
-    return math.inf if x == "inf" else x
-
-
-def _performance_payload(a, *, level, seed):
-    fit = sc.fit_performance_table(a["budget"], a["num_generations"], a["score"], a.get("run"),
-                                   level=level, rng=seed)
-    pd = fit.to_dict()
-    pd.update(summary=fit.summary(), params=[float(x) for x in fit.params],
-              higher_is_better=fit.higher_is_better)
-    fv = sc._f
-    out = dict(kind="performance", form="log-quadratic", budget=[int(b) for b in fit.budgets], level=level,
-               A1=None, A2=None, A3=None, c1=None, c2=None, c3=None,
-               A1_interval=None, A2_interval=None, A3_interval=None,
-               c1_interval=None, c2_interval=None, c3_interval=None,
-               g_star_paper=None, g_star_paper_interval=None, g_star_exact=None, g_star_exact_interval=None,
-               g_star=fv(fit.g_star) if fit.bounded else None, g_star_interval=sc._ci(fit.g_star_interval),
-               g_star_integer=None, g_star_integer_interval=None, bounded=fit.bounded,
-               recommendation=dict(num_generations=None, distinguishable=fit.distinguishable),
-               performance=pd,
-               observed={"budget": [float(x) for x in a["budget"]],
-                         "num_generations": [float(x) for x in a["num_generations"]],
-                         "score": [float(x) for x in a["score"]]})
-    if fit.distinguishable:
-        g_rec, ci_rec = fit.recommended
-        out["g_star"], out["g_star_interval"] = fv(g_rec), sc._ci(ci_rec)
-        out["recommendation"]["num_generations"] = int(round(g_rec))
-        out["g_star_integer"] = int(round(g_rec))
-    return out
-
-
-def run(opts: Options, *, log=lambda s: None) -> dict:
-    """Run the analysis described by ``opts`` and return the JSON-safe payload.
-
-    Raises :class:`InputError` (exit 2) or :class:`AnalysisError` (exit 1).
-    """
+def _check(opts: Options) -> Options:
+    """Usage errors (exit 2) and the source defaults."""
     if opts.budget is not None and opts.budget <= 0:
         raise InputError(f"--budget must be a positive integer, got {opts.budget}")
     if opts.budget is not None and opts.budget < 2:
@@ -455,106 +103,84 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
         raise InputError(f"--level must be in (0, 1), got {opts.level}")
     if opts.measurements and opts.source:
         raise InputError("give a measurements FILE or --source, not both")
-    warnings_ = []
     if opts.measurements:
-        kind, a = load_measurements(opts.measurements, estimator=opts.estimator)
-        input_hash = sha256_file(opts.measurements)
-        src = f"file {opts.measurements}"
-        if kind == "performance":
-            payload = _performance_payload(a, level=opts.level, seed=opts.seed)
-        else:
-            nb = a["num_prompts"] * a["num_generations"]
-            if opts.budget is None:
-                vals = np.unique(nb)
-                budget = int(vals.max())
-                if len(vals) > 1:
-                    log(f"budget not given: the grid has several B*G; using the largest, N = {budget} "
-                        "(pass --budget for yours)")
-            else:
-                budget = int(opts.budget)
-            se = a.get("mse_se")
-            try:
-                fit = sc.fit_mse_grid(a["num_prompts"], a["num_generations"], a["mse"], se, form="exact",
-                                      level=opts.level)
-                paper = sc.fit_mse_grid(a["num_prompts"], a["num_generations"], a["mse"], se, form="paper",
-                                        level=opts.level) if opts.form == "paper" else None
-            except ValueError as exc:
-                raise InputError(f"{opts.measurements}: {exc}") from None
-            if se is None:
-                warnings_.append("no mse_se column: dispersion estimated from residuals (t intervals)")
-            if fit.pvalue is not None and fit.pvalue < 0.01:
-                warnings_.append(f"the scaling law fits poorly (chi2 p = {fit.pvalue:.2g}); intervals may be too narrow")
-            payload = _mse_payload(fit, form=opts.form, budget=budget, level=opts.level,
-                                   divisors_only=opts.divisors_only, paper=paper, grid_fit=fit,
-                                   observed={k: v for k, v in a.items()},
-                                   constants_source="fit of the MSE grid, " + fit.method)
+        return opts
+    source = opts.source or "lm"
+    opts = dataclasses.replace(opts, source=source, num_prompts=opts.num_prompts or SOURCE_DEFAULTS[source][0],
+                               samples_per_prompt=opts.samples_per_prompt or SOURCE_DEFAULTS[source][1])
+    if opts.num_prompts < 3 or opts.samples_per_prompt < 4:
+        raise InputError("--num-prompts must be >= 3 and --samples-per-prompt >= 4")
+    if source != "lm" and opts.model is not None:
+        raise InputError("--model is only used with --source lm")
+    if source == "lm" and opts.model is not None and not os.path.isdir(opts.model):
+        raise InputError(f"--model {opts.model}: not a directory (a local Hugging Face model "
+                         "directory is expected; nothing is downloaded)")
+    if source == "lm" and opts.num_prompts > 500:
+        raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), got {opts.num_prompts}")
+    return opts
+
+
+def _from_file(opts: Options, log) -> Recommendation:
+    kind, a = load_measurements(opts.measurements, estimator=opts.estimator)
+    if kind == "performance":
+        fit = fit_performance_table(a["budget"], a["num_generations"], a["score"], a.get("run"),
+                                    level=opts.level, rng=opts.seed)
+        return recommend(fit, observed=a)
+    budgets = np.unique(a["num_prompts"] * a["num_generations"])
+    budget = int(opts.budget or budgets.max())
+    if opts.budget is None and len(budgets) > 1:
+        log(f"budget not given: the grid has several B*G; using the largest, N = {budget} (pass --budget for yours)")
+    fit_ = lambda form: fit_mse_grid(a["num_prompts"], a["num_generations"], a["mse"], a.get("mse_se"),
+                                     form=form, level=opts.level)
+    try:
+        fit, paper = fit_("exact"), (fit_("paper") if opts.form == "paper" else None)
+    except ValueError as exc:
+        raise InputError(f"{opts.measurements}: {exc}") from None
+    return recommend(fit, budget=budget, form=opts.form, divisors_only=opts.divisors_only, paper_fit=paper,
+                     grid_fit=fit, observed=a, constants_source="fit of the MSE grid, " + fit.method)
+
+
+def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
+    budget = int(opts.budget or 256)
+    if opts.source == "lm":
+        log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
+        try:
+            m = measure_lm(opts.model, num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
+                           seed=opts.seed, device=opts.device, projection_dim=opts.projection_dim,
+                           variant=opts.variant, level=opts.level, progress=True)
+        except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
+            if opts.debug:
+                raise
+            raise AnalysisError(f"lm.prompt_samples failed: {type(exc).__name__}: {exc}") from None
     else:
-        source = opts.source or "lm"
-        budget = int(opts.budget or 256)
-        num_prompts = opts.num_prompts or SOURCE_DEFAULTS[source][0]
-        samples = opts.samples_per_prompt or SOURCE_DEFAULTS[source][1]
-        opts = dataclasses.replace(opts, source=source, num_prompts=num_prompts, samples_per_prompt=samples)
-        cfg = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("output", "report", "format")}
+        m = measure_bandit(num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
+                           seed=opts.seed, budget=budget, replicates=opts.replicates, level=opts.level, log=log)
+    grid_fit, warns = None, []
+    if m.grid is not None and len(m.grid["num_generations"]) >= 3:
+        grid_fit = fit_mse_grid(m.grid["num_prompts"], m.grid["num_generations"], m.grid["mse"],
+                                m.grid["mse_se"], level=opts.level)
+    elif m.grid is not None:
+        warns.append(f"budget {budget} has fewer than 3 divisors >= 2: grid check skipped")
+    return recommend(m.constants, budget=budget, form=opts.form, divisors_only=opts.divisors_only,
+                     grid_fit=grid_fit, exact=m.exact, observed=m.grid if grid_fit is not None else None,
+                     constants_source=m.description, warnings=warns), m.source
+
+
+def run(opts: Options, *, log=lambda s: None) -> Recommendation:
+    """Parse-checked options -> a :class:`~ustat_grpo.recommend.Recommendation` with provenance.
+
+    Raises :class:`InputError` (exit 2) or :class:`AnalysisError` (exit 1).
+    """
+    opts = _check(opts)
+    if opts.measurements:
+        rec, src, input_hash = _from_file(opts, log), f"file {opts.measurements}", sha256_file(opts.measurements)
+    else:
+        rec, src = _from_source(opts, log)
+        cfg = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("output", "report", "format", "debug")}
         input_hash = sha256_json(cfg)
-        rng = np.random.default_rng(opts.seed)
-        if opts.num_prompts < 3 or opts.samples_per_prompt < 4:
-            raise InputError("--num-prompts must be >= 3 and --samples-per-prompt >= 4")
-        if source != "lm" and (opts.model is not None):
-            raise InputError("--model is only used with --source lm")
-        if source == "lm":
-            if opts.model is not None and not os.path.isdir(opts.model):
-                raise InputError(f"--model {opts.model}: not a directory (a local Hugging Face model "
-                                 "directory is expected; nothing is downloaded)")
-            if opts.num_prompts > 500:
-                raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), "
-                                 f"got {opts.num_prompts}")
-            who = opts.model if opts.model is not None else f"built-in {opts.variant} model"
-            src = f"lm ({who}, arithmetic task; ustat_grpo.lm.prompt_samples)"
-            try:
-                from . import lm
-            except ImportError as exc:
-                raise AnalysisError(f"--source lm needs ustat_grpo.lm, which is not available ({exc})") from None
-            log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
-            try:
-                rewards, scores = lm.prompt_samples(opts.model, num_prompts=opts.num_prompts,
-                                                    samples_per_prompt=opts.samples_per_prompt, seed=opts.seed,
-                                                    device=opts.device, projection_dim=opts.projection_dim,
-                                                    variant=opts.variant, progress=True)
-            except Exception as exc:  # the LM stack failing is an analysis failure, reported in one line
-                raise AnalysisError(f"lm.prompt_samples failed: {type(exc).__name__}: {exc}") from None
-            est = sc.estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=opts.level)
-            payload = _mse_payload(est, form=opts.form, budget=budget, level=opts.level,
-                                   divisors_only=opts.divisors_only,
-                                   constants_source=f"{opts.num_prompts} LM prompts x {opts.samples_per_prompt} "
-                                                    "samples, unbiased U-statistics + jackknife; scores "
-                                                    f"sketched to {np.shape(scores)[-1]} dims (unbiased)")
-        else:
-            src = "bandit (built-in toy: contextual softmax bandit, 8 prompts, 6 arms, d = 4)"
-            policy = default_bandit()
-            exact = exact_constants(policy)
-            log(f"measuring constants from {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts ...")
-            s = policy.sample(opts.num_prompts, opts.samples_per_prompt, rng=rng)
-            est = sc.estimate_constants(s.rewards, s.scores, level=opts.level)
-            grid_fit, observed = None, None
-            if opts.replicates > 0:
-                log(f"Monte Carlo MSE grid at N = {budget} ({opts.replicates} replicates per cell) ...")
-                grid = _bandit_grid(policy, budget, opts.replicates, rng, log)
-                if len(grid["num_generations"]) >= 3:
-                    grid_fit = sc.fit_mse_grid(grid["num_prompts"], grid["num_generations"], grid["mse"],
-                                               grid["mse_se"], level=opts.level)
-                    observed = grid
-                else:
-                    warnings_.append(f"budget {budget} has fewer than 3 divisors >= 2: grid check skipped")
-            payload = _mse_payload(est, form=opts.form, budget=budget, level=opts.level,
-                                   divisors_only=opts.divisors_only, grid_fit=grid_fit, exact=exact,
-                                   observed=observed,
-                                   constants_source=f"{opts.num_prompts} sampled prompts x "
-                                                    f"{opts.samples_per_prompt} rollouts, unbiased "
-                                                    "U-statistics + jackknife")
-    payload.update(tool="ustat_grpo.fit_scaling", version=__version__, source=src, input_hash=input_hash,
-                   seed=opts.seed, warnings=payload.get("warnings", []) + warnings_,
-                   command="python -m ustat_grpo.fit_scaling")
-    return payload
+    prov = dict(tool="ustat_grpo.fit_scaling", version=__version__, source=src, input_hash=input_hash,
+                seed=opts.seed, command="python -m ustat_grpo.fit_scaling")
+    return dataclasses.replace(rec, provenance=prov)
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,7 +219,7 @@ exit codes: 0 ok; 1 analysis failed; 2 bad usage or bad input.
 
 
 def _parser():
-    doc = __doc__.split("\n\nInputs")[0]
+    doc = __doc__.split("\n\nInput formats")[0]
     return parser_from_dataclass(Options, prog="python -m ustat_grpo.fit_scaling", description=doc,
                                  epilog=EXAMPLES, positional=("measurements",))
 
@@ -609,25 +235,27 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        payload = run(opts, log=log)
+        rec = run(opts, log=log)
     except InputError as exc:
+        if opts.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except AnalysisError as exc:
+        if opts.debug:
+            raise
         print(f"analysis failed: {exc}", file=sys.stderr)
         return 1
-    payload["runtime_s"] = round(time.perf_counter() - t0, 2)
-    from . import report as rp
-
+    rec = dataclasses.replace(rec, provenance=rec.provenance | {"runtime_s": round(time.perf_counter() - t0, 2)})
     if opts.format == "json":
-        text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+        text = json.dumps(rec.to_dict(), indent=2, sort_keys=True) + "\n"
     elif opts.format == "markdown":
-        text = rp.render_markdown(payload)
+        text = rp.render_markdown(rec)
     else:
-        text = rp.render_text(payload)
+        text = rp.render_text(rec)
     if opts.report:
         try:
-            md = rp.write_report(payload, opts.report)
+            md = rp.write_report(rec, opts.report)
         except OSError as exc:
             print(f"error: {opts.report}: cannot write report ({exc.strerror})", file=sys.stderr)
             return 2
@@ -642,9 +270,9 @@ def main(argv=None) -> int:
         log(f"wrote {opts.output}")
     else:
         sys.stdout.write(text)
-    for w in payload.get("warnings", []):
+    for w in rec.warnings:
         log(f"warning: {w}")
-    log(f"done in {payload['runtime_s']} s")
+    log(f"done in {rec.provenance['runtime_s']} s")
     return 0
 
 

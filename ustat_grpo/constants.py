@@ -1,0 +1,333 @@
+"""The scaling-law constants ``A1, A2, A3`` from many samples per prompt, as U-statistics.
+
+Each per-prompt piece of the constants is a U-statistic of the ``M`` (reward, score) samples of
+one prompt (arXiv 2603.01162, Lemma 1 and Theorem 2), with the kernels of :data:`KERNELS`:
+
+* ``g(x)``: order 2, ``h = (W_i - W_j)(Z_i - Z_j)/2`` (eq. (6));
+* ``||g(x)||^2``: order 4, ``<h(1,2), h(3,4)>`` symmetrised over the three pairings;
+* ``sigma^2(x) tr I(x)``: order 3, ``(Z_i - Z_j)^2 ||W_k||^2 / 2`` symmetrised;
+* ``E[(Z-V)^2 ||W||^2 | x]``: order 3, ``(Z_i - Z_j)(Z_i - Z_k) ||W_i||^2`` symmetrised.
+
+:func:`prompt_pieces` is their closed form, ``O(M d)`` per prompt and vectorised over prompts;
+:func:`prompt_pieces_engine` computes the same numbers with the generic engine
+(:func:`ustat_grpo.ustat.ustatistic`) and is the test oracle.  :func:`estimate_constants` combines
+the pieces into unbiased ``A1..A3`` with jackknife intervals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ustat
+from .interval import json_float, json_interval
+from .optimum import CONSTANT_NAMES, ConstantsEstimate, paper_constants
+
+__all__ = ["KERNELS", "ScalingConstants", "estimate_constants", "prompt_constants", "prompt_pieces",
+           "prompt_pieces_engine"]
+
+
+def _split(x):
+    """Packed rows ``[z, w_1..w_d]`` (``ustat.grpo_data``) -> ``z (k,)``, ``w (k, d)``."""
+    return x[:, 0], x[:, 1:]
+
+
+def _h(x1, x2):
+    (z1, w1), (z2, w2) = _split(x1), _split(x2)
+    return 0.5 * (w1 - w2) * (z1 - z2)[:, None]          # (k, d)
+
+
+def _g2_func(x1, x2, x3, x4):
+    pair = lambda a, b, c, d: np.einsum("kd,kd->k", _h(a, b), _h(c, d))
+    return (pair(x1, x2, x3, x4) + pair(x1, x3, x2, x4) + pair(x1, x4, x2, x3)) / 3.0
+
+
+def _st_func(x1, x2, x3):
+    (z1, w1), (z2, w2), (z3, w3) = _split(x1), _split(x2), _split(x3)
+    q = lambda w: np.einsum("kd,kd->k", w, w)
+    return (0.5 * (z1 - z2) ** 2 * q(w3) + 0.5 * (z1 - z3) ** 2 * q(w2)
+            + 0.5 * (z2 - z3) ** 2 * q(w1)) / 3.0
+
+
+def _zzq_func(x1, x2, x3):
+    (z1, w1), (z2, w2), (z3, w3) = _split(x1), _split(x2), _split(x3)
+    q = lambda w: np.einsum("kd,kd->k", w, w)
+    return ((z1 - z2) * (z1 - z3) * q(w1) + (z2 - z1) * (z2 - z3) * q(w2)
+            + (z3 - z1) * (z3 - z2) * q(w3)) / 3.0
+
+
+#: the kernels of the per-prompt pieces, on rows packed by :func:`ustat_grpo.ustat.grpo_data`
+KERNELS = {
+    "g": ustat.Kernel(_h, 2, name="grpo pair h"),
+    "g_norm2": ustat.Kernel(_g2_func, 4, name="<h(1,2), h(3,4)>"),
+    "sigma2_trI": ustat.Kernel(_st_func, 3, name="(Z_i - Z_j)^2 |W_k|^2 / 2"),
+    "zzq": ustat.Kernel(_zzq_func, 3, name="(Z_i - Z_j)(Z_i - Z_k) |W_i|^2"),
+}
+
+
+def prompt_pieces_engine(rewards, scores, *, method: str = "naive"):
+    """:func:`prompt_pieces` by the generic U-statistic engine, prompt by prompt (small ``M``).
+
+    The test oracle of the closed form: each piece is ``ustat.ustatistic`` of its kernel in
+    :data:`KERNELS` (``method="naive"`` enumerates every index tuple).
+    """
+    z, w = np.asarray(rewards, float), np.asarray(scores, float)
+    out = {k: [] for k in KERNELS}
+    for p in range(z.shape[0]):
+        data = ustat.grpo_data(z[p], w[p])                  # (M, 1 + d)
+        for k, kern in KERNELS.items():
+            out[k].append(ustat.ustatistic(data, kern, method=method).statistic)
+    return tuple(np.array(out[k]) for k in KERNELS)
+
+
+def prompt_pieces(rewards, scores):
+    """Unbiased per-prompt U-statistics of :data:`KERNELS` in closed form, vectorised over prompts.
+
+    Parameters
+    ----------
+    rewards : (P, M) ; scores : (P, M, d), ``M >= 4``.
+
+    Returns
+    -------
+    g : (P, d)    U-statistic (6) of g(x) = Cov(W, Z | x)
+    g2 : (P,)     order-4 U-statistic of ||g(x)||^2 (kernel <h(1,2), h(3,4)>)
+    st : (P,)     order-3 U-statistic of sigma^2(x) tr I(x)
+    zzq : (P,)    unbiased E[(Z - V)^2 ||W||^2 | x]
+    """
+    z = rewards                                          # (P, M)
+    w = scores                                           # (P, M, d)
+    M = z.shape[-1]
+    q = np.einsum("pmd,pmd->pm", w, w)                   # (P, M) ||W_m||^2
+    sz, szz = z.sum(-1), (z * z).sum(-1)                 # (P,)
+    sw = w.sum(-2)                                       # (P, d)
+    szw = np.einsum("pm,pmd->pd", z, w)                  # (P, d)
+    sz2w = np.einsum("pm,pmd->pd", z * z, w)             # (P, d)
+    zbar = sz / M
+    dev2 = (z - zbar[:, None]) ** 2                      # (P, M)
+    s2 = dev2.sum(-1) / (M - 1)                          # unbiased sigma^2
+    # g: sample covariance of (W, Z) with ddof 1 == U-statistic with kernel h (Lemma 1)
+    g = (szw - sw * zbar[:, None]) / (M - 1)             # (P, d)
+    # a_i = sum_j h_ij, H = sum_i a_i
+    a = 0.5 * (w * (M * z - sz[:, None])[..., None] - z[..., None] * sw[:, None, :] + szw[:, None, :])
+    H = a.sum(-2)                                        # (P, d) == M(M-1) g
+    # S2 = sum_{i != j} ||h_ij||^2
+    t_q = (q * (M * z * z - 2 * z * sz[:, None] + szz[:, None])).sum(-1)
+    t_w = 2 * np.einsum("pd,pd->p", sz2w, sw) - 2 * np.einsum("pd,pd->p", szw, szw)
+    S2 = 0.25 * (2 * t_q - 2 * t_w)
+    D = np.einsum("pd,pd->p", H, H) - 4 * np.einsum("pmd,pmd->p", a, a) + 2 * S2
+    g2 = D / (M * (M - 1) * (M - 2) * (M - 3))
+    # sigma^2 tr I over distinct triples: sum_k q_k [S - sum_j (z_k - z_j)^2]
+    S = M * (M - 1) * s2                                 # sum_{i != j} (z_i - z_j)^2 / 2
+    inner = S[:, None] - (M * dev2 + (M - 1) * s2[:, None])
+    st = (q * inner).sum(-1) / (M * (M - 1) * (M - 2))
+    # pair average of (z_i - z_j)^2 q_i has mean E[(Z-V)^2 q] + sigma^2 tr I
+    t1 = (q * (M * dev2 + (M - 1) * s2[:, None])).sum(-1) / (M * (M - 1))
+    return g, g2, st, t1 - st
+
+
+def prompt_constants(rewards, scores):
+    """Unbiased per-prompt constants ``A2(x), A3(x)`` of Theorem 2 (arXiv 2603.01162).
+
+    ``A2(x) = tr Sigma_oracle(x) = E[(Z-V)^2 ||W||^2 | x] - ||g(x)||^2`` and
+    ``A3(x) = sigma^2(x) tr I(x) + ||g(x)||^2``, so that the exact per-prompt MSE of the
+    leave-one-out GRPO gradient is ``A2(x)/G + A3(x)/(G(G-1))`` and the oracle's is ``A2(x)/G``.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (P, M) ; scores : array_like, shape (P, M, d), ``M >= 4``.
+
+    Returns
+    -------
+    a2, a3, g_norm2 : ndarray, shape (P,)
+        U-statistics of ``A2(x)``, ``A3(x)`` and ``||g(x)||^2`` (unbiased; may be negative for
+        small ``M``).
+    """
+    z, w = np.asarray(rewards, float), np.asarray(scores, float)
+    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape or z.shape[1] < 4:
+        raise ValueError(f"need rewards (P, M >= 4) and scores (P, M, d), got {z.shape} and {w.shape}")
+    _, g2, st, zzq = prompt_pieces(z, w)
+    return zzq - g2, st + g2, g2
+
+
+def _constants_from_pieces(g, g2, st, zzq, probs):
+    """(A1, A2, A3) from per-prompt pieces; ``probs`` None = prompts i.i.d. from f (equal weights)."""
+    P = g.shape[0]
+    a3 = st + g2
+    a2 = zzq - g2
+    if probs is None:
+        if P < 2:
+            raise ValueError("need at least two prompts to estimate the between-prompt variance A1")
+        # E||g(X)||^2 - ||E g(X)||^2 with distinct-prompt cross products (independent, unbiased)
+        sg = g.sum(0)
+        cross = (sg @ sg - np.einsum("pd,pd->", g, g)) / (P * (P - 1))
+        A1 = g2.mean() - cross
+        return np.array([A1, a2.mean(), a3.mean()])
+    f = probs
+    fg = f @ g                                           # (d,)
+    cross = fg @ fg - np.einsum("p,pd,pd->", f * f, g, g)  # sum_{x != y} f_x f_y g_x.g_y
+    A1 = f @ g2 - (cross + (f * f) @ g2)
+    return np.array([A1, f @ a2, f @ a3])
+
+
+def _constants_plugin(rewards, scores, probs):
+    """The spec's plug-in estimates (section 4 reference formulas), biased O(1/M); for comparison."""
+    z, w = rewards, scores
+    M = z.shape[-1]
+    v = z.mean(-1)
+    s2 = z.var(-1, ddof=1)
+    q = np.einsum("pmd,pmd->pm", w, w)
+    g = np.einsum("pm,pmd->pd", z - v[:, None], w) / (M - 1)
+    gg = np.einsum("pd,pd->p", g, g)
+    trs = ((z - v[:, None]) ** 2 * q).mean(-1) - gg
+    f = np.full(len(v), 1.0 / len(v)) if probs is None else probs
+    gbar = f @ g
+    A1 = f @ np.einsum("pd,pd->p", g - gbar, g - gbar)
+    if probs is None:
+        A1 *= len(v) / (len(v) - 1)
+    return np.array([A1, f @ trs, f @ (s2 * q.mean(-1) + gg)])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingConstants(ConstantsEstimate):
+    """Constants of the exact scaling law measured from per-prompt samples.
+
+    Attributes
+    ----------
+    params : (A1, A2, A3) clipped at 0 (``unconstrained``: the unbiased estimates).
+    covariance : (3, 3) delete-a-group jackknife covariance.
+    df : degrees of freedom of the jackknife (t quantiles).
+    plugin : the spec's plug-in estimates (biased O(1/M)), for comparison.
+    num_prompts, samples_per_prompt : P and M.
+    design : "fixed prompt set" (``prompt_probs`` given: population = these prompts, jackknife
+        over blocks of samples) or "sampled prompts" (jackknife over groups of prompts).
+    """
+
+    form: str = "exact"
+    names: tuple = CONSTANT_NAMES["exact"]
+    plugin: np.ndarray
+    num_prompts: int
+    samples_per_prompt: int
+    design: str
+    n_groups: int
+
+    @property
+    def c(self) -> np.ndarray:
+        """The paper's ``(c1, c2, c3)`` (:func:`~ustat_grpo.optimum.paper_constants`)."""
+        return paper_constants(self.params)
+
+    def summary(self) -> str:
+        ci = self.confidence_interval()
+        pct = f"{100 * self.level:g}%"
+        lines = [f"scaling-law constants from {self.num_prompts} prompts x {self.samples_per_prompt} "
+                 f"samples ({self.design}; unbiased U-statistics, jackknife over {self.n_groups} groups)",
+                 f"  {'name':<4} {'estimate':>11} {'std.err':>10}  {pct} CI{'':14} plug-in (biased)"]
+        for i, n in enumerate(self.names):
+            lines.append(f"  {n:<4} {self.unconstrained[i]:>11.5g} {self.standard_error[i]:>10.3g}  "
+                         f"[{ci[n].low:.4g}, {ci[n].high:.4g}]".ljust(58) + f"{self.plugin[i]:.5g}")
+        lines.append("  A1: prompt-sampling variance; A2: oracle variance; A3: U-statistic residual"
+                     " (c_i := A_i)")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        ci = self.confidence_interval()
+        return dict(form=self.form, method="unbiased U-statistics + delete-a-group jackknife",
+                    design=self.design, n_groups=self.n_groups,
+                    constants={n: json_float(self.params[i]) for i, n in enumerate(self.names)},
+                    unconstrained={n: json_float(self.unconstrained[i]) for i, n in enumerate(self.names)},
+                    standard_error={n: json_float(self.standard_error[i]) for i, n in enumerate(self.names)},
+                    confidence_interval={n: json_interval(ci[n]) for n in self.names},
+                    plugin={n: json_float(self.plugin[i]) for i, n in enumerate(self.names)},
+                    covariance=[[json_float(v) for v in row] for row in self.covariance],
+                    num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
+                    level=self.level)
+
+
+def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.95,
+                       n_groups: int = 20) -> ScalingConstants:
+    """Estimate ``A1, A2, A3`` (Prop. 3, exact form) from many samples per prompt.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (P, M)
+        ``M >= 4`` rewards per prompt (``M`` much larger than the group sizes of interest).
+    scores : array_like, shape (P, M, d)
+        Score vectors ``W = grad log pi(Y | X)`` (or a fixed random projection of them).
+    prompt_probs : array_like, shape (P,), optional
+        Probabilities ``f(x)`` when the ``P`` prompts *are* the whole prompt set (e.g. a toy
+        bandit): constants are then population values over this set and the uncertainty is the
+        within-prompt sampling only.  ``None``: prompts are an i.i.d. sample from ``f`` (equal
+        weights) and the uncertainty includes prompt sampling.
+    level : float
+        Default confidence level.
+    n_groups : int
+        Number of jackknife groups (blocks of samples, or of prompts when ``prompt_probs`` is None).
+
+    Returns
+    -------
+    ScalingConstants
+
+    Notes
+    -----
+    Every per-prompt piece is an unbiased U-statistic, so the constants are unbiased (the
+    spec's plug-ins carry ``O(1/M)`` bias; they are reported in ``plugin``):
+
+    * ``g(x)``: order 2, kernel ``h = (W_i - W_j)(Z_i - Z_j)/2`` (arXiv 2603.01162, eq. (6));
+    * ``||g(x)||^2``: order 4, kernel ``<h(1,2), h(3,4)>``, computed in ``O(M d)``;
+    * ``sigma^2 tr I``: order 3, kernel ``(Z_i - Z_j)^2 ||W_k||^2 / 2``;
+    * ``E[(Z-V)^2 ||W||^2]``: order 3;
+    * ``A1 = E||g(X)||^2 - ||E g(X)||^2`` with cross products over distinct prompts only.
+
+    Then ``A2 = E[E[(Z-V)^2||W||^2|X] - ||g(X)||^2]`` and ``A3 = E[sigma^2 tr I + ||g||^2]``.
+    Intervals: delete-a-group jackknife with Student-t quantiles (``n_groups - 1`` dof).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.binomial(1, 0.5, size=(8, 200)).astype(float)
+    >>> w = rng.standard_normal((8, 200, 3)) + z[..., None]
+    >>> est = estimate_constants(z, w)
+    >>> est.params.shape
+    (3,)
+    """
+    z = np.asarray(rewards, float)
+    w = np.asarray(scores, float)
+    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape:
+        raise ValueError(f"need rewards (P, M) and scores (P, M, d), got {z.shape} and {w.shape}")
+    P, M = z.shape
+    if M < 4:
+        raise ValueError(f"need at least 4 samples per prompt, got {M}")
+    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(w))):
+        raise ValueError("rewards and scores must be finite")
+    probs = None
+    if prompt_probs is not None:
+        probs = np.asarray(prompt_probs, float)
+        if probs.shape != (P,) or np.any(probs < 0) or not np.isclose(probs.sum(), 1.0):
+            raise ValueError("prompt_probs must be (P,) non-negative and sum to 1")
+    est = _constants_from_pieces(*prompt_pieces(z, w), probs)
+    if probs is not None:
+        K = int(min(n_groups, M // 4))
+        blocks = np.array_split(np.arange(M), K)
+        reps = []
+        for blk in blocks:
+            keep = np.setdiff1d(np.arange(M), blk)
+            reps.append(_constants_from_pieces(*prompt_pieces(z[:, keep], w[:, keep]), probs))
+        design = "fixed prompt set"
+    else:
+        K = int(min(n_groups, P))
+        if K < 3:
+            raise ValueError("need at least 3 prompts for a jackknife over prompts")
+        pieces = prompt_pieces(z, w)
+        blocks = np.array_split(np.arange(P), K)
+        reps = []
+        for blk in blocks:
+            keep = np.setdiff1d(np.arange(P), blk)
+            reps.append(_constants_from_pieces(*(x[keep] for x in pieces), None))
+        design = "sampled prompts"
+    reps = np.array(reps)                                # (K, 3)
+    dev = reps - reps.mean(0)
+    cov = (K - 1) / K * dev.T @ dev
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=cov,
+                            df=float(K - 1), level=level, plugin=_constants_plugin(z, w, probs),
+                            num_prompts=P, samples_per_prompt=M, design=design, n_groups=K)

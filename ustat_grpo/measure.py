@@ -1,0 +1,118 @@
+"""Measure the scaling-law constants on a policy: the built-in toy bandit or a transformer.
+
+These are the "measure" step of ``python -m ustat_grpo.fit_scaling`` (parse -> load or measure
+-> recommend -> render), usable from Python as well:
+
+* :func:`measure_lm`: ``M`` sampled completions for each of ``P`` prompts of a transformer policy
+  (:func:`ustat_grpo.lm.prompt_samples`), then :func:`~ustat_grpo.constants.estimate_constants`.
+* :func:`measure_bandit`: the same on the built-in contextual bandit
+  (:func:`~ustat_grpo.bandits.default_bandit`), whose exact constants are known, plus
+  :func:`bandit_mse_grid`, a Monte Carlo MSE grid at the budget as an independent check.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bandits import default_bandit
+from .constants import ScalingConstants, estimate_constants
+from .estimators import grpo
+from .mse import constants as exact_constants
+
+__all__ = ["Measurement", "measure_lm", "measure_bandit", "bandit_mse_grid"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """Constants measured on a policy, with what is needed to check and describe them.
+
+    Attributes
+    ----------
+    constants : ScalingConstants
+    source : one line naming the policy and the task.
+    description : how the constants were measured (shown with the constants table).
+    exact : exact ``(A1, A2, A3)`` when the policy has closed-form moments, else ``None``.
+    grid : a Monte Carlo MSE grid ``{num_prompts, num_generations, mse, mse_se}``, or ``None``.
+    """
+
+    constants: ScalingConstants
+    source: str
+    description: str
+    exact: np.ndarray | None = None
+    grid: dict | None = None
+
+
+def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 64, seed: int = 0,
+               device: str = "auto", projection_dim: int | None = 256, variant: str = "strong",
+               level: float = 0.95, progress: bool = False) -> Measurement:
+    """Constants of a transformer policy on the arithmetic task (built-in model or a local HF dir)."""
+    from . import lm
+
+    rewards, scores = lm.prompt_samples(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt,
+                                        seed=seed, device=device, projection_dim=projection_dim,
+                                        variant=variant, progress=progress)
+    est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
+    who = model if model is not None else f"built-in {variant} model"
+    return Measurement(constants=est, source=f"lm ({who}, arithmetic task; ustat_grpo.lm.prompt_samples)",
+                       description=f"{num_prompts} LM prompts x {samples_per_prompt} samples, unbiased "
+                                   f"U-statistics + jackknife; scores sketched to {np.shape(scores)[-1]} "
+                                   "dims (unbiased)")
+
+
+def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group_size: int = 256,
+                    log=lambda s: None) -> dict:
+    """Monte Carlo MSE of the leave-one-out GRPO minibatch gradient at ``N = budget``.
+
+    One cell per divisor ``G`` of the budget (``2 <= G <= max_group_size``, ``B = N/G``), each with
+    its own random stream spawned from ``rng`` (cells do not depend on each other's order, as in
+    :mod:`ustat_grpo.montecarlo`).
+
+    Returns
+    -------
+    dict of ndarrays ``num_prompts``, ``num_generations``, ``mse``, ``mse_se`` (one entry per cell).
+    """
+    seq = np.random.SeedSequence(rng) if not isinstance(rng, np.random.SeedSequence) else rng
+    theta, grad = policy.theta, policy.gradient()
+    gs = [g for g in range(2, budget + 1) if budget % g == 0 and g <= max_group_size]
+    rows = []
+    for G, cell_seq in zip(gs, seq.spawn(len(gs))):
+        cell_rng, B = np.random.default_rng(cell_seq), budget // G
+        chunk = max(1, int(2_000_000 // (B * G * policy.dim)))   # bound memory per draw
+        errs, done = [], 0
+        while done < replicates:
+            r = min(chunk, replicates - done)
+            s = policy.sample(B, G, rng=cell_rng, theta=np.broadcast_to(theta, (r, policy.dim)))
+            est = grpo(s.rewards, s.scores).mean(-2)                # (r, d)
+            errs.append(((est - grad) ** 2).sum(-1))
+            done += r
+        e = np.concatenate(errs)
+        se = e.std(ddof=1) / math.sqrt(replicates)
+        rows.append((B, G, e.mean(), se))
+        log(f"  grid cell B={B:4d} G={G:4d}: MSE {e.mean():.4g} +- {se:.2g}")
+    b, g, y, se = map(np.array, zip(*rows))
+    return {"num_prompts": b.astype(float), "num_generations": g.astype(float), "mse": y, "mse_se": se}
+
+
+def measure_bandit(*, num_prompts: int = 128, samples_per_prompt: int = 256, seed: int = 0,
+                   budget: int = 256, replicates: int = 4000, level: float = 0.95,
+                   log=lambda s: None) -> Measurement:
+    """Constants of the built-in toy bandit from samples, its exact constants and an MSE grid.
+
+    ``seed`` spawns two streams: the constants' samples and the grid (``replicates = 0`` skips it).
+    """
+    policy = default_bandit()
+    sample_seq, grid_seq = np.random.SeedSequence(seed).spawn(2)
+    log(f"measuring constants from {num_prompts} prompts x {samples_per_prompt} rollouts ...")
+    s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(sample_seq))
+    est = estimate_constants(s.rewards, s.scores, level=level)
+    grid = None
+    if replicates > 0:
+        log(f"Monte Carlo MSE grid at N = {budget} ({replicates} replicates per cell) ...")
+        grid = bandit_mse_grid(policy, budget, replicates, rng=grid_seq, log=log)
+    return Measurement(constants=est, exact=np.asarray(exact_constants(policy.moments()), float)[:3],
+                       grid=grid, source="bandit (built-in toy: contextual softmax bandit, 8 prompts, "
+                                         "6 arms, d = 4)",
+                       description=f"{num_prompts} sampled prompts x {samples_per_prompt} rollouts, "
+                                   "unbiased U-statistics + jackknife")
