@@ -517,7 +517,7 @@ def run(opts: Options, *, log=lambda s: None) -> dict:
             log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
             try:
                 rewards, scores = lm.prompt_samples(opts.model, num_prompts=opts.num_prompts,
-                                                    samples_per_prompt=opts.samples_per_prompt, seed=opts.seed,
+                                                    samples_per_prompt=opts.samples_per_prompt, rng=opts.seed,
                                                     device=opts.device, projection_dim=opts.projection_dim,
                                                     variant=opts.variant, progress=True)
             except Exception as exc:  # the LM stack failing is an analysis failure, reported in one line

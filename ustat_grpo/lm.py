@@ -27,6 +27,8 @@ User models get the paper's verbatim templates (through the chat template when t
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -43,6 +45,8 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from . import arithmetic
+from ._random import default_rng, seed_sequence, torch_generator
+from .policy import Sample
 
 __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
@@ -99,6 +103,11 @@ def format_compact(problem: arithmetic.Problem | str, template: str = "compact_z
 @dataclass(kw_only=True)
 class Policy:
     """A causal LM, its tokenizer and how questions are turned into prompts.
+
+    Satisfies the ``Policy`` protocol of :mod:`ustat_grpo.policy`: ``theta`` is the flat vector
+    of all parameters (``named_parameters`` order, float64), ``with_theta`` loads one into a copy
+    of the model, and :meth:`sample` draws questions of the arithmetic set, completions and the
+    full-parameter scores.
 
     Attributes
     ----------
@@ -157,6 +166,59 @@ class Policy:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def dim(self) -> int:
+        """``d``, the number of parameters (the length of :attr:`theta`)."""
+        return self.num_parameters
+
+    @property
+    def theta(self) -> np.ndarray:
+        """All parameters as one float64 vector ``(d,)`` (a copy)."""
+        vec = torch.nn.utils.parameters_to_vector(self.model.parameters())
+        return vec.detach().double().cpu().numpy()
+
+    def with_theta(self, theta) -> Policy:
+        """The same policy with a deep copy of the model holding parameters ``theta (d,)``."""
+        t = np.asarray(theta, float)
+        if t.shape != (self.dim,):
+            raise ValueError(f"theta must have shape ({self.dim},), got {t.shape}")
+        model = copy.deepcopy(self.model)
+        ref = next(model.parameters())
+        vec = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
+        torch.nn.utils.vector_to_parameters(vec, model.parameters())
+        return dataclasses.replace(self, model=model)
+
+    def sample(self, num_prompts: int, num_generations: int, *, rng=None, problems=None,
+               chunk_size: int = 32) -> Sample:
+        """``B`` questions drawn uniformly from ``problems``, ``G`` completions each, and their scores.
+
+        Parameters
+        ----------
+        num_prompts, num_generations : int
+            B and G.
+        rng : None, int, SeedSequence or numpy.random.Generator
+            Through :func:`numpy.random.default_rng`: the generator draws the question ids, then
+            one torch seed per question (``_random.torch_generator``).
+        problems : list of arithmetic.Problem, optional
+            Default ``arithmetic.make_dataset(500, seed=0)``.
+
+        Returns
+        -------
+        Sample
+            ``rewards (B, G)`` binary, ``scores (B, G, d)`` float64 over all parameters,
+            ``prompt_ids (B,)`` indices into ``problems``.
+        """
+        gen = default_rng(rng)
+        problems = arithmetic.make_dataset(500, seed=0) if problems is None else list(problems)
+        pid = gen.choice(len(problems), size=int(num_prompts))
+        rewards, scores = [], []
+        for p in pid:
+            comp, r = sample_prompt(self, problems[p], int(num_generations), rng=gen)
+            s = per_sample_scores(self.model, comp.sequences, comp.completion_mask, chunk_size=chunk_size)
+            rewards.append(r)
+            scores.append(s.double().cpu().numpy())
+        return Sample(rewards=np.stack(rewards).astype(float), scores=np.stack(scores), prompt_ids=pid)
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -186,6 +248,25 @@ def _dtype_keyword() -> str:
     from packaging.version import Version
 
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _load_builtin(variant: str, attn_implementation: str):
+    """``(model, tokenizer, template)`` of a built-in variant, after the checksum test."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    if variant not in BUILTIN_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(BUILTIN_VARIANTS)}, got {variant!r}")
+    _verify_builtin(BUILTIN_DIR)
+    weights, template = BUILTIN_VARIANTS[variant]
+    config = GPT2Config.from_pretrained(BUILTIN_DIR)
+    config._attn_implementation = attn_implementation
+    net = GPT2LMHeadModel(config)
+    missing, unexpected = net.load_state_dict(load_file(BUILTIN_DIR / weights), strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise ValueError(f"bad built-in weights: missing {missing}, unexpected {unexpected}")
+    net.tie_weights()
+    return net, AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True), template
 
 
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
@@ -221,22 +302,7 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
     if model is None:
-        if variant not in BUILTIN_VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(BUILTIN_VARIANTS)}, got {variant!r}")
-        _verify_builtin(BUILTIN_DIR)
-        weights, default_template = BUILTIN_VARIANTS[variant]
-        from safetensors.torch import load_file
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config.from_pretrained(BUILTIN_DIR)
-        config._attn_implementation = attn_implementation
-        net = GPT2LMHeadModel(config)
-        state = load_file(BUILTIN_DIR / weights)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if k != "lm_head.weight"]:
-            raise ValueError(f"bad built-in weights: missing {missing}, unexpected {unexpected}")
-        net.tie_weights()
-        tok = AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True)
+        net, tok, default_template = _load_builtin(variant, attn_implementation)
         name, chat = f"builtin:{variant}", False
         max_new_tokens = max_new_tokens or 8
     else:
@@ -302,19 +368,22 @@ def cache_keyword(model_class: type) -> str:
 
 @torch.no_grad()
 def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, *,
-                       generator: torch.Generator, temperature: float = 1.0,
+                       rng=None, temperature: float = 1.0,
                        top_k: int | None = None, top_p: float | None = None) -> Completions:
     """Sample completions exactly from the policy (ancestral sampling with a KV cache).
 
     The default (temperature 1, no top-k / top-p) samples from pi_theta itself, so that the scores
     of :func:`per_sample_scores` are the score function of the sampling distribution.  Any other
-    setting draws from a different distribution; a warning says so.
+    setting draws from a different distribution; a warning says so.  ``rng`` is a
+    ``torch.Generator`` (used as is) or anything :func:`numpy.random.default_rng` accepts, from
+    which a generator on ``policy.device`` is seeded (``_random.torch_generator``).
     """
     if temperature != 1.0 or top_k or (top_p is not None and top_p < 1.0):
         warnings.warn("temperature != 1 or top-k/top-p truncation: completions no longer come from "
                       "pi_theta, so grad log pi_theta is not their score function", UserWarning,
                       stacklevel=2)
     model, dev = policy.model, policy.device
+    generator = torch_generator(rng, dev)
     eos, pad = policy.eos_token_ids, _pad_id(policy.tokenizer)
     eos_t = torch.tensor(eos, dtype=torch.long, device=dev)
     prompt = torch.tensor(prompt_ids, device=dev).repeat(num_samples, 1)  # (M, Tp)
@@ -544,22 +613,19 @@ def squared_errors(weights, gram_matrix, cross, ref_sq_norm) -> np.ndarray:
 
 # --------------------------------------------------------------------------- prompt samples
 
-def _generator(seed_seq: np.random.SeedSequence, device) -> torch.Generator:
-    s = int(seed_seq.generate_state(1, np.uint64)[0]) >> 1
-    return torch.Generator(device=device).manual_seed(s)
+def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int, *, rng=None):
+    """Completions and binary rewards ``(Completions, rewards (M,))`` for one question.
 
-
-def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int,
-                  seed_seq: np.random.SeedSequence):
-    """Completions and binary rewards ``(Completions, rewards (M,))`` for one question."""
-    comp = sample_completions(policy, policy.encode(problem), num_samples,
-                              generator=_generator(seed_seq, policy.device))
+    ``rng`` as in :func:`sample_completions`; a SeedSequence ``ss`` seeds torch with
+    ``generate_state(1, uint64)[0] >> 1`` (the stream of :func:`prompt_samples`).
+    """
+    comp = sample_completions(policy, policy.encode(problem), num_samples, rng=rng)
     rewards = np.array([arithmetic.verify(t, problem.answer) for t in comp.texts])
     return comp, rewards
 
 
 def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
-                   samples_per_prompt: int = 64, seed: int = 0, device: str = "auto",
+                   samples_per_prompt: int = 64, rng=0, device: str = "auto",
                    projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                    params: str | list | None = None, variant: str = "strong",
                    dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False,
@@ -573,10 +639,13 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     num_prompts, samples_per_prompt : int
         P questions (the first P of ``arithmetic.make_dataset(500, seed=dataset_seed)``, a uniform
         random subset) and M completions each.
-    seed : int
-        Sampling seed; question ``p`` uses ``SeedSequence(seed).spawn(P)[p]``.
+    rng : int, SeedSequence, numpy.random.Generator or None
+        Sampling seed, read as :func:`numpy.random.default_rng` reads it: question ``p`` uses
+        ``ss.spawn(P)[p]`` with ``ss = SeedSequence(rng)`` for an int (a Generator gives ``ss``
+        from one draw).
     projection_dim : int, None or "auto"
-        Project scores to this many dimensions with a :class:`Sketch` seeded by ``seed``; ``None``
+        Project scores to this many dimensions with a :class:`Sketch` seeded by ``rng`` when it is
+        an int, else by a 32-bit word of ``ss`` drawn after the spawn; ``None``
         keeps all d parameters; ``"auto"``: None when P*M*d <= 2**26 entries, else 512.
     params : parameter subset (see :func:`parameter_names`).
     progress : bool
@@ -602,15 +671,18 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
     if projection_dim == "auto":
         projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
+    ss = seed_sequence(rng)
+    streams = ss.spawn(num_prompts)
+    sketch_seed = int(rng) if isinstance(rng, (int, np.integer)) else int(ss.generate_state(1)[0])
     sketch = None if projection_dim is None else Sketch(d, int(projection_dim),
-                                                        kind=projection_kind, seed=seed)
+                                                        kind=projection_kind, seed=sketch_seed)
     rewards, scores = [], []
     from tqdm import tqdm
 
-    pairs = zip(problems, np.random.SeedSequence(seed).spawn(num_prompts))
-    for p, ss in tqdm(pairs, total=num_prompts, desc=f"{policy.name}: sample + score", unit="question",
+    pairs = zip(problems, streams)
+    for p, s_p in tqdm(pairs, total=num_prompts, desc=f"{policy.name}: sample + score", unit="question",
                       disable=not progress, file=sys.stderr):
-        comp, r = sample_prompt(policy, p, samples_per_prompt, ss)
+        comp, r = sample_prompt(policy, p, samples_per_prompt, rng=s_p)
         s = per_sample_scores(policy.model, comp.sequences, comp.completion_mask, params=params,
                               chunk_size=chunk_size, projection=sketch)
         rewards.append(r)
