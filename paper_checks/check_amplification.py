@@ -10,6 +10,7 @@ from scipy import optimize, special
 
 from paper_checks import Outcome, register
 from ustat_grpo import amplification as amp
+from ustat_grpo import attractor, nonparametric
 
 PAPER = "2503.06639"
 
@@ -29,9 +30,9 @@ def check_m1(rng):
         pi_old, s = _bandit(rng, K=9, n_success=4)
         pi = rng.dirichlet(np.ones(9))
         ec, eps = rng.uniform(0.05, 0.4), rng.uniform(0, 0.1)
-        d = amp.grpo_clip_objective(pi, pi_old, s, ec, eps)
-        err = max(err, abs(amp.contrastive_objective(pi, pi_old, s, ec, eps) - d))
-        bal_err = max(bal_err, abs(amp.balanced_contrastive_objective(pi, pi_old, s, ec, eps) - d))
+        d = nonparametric.grpo_clip_objective(pi, pi_old, s, ec, eps)
+        err = max(err, abs(nonparametric.contrastive_objective(pi, pi_old, s, ec, eps) - d))
+        bal_err = max(bal_err, abs(nonparametric.balanced_contrastive_objective(pi, pi_old, s, ec, eps) - d))
         A = amp.whitened_advantage(s.astype(float), pi_old[s].sum(), eps)
         swapped = float(pi_old @ ((pi / pi_old) * np.minimum(A, 1 + ec)))  # paper's remark, x and y swapped
         gaps.append(abs(swapped - d))
@@ -57,8 +58,8 @@ def check_m2(rng):
         p_prev = float(pi_prev[s].sum())
         norm = "mean" if "dr_grpo" in variant else "mean_std"
         a = {"ref": 1.0, "dr_grpo": 1.0, "mirror": 0.0, "mirror_dr_grpo": 0.0, "both": alpha}[variant]
-        star = amp.nonparametric_step(pi_prev, pi_ref, s, beta, eps, variant, alpha=alpha)
-        obj = lambda pi: amp.regularized_objective(pi, s, p_prev, beta, eps, pi_ref=pi_ref, pi_prev=pi_prev,  # noqa: E731
+        star = nonparametric.nonparametric_step(pi_prev, pi_ref, s, beta, eps, variant, alpha=alpha)
+        obj = lambda pi: nonparametric.regularized_objective(pi, s, p_prev, beta, eps, pi_ref=pi_ref, pi_prev=pi_prev,  # noqa: E731
                                                    alpha=a, normalization=norm)
         A = amp.whitened_advantage(s.astype(float), p_prev, eps, normalization=norm)
         grad = A - beta * (a * (np.log(star / pi_ref) + 1) + (1 - a) * (np.log(star / pi_prev) + 1))
@@ -91,14 +92,14 @@ def check_m3(rng):
         beta, eps = rng.uniform(0.3, 5), float(rng.choice([1e-4, 0.05, 0.2]))
         pi, p = pi_ref.copy(), float(pi_ref[s].sum())
         for _ in range(15):
-            pi = amp.nonparametric_step(pi, pi_ref, s, beta, eps, "ref")
+            pi = nonparametric.nonparametric_step(pi, pi_ref, s, beta, eps, "ref")
             p = float(amp.pos_map(p, pi_ref[s].sum(), beta, eps))
             err = max(err, abs(pi[s].sum() - p) / p)
     n_fp, min_margin, n_it = 0, np.inf, 0
     for p_ref in np.logspace(-4, -0.05, 12):
         for beta in np.logspace(-1, 1.5, 12):
             for eps in (0.0, 1e-5, 1e-3, 1e-1):
-                for fp in amp.fixed_points(p_ref, beta, eps):
+                for fp in attractor.fixed_points(p_ref, beta, eps):
                     n_fp += 1
                     min_margin = min(min_margin, fp.logit - special.logit(p_ref))
                 tr = amp.iterate_pos(p_ref, beta, eps, max_iter=200)
@@ -139,7 +140,7 @@ def check_m5(rng):
     pi = pi_ref.copy()
     ps = []
     for _ in range(6):
-        pi = amp.nonparametric_step(pi, pi_ref, s, beta, eps, "dr_grpo")
+        pi = nonparametric.nonparametric_step(pi, pi_ref, s, beta, eps, "dr_grpo")
         ps.append(pi[s].sum())
     dr_const = float(np.ptp(special.logit(ps)))
     dr_val = float(special.logit(ps[0]) - special.logit(pi_ref[s].sum()) - 1 / beta)
@@ -147,17 +148,17 @@ def check_m5(rng):
     err, neg = 0.0, np.inf
     for _ in range(20):
         pi_prev = rng.dirichlet(np.ones(8))
-        pn = amp.nonparametric_step(pi_prev, pi_ref, s, beta, eps, "both", alpha=alpha)[s].sum()
-        dR = amp.renyi_correction(pi_ref, pi_prev, s, alpha)
+        pn = nonparametric.nonparametric_step(pi_prev, pi_ref, s, beta, eps, "both", alpha=alpha)[s].sum()
+        dR = nonparametric.renyi_correction(pi_ref, pi_prev, s, alpha)
         pred = amp.pos_map(pi_prev[s].sum(), pi_ref[s].sum(), beta, eps, "both", alpha=alpha, delta_r=dR)
         err = max(err, abs(pn - pred))
         neg = min(neg, abs(pn - amp.pos_map(pi_prev[s].sum(), pi_ref[s].sum(), beta, eps, "both", alpha=alpha)))
     # from pi_ref: Delta_R = 0 along the trajectory, fixed point solves logit p = logit p_ref + Omega/(alpha beta)
     pi, dmax, beta2, eps2 = pi_ref.copy(), 0.0, 4.0, 0.1
     for _ in range(400):
-        dmax = max(dmax, abs(amp.renyi_correction(pi_ref, pi, s, alpha)))
-        pi = amp.nonparametric_step(pi, pi_ref, s, beta2, eps2, "both", alpha=alpha)
-    fps = amp.fixed_points(pi_ref[s].sum(), beta2, eps2, "both", alpha=alpha)
+        dmax = max(dmax, abs(nonparametric.renyi_correction(pi_ref, pi, s, alpha)))
+        pi = nonparametric.nonparametric_step(pi, pi_ref, s, beta2, eps2, "both", alpha=alpha)
+    fps = attractor.fixed_points(pi_ref[s].sum(), beta2, eps2, "both", alpha=alpha)
     fp_gap = min(abs(f.p - pi[s].sum()) for f in fps)
     passed = dr_const < 1e-12 and abs(dr_val) < 1e-12 and err < 1e-12 and neg > 1e-4 and dmax < 1e-12 and fp_gap < 1e-10
     return Outcome(expected="Dr.GRPO logit constant = logit p_ref + 1/beta; Renyi formula exact; Delta_R = 0 from pi_ref",
@@ -171,8 +172,8 @@ def check_m5(rng):
           paper=PAPER, seed=106)
 def check_m6(rng):
     tr = amp.iterate_pos(1e-4, 7.24, 1e-5)
-    cyc = amp.two_cycles(1e-4, 7.24, 1e-5)
-    fps = amp.fixed_points(1e-4, 7.24, 1e-5)
+    cyc = attractor.two_cycles(1e-4, 7.24, 1e-5)
+    fps = attractor.fixed_points(1e-4, 7.24, 1e-5)
     P, B, E = np.meshgrid(np.logspace(-4, -0.05, 30), np.logspace(-1, 1.5, 30), [1e-5, 1e-3, 1e-1], indexing="ij")
     st, per, _, _ = amp.classify_grid(P, B, E, num_iter=2000)
     n_cycle = int((st == 2).sum())

@@ -30,7 +30,7 @@ def check_lemma11(rng):
     std = np.sqrt(Vx * (1 - Vx))
     rows = []
     for G, R in [(8, 2500), (32, 625), (128, 200), (512, 100)]:
-        pid, seqs, Z = pol.sample(R, G, rng=rng, theta=th_old)
+        pid, seqs, Z = pol.sample_sequences(R, G, rng=rng, theta=th_old)
         A, _ = pr.normalized_advantages(Z)
         g = pr.algorithm2_gradient(pol, th, th_old, pid, seqs, A)
         loo = G / (G - 1) * (Z - Z.mean(-1, keepdims=True))              # Z_g - Zbar_{-g}
@@ -42,7 +42,7 @@ def check_lemma11(rng):
     # KL part (spec ambiguity 3): Lemma 11's kernel adds kappa/G sum_g sum_t (mu_t - 1) W_t, eq. (14)
     # (paper14) adds kappa/G sum_g sum_t (1 - pi_theta,t / pi_ref,t) W_t; they do not approach each other.
     kappa, th_ref = 0.5, th_old + prng.normal(size=pol.dim) * 0.5
-    pid, seqs, Z = pol.sample(100, 512, rng=rng, theta=th_old)
+    pid, seqs, Z = pol.sample_sequences(100, 512, rng=rng, theta=th_old)
     A, _ = pr.normalized_advantages(Z)
     g14 = pr.algorithm2_gradient(pol, th, th_old, pid, seqs, A, kappa=kappa, theta_ref=th_ref)
     loo = 512 / 511 * (Z - Z.mean(-1, keepdims=True))
@@ -98,7 +98,7 @@ def check_thm12(rng):
         for j, m in enumerate(ms):
             vals = []
             for _ in range(R):
-                pid, seqs, Z = pol.sample(m, G, rng=rng, theta=th_old)
+                pid, seqs, Z = pol.sample_sequences(m, G, rng=rng, theta=th_old)
                 A, _ = pr.normalized_advantages(Z)
                 th = th_old.copy()
                 for k in range(m - 1):      # theta at which the m-th minibatch gradient is taken
@@ -123,7 +123,7 @@ def check_thm12(rng):
     var_rows = []
     zb = bonferroni_z(1e-6, 2)
     for Gv, Rv in [(16, 1500), (256, 1000)]:
-        pid, seqs, Z = pol.sample(Rv, Gv, rng=rng, theta=th_old)
+        pid, seqs, Z = pol.sample_sequences(Rv, Gv, rng=rng, theta=th_old)
         A, _ = pr.normalized_advantages(Z)
         gh = pr.algorithm2_gradient(pol, th_old, th_old, pid, seqs, A)
         dev = Gv * ((gh - gh.mean(0)) ** 2).sum(-1)
@@ -227,7 +227,7 @@ def check_c10(rng):
     kl = pr.exact_kl(pol, pol.theta, ref)
     exact_err = abs(float(ps @ k.sum(-1)) - kl)
     # Monte Carlo: sample mean of per-token K3 (summed) vs exact KL; control: K2 = (log r)^2 / 2
-    _, s, _ = pol.sample(1, 20000, rng=rng)
+    _, s, _ = pol.sample_sequences(1, 20000, rng=rng)
     lr_tok = pol.token_logprobs(np.zeros((1, 1), int), s)[0]
     lref_tok = pol.token_logprobs(np.zeros((1, 1), int), s, ref)[0]
     k3s = pr.k3(lr_tok, lref_tok).sum(-1)

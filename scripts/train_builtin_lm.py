@@ -87,7 +87,7 @@ def evaluate(model, tok, cfg: Config, template: str) -> dict:
                        max_new_tokens=8)
     probs = arithmetic.make_dataset(500, seed=0)[:cfg.eval_questions]
     seeds = np.random.SeedSequence(cfg.seed + 1).spawn(len(probs))
-    v = np.array([lm.sample_prompt(policy, p, cfg.eval_samples, s)[1].mean()
+    v = np.array([lm.sample_prompt(policy, p, cfg.eval_samples, rng=s)[1].mean()
                   for p, s in zip(probs, seeds)])
     model.train()
     return {"accuracy": float(v.mean()), "frac_v_in_0.1_0.9": float(((v > 0.1) & (v < 0.9)).mean()),

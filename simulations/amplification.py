@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo import amplification as amp  # noqa: E402
+from ustat_grpo import attractor  # noqa: E402
 from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def simulate(cfg: Config, *, command: str = ""):
     n_fp = np.zeros(P.shape, int)
     n_stable = np.zeros(P.shape, int)
     for idx in np.ndindex(P.shape):
-        fps = amp.fixed_points(P[idx], B[idx], E[idx], grid_size=cfg.fixed_point_grid)
+        fps = attractor.fixed_points(P[idx], B[idx], E[idx], grid_size=cfg.fixed_point_grid)
         n_fp[idx] = len(fps)
         n_stable[idx] = sum(f.stable for f in fps)
     traj = np.full((len(CASES), TRAJ_STEPS + 1), np.nan)
@@ -145,10 +146,10 @@ def plot(ds, path: str) -> str:
         lx += [a, b]
         ly += [b, b]
     ax.plot(lx, ly, color="C3", lw=0.7, label="iteration from p_ref")
-    cyc = amp.two_cycles(1e-4, 7.24, 1e-5)[0]
+    cyc = attractor.two_cycles(1e-4, 7.24, 1e-5)[0]
     ax.scatter(logit([cyc.p_low, cyc.p_high]), logit([cyc.p_high, cyc.p_low]), color="k", zorder=5,
                label=f"stable 2-cycle {{{cyc.p_low:.5f}, {cyc.p_high:.3f}}}")
-    for f in amp.fixed_points(1e-4, 7.24, 1e-5):
+    for f in attractor.fixed_points(1e-4, 7.24, 1e-5):
         if f.logit < 4:
             ax.scatter([f.logit], [f.logit], marker="x", color="k", zorder=5,
                        label=f"unstable fixed point p*={f.p:.4f}, h'={f.derivative:.2f}")

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     Gs = [int(g) for g in cfg.num_generations.split(",")]
     rows = []
     for G in Gs:
-        comp, _ = lm.sample_prompt(policy, prob, G, np.random.SeedSequence([cfg.seed, G]))
+        comp, _ = lm.sample_prompt(policy, prob, G, rng=np.random.SeedSequence([cfg.seed, G]))
         ids, mask = comp.sequences.to(dev), comp.completion_mask.to(dev)  # (G, T)
 
         def per_sample():

@@ -168,7 +168,7 @@ def simulate(cfg: Config, *, command: str | None = None):
         sketch = lm.Sketch(d, cfg.projection_dim, seed=cfg.seed) if cfg.projection_dim else None
         for x, (prob, qseed) in enumerate(zip(problems, pseed.spawn(P))):
             sample_seed, mc_seed = qseed.spawn(2)
-            comp, z = lm.sample_prompt(policy, prob, cfg.pool, sample_seed)
+            comp, z = lm.sample_prompt(policy, prob, cfg.pool, rng=sample_seed)
             S = lm.per_sample_scores(policy.model, comp.sequences, comp.completion_mask,
                                      params=params, chunk_size=cfg.chunk_size, projection=sketch)
             K = lm.gram(S)  # (N, N) float64

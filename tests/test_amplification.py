@@ -4,6 +4,7 @@ import pytest
 from scipy import optimize, special
 
 from ustat_grpo import amplification as amp
+from ustat_grpo import attractor, nonparametric
 
 
 def _bandit(rng, K=7, n_success=3):
@@ -69,7 +70,7 @@ def test_recurrence_matches_nonparametric_iteration(variant, alpha):
     pi = pi_ref.copy()
     p_rec = float(pi_ref[success].sum())
     for _ in range(8):
-        pi = amp.nonparametric_step(pi, pi_ref, success, beta, eps, variant, alpha=alpha)
+        pi = nonparametric.nonparametric_step(pi, pi_ref, success, beta, eps, variant, alpha=alpha)
         p_rec = float(amp.pos_map(p_rec, pi_ref[success].sum(), beta, eps, variant, alpha=alpha))
         np.testing.assert_allclose(pi[success].sum(), p_rec, rtol=1e-12)
 
@@ -84,8 +85,8 @@ def test_closed_form_is_the_argmax(variant, alpha):
     p_prev = float(pi_prev[success].sum())
     norm = "mean" if variant == "dr_grpo" else "mean_std"
     a = {"ref": 1.0, "dr_grpo": 1.0, "mirror": 0.0, "both": alpha}[variant]
-    star = amp.nonparametric_step(pi_prev, pi_ref, success, beta, eps, variant, alpha=alpha)
-    obj = lambda pi: amp.regularized_objective(  # noqa: E731
+    star = nonparametric.nonparametric_step(pi_prev, pi_ref, success, beta, eps, variant, alpha=alpha)
+    obj = lambda pi: nonparametric.regularized_objective(  # noqa: E731
         pi, success, p_prev, beta, eps, pi_ref=pi_ref, pi_prev=pi_prev, alpha=a, normalization=norm)
     A = amp.whitened_advantage(success.astype(float), p_prev, eps, normalization=norm)
     grad = A - beta * (a * (np.log(star / pi_ref) + 1) + (1 - a) * (np.log(star / pi_prev) + 1))
@@ -108,8 +109,8 @@ def test_renyi_correction_general_previous_policy():
     beta, eps, alpha = 1.1, 0.02, 0.35
     for _ in range(5):
         pi_prev = rng.dirichlet(np.ones(8))
-        pi_n = amp.nonparametric_step(pi_prev, pi_ref, success, beta, eps, "both", alpha=alpha)
-        dR = amp.renyi_correction(pi_ref, pi_prev, success, alpha)
+        pi_n = nonparametric.nonparametric_step(pi_prev, pi_ref, success, beta, eps, "both", alpha=alpha)
+        dR = nonparametric.renyi_correction(pi_ref, pi_prev, success, alpha)
         assert abs(dR) > 1e-3
         p_prev, p_ref = pi_prev[success].sum(), pi_ref[success].sum()
         pred = amp.pos_map(p_prev, p_ref, beta, eps, "both", alpha=alpha, delta_r=dR)
@@ -118,8 +119,8 @@ def test_renyi_correction_general_previous_policy():
         assert not np.isclose(pi_n[success].sum(),
                               amp.pos_map(p_prev, p_ref, beta, eps, "both", alpha=alpha), rtol=1e-4)
         cond = lambda pi, m: pi[m] / pi[m].sum()  # noqa: E731
-        paper = (1 - alpha) * (amp.renyi_divergence(cond(pi_ref, ~success), cond(pi_prev, ~success), alpha)
-                               - amp.renyi_divergence(cond(pi_ref, ~success), cond(pi_prev, ~success), alpha))
+        paper = (1 - alpha) * (nonparametric.renyi_divergence(cond(pi_ref, ~success), cond(pi_prev, ~success), alpha)
+                               - nonparametric.renyi_divergence(cond(pi_ref, ~success), cond(pi_prev, ~success), alpha))
         assert not np.isclose(pi_n[success].sum(), amp.pos_map(
             p_prev, p_ref, beta, eps, "both", alpha=alpha, delta_r=paper), rtol=1e-4)
 
@@ -129,15 +130,15 @@ def test_renyi_correction_vanishes_on_tilts():
     pi_ref, success = _bandit(rng)
     tilt = pi_ref * np.exp(1.7 * success)
     tilt /= tilt.sum()
-    assert abs(amp.renyi_correction(pi_ref, tilt, success, 0.3)) < 1e-14
+    assert abs(nonparametric.renyi_correction(pi_ref, tilt, success, 0.3)) < 1e-14
 
 
 def test_effective_beta_equivalence():
     rng = np.random.default_rng(5)
     pi_ref, success = _bandit(rng)
     p, beta, eps = 0.37, 0.9, 0.03
-    a = amp.optimal_policy(pi_ref, success, p, beta, eps)
-    b = amp.optimal_policy(pi_ref, success, p, float(amp.effective_beta(beta, p, eps)), normalization="mean")
+    a = nonparametric.optimal_policy(pi_ref, success, p, beta, eps)
+    b = nonparametric.optimal_policy(pi_ref, success, p, float(amp.effective_beta(beta, p, eps)), normalization="mean")
     np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
@@ -148,7 +149,7 @@ def test_amplification_every_fixed_point_and_iterate_exceeds_p_ref():
     for p_ref in (1e-4, 0.01, 0.2, 0.6):
         for beta in (0.3, 1.0, 7.24, 30.0):
             for eps in (0.0, 1e-5, 1e-2):
-                for fp in amp.fixed_points(p_ref, beta, eps):
+                for fp in attractor.fixed_points(p_ref, beta, eps):
                     n_fp += 1
                     assert fp.p > p_ref
                     np.testing.assert_allclose(amp.pos_map(fp.p, p_ref, beta, eps), fp.p, rtol=1e-9)
@@ -160,7 +161,7 @@ def test_amplification_every_fixed_point_and_iterate_exceeds_p_ref():
 def test_fixed_points_complete_against_dense_scan():
     """Independent scan of h(p) - p on a p-grid finds the same number of roots (well-separated cases)."""
     for p_ref, beta, eps in [(0.2, 1.0, 0.01), (1e-4, 7.24, 1e-5), (0.05, 3.0, 1e-3), (0.3, 0.5, 0.0)]:
-        fps = amp.fixed_points(p_ref, beta, eps)
+        fps = attractor.fixed_points(p_ref, beta, eps)
         L = np.linspace(-15, 40, 2_000_001)
         g = amp.pos_map(special.expit(L), p_ref, beta, eps)
         resid = special.logit(np.clip(g, 1e-300, 1 - 1e-16)) - L
@@ -174,19 +175,19 @@ def test_spec_two_cycle_example():
     tr = amp.iterate_pos(1e-4, 7.24, 1e-5)
     assert tr.status == "cycle" and tr.period == 2
     np.testing.assert_allclose(tr.limit, [0.000148069, 0.855262], rtol=1e-5)
-    cyc = amp.two_cycles(1e-4, 7.24, 1e-5)
+    cyc = attractor.two_cycles(1e-4, 7.24, 1e-5)
     assert len(cyc) == 1 and cyc[0].stable
     np.testing.assert_allclose([cyc[0].p_low, cyc[0].p_high], tr.limit, rtol=1e-9)
     h = lambda p: amp.pos_map(p, 1e-4, 7.24, 1e-5)  # noqa: E731
     np.testing.assert_allclose(h(h(cyc[0].p_low)), cyc[0].p_low, rtol=1e-9)
     # all interior fixed points of this case are unstable, so no start near p_ref converges
-    assert not any(fp.stable for fp in amp.fixed_points(1e-4, 7.24, 1e-5) if fp.p < 0.9999)
+    assert not any(fp.stable for fp in attractor.fixed_points(1e-4, 7.24, 1e-5) if fp.p < 0.9999)
 
 
 def test_convergent_case_reports_converged_to_stable_root():
     tr = amp.iterate_pos(0.2, 1.0, 0.01)
     assert tr.status == "converged"
-    fps = amp.fixed_points(0.2, 1.0, 0.01)
+    fps = attractor.fixed_points(0.2, 1.0, 0.01)
     stable = [f for f in fps if f.stable]
     assert any(abs(f.p - tr.limit[0]) < 1e-10 for f in stable)
 
@@ -203,7 +204,7 @@ def test_mirror_monotone_to_one_spec_m4():
     np.testing.assert_allclose(tr.p[1], 0.5986877, rtol=1e-6)
     n = int(np.argmax(tr.p >= 0.995))
     assert n == 8 and 0.995 <= tr.p[n] < 0.996
-    assert amp.fixed_points(0.3, 5.0, 0.0, "mirror") == []
+    assert attractor.fixed_points(0.3, 5.0, 0.0, "mirror") == []
     assert amp.pos_map(0.0, 0.3, 5.0, 0.1, "mirror") == 0.0  # 0 absorbing
 
 
@@ -216,7 +217,7 @@ def test_dr_grpo_constant_after_one_step():
 
 
 def test_both_kl_fixed_point_equation():
-    fps = amp.fixed_points(0.2, 2.0, 0.05, "both", alpha=0.5)
+    fps = attractor.fixed_points(0.2, 2.0, 0.05, "both", alpha=0.5)
     tr = amp.iterate_pos(0.2, 2.0, 0.05, "both", alpha=0.5)
     assert tr.status == "converged"
     L = special.logit(tr.limit[0])
@@ -239,9 +240,9 @@ def test_weighted_contrastive_identity_m1():
         pi_old, success = _bandit(rng, K=9, n_success=4)
         pi = rng.dirichlet(np.ones(9))
         ec, eps = rng.uniform(0.05, 0.4), rng.uniform(0, 0.1)
-        direct = amp.grpo_clip_objective(pi, pi_old, success, ec, eps)
-        np.testing.assert_allclose(amp.contrastive_objective(pi, pi_old, success, ec, eps), direct, rtol=1e-12)
-        np.testing.assert_allclose(amp.balanced_contrastive_objective(pi, pi_old, success, ec, eps), direct,
+        direct = nonparametric.grpo_clip_objective(pi, pi_old, success, ec, eps)
+        np.testing.assert_allclose(nonparametric.contrastive_objective(pi, pi_old, success, ec, eps), direct, rtol=1e-12)
+        np.testing.assert_allclose(nonparametric.balanced_contrastive_objective(pi, pi_old, success, ec, eps), direct,
                                    rtol=1e-12)
         # negative control: the paper's swapped remark f(x, y) = x min(y, 1 + eps) is different
         A = amp.whitened_advantage(success.astype(float), pi_old[success].sum(), eps)
@@ -273,7 +274,7 @@ def test_input_validation():
     with pytest.raises(ValueError):
         amp.pos_map(0.5, 0.2, 1.0, variant="both")
     with pytest.raises(ValueError):
-        amp.optimal_policy([0.5, 0.6], [True, False], 0.5, 1.0)
+        nonparametric.optimal_policy([0.5, 0.6], [True, False], 0.5, 1.0)
 
 
 def test_result_objects():
@@ -281,17 +282,17 @@ def test_result_objects():
     assert "cycle" in tr.summary() and str(tr) == tr.summary()
     import json
     json.dumps(tr.to_dict())
-    fp = amp.fixed_points(0.2, 1.0, 0.01)[0]
+    fp = attractor.fixed_points(0.2, 1.0, 0.01)[0]
     json.dumps(fp.to_dict())
     assert "p*" in str(fp)
-    json.dumps(amp.two_cycles(1e-4, 7.24, 1e-5)[0].to_dict())
+    json.dumps(attractor.two_cycles(1e-4, 7.24, 1e-5)[0].to_dict())
 
 
 def test_multipliers_equal_h_prime():
-    for fp in amp.fixed_points(0.05, 3.0, 1e-3):
+    for fp in attractor.fixed_points(0.05, 3.0, 1e-3):
         if fp.p < 1 - 1e-9:
             np.testing.assert_allclose(fp.derivative, amp.h_prime(fp.p, 0.05, 3.0, 1e-3), rtol=1e-7)
-    c = amp.two_cycles(1e-4, 7.24, 1e-5)[0]
+    c = attractor.two_cycles(1e-4, 7.24, 1e-5)[0]
     np.testing.assert_allclose(c.multiplier, amp.h_prime(c.p_low, 1e-4, 7.24, 1e-5)
                                * amp.h_prime(c.p_high, 1e-4, 7.24, 1e-5), rtol=1e-7)
 
@@ -336,5 +337,5 @@ def test_simulation_script_tiny_grid(tmp_path):
             c = ds.isel(p_ref=i, beta=j, eps=k)
             tr = amp.iterate_pos(float(c.p_ref), float(c.beta), float(c.eps), max_iter=800, tol=1e-10)
             assert amp.STATUS_CODES[tr.status] == int(c.status)
-            assert len(amp.fixed_points(float(c.p_ref), float(c.beta), float(c.eps), grid_size=2001)) == int(
+            assert len(attractor.fixed_points(float(c.p_ref), float(c.beta), float(c.eps), grid_size=2001)) == int(
                 c.num_fixed_points)

@@ -229,8 +229,8 @@ def test_errors():
         SoftmaxBandit([0.5, 0.5]).moments(np.zeros(3))
     with pytest.raises(ValueError, match="prompt_probs"):
         ContextualSoftmaxBandit(np.zeros((2, 2, 1)), success_probs=np.ones((2, 2)) / 2, prompt_probs=[0.3, 0.3])
-    with pytest.raises(ValueError, match="Generator"):
-        SoftmaxBandit([0.5, 0.5]).sample(1, 2, rng=0)
+    with pytest.raises(TypeError, match="SeedSequence"):
+        SoftmaxBandit([0.5, 0.5]).sample(1, 2, rng="0")
     with pytest.raises(ValueError, match="num_prompts"):
         SoftmaxBandit([0.5, 0.5]).sample(0, 2, rng=rng)
 
@@ -245,3 +245,34 @@ def test_values_vectorised_over_replicates():
             np.testing.assert_allclose(V[r], pol.moments(thetas[r]).value, rtol=1e-13)
             np.testing.assert_allclose(V[r] @ pol.prompt_probs, pol.objective(thetas[r]), rtol=1e-13)
         np.testing.assert_allclose(pol.values(), pol.moments().value, rtol=1e-13)
+
+
+def test_rng_convention_int_seed_sequence_generator_agree():
+    """``rng=`` goes through numpy.random.default_rng: an int, its SeedSequence and its Generator
+    give the same draws; a Generator passed in keeps advancing."""
+    pol = _contextual()
+    a = pol.sample(3, 4, rng=5)
+    b = pol.sample(3, 4, rng=np.random.SeedSequence(5))
+    gen = np.random.default_rng(5)
+    c = pol.sample(3, 4, rng=gen)
+    for x in (b, c):
+        np.testing.assert_array_equal(a.rewards, x.rewards)
+        np.testing.assert_array_equal(a.scores, x.scores)
+    assert not np.array_equal(pol.sample(3, 4, rng=gen).scores, c.scores)
+
+
+@pytest.mark.parametrize("make", [lambda: SoftmaxBandit([0.2, 0.7]), _contextual,
+                                  lambda: GaussianPolicyBandit()])
+def test_bandits_satisfy_every_policy_protocol(make):
+    from ustat_grpo.policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling
+
+    pol = make()
+    for proto in (Policy, ReplicatedSampling, ExactMoments, KnownOptimum):
+        assert isinstance(pol, proto), proto.__name__
+    thetas = np.stack([pol.theta, pol.theta + 0.1])
+    rep = pol.sample_replicates(thetas, 2, 3, rng=np.random.default_rng(9))
+    one = pol.sample(2, 3, rng=np.random.default_rng(9), theta=thetas)
+    np.testing.assert_array_equal(rep.scores, one.scores)
+    assert rep.rewards.shape == (2, 2, 3) and rep.scores.shape == (2, 2, 3, pol.dim)
+    with pytest.raises(ValueError, match="thetas"):
+        pol.sample_replicates(pol.theta, 2, 3, rng=0)

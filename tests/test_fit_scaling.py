@@ -200,10 +200,10 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     A = np.asarray(constants(policy.moments()))[:3]
     calls = {}
 
-    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, seed, device, projection_dim,
+    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, device, projection_dim,
                        variant, progress):
-        calls.update(num_prompts=num_prompts, seed=seed, model=model, variant=variant)
-        s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(seed))
+        calls.update(num_prompts=num_prompts, seed=rng, model=model, variant=variant)
+        s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
         return s.rewards, s.scores
 
     fake = types.ModuleType("ustat_grpo.lm")

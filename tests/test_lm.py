@@ -157,7 +157,7 @@ def test_sampling_is_exact_for_first_token(builtin):
     pol = lm.Policy(model=builtin.model, tokenizer=builtin.tokenizer, template=builtin.template,
                     name="x", max_new_tokens=1)
     n = 4000
-    comp = lm.sample_completions(pol, ids, n, generator=gen)
+    comp = lm.sample_completions(pol, ids, n, rng=gen)
     first = comp.sequences[:, len(ids)]
     top = torch.argsort(p, descending=True)[:5]
     for t in top:
@@ -169,19 +169,19 @@ def test_sampling_is_exact_for_first_token(builtin):
 def test_truncation_warns(builtin):
     gen = torch.Generator().manual_seed(0)
     with pytest.warns(UserWarning, match="no longer"):
-        lm.sample_completions(builtin, builtin.encode("2 + 2 ="), 2, generator=gen, top_k=5)
+        lm.sample_completions(builtin, builtin.encode("2 + 2 ="), 2, rng=gen, top_k=5)
 
 
 def test_prompt_samples_shapes_determinism_and_score_consistency(builtin):
-    r, s = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, seed=7,
+    r, s = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
                              projection_dim=None)
     assert r.shape == (2, 8) and s.shape == (2, 8, builtin.num_parameters)
     assert set(np.unique(r)) <= {0.0, 1.0}
-    r2, s2 = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, seed=7,
+    r2, s2 = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
                                projection_dim=None)
     np.testing.assert_array_equal(r, r2)
     np.testing.assert_array_equal(s, s2)
-    rp, sp = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, seed=7,
+    rp, sp = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
                                projection_dim=64)
     np.testing.assert_array_equal(r, rp)
     assert sp.shape == (2, 8, 64)
@@ -228,7 +228,7 @@ def test_load_user_model_directory(tmp_path):
     assert pol.template == "few_shot" and not pol.use_chat_template
     assert pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4, template="zero_shot")
-    r, s = lm.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, seed=0, projection_dim=16)
+    r, s = lm.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, rng=0, projection_dim=16)
     assert r.shape == (1, 3) and s.shape == (1, 3, 16) and np.isfinite(s).all()
 
 
@@ -263,8 +263,38 @@ def test_gpu_prompt_samples_builtin_deterministic():
     """The built-in policy runs on CUDA end to end; the same seed gives the same numbers."""
     pol = lm.load_policy(None, variant="weak", device="cuda")
     assert pol.device.type == "cuda"
-    a = lm.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, seed=3, projection_dim=32)
-    b = lm.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, seed=3, projection_dim=32)
+    a = lm.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, rng=3, projection_dim=32)
+    b = lm.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, rng=3, projection_dim=32)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
     assert a[1].shape == (2, 8, 32) and np.isfinite(a[1]).all()
+
+
+def test_prompt_samples_keep_the_per_question_seed_stream(builtin):
+    """Question ``p`` of ``prompt_samples(rng=s)`` is sampled by the torch generator seeded with
+    ``int(SeedSequence(s).spawn(P)[p].generate_state(1, uint64)[0]) >> 1`` (the published stream)."""
+    r, _ = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=6, rng=5, projection_dim=16)
+    problems = arithmetic.make_dataset(500, seed=0)[:2]
+    for p, ss in enumerate(np.random.SeedSequence(5).spawn(2)):
+        gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0]) >> 1)
+        comp = lm.sample_completions(builtin, builtin.encode(problems[p]), 6, rng=gen)
+        want = [arithmetic.verify(t, problems[p].answer) for t in comp.texts]
+        np.testing.assert_array_equal(r[p], want)
+
+
+def test_policy_satisfies_the_protocol(builtin):
+    from ustat_grpo.policy import ExactMoments, Policy, Sample
+
+    assert isinstance(builtin, Policy) and not isinstance(builtin, ExactMoments)
+    th = builtin.theta
+    assert th.shape == (builtin.dim,) and th.dtype == np.float64
+    s = builtin.sample(2, 3, rng=4)
+    assert isinstance(s, Sample) and s.rewards.shape == (2, 3) and s.scores.shape == (2, 3, builtin.dim)
+    s2 = builtin.sample(2, 3, rng=np.random.default_rng(4))
+    np.testing.assert_array_equal(s.prompt_ids, s2.prompt_ids)
+    np.testing.assert_array_equal(s.scores, s2.scores)
+    moved = builtin.with_theta(th * 0.5)
+    np.testing.assert_allclose(moved.theta, th * 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(builtin.theta, th)  # the original model is untouched
+    with pytest.raises(ValueError, match="theta must have shape"):
+        builtin.with_theta(th[:-1])

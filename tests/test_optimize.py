@@ -46,6 +46,18 @@ class _ToyGaussianPolicy:
         w = (eps / self.s)[..., None] * a[:, :, None, :]  # (R, B, G, d)
         return _Sample(rewards=z, scores=w, prompt_ids=ids)
 
+    def sample_replicates(self, thetas, num_prompts, num_generations, *, rng):
+        return self.sample(num_prompts, num_generations, rng=rng, theta=thetas)
+
+    def with_theta(self, theta):
+        return _ToyGaussianPolicy(self.A, self.prompt_probs, self.c, self.s, self.tau, theta)
+
+    def values(self, theta=None):
+        th = self.theta if theta is None else np.asarray(theta, float)
+        m = th @ self.A.T  # (..., P)
+        t2 = self.tau**2 + self.s**2
+        return self.tau / np.sqrt(t2) * np.exp(-(m - self.c) ** 2 / (2 * t2))
+
     def _v(self, theta):
         m = self.A @ theta
         t2 = self.tau**2 + self.s**2
@@ -90,6 +102,10 @@ class _ConstantPolicy:
 
     dim, num_contexts = 2, 1
     theta = np.zeros(2)
+    prompt_probs = np.ones(1)
+
+    def with_theta(self, theta):
+        return self
 
     def sample(self, num_prompts, num_generations, *, rng, theta=None):
         R = np.atleast_2d(theta).shape[0]
@@ -97,8 +113,17 @@ class _ConstantPolicy:
                        scores=np.ones((R, num_prompts, num_generations, 2)),
                        prompt_ids=np.zeros((R, num_prompts), int))
 
+    def sample_replicates(self, thetas, num_prompts, num_generations, *, rng):
+        return self.sample(num_prompts, num_generations, rng=rng, theta=thetas)
+
+    def values(self, theta=None):
+        return np.sum(theta, axis=-1, keepdims=True)  # (..., P=1)
+
     def objective(self, theta=None):
         return float(np.sum(theta))
+
+    def gradient(self, theta=None):
+        return np.ones(2)
 
     def optimum(self):
         return np.zeros(2), 0.0
@@ -220,3 +245,75 @@ def test_registry_estimators_by_name_and_by_callable():
     assert b.config["estimator"] == "oracle"
     with pytest.raises(ValueError, match="unknown estimator"):
         run_algorithm1(pol, "nope", rng=np.random.default_rng(2), **kw)
+
+
+def test_toys_satisfy_the_protocols():
+    from ustat_grpo.policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling
+
+    for pol in (_toy(), _ConstantPolicy()):
+        assert all(isinstance(pol, p) for p in (Policy, ReplicatedSampling, ExactMoments, KnownOptimum))
+
+
+def test_policy_without_replicated_sampling_runs_replicate_by_replicate():
+    """A protocol ``Policy`` without ``sample_replicates`` is stepped through ``with_theta(theta_r)
+    .sample``, replicate after replicate from one generator; the manual loop reproduces it."""
+    from ustat_grpo.policy import Policy, ReplicatedSampling
+
+    class _Single(_ToyGaussianPolicy):
+        sample_replicates = None  # runtime protocols treat a None member as absent
+
+        def with_theta(self, theta):
+            return _Single(self.A, self.prompt_probs, self.c, self.s, self.tau, theta)
+
+        def sample(self, num_prompts, num_generations, *, rng, theta=None):
+            s = super().sample(num_prompts, num_generations, rng=rng, theta=theta)
+            return _Sample(rewards=s.rewards[0], scores=s.scores[0], prompt_ids=s.prompt_ids[0])
+
+    base = _toy()
+    pol = _Single(base.A, base.prompt_probs, base.c, base.s, base.tau)
+    assert isinstance(pol, Policy) and not isinstance(pol, ReplicatedSampling)
+    theta0 = np.array([[0.5, 0.1, -0.4], [0.0, 0.2, 0.3]])
+    res = run_algorithm1(pol, _oracle, num_prompts=2, num_generations=3, num_steps=1, step_size="constant",
+                         beta=0.3, replicates=2, rng=11, theta0=theta0)
+    rng = np.random.default_rng(11)
+    for r in range(2):
+        s = pol.with_theta(theta0[r]).sample(2, 3, rng=rng)
+        vals = pol.values(theta0[r])[s.prompt_ids]
+        manual = theta0[r] + 0.3 * _oracle(s.rewards, s.scores, values=vals).mean(axis=0)
+        np.testing.assert_allclose(res.thetas[r], manual, rtol=1e-13, atol=1e-15)
+
+
+def test_rejects_objects_outside_the_protocol():
+    class _NoMoments:
+        dim, theta = 1, np.zeros(1)
+
+        def with_theta(self, theta):
+            return self
+
+        def sample(self, num_prompts, num_generations, *, rng):
+            raise AssertionError("never sampled")
+
+    with pytest.raises(TypeError, match="ExactMoments"):
+        run_algorithm1(_NoMoments(), _vanilla, num_prompts=1, num_generations=2, num_steps=1, beta=0.1, rng=0)
+
+
+def test_bandit_and_sequence_policy_through_the_protocol():
+    """The same one-token problem as a ContextualSoftmaxBandit (ReplicatedSampling) and as a
+    SequencePolicy (stepped replicate by replicate): both runs start at the same gap and improve."""
+    from ustat_grpo import bandits, practical
+
+    rng = np.random.default_rng(12)
+    b = bandits.ContextualSoftmaxBandit(rng.standard_normal((2, 3, 2)), success_probs=rng.uniform(size=(2, 3)))
+    seq = practical.SequencePolicy.from_bandit(b)
+
+    class _SeqWithOptimum(practical.SequencePolicy):
+        def optimum(self):
+            return b.optimum()
+
+    pol = _SeqWithOptimum(seq.features, seq.success_probs, prompt_probs=seq.prompt_probs, theta=seq.theta)
+    kw = dict(num_prompts=4, num_generations=4, num_steps=30, step_size="constant", beta=0.5, replicates=3,
+              record=[0, 30])
+    rb = run_algorithm1(b, "rloo", rng=1, **kw)
+    rs = run_algorithm1(pol, "rloo", rng=1, **kw)
+    np.testing.assert_allclose(rb.gap[:, 0], rs.gap[:, 0], rtol=1e-12)
+    assert rb.gap[:, 1].mean() < rb.gap[:, 0].mean() and rs.gap[:, 1].mean() < rs.gap[:, 0].mean()

@@ -22,7 +22,7 @@ def _policy(seed=0, P=2, T=3, V=3, markov=True, scale=0.7):
 def test_token_scores_finite_differences():
     pol = _policy()
     rng = np.random.default_rng(1)
-    pid, seqs, _ = pol.sample(3, 4, rng=rng)
+    pid, seqs, _ = pol.sample_sequences(3, 4, rng=rng)
     W = pol.token_scores(pid[:, None], seqs)                               # (3, 4, T, d)
     e = 1e-6
     for k in rng.choice(pol.dim, 6, replace=False):
@@ -46,7 +46,7 @@ def test_sampling_frequencies_match_enumeration():
     pol = _policy(seed=3)
     rng = np.random.default_rng(4)
     n = 40_000
-    pid, seqs, Z = pol.sample(n, 1, rng=rng)
+    pid, seqs, Z = pol.sample_sequences(n, 1, rng=rng)
     flat = np.ravel_multi_index(np.moveaxis(seqs[:, 0], -1, 0), (3,) * 3)
     S = 27
     probs = pol.sequence_probs()
@@ -155,7 +155,7 @@ def test_eq14_matches_autograd(kl_grad, clip_eps, ratio_level):
     theta_old = pol.theta
     theta = theta_old + rng.normal(size=pol.dim) * 0.3
     theta_ref = theta_old + rng.normal(size=pol.dim) * 0.3
-    pid, seqs, Z = pol.sample(3, 5, rng=rng, theta=theta_old)
+    pid, seqs, Z = pol.sample_sequences(3, 5, rng=rng, theta=theta_old)
     A, _ = pr.normalized_advantages(Z + rng.normal(size=Z.shape) * 0.1)
     got = pr.algorithm2_gradient(pol, theta, theta_old, pid, seqs, A, kappa=0.3, theta_ref=theta_ref,
                                  kl_grad=kl_grad, clip_eps=clip_eps, ratio_level=ratio_level)
@@ -171,7 +171,7 @@ def test_on_policy_paper_estimator_is_loo_ustatistic():
     """At theta = theta_old, kappa = 0: eq. (14) = U-statistic with kernel (W_i - W_j)(Z_i - Z_j)/(2 se)."""
     pol = _policy(seed=8, T=2)
     rng = np.random.default_rng(9)
-    pid, seqs, Z = pol.sample(4, 6, rng=rng)
+    pid, seqs, Z = pol.sample_sequences(4, 6, rng=rng)
     A, _ = pr.normalized_advantages(Z)
     g = pr.algorithm2_gradient(pol, pol.theta, pol.theta, pid, seqs, A)
     W = pol.token_scores(pid[:, None], seqs).sum(-2)                       # (B, G, d)
@@ -265,7 +265,7 @@ def test_run_algorithm2_reproducible_and_first_step():
     np.testing.assert_array_equal(r1.theta, r2.theta)
     # first iteration by hand: two minibatch steps, ratio != 1 at the second
     rng = np.random.default_rng(18)
-    pid, seqs, Z = pol.sample(4, 6, rng=rng)
+    pid, seqs, Z = pol.sample_sequences(4, 6, rng=rng)
     A, zero = pr.normalized_advantages(Z)
     th = pol.theta.copy()
     for mb in (slice(0, 2), slice(2, 4)):
@@ -359,3 +359,24 @@ def test_run_algorithm2_accepts_bandit():
     r2 = pr.run_algorithm2(pr.SequencePolicy.from_bandit(b), cfg, rng=np.random.default_rng(40))
     np.testing.assert_array_equal(r1.theta, r2.theta)
     np.testing.assert_allclose(r1.objective[-1], b.objective(r1.theta[-1]), rtol=1e-12)
+
+
+def test_sequence_policy_satisfies_the_protocol():
+    """``sample`` draws exactly what ``sample_sequences`` draws under the same seed and adds the
+    sequence scores ``W = sum_t W_t``; ``values`` is vectorised over rows of theta."""
+    from ustat_grpo.policy import ExactMoments, KnownOptimum, Policy
+
+    pol = _policy()
+    assert isinstance(pol, Policy) and isinstance(pol, ExactMoments) and not isinstance(pol, KnownOptimum)
+    s = pol.sample(3, 4, rng=21)
+    pid, seqs, Z = pol.sample_sequences(3, 4, rng=np.random.default_rng(21))
+    np.testing.assert_array_equal(s.prompt_ids, pid)
+    np.testing.assert_array_equal(s.sequences, seqs)
+    np.testing.assert_array_equal(s.rewards, Z)
+    np.testing.assert_allclose(s.scores, pol.token_scores(pid[:, None], seqs).sum(-2), rtol=1e-15)
+    thetas = np.stack([pol.theta, -pol.theta])
+    np.testing.assert_allclose(pol.values(thetas), [pol.values(t) for t in thetas], rtol=1e-15)
+    moved = pol.with_theta(np.zeros(pol.dim))
+    assert np.all(moved.theta == 0) and not np.all(pol.theta == 0)
+    with pytest.raises(ValueError, match="theta must have shape"):
+        pol.with_theta(np.zeros(pol.dim + 1))

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "ustat", "estimators", "bandits", "mse", "montecarlo", "scaling", "optimize", "wchisq",
-    "limits", "arithmetic", "lm", "amplification", "practical", "report", "testing",
+    "limits", "arithmetic", "lm", "amplification", "attractor", "nonparametric", "practical", "policy",
+    "report", "score", "testing",
 )
 
 __all__ = ["__version__", "ustatistic", "hoeffding", "ustat_variance", "UStatResult", *_SUBMODULES]

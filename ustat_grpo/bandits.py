@@ -1,6 +1,7 @@
 """Toy policies with exact per-prompt moments: the ground truth for every Monte Carlo check.
 
-Three policies share the interface of ``docs/architecture.md``:
+Three policies satisfy every protocol of :mod:`ustat_grpo.policy` (``Policy``,
+``ReplicatedSampling``, ``ExactMoments``, ``KnownOptimum``):
 
 * :class:`SoftmaxBandit` -- one prompt, ``K`` arms, logits ``theta`` (``d = K``);
 * :class:`ContextualSoftmaxBandit` -- ``P`` prompts with probabilities ``f``, shared ``theta (d,)``,
@@ -26,36 +27,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ._cli import jsonable as _jsonable
+from ._random import default_rng
+from .policy import Sample
 
 __all__ = ["Sample", "PromptMoments", "SoftmaxBandit", "ContextualSoftmaxBandit", "GaussianPolicyBandit",
            "default_bandit"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sample:
-    """Rollouts from a toy policy.
-
-    Attributes
-    ----------
-    rewards : ndarray, shape (..., B, G)
-    scores : ndarray, shape (..., B, G, d)
-        ``W = grad_theta log pi(Y | X)``.
-    prompt_ids : ndarray of int, shape (..., B)
-        Index into the policy's prompt set.
-    """
-
-    rewards: np.ndarray
-    scores: np.ndarray
-    prompt_ids: np.ndarray
-
-    def summary(self) -> str:
-        return (f"Sample: rewards {self.rewards.shape}, scores {self.scores.shape}, "
-                f"prompt_ids {self.prompt_ids.shape}; mean reward {float(np.mean(self.rewards)):.4f}")
-
-    __str__ = summary
-
-    def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +93,11 @@ class PromptMoments:
 # ---------------------------------------------------------------------------- shared machinery
 
 class _Policy:
-    """Common parameter handling; subclasses define ``_moments(theta)`` and ``_sample``."""
+    """Common parameter handling; subclasses define ``_moments(theta)``, ``_values`` and ``_sample``.
+
+    :meth:`sample` draws at ``theta (d,)`` or at a batch ``(R, d)``; :meth:`sample_replicates` is
+    the batch form of the :class:`ustat_grpo.policy.ReplicatedSampling` protocol.
+    """
 
     _theta: np.ndarray
     prompt_probs: np.ndarray
@@ -175,14 +155,15 @@ class _Policy:
         m = self.moments(theta)
         return np.einsum("p,pde->de", m.prompt_probs, m.cov_z_ww)
 
-    def sample(self, num_prompts, num_generations, *, rng, theta=None) -> Sample:
+    def sample(self, num_prompts, num_generations, *, rng=None, theta=None) -> Sample:
         """Draw ``num_prompts`` prompts from ``f`` and ``num_generations`` rollouts per prompt.
 
         Parameters
         ----------
         num_prompts, num_generations : int
             B and G.
-        rng : numpy.random.Generator
+        rng : None, int, SeedSequence or numpy.random.Generator
+            Passed to :func:`numpy.random.default_rng` (a Generator is used as is).
         theta : array_like, shape (d,) or (R, d), optional
             With shape ``(R, d)`` the ``R`` replicates are drawn at once and every output gains a
             leading axis ``R``.
@@ -192,8 +173,7 @@ class _Policy:
         Sample
             ``rewards (..., B, G)``, ``scores (..., B, G, d)``, ``prompt_ids (..., B)``.
         """
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError("rng must be a numpy.random.Generator (np.random.default_rng(seed))")
+        rng = default_rng(rng)
         B, G = int(num_prompts), int(num_generations)
         if B < 1 or G < 1:
             raise ValueError(f"need num_prompts >= 1 and num_generations >= 1, got {B}, {G}")
@@ -201,6 +181,13 @@ class _Policy:
         lead = t.shape[:-1]
         pid = rng.choice(self.num_contexts, size=lead + (B,), p=self.prompt_probs)
         return self._sample(t, pid, G, rng)
+
+    def sample_replicates(self, thetas, num_prompts, num_generations, *, rng=None) -> Sample:
+        """:meth:`sample` at ``R`` parameter vectors ``thetas (R, d)``: outputs ``(R, B, G, ...)``."""
+        thetas = np.asarray(thetas, dtype=float)
+        if thetas.ndim != 2:
+            raise ValueError(f"thetas must have shape (R, {self.dim}), got {thetas.shape}")
+        return self.sample(num_prompts, num_generations, rng=rng, theta=thetas)
 
     def _prompt_probs_iv(self, prompt_probs, P):
         f = np.full(P, 1.0 / P) if prompt_probs is None else np.asarray(prompt_probs, dtype=float)
@@ -343,16 +330,17 @@ class ContextualSoftmaxBandit(_Policy):
         rewards = self.reward_values[pid_g, arms, k]
         return Sample(rewards=rewards, scores=scores, prompt_ids=pid)
 
-    def optimum(self, *, num_starts=8, seed=0):
+    def optimum(self, *, num_starts=8, rng=0):
         """A numerical near-maximiser ``(theta_star, J_star)`` found by L-BFGS from several starts.
 
         Softmax policies usually attain the supremum only as ``||theta|| -> inf``; the returned
         ``J_star`` is the best value found (within ~1e-10 of the supremum when the best arms can be
-        made dominant by one direction).  ``theta_star`` is capped at norm 60.
+        made dominant by one direction).  ``theta_star`` is capped at norm 60.  ``rng`` draws the
+        random starts (anything :func:`numpy.random.default_rng` accepts).
         """
         from scipy import optimize
 
-        rng = np.random.default_rng(seed)
+        rng = default_rng(rng)
         best = (self._theta.copy(), self.objective(self._theta))
         for i in range(num_starts):
             x0 = np.zeros(self.dim) if i == 0 else rng.normal(scale=3.0, size=self.dim)

@@ -9,7 +9,7 @@ verifier of :mod:`ustat_grpo.arithmetic`, and the score of a completion ``y`` is
 (arXiv 2603.01162, Section 2: a plain sum over completion tokens, no length normalisation),
 computed for many completions at once with ``torch.func.vmap(grad(...))`` over
 ``functional_call``, chunked to bound memory, optionally followed by a seeded random projection
-(:class:`Sketch`).
+(:class:`Sketch`); that machinery lives in :mod:`ustat_grpo.score` and is re-exported here.
 
 Built-in policies (no download needed) live in ``ustat_grpo/data/builtin_lm``: a 2-layer GPT-2
 with a character-level tokenizer, trained by ``scripts/train_builtin_lm.py`` (seeded,
@@ -27,6 +27,8 @@ User models get the paper's verbatim templates (through the chat template when t
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -40,9 +42,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, vmap
 
 from . import arithmetic
+from ._random import default_rng, seed_sequence, torch_generator
+from .policy import Sample
+from .score import Sketch, gram, parameter_names, per_sample_scores, squared_errors
 
 __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
@@ -99,6 +103,11 @@ def format_compact(problem: arithmetic.Problem | str, template: str = "compact_z
 @dataclass(kw_only=True)
 class Policy:
     """A causal LM, its tokenizer and how questions are turned into prompts.
+
+    Satisfies the ``Policy`` protocol of :mod:`ustat_grpo.policy`: ``theta`` is the flat vector
+    of all parameters (``named_parameters`` order, float64), ``with_theta`` loads one into a copy
+    of the model, and :meth:`sample` draws questions of the arithmetic set, completions and the
+    full-parameter scores.
 
     Attributes
     ----------
@@ -157,6 +166,59 @@ class Policy:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def dim(self) -> int:
+        """``d``, the number of parameters (the length of :attr:`theta`)."""
+        return self.num_parameters
+
+    @property
+    def theta(self) -> np.ndarray:
+        """All parameters as one float64 vector ``(d,)`` (a copy)."""
+        vec = torch.nn.utils.parameters_to_vector(self.model.parameters())
+        return vec.detach().double().cpu().numpy()
+
+    def with_theta(self, theta) -> Policy:
+        """The same policy with a deep copy of the model holding parameters ``theta (d,)``."""
+        t = np.asarray(theta, float)
+        if t.shape != (self.dim,):
+            raise ValueError(f"theta must have shape ({self.dim},), got {t.shape}")
+        model = copy.deepcopy(self.model)
+        ref = next(model.parameters())
+        vec = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
+        torch.nn.utils.vector_to_parameters(vec, model.parameters())
+        return dataclasses.replace(self, model=model)
+
+    def sample(self, num_prompts: int, num_generations: int, *, rng=None, problems=None,
+               chunk_size: int = 32) -> Sample:
+        """``B`` questions drawn uniformly from ``problems``, ``G`` completions each, and their scores.
+
+        Parameters
+        ----------
+        num_prompts, num_generations : int
+            B and G.
+        rng : None, int, SeedSequence or numpy.random.Generator
+            Through :func:`numpy.random.default_rng`: the generator draws the question ids, then
+            one torch seed per question (``_random.torch_generator``).
+        problems : list of arithmetic.Problem, optional
+            Default ``arithmetic.make_dataset(500, seed=0)``.
+
+        Returns
+        -------
+        Sample
+            ``rewards (B, G)`` binary, ``scores (B, G, d)`` float64 over all parameters,
+            ``prompt_ids (B,)`` indices into ``problems``.
+        """
+        gen = default_rng(rng)
+        problems = arithmetic.make_dataset(500, seed=0) if problems is None else list(problems)
+        pid = gen.choice(len(problems), size=int(num_prompts))
+        rewards, scores = [], []
+        for p in pid:
+            comp, r = sample_prompt(self, problems[p], int(num_generations), rng=gen)
+            s = per_sample_scores(self.model, comp.sequences, comp.completion_mask, chunk_size=chunk_size)
+            rewards.append(r)
+            scores.append(s.double().cpu().numpy())
+        return Sample(rewards=np.stack(rewards).astype(float), scores=np.stack(scores), prompt_ids=pid)
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -186,6 +248,25 @@ def _dtype_keyword() -> str:
     from packaging.version import Version
 
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _load_builtin(variant: str, attn_implementation: str):
+    """``(model, tokenizer, template)`` of a built-in variant, after the checksum test."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    if variant not in BUILTIN_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(BUILTIN_VARIANTS)}, got {variant!r}")
+    _verify_builtin(BUILTIN_DIR)
+    weights, template = BUILTIN_VARIANTS[variant]
+    config = GPT2Config.from_pretrained(BUILTIN_DIR)
+    config._attn_implementation = attn_implementation
+    net = GPT2LMHeadModel(config)
+    missing, unexpected = net.load_state_dict(load_file(BUILTIN_DIR / weights), strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise ValueError(f"bad built-in weights: missing {missing}, unexpected {unexpected}")
+    net.tie_weights()
+    return net, AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True), template
 
 
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
@@ -221,22 +302,7 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
     if model is None:
-        if variant not in BUILTIN_VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(BUILTIN_VARIANTS)}, got {variant!r}")
-        _verify_builtin(BUILTIN_DIR)
-        weights, default_template = BUILTIN_VARIANTS[variant]
-        from safetensors.torch import load_file
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config.from_pretrained(BUILTIN_DIR)
-        config._attn_implementation = attn_implementation
-        net = GPT2LMHeadModel(config)
-        state = load_file(BUILTIN_DIR / weights)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if k != "lm_head.weight"]:
-            raise ValueError(f"bad built-in weights: missing {missing}, unexpected {unexpected}")
-        net.tie_weights()
-        tok = AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True)
+        net, tok, default_template = _load_builtin(variant, attn_implementation)
         name, chat = f"builtin:{variant}", False
         max_new_tokens = max_new_tokens or 8
     else:
@@ -302,19 +368,22 @@ def cache_keyword(model_class: type) -> str:
 
 @torch.no_grad()
 def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, *,
-                       generator: torch.Generator, temperature: float = 1.0,
+                       rng=None, temperature: float = 1.0,
                        top_k: int | None = None, top_p: float | None = None) -> Completions:
     """Sample completions exactly from the policy (ancestral sampling with a KV cache).
 
     The default (temperature 1, no top-k / top-p) samples from pi_theta itself, so that the scores
     of :func:`per_sample_scores` are the score function of the sampling distribution.  Any other
-    setting draws from a different distribution; a warning says so.
+    setting draws from a different distribution; a warning says so.  ``rng`` is a
+    ``torch.Generator`` (used as is) or anything :func:`numpy.random.default_rng` accepts, from
+    which a generator on ``policy.device`` is seeded (``_random.torch_generator``).
     """
     if temperature != 1.0 or top_k or (top_p is not None and top_p < 1.0):
         warnings.warn("temperature != 1 or top-k/top-p truncation: completions no longer come from "
                       "pi_theta, so grad log pi_theta is not their score function", UserWarning,
                       stacklevel=2)
     model, dev = policy.model, policy.device
+    generator = torch_generator(rng, dev)
     eos, pad = policy.eos_token_ids, _pad_id(policy.tokenizer)
     eos_t = torch.tensor(eos, dtype=torch.long, device=dev)
     prompt = torch.tensor(prompt_ids, device=dev).repeat(num_samples, 1)  # (M, Tp)
@@ -356,210 +425,21 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
                        texts=list(texts))
 
 
-# --------------------------------------------------------------------------- scores
-
-def parameter_names(model, params: str | list | None = None) -> list[str]:
-    """Names of the parameters that scores are taken with respect to, in ``named_parameters`` order.
-
-    ``params`` is ``None`` (all), a list of names, or a substring every chosen name contains.
-    """
-    names = [n for n, _ in model.named_parameters()]
-    if params is None:
-        return names
-    if isinstance(params, str):
-        chosen = [n for n in names if params in n]
-    else:
-        unknown = set(params) - set(names)
-        if unknown:
-            raise ValueError(f"unknown parameter names: {sorted(unknown)}")
-        chosen = [n for n in names if n in set(params)]
-    if not chosen:
-        raise ValueError(f"no parameter matches {params!r}")
-    return chosen
-
-
-def _embedding_name(model) -> str:
-    emb = model.get_input_embeddings().weight
-    for n, p in model.named_parameters():
-        if p is emb:
-            return n
-    raise ValueError("input embedding weight is not a named parameter")
-
-
-def _logprob_fn(model, frozen: dict, emb_name: str):
-    """``f(trainable, ids (T,), mask (T,)) -> sum_t mask_t log pi(ids_t | ids_<t)``.
-
-    The embedding lookup happens here (``inputs_embeds``) so that no data-dependent check on
-    ``input_ids`` runs under ``vmap``; right padding needs no attention mask under causal attention.
-    """
-
-    def f(trainable, ids, mask):
-        p = {**frozen, **trainable}
-        emb = torch.nn.functional.embedding(ids[None], p[emb_name])  # (1, T, D)
-        logits = functional_call(model, p, (), {"inputs_embeds": emb, "use_cache": False}).logits[0]
-        logp = torch.log_softmax(logits[:-1].float(), -1)  # (T-1, V)
-        tok = logp.gather(-1, ids[1:, None])[:, 0]  # (T-1,)
-        return (tok * mask[1:].to(tok.dtype)).sum()
-
-    return f
-
-
-class Sketch:
-    """Seeded Johnson-Lindenstrauss sketch ``x -> Pi x`` from ``dim`` to ``k`` dimensions.
-
-    ``Pi`` has i.i.d. entries ``N(0, 1/k)`` (``kind="gaussian"``) or ``±1/sqrt(k)``
-    (``"rademacher"``), generated in column blocks, each from its own seed
-    ``SeedSequence([seed, block])``, so ``Pi`` depends only on ``(dim, k, kind, seed)``.
-
-    Notes
-    -----
-    ``<Pi a, Pi b>`` is unbiased for ``<a, b>``; with Gaussian entries its variance is
-    ``(|a|^2 |b|^2 + <a, b>^2) / k``, and Rademacher entries give at most that
-    (:meth:`inner_product_std`).  Squared norms are within a factor ``1 ± eps`` for all of ``n``
-    points with high probability once ``k >= 8 log(n) / eps^2``.
-    """
-
-    def __init__(self, dim: int, k: int, *, kind: str = "gaussian", seed: int = 0,
-                 block: int = 1 << 14, cache_bytes: int = 1 << 28):
-        if kind not in ("gaussian", "rademacher"):
-            raise ValueError(f"kind must be 'gaussian' or 'rademacher', got {kind!r}")
-        if k < 1 or dim < 1:
-            raise ValueError("dim and k must be positive")
-        self.dim, self.k, self.kind, self.seed, self.block = int(dim), int(k), kind, int(seed), block
-        self._cache: dict[int, torch.Tensor] | None = {} if dim * k * 4 <= cache_bytes else None
-
-    def _block(self, b: int, dtype, device) -> torch.Tensor:
-        if self._cache is not None and b in self._cache:
-            return self._cache[b].to(dtype=dtype, device=device)
-        width = min(self.block, self.dim - b * self.block)
-        s = int(np.random.SeedSequence([self.seed, b]).generate_state(1, np.uint64)[0]) >> 1
-        gen = torch.Generator().manual_seed(s)
-        if self.kind == "gaussian":
-            m = torch.randn(width, self.k, generator=gen)
-        else:
-            m = torch.randint(0, 2, (width, self.k), generator=gen).float().mul_(2).sub_(1)
-        m /= math.sqrt(self.k)  # (width, k)
-        if self._cache is not None:
-            self._cache[b] = m
-        return m.to(dtype=dtype, device=device)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Project rows: ``x`` (n, dim) -> (n, k)."""
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"expected last dim {self.dim}, got {x.shape[-1]}")
-        out = x.new_zeros(*x.shape[:-1], self.k)
-        for b in range(math.ceil(self.dim / self.block)):
-            sl = slice(b * self.block, (b + 1) * self.block)
-            out += x[..., sl] @ self._block(b, x.dtype, x.device)
-        return out
-
-    def inner_product_std(self, a, b) -> np.ndarray:
-        """Standard deviation bound of ``<Pi a, Pi b> - <a, b>`` (rows of ``a``, ``b`` paired)."""
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        na, nb, ab = (a * a).sum(-1), (b * b).sum(-1), (a * b).sum(-1)
-        return np.sqrt((na * nb + ab ** 2) / self.k)
-
-
-def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
-                      params: str | list | None = None, chunk_size: int = 32,
-                      projection: Sketch | None = None, flatten: bool = True):
-    """Per-sample scores ``grad_theta log pi_theta(y_i | x_i)``, flattened.
-
-    Parameters
-    ----------
-    model : transformers causal LM (eval mode)
-    sequences : LongTensor (N, T)
-        Prompt + completion, right-padded.
-    completion_mask : Tensor (N, T)
-        1 on completion tokens: ``log pi(y|x) = sum_t mask_t log pi(seq_t | seq_<t)``.
-    params : None, list of names, or substring
-        Parameters to differentiate (see :func:`parameter_names`); the others are held fixed.
-    chunk_size : int
-        Sequences per ``vmap`` call; bounds peak memory at ``chunk_size`` x (gradient + activations).
-    projection : Sketch, optional
-        Apply this sketch to each chunk (output dim ``projection.k``).
-    flatten : bool
-        ``False``: return ``{name: Tensor (N, *shape)}`` per parameter, skipping the copy into one
-        (N, d) matrix (a Gram matrix is the sum of the per-parameter Gram matrices).
-
-    Returns
-    -------
-    Tensor (N, d) or (N, k), or dict of per-parameter tensors
-        Columns follow ``parameter_names(model, params)`` order, each parameter flattened.
-
-    Notes
-    -----
-    ``vmap(grad(f))`` over ``functional_call`` (torch.func); equals one autograd backward pass per
-    sequence (tested to 1e-5 relative in float32).
-    """
-    names = parameter_names(model, params)
-    all_params = {n: p.detach() for n, p in model.named_parameters()}
-    trainable = {n: all_params[n] for n in names}
-    frozen = {n: p for n, p in all_params.items() if n not in trainable}
-    frozen.update({n: b for n, b in model.named_buffers()})
-    f = _logprob_fn(model, frozen, _embedding_name(model))
-    g = vmap(grad(f), in_dims=(None, 0, 0))
-    dev = next(model.parameters()).device
-    if not flatten and projection is not None:
-        raise ValueError("projection needs flatten=True")
-    out = []
-    for start in range(0, sequences.shape[0], chunk_size):
-        ids = sequences[start:start + chunk_size].to(dev)
-        mk = completion_mask[start:start + chunk_size].to(dev)
-        grads = g(trainable, ids, mk)
-        if not flatten:
-            out.append(grads)
-            continue
-        flat = torch.cat([grads[n].reshape(ids.shape[0], -1) for n in names], 1)  # (c, d)
-        out.append(projection(flat) if projection is not None else flat)
-    if not flatten:
-        return {n: torch.cat([o[n] for o in out], 0) for n in names}
-    return torch.cat(out, 0)
-
-
-def gram(scores) -> np.ndarray:
-    """Gram matrix ``K = S S^T`` (float64), ``scores`` (N, d)."""
-    s = torch.as_tensor(scores).double()
-    return (s @ s.T).cpu().numpy()
-
-
-def squared_errors(weights, gram_matrix, cross, ref_sq_norm) -> np.ndarray:
-    """``|sum_i w_i s_i - v|^2 = w^T K w - 2 w^T (S v) + |v|^2`` for rows ``w`` of ``weights``.
-
-    Parameters
-    ----------
-    weights : (..., N)
-    gram_matrix : (N, N)   ``K = S S^T``
-    cross : (N,)           ``S v``
-    ref_sq_norm : float    ``|v|^2`` (or an unbiased estimate of it)
-
-    Returns
-    -------
-    (...,) squared errors; the Gram trick of stats_anchors.md D.2.
-    """
-    w = np.asarray(weights, float)
-    return (np.einsum("...i,ij,...j->...", w, gram_matrix, w) - 2 * w @ np.asarray(cross, float)
-            + float(ref_sq_norm))
-
-
 # --------------------------------------------------------------------------- prompt samples
 
-def _generator(seed_seq: np.random.SeedSequence, device) -> torch.Generator:
-    s = int(seed_seq.generate_state(1, np.uint64)[0]) >> 1
-    return torch.Generator(device=device).manual_seed(s)
+def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int, *, rng=None):
+    """Completions and binary rewards ``(Completions, rewards (M,))`` for one question.
 
-
-def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int,
-                  seed_seq: np.random.SeedSequence):
-    """Completions and binary rewards ``(Completions, rewards (M,))`` for one question."""
-    comp = sample_completions(policy, policy.encode(problem), num_samples,
-                              generator=_generator(seed_seq, policy.device))
+    ``rng`` as in :func:`sample_completions`; a SeedSequence ``ss`` seeds torch with
+    ``generate_state(1, uint64)[0] >> 1`` (the stream of :func:`prompt_samples`).
+    """
+    comp = sample_completions(policy, policy.encode(problem), num_samples, rng=rng)
     rewards = np.array([arithmetic.verify(t, problem.answer) for t in comp.texts])
     return comp, rewards
 
 
 def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
-                   samples_per_prompt: int = 64, seed: int = 0, device: str = "auto",
+                   samples_per_prompt: int = 64, rng=0, device: str = "auto",
                    projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                    params: str | list | None = None, variant: str = "strong",
                    dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False,
@@ -573,10 +453,13 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     num_prompts, samples_per_prompt : int
         P questions (the first P of ``arithmetic.make_dataset(500, seed=dataset_seed)``, a uniform
         random subset) and M completions each.
-    seed : int
-        Sampling seed; question ``p`` uses ``SeedSequence(seed).spawn(P)[p]``.
+    rng : int, SeedSequence, numpy.random.Generator or None
+        Sampling seed, read as :func:`numpy.random.default_rng` reads it: question ``p`` uses
+        ``ss.spawn(P)[p]`` with ``ss = SeedSequence(rng)`` for an int (a Generator gives ``ss``
+        from one draw).
     projection_dim : int, None or "auto"
-        Project scores to this many dimensions with a :class:`Sketch` seeded by ``seed``; ``None``
+        Project scores to this many dimensions with a :class:`Sketch` seeded by ``rng`` when it is
+        an int, else by a 32-bit word of ``ss`` drawn after the spawn; ``None``
         keeps all d parameters; ``"auto"``: None when P*M*d <= 2**26 entries, else 512.
     params : parameter subset (see :func:`parameter_names`).
     progress : bool
@@ -602,15 +485,18 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
     if projection_dim == "auto":
         projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
+    ss = seed_sequence(rng)
+    streams = ss.spawn(num_prompts)
+    sketch_seed = int(rng) if isinstance(rng, (int, np.integer)) else int(ss.generate_state(1)[0])
     sketch = None if projection_dim is None else Sketch(d, int(projection_dim),
-                                                        kind=projection_kind, seed=seed)
+                                                        kind=projection_kind, seed=sketch_seed)
     rewards, scores = [], []
     from tqdm import tqdm
 
-    pairs = zip(problems, np.random.SeedSequence(seed).spawn(num_prompts))
-    for p, ss in tqdm(pairs, total=num_prompts, desc=f"{policy.name}: sample + score", unit="question",
+    pairs = zip(problems, streams)
+    for p, s_p in tqdm(pairs, total=num_prompts, desc=f"{policy.name}: sample + score", unit="question",
                       disable=not progress, file=sys.stderr):
-        comp, r = sample_prompt(policy, p, samples_per_prompt, ss)
+        comp, r = sample_prompt(policy, p, samples_per_prompt, rng=s_p)
         s = per_sample_scores(policy.model, comp.sequences, comp.completion_mask, params=params,
                               chunk_size=chunk_size, projection=sketch)
         rewards.append(r)

@@ -51,7 +51,7 @@ def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 
     from . import lm
 
     rewards, scores = lm.prompt_samples(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt,
-                                        seed=seed, device=device, projection_dim=projection_dim,
+                                        rng=seed, device=device, projection_dim=projection_dim,
                                         variant=variant, progress=progress)
     est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
     who = model if model is not None else f"built-in {variant} model"

@@ -310,8 +310,7 @@ def group_outcomes(policy, num_generations, *, theta=None, max_outcomes=200_000)
     ``N = (K M)^G``; used by :func:`enumerate_mse` and the paper checks.
     """
     G = int(num_generations)
-    t = policy._check_theta(theta, allow_batch=False)
-    pi = policy.policy_probs(t)                                               # (P, K)
+    pi = policy.policy_probs(theta)                                           # (P, K)
     P, K, d = policy.features.shape
     M = policy.reward_values.shape[-1]
     n1 = K * M

@@ -16,6 +16,9 @@ from typing import Callable
 
 import numpy as np
 
+from ._random import default_rng
+from .policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling
+
 __all__ = ["Algorithm1Result", "run_algorithm1", "step_sizes"]
 
 _SCHEDULES = ("constant", "harmonic")
@@ -146,28 +149,12 @@ def _resolve_estimator(estimator) -> tuple[Callable, str, bool]:
 
 
 def _values_batch(policy, thetas: np.ndarray) -> np.ndarray:
-    """``V(x)`` for every prompt at every row of ``thetas`` (R, d) -> (R, P), without a Python loop
-    where the policy allows it.
-
-    Order of preference: a vectorised ``policy.values(thetas)``; the closed forms of the
-    ``bandits.py`` policies from their public attributes (Gaussian policy:
-    ``V = sqrt(tau^2/(tau^2+s^2)) exp(-(u.theta - a*)^2 / (2(tau^2+s^2)))``; softmax bandits:
-    ``V = sum_a softmax(phi theta)_a E[Z|x,a]``); else one ``policy.moments(theta)`` per row.
-    """
-    thetas = np.atleast_2d(thetas)
-    if hasattr(policy, "values"):
-        return np.asarray(policy.values(thetas), float)
-    if all(hasattr(policy, a) for a in ("u", "targets", "action_std", "reward_width")):
-        tau2, s2 = float(policy.reward_width) ** 2, float(policy.action_std) ** 2
-        delta = thetas @ np.asarray(policy.u, float).T - np.asarray(policy.targets, float)  # (R, P)
-        return np.sqrt(tau2 / (tau2 + s2)) * np.exp(-delta**2 / (2 * (tau2 + s2)))
-    if hasattr(policy, "features") and hasattr(policy, "arm_means"):
-        logits = np.einsum("pkd,rd->rpk", np.asarray(policy.features, float), thetas)  # (R, P, K)
-        logits -= logits.max(axis=-1, keepdims=True)
-        pi = np.exp(logits)
-        pi /= pi.sum(axis=-1, keepdims=True)
-        return (pi * np.asarray(policy.arm_means, float)).sum(-1)  # (R, P)
-    return np.stack([np.asarray(policy.moments(t).value, float) for t in thetas])  # (R, P)
+    """``V(x)`` for every prompt at every row of ``thetas`` (R, d) -> (R, P), by the
+    ``ExactMoments`` protocol (``values`` is vectorised over rows)."""
+    if not isinstance(policy, ExactMoments):
+        raise TypeError(f"{type(policy).__name__} has no exact moments (ustat_grpo.policy.ExactMoments): "
+                        "it cannot give V(x) to the oracle estimator or J(theta) to the gap")
+    return np.asarray(policy.values(np.atleast_2d(thetas)), float)
 
 
 def _prompt_values(policy, thetas: np.ndarray, prompt_ids: np.ndarray) -> np.ndarray:
@@ -177,15 +164,33 @@ def _prompt_values(policy, thetas: np.ndarray, prompt_ids: np.ndarray) -> np.nda
 
 def _objective_batch(policy, thetas: np.ndarray) -> np.ndarray:
     """``J(theta_r) = sum_x f(x) V(x; theta_r)`` for every row of ``thetas`` (R, d) -> (R,)."""
-    if hasattr(policy, "prompt_probs") and not isinstance(policy, type):
-        try:
-            return _values_batch(policy, thetas) @ np.asarray(policy.prompt_probs, float)
-        except (AttributeError, ValueError, TypeError):
-            pass
-    return np.array([float(policy.objective(t)) for t in thetas])
+    return _values_batch(policy, thetas) @ np.asarray(policy.prompt_probs, float)
+
+
+def _sample_replicates(policy, thetas: np.ndarray, num_prompts: int, num_generations: int, rng):
+    """Rewards ``(R, B, G)``, scores ``(R, B, G, d)`` and prompt ids ``(R, B)`` at ``thetas (R, d)``.
+
+    One call when the policy is ``ReplicatedSampling``; otherwise one ``with_theta(theta_r).sample``
+    per replicate, in order, from the same generator.
+    """
+    R, d = thetas.shape
+    B, G = int(num_prompts), int(num_generations)
+    if isinstance(policy, ReplicatedSampling):
+        s = policy.sample_replicates(thetas, B, G, rng=rng)
+        rewards, scores, ids = s.rewards, s.scores, s.prompt_ids
+    else:
+        parts = [policy.with_theta(t).sample(B, G, rng=rng) for t in thetas]
+        rewards, scores, ids = (np.stack([getattr(p, k) for p in parts])
+                                for k in ("rewards", "scores", "prompt_ids"))
+    return (np.asarray(rewards, float).reshape(R, B, G), np.asarray(scores, float).reshape(R, B, G, d),
+            np.asarray(ids).reshape(R, B))
 
 
 def _run_iv(policy, num_prompts, num_generations, num_steps, replicates, theta0, record):
+    missing = [p.__name__ for p in (Policy, ExactMoments, KnownOptimum) if not isinstance(policy, p)]
+    if missing:
+        raise TypeError(f"policy {type(policy).__name__} does not satisfy the ustat_grpo.policy "
+                        f"protocol(s) {', '.join(missing)}")
     d = int(policy.dim)
     for nm, v, lo in (("num_prompts", num_prompts, 1), ("num_generations", num_generations, 1),
                       ("num_steps", num_steps, 0), ("replicates", replicates, 1)):
@@ -206,17 +211,17 @@ def _run_iv(policy, num_prompts, num_generations, num_steps, replicates, theta0,
 
 def run_algorithm1(policy, estimator, *, num_prompts: int, num_generations: int, num_steps: int,
                    step_size: str = "harmonic", beta: float, t0: float = 0.0, replicates: int = 1,
-                   rng: np.random.Generator, theta0=None, record=None,
+                   rng=None, theta0=None, record=None,
                    record_thetas: bool = False) -> Algorithm1Result:
     """Run Algorithm 1 (arXiv 2603.01162) for ``replicates`` independent runs at once.
 
     Parameters
     ----------
-    policy : bandit policy
-        Object following the ``bandits.py`` contract (docs/architecture.md): ``dim``, ``theta``,
-        ``sample(num_prompts, num_generations, rng=, theta=(R, d))`` returning rewards ``(R, B, G)``,
-        scores ``(R, B, G, d)`` and prompt ids ``(R, B)``; ``objective``; ``optimum()``; and, for the
-        oracle estimator, ``moments(theta).value`` (or a vectorised ``values(thetas) -> (R, P)``).
+    policy : ustat_grpo.policy.Policy
+        It must also satisfy ``ExactMoments`` (``values(thetas) -> (R, P)`` and ``prompt_probs``,
+        for the gap ``J* - J`` and the oracle's ``V(x)``) and ``KnownOptimum`` (``J*``).  A
+        ``ReplicatedSampling`` policy draws the ``R`` replicates in one call, any other one
+        replicate after another with ``with_theta(theta_r).sample``.
     estimator : str or callable
         A name in ``ustat_grpo.estimators.ESTIMATORS`` or ``f(rewards (..., G), scores (..., G, d),
         *, values=None) -> (..., d)``. ``values`` (``V(x)`` at the current parameters) is passed
@@ -231,8 +236,9 @@ def run_algorithm1(policy, estimator, *, num_prompts: int, num_generations: int,
         Step-size constant and harmonic offset.
     replicates : int
         ``R``, independent runs simulated together.
-    rng : numpy.random.Generator
-        Source of all randomness.
+    rng : None, int, SeedSequence or numpy.random.Generator
+        Source of all randomness, through :func:`numpy.random.default_rng` (a Generator is used
+        as is).
     theta0 : array_like, shape (d,) or (R, d), optional
         Starting point; default ``policy.theta``.
     record : sequence of int, optional
@@ -258,6 +264,7 @@ def run_algorithm1(policy, estimator, *, num_prompts: int, num_generations: int,
     2.083333333333333
     """
     fn, name, needs_values = _resolve_estimator(estimator)
+    rng = default_rng(rng)
     eta = step_sizes(num_steps, step_size=step_size, beta=beta, t0=t0)
     d, theta, record = _run_iv(policy, num_prompts, num_generations, num_steps, replicates, theta0, record)
     R = theta.shape[0]
@@ -277,11 +284,8 @@ def run_algorithm1(policy, estimator, *, num_prompts: int, num_generations: int,
 
     _record(0)
     for i in range(int(num_steps)):
-        s = policy.sample(int(num_prompts), int(num_generations), rng=rng, theta=theta)
-        rewards = np.asarray(s.rewards, float).reshape(R, num_prompts, num_generations)  # (R, B, G)
-        scores = np.asarray(s.scores, float).reshape(R, num_prompts, num_generations, d)  # (R, B, G, d)
+        rewards, scores, ids = _sample_replicates(policy, theta, num_prompts, num_generations, rng)
         if needs_values:
-            ids = np.asarray(s.prompt_ids).reshape(R, num_prompts)  # (R, B)
             per_prompt = fn(rewards, scores, values=_prompt_values(policy, theta, ids))
         else:
             per_prompt = fn(rewards, scores)

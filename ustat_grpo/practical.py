@@ -42,8 +42,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import special
 
+from ._random import default_rng
+from .policy import Sample
+
 __all__ = [
-    "SequencePolicy", "ADVANTAGES", "STD_EPS_PRESETS", "normalized_advantages", "algorithm2_gradient",
+    "SequencePolicy", "SequenceSample", "ADVANTAGES", "STD_EPS_PRESETS", "normalized_advantages", "algorithm2_gradient",
     "exact_kl", "exact_kl_grad", "reverse_kl_grad", "expected_kl_bracket_grad", "k3",
     "Algorithm2Config", "Algorithm2Result", "run_algorithm2", "arcsin_objective", "shrink_factor",
 ]
@@ -55,8 +58,24 @@ KL_GRADS = ("paper14", "k3_autograd", "exact")
 
 # ============================================================================ policy
 
+@dataclass(frozen=True, kw_only=True)
+class SequenceSample(Sample):
+    """A :class:`ustat_grpo.policy.Sample` that also keeps the sampled token sequences.
+
+    Attributes
+    ----------
+    rewards : (B, G) in {0, 1};  scores : (B, G, d) ``W = sum_t W_t``;  prompt_ids : (B,) int
+    sequences : (B, G, T) int
+    """
+
+    sequences: np.ndarray
+
+
 class SequencePolicy:
     """Linear-softmax policy over token sequences with a Bernoulli sequence reward.
+
+    Satisfies the ``Policy`` and ``ExactMoments`` protocols of :mod:`ustat_grpo.policy`
+    (moments by enumeration of all ``V**T`` sequences).
 
     ``pi_theta(y_t | x, y_{t-1}) = softmax_v(features[x, t, c] @ theta)`` with context row
     ``c = 0`` for independent tokens or at ``t = 0``, and ``c = y_{t-1}`` when ``markov=True``.
@@ -88,7 +107,7 @@ class SequencePolicy:
         self.prompt_probs = np.full(P, 1.0 / P) if prompt_probs is None else np.asarray(prompt_probs, float)
         if self.prompt_probs.shape != (P,) or not np.isclose(self.prompt_probs.sum(), 1.0):
             raise ValueError("prompt_probs must be a probability vector of length P")
-        self.theta = np.zeros(d) if theta is None else np.asarray(theta, float).reshape(d)
+        self._theta = self._check_theta(np.zeros(d) if theta is None else theta)
         # every sequence, (S, T), and its context rows (S, T)
         self.sequences = np.stack(np.unravel_index(np.arange(V ** T), (V,) * T), axis=-1)
         self._ctx = self._contexts(self.sequences)
@@ -113,11 +132,23 @@ class SequencePolicy:
         phi = np.asarray(bandit.features, float)[:, None, None]  # (P, 1, 1, K, d)
         return cls(phi, bandit.arm_means, prompt_probs=bandit.prompt_probs, theta=bandit.theta)
 
+    @property
+    def theta(self) -> np.ndarray:
+        """Current parameters, shape (d,) (a copy)."""
+        return self._theta.copy()
+
     def with_theta(self, theta):
+        """Same policy at new parameters ``theta (d,)``."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        new.theta = np.asarray(theta, float).reshape(self.dim)
+        new._theta = self._check_theta(theta)
         return new
+
+    def _check_theta(self, theta):
+        t = np.asarray(theta, float)
+        if t.size != self.dim:
+            raise ValueError(f"theta must have shape ({self.dim},), got {t.shape}")
+        return t.reshape(self.dim)
 
     def __repr__(self):
         return (f"SequencePolicy(P={self.num_contexts}, T={self.num_tokens}, V={self.vocab_size}, "
@@ -131,12 +162,12 @@ class SequencePolicy:
             ctx[..., 1:] = seqs[..., :-1]
         return ctx
 
-    def _theta(self, theta):
-        return self.theta if theta is None else np.asarray(theta, float)
+    def _resolve_theta(self, theta):
+        return self._theta if theta is None else np.asarray(theta, float)
 
     def token_log_softmax(self, theta=None):
         """``log pi(v | x, t, c)``, shape (P, T, C, V)."""
-        return special.log_softmax(self.features @ self._theta(theta), axis=-1)
+        return special.log_softmax(self.features @ self._resolve_theta(theta), axis=-1)
 
     def token_logprobs(self, prompt_ids, seqs, theta=None):
         """``log pi_theta(y_t | x, y_{t-1})`` of given sequences, shape ``seqs.shape`` = (..., T)."""
@@ -148,7 +179,7 @@ class SequencePolicy:
 
     def token_scores(self, prompt_ids, seqs, theta=None):
         """``W_t = grad_theta log pi_theta(y_t | x, y_{t-1})``, shape (..., T, d)."""
-        th = self._theta(theta)
+        th = self._resolve_theta(theta)
         pi = special.softmax(self.features @ th, axis=-1)                       # (P, T, C, V)
         mean_phi = np.einsum("ptcv,ptcvd->ptcd", pi, self.features)            # (P, T, C, d)
         seqs = np.asarray(seqs)
@@ -175,7 +206,9 @@ class SequencePolicy:
         return self.token_scores(np.arange(P)[:, None], seqs, theta).sum(-2)
 
     def values(self, theta=None):
-        """``V(x) = P(Z = 1 | x)``, shape (P,)."""
+        """``V(x) = P(Z = 1 | x)``: ``theta (d,) -> (P,)``, ``theta (R, d) -> (R, P)`` (row by row)."""
+        if theta is not None and np.ndim(theta) == 2:
+            return np.stack([self.values(t) for t in np.asarray(theta, float)])
         return (self.sequence_probs(theta) * self.success_probs).sum(-1)
 
     def objective(self, theta=None):
@@ -192,8 +225,25 @@ class SequencePolicy:
         return self.prompt_probs @ self.value_grads(theta)
 
     # --------------------------------------------------------------- sampling
-    def sample(self, num_prompts, num_generations, *, rng, theta=None):
+    def sample(self, num_prompts, num_generations, *, rng=None, theta=None) -> SequenceSample:
+        """Draw ``B`` prompts and ``G`` sequences each, with their scores (the ``Policy`` protocol).
+
+        Same draws as :meth:`sample_sequences` under the same ``rng``; the scores are
+        ``W = sum_t grad_theta log pi_theta(y_t | x, y_{t-1})`` at ``theta`` (default ``self.theta``).
+
+        Returns
+        -------
+        SequenceSample
+            ``rewards (B, G)``, ``scores (B, G, d)``, ``prompt_ids (B,)``, ``sequences (B, G, T)``.
+        """
+        pid, seqs, rewards = self.sample_sequences(num_prompts, num_generations, rng=rng, theta=theta)
+        scores = self.token_scores(pid[:, None], seqs, theta).sum(-2)            # (B, G, d)
+        return SequenceSample(rewards=rewards, scores=scores, prompt_ids=pid, sequences=seqs)
+
+    def sample_sequences(self, num_prompts, num_generations, *, rng=None, theta=None):
         """Draw ``B`` prompts and ``G`` sequences each.
+
+        ``rng`` is anything :func:`numpy.random.default_rng` accepts (a Generator is used as is).
 
         Returns
         -------
@@ -201,6 +251,7 @@ class SequencePolicy:
         seqs : (B, G, T) int
         rewards : (B, G) float in {0, 1}
         """
+        rng = default_rng(rng)
         B, G, T = num_prompts, num_generations, self.num_tokens
         lsm = self.token_log_softmax(theta)
         cdf = np.cumsum(np.exp(lsm), axis=-1)                                   # (P, T, C, V)
@@ -394,7 +445,7 @@ def arcsin_objective(policy, theta=None, *, kappa=0.0, theta_ref=None):
     """``calJ(theta) = E[2 arcsin sqrt(V(X))] - kappa KL(pi_theta || pi_ref)`` (eq. 19)."""
     val = float(policy.prompt_probs @ (2 * np.arcsin(np.sqrt(policy.values(theta)))))
     if kappa:
-        val -= kappa * exact_kl(policy, policy._theta(theta), theta_ref)
+        val -= kappa * exact_kl(policy, policy.theta if theta is None else theta, theta_ref)
     return val
 
 
@@ -488,7 +539,7 @@ class Algorithm2Result:
                     config=json.loads(json.dumps(asdict(self.config))), seed=self.seed)
 
 
-def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, track=True):
+def run_algorithm2(policy, config=None, *, rng=None, theta0=None, theta_ref=None, track=True):
     """Run Algorithm 2 (spec 2.11) on a :class:`SequencePolicy`.
 
     Parameters
@@ -497,7 +548,8 @@ def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, tra
         A bandit with Bernoulli rewards is converted with :meth:`SequencePolicy.from_bandit`
         (same parameters ``theta``; outputs are one token long).
     config : Algorithm2Config
-    rng : numpy.random.Generator
+    rng : None, int, SeedSequence or numpy.random.Generator
+        Passed to :func:`numpy.random.default_rng` (a Generator is used as is).
     theta0 : ndarray (d,), optional
         Start (default ``policy.theta``); ``theta_ref`` defaults to ``theta0``.
     track : bool
@@ -517,6 +569,7 @@ def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, tra
     True
     """
     cfg = Algorithm2Config() if config is None else config
+    rng = default_rng(rng)
     if not isinstance(policy, SequencePolicy):
         policy = SequencePolicy.from_bandit(policy)
     theta = np.array(policy.theta if theta0 is None else theta0, float)
@@ -525,7 +578,7 @@ def run_algorithm2(policy, config=None, *, rng, theta0=None, theta_ref=None, tra
     thetas, fz = [theta.copy()], []
     for i in range(cfg.num_iterations):
         theta_old = theta.copy()
-        pid, seqs, Z = policy.sample(B, G, rng=rng, theta=theta_old)
+        pid, seqs, Z = policy.sample_sequences(B, G, rng=rng, theta=theta_old)
         A, zero = normalized_advantages(Z, method=cfg.advantage, std_eps=cfg.std_eps, smoothing=cfg.smoothing)
         fz.append(float(zero.mean()))
         eta = cfg.lr(i)

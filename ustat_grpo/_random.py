@@ -1,0 +1,48 @@
+"""The package's one RNG convention: ``rng=`` is anything :func:`numpy.random.default_rng` accepts.
+
+``None`` (fresh OS entropy), an int, a :class:`numpy.random.SeedSequence` or a
+:class:`numpy.random.Generator` (used as is, so a caller's stream keeps advancing).  Torch
+generators are derived from the same argument by :func:`torch_generator`, so that numpy and torch
+code take the same ``rng=``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["default_rng", "seed_sequence", "torch_seed", "torch_generator"]
+
+
+def default_rng(rng=None) -> np.random.Generator:
+    """``numpy.random.default_rng(rng)``: a Generator is returned unchanged."""
+    return np.random.default_rng(rng)
+
+
+def seed_sequence(rng=None) -> np.random.SeedSequence:
+    """A SeedSequence from ``rng``: ``None``/int/SeedSequence as ``default_rng`` reads them; a
+    Generator gives a child seeded by one draw from it (advancing it)."""
+    if isinstance(rng, np.random.SeedSequence):
+        return rng
+    if isinstance(rng, np.random.Generator):
+        return np.random.SeedSequence(int(rng.integers(0, 2 ** 63)))
+    if isinstance(rng, np.random.BitGenerator):
+        return seed_sequence(np.random.Generator(rng))
+    return np.random.SeedSequence(rng)
+
+
+def torch_seed(rng=None) -> int:
+    """A non-negative 63-bit torch seed from ``rng``.
+
+    The first 64-bit word of the SeedSequence, shifted right by one bit as a Python int
+    (``manual_seed`` takes values below 2**63; shifting the numpy uint64 by a Python int fails
+    on numpy 1.26).
+    """
+    return int(seed_sequence(rng).generate_state(1, np.uint64)[0]) >> 1
+
+
+def torch_generator(rng=None, device="cpu"):
+    """A ``torch.Generator`` on ``device`` seeded from ``rng``; a torch Generator passes through."""
+    import torch
+
+    if isinstance(rng, torch.Generator):
+        return rng
+    return torch.Generator(device=device).manual_seed(torch_seed(rng))
