@@ -205,6 +205,38 @@ def _fit_mse_shape(nb, g, ys, budgets, level):
                 bounded=bounded, rss=rss_min)
 
 
+def _budget_ftest(nb, g, ys, budgets, ssr_shared, num_params):
+    """F-test p-value of budget-specific curves against one shared curve (None: one budget)."""
+    import statsmodels.api as sm
+
+    if len(budgets) < 2:
+        return None
+    u = np.log2(g)
+    cols = [(nb == b).astype(float) for b in budgets]
+    Xf = np.stack(cols + [c * u for c in cols] + [c * u * u for c in cols], axis=-1)
+    if len(ys) - Xf.shape[1] < 1:
+        return None
+    full = sm.OLS(ys, Xf).fit()
+    df1 = Xf.shape[1] - num_params
+    F = ((ssr_shared - full.ssr) / df1) / (full.ssr / full.df_resid)
+    return float(stats.f.sf(F, df1, full.df_resid))
+
+
+def _bootstrap_best(X, ys, params, dof, grid, n_boot, rng) -> dict:
+    """Residual bootstrap under the fitted shared curve: share of refits peaking at each grid G."""
+    n = len(ys)
+    fitted, resid = X @ params, ys - X @ params
+    resid = resid * math.sqrt(n / dof)                   # inflate for the fitted parameters
+    Xg = np.stack([np.log2(grid), np.log2(grid) ** 2], axis=-1)
+    counts = np.zeros(len(grid))
+    XtX_inv_Xt = np.linalg.pinv(X)
+    for _ in range(int(n_boot)):
+        yb = fitted + rng.choice(resid, size=n, replace=True)
+        pb = XtX_inv_Xt @ yb
+        counts[int(np.argmax(Xg @ pb[-2:]))] += 1
+    return {int(gg): float(c / max(n_boot, 1)) for gg, c in zip(grid, counts)}
+
+
 def fit_performance_table(budget, num_generations, score, run=None, *, level: float = 0.95,
                           n_boot: int = 2000, rng=None, higher_is_better: bool = True) -> PerformanceFit:
     """Locate the best group size in an observed performance-vs-G table at fixed budgets.
@@ -279,33 +311,13 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
     curv_p = float(stats.t.cdf(tval, dof))               # H1: b2 < 0 (a maximum)
     ci, bounded = _perf_interval(params, cov, level, dof)
     g_star = 2.0 ** (-b1 / (2 * b2)) if b2 < 0 else math.nan
-    # budget-specific curves: F-test
-    budget_p = None
-    if len(budgets) > 1:
-        u = np.log2(g)
-        cols = [(nb == b).astype(float) for b in budgets]
-        Xf = np.stack(cols + [c * u for c in cols] + [c * u * u for c in cols], axis=-1)
-        if n - Xf.shape[1] >= 1:
-            full = sm.OLS(ys, Xf).fit()
-            df1 = Xf.shape[1] - p
-            F = ((res.ssr - full.ssr) / df1) / (full.ssr / full.df_resid)
-            budget_p = float(stats.f.sf(F, df1, full.df_resid))
+    budget_p = _budget_ftest(nb, g, ys, budgets, res.ssr, p)
     grid = np.unique(g)
     best_obs = {}
     for b in budgets:
         m = [ys[(nb == b) & (g == gg)].mean() if np.any((nb == b) & (g == gg)) else -np.inf for gg in grid]
         best_obs[int(b)] = int(grid[int(np.argmax(m))])
-    # residual bootstrap of the best grid G under the fitted shared curve
-    fitted, resid = X @ params, ys - X @ params
-    resid = resid * math.sqrt(n / dof)                   # inflate for the fitted parameters
-    Xg = np.stack([np.log2(grid), np.log2(grid) ** 2], axis=-1)
-    counts = np.zeros(len(grid))
-    XtX_inv_Xt = np.linalg.pinv(X)
-    for _ in range(int(n_boot)):
-        yb = fitted + rng.choice(resid, size=n, replace=True)
-        pb = XtX_inv_Xt @ yb
-        counts[int(np.argmax(Xg @ pb[-2:]))] += 1
-    share = {int(gg): float(c / max(n_boot, 1)) for gg, c in zip(grid, counts)}
+    share = _bootstrap_best(X, ys, params, dof, grid, n_boot, rng)
     alpha = 1 - level
     distinguishable = bool(bounded and curv_p < alpha / 2 and ci.low >= grid.min() and ci.high <= grid.max())
     mse_shape = _fit_mse_shape(nb, g, ys, budgets, level)

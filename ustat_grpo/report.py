@@ -176,6 +176,21 @@ def render_markdown(rec, *, figures: tuple = ()) -> str:
     return "\n".join([title, ""] + body + figs) + "\n"
 
 
+def _finish(fig, ax, path, *, xlabel, ylabel, title) -> str:
+    """Log2 G axis, labels, legend; save and close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_mse_curve(rec, path: str) -> str:
     """Figure: predicted MSE vs G at the budget with its band, observed cells, optimum marked."""
     import matplotlib
@@ -201,16 +216,10 @@ def plot_mse_curve(rec, path: str) -> str:
     top = float(max(c.num_generations))
     ax.axvspan(lo, min(hi, top), color="C3", alpha=0.08, label=f"{100 * rec.level:g}% CI for G*")
     ax.axvline(g, color="C3", lw=1.5, label=f"recommended G = {g}")
-    ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("group size G (B = N / G prompts)")
-    ax.set_ylabel("gradient MSE at fixed budget")
-    ax.set_title(f"MSE vs group size at N = {rec.budget} rollouts per step")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, xlabel="group size G (B = N / G prompts)",
+                   ylabel="gradient MSE at fixed budget",
+                   title=f"MSE vs group size at N = {rec.budget} rollouts per step")
 
 
 def plot_performance(rec, path: str) -> str:
@@ -233,15 +242,8 @@ def plot_performance(rec, path: str) -> str:
         ax.plot(gg, pf.predict(gg, budget=b), "-", color=f"C{i}", lw=1)
     if pf.bounded:
         ax.axvspan(pf.g_star_interval.low, pf.g_star_interval.high, color="C3", alpha=0.1, label="CI for G*")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("group size G")
-    ax.set_ylabel("score")
-    ax.set_title("score vs G (fit with a shared optimum across budgets)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, xlabel="group size G", ylabel="score",
+                   title="score vs G (fit with a shared optimum across budgets)")
 
 
 def write_report(rec, directory: str) -> str:
