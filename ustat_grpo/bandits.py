@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._cli import jsonable as _jsonable
+from ._serialize import jsonable as _jsonable
 
 __all__ = ["Sample", "PromptMoments", "SoftmaxBandit", "ContextualSoftmaxBandit", "GaussianPolicyBandit"]
 

@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from ._cli import jsonable as _json
+from ._serialize import jsonable as _json
 
 __all__ = [
     "Kernel", "UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic", "hoeffding",
