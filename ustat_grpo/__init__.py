@@ -11,8 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "ustat", "estimators", "bandits", "mse", "montecarlo", "finite_action", "provenance", "scaling",
-    "optimize", "wchisq", "limits", "arithmetic", "lm", "amplification", "practical", "report", "testing",
+    "ustat", "kernels", "estimators", "bandits", "mse", "montecarlo", "finite_action", "provenance",
+    "scaling", "optimize", "wchisq", "limits", "arithmetic", "lm", "amplification", "practical",
+    "report", "testing",
 )
 
 __all__ = ["__version__", "ustatistic", "hoeffding", "ustat_variance", "UStatResult", *_SUBMODULES]
