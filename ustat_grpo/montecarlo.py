@@ -272,7 +272,9 @@ def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "
     num_replicates : int
         Replicates per cell (>= 2).
     seed : int
-        Root seed (non-negative).  Recorded as a string.
+        Root seed (non-negative).  Recorded as a string.  An integer rather than ``rng=``: each
+        cell's stream is derived from it and the cell's coordinates (module notes), which a
+        ``Generator`` could not provide, and the output must record it.
     block_size : int, optional
         Replicates per vectorised block (default :func:`block_size_for`).  Part of the stream
         definition: changing it changes the draws.
