@@ -13,7 +13,7 @@ import numpy as np
 
 from paper_checks import Outcome, register
 from ustat_grpo import estimators as est
-from ustat_grpo import ustat
+from ustat_grpo import kernels, ustat
 from ustat_grpo.bandits import ContextualSoftmaxBandit, SoftmaxBandit
 from ustat_grpo.mse import constants, enumerate_mse, exact_mse, greensmith_baseline, group_outcomes
 from ustat_grpo.testing import bonferroni_z
@@ -56,7 +56,7 @@ def check_c1(rng):
             pairs = est._naive_grpo_ustat(r, s)           # eq. (6) as a double loop over pairs
             worst = max(worst, np.abs(fast - loo).max(), np.abs(loo - pairs).max())
             if 3 <= G <= 16:                              # the engine's jackknife needs n >= 3
-                eng = np.array([ustat.ustatistic(ustat.grpo_data(r[b], s[b]), ustat.grpo_kernel,
+                eng = np.array([ustat.ustatistic(kernels.grpo_data(r[b], s[b]), kernels.grpo_kernel,
                                                  method="vectorized").statistic for b in range(3)])
                 worst_engine = max(worst_engine, np.abs(eng - loo[:3]).max())
             # negative control: the full-mean baseline is not the U-statistic (relative gap 1/G)

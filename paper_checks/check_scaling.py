@@ -25,12 +25,10 @@ import math
 import numpy as np
 
 from paper_checks import Outcome, register
-from ustat_grpo import grid_fit, optimum
-from ustat_grpo.bandits import ContextualSoftmaxBandit, SoftmaxBandit
+from simulations.universality import fit_universality, simulate_universality, universality_bandit
+from ustat_grpo import optimum
+from ustat_grpo.bandits import ContextualSoftmaxBandit
 from ustat_grpo.mse import constants, exact_mse
-from ustat_grpo.optimize import run_algorithm1
-
-__all__ = ["universality_bandit", "simulate_universality", "fit_universality"]
 
 
 # ------------------------------------------------------------------------------------ C5-Gstar
@@ -83,87 +81,8 @@ def check_c5_gstar(rng):
 
 
 # ------------------------------------------------------------------------- Thm7 universality
-
-def universality_bandit(seed: int = 0) -> ContextualSoftmaxBandit:
-    """4 prompts, 4 arms in R^2: a best-on-average centre arm at 0 and three arms on the unit circle.
-
-    The centre arm can never dominate a softmax over these features, so the maximiser is
-    interior (theta* ~ (0.21, -0.54)) with non-vanishing gradient noise; prompts disagree on the
-    circle arms' rewards, so A1 > 0 at theta* and ``G*_exact = 1 + sqrt(A3/A1) ~ 5.12``.  The
-    3-fold symmetry makes the Hessian isotropic at theta* (k ~ 0.0167).
-    """
-    rng = np.random.default_rng(seed)
-    P = 4
-    ang = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
-    phi = np.zeros((P, 4, 2))                                     # (P, K, d)
-    phi[:, 1:, :] = np.stack([np.cos(ang), np.sin(ang)], -1)
-    p = np.zeros((P, 4))
-    p[:, 0] = 0.7
-    p[:, 1:] = np.clip(0.5 + 0.3 * rng.standard_normal((P, 3)), 0.02, 0.98)
-    return ContextualSoftmaxBandit(phi, success_probs=p)
-
-
-def simulate_universality(*, budgets=(48, 96), group_sizes=(2, 3, 4, 6, 8, 12, 16, 24),
-                          iterations=(400,), replicates=64, beta=1.0, start="optimum",
-                          window=0.75, seed=0, progress=None):
-    """Gap of Algorithm 1 (GRPO, constant step) vs G at fixed budgets and iteration counts.
-
-    Parameters
-    ----------
-    budgets, group_sizes, iterations : sequences of int
-        ``N``, ``G`` (``B = N / G`` must be an integer) and the iteration counts ``n`` reported.
-    replicates : int
-        Independent runs per (N, G).
-    beta : float
-        Constant step size.
-    start : {"optimum", "far"}
-        ``theta_0 = theta*`` (stationary regime) or ``(-1.5, 1.5)`` (transient then stationary).
-    window : float
-        The gap "at n" is the per-replicate mean over iterations ``(window * n, n]``.
-    seed : int
-        One ``SeedSequence`` child per (N, G) cell.
-
-    Returns
-    -------
-    gap : ndarray (len(budgets), len(iterations), len(group_sizes), replicates)
-    info : dict  (theta_star, constants at theta*, G*_exact)
-    """
-    policy = universality_bandit()
-    theta_star, _ = policy.optimum()
-    A = np.array(constants(policy.moments(theta_star)))
-    theta0 = theta_star if start == "optimum" else np.array([-1.5, 1.5])
-    n_max = int(max(iterations))
-    out = np.empty((len(budgets), len(iterations), len(group_sizes), replicates))
-    seqs = np.random.SeedSequence(seed).spawn(len(budgets) * len(group_sizes))
-    for i, N in enumerate(budgets):
-        for j, G in enumerate(group_sizes):
-            if N % G:
-                raise ValueError(f"G = {G} does not divide N = {N}")
-            rng = np.random.default_rng(seqs[i * len(group_sizes) + j])
-            res = run_algorithm1(policy, "grpo", num_prompts=N // G, num_generations=G, num_steps=n_max,
-                                 step_size="constant", beta=beta, replicates=replicates, rng=rng,
-                                 theta0=theta0, record=list(range(n_max + 1)))
-            for k, n in enumerate(iterations):
-                lo = int(window * n)
-                out[i, k, j] = res.gap[:, lo + 1:n + 1].mean(1)      # (R,)
-            if progress:
-                progress(f"N={N} G={G} done")
-    info = dict(theta_star=theta_star.tolist(), A=A.tolist(), g_star_exact=float(1 + math.sqrt(A[2] / A[0])))
-    return out, info
-
-
-def fit_universality(gap, *, budgets, group_sizes, level):
-    """Fieller intervals of G* per (budget, iteration) from the replicate gaps."""
-    G = np.asarray(group_sizes, float)
-    res = {}
-    for i, N in enumerate(budgets):
-        for k in range(gap.shape[1]):
-            y = gap[i, k].mean(-1)
-            se = gap[i, k].std(-1, ddof=1) / math.sqrt(gap.shape[-1])
-            fit = grid_fit.fit_mse_grid(N / G, G, y, se, form="exact")
-            res[(i, k)] = (fit, fit.optimal_group_size(level=level))
-    return res
-
+# the toy, the runs and the fits live in simulations/universality.py (checks use simulations,
+# never the reverse)
 
 def _universality(rng, *, budgets, iterations, replicates, start, seed, window):
     group_sizes = (2, 3, 4, 6, 8, 12, 24)

@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo import amplification as amp  # noqa: E402
 from ustat_grpo import attractor  # noqa: E402
 from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def simulate(cfg: Config, *, command: str = ""):
     ds["status"].attrs["codes"] = json.dumps(amp.STATUS_CODES)
     ds["trajectory"].attrs["variants"] = json.dumps([c[1] for c in CASES])
     ds["trajectory"].attrs["status"] = json.dumps(case_status)
-    ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=asdict(cfg), command=command),
+    ds.attrs.update(provenance_attrs(seed=cfg.seed, config=asdict(cfg), command=command),
                     source="arXiv 2503.06639v4, spec section 3.4; recurrence p_n = sigmoid(logit p_ref + Omega_eps(p_{n-1})/beta)")
     return ds
 
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(cfg.out, exist_ok=True)
     nc = os.path.join(cfg.out, "amplification.nc")
-    ds.to_netcdf(nc, engine="h5netcdf")
+    write_netcdf(ds, nc)
     outs = [nc]
     if not cfg.no_plot:
         outs.append(plot(ds, os.path.join(cfg.out, "amplification.png")))

@@ -35,8 +35,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import torch  # noqa: E402
 
 from ustat_grpo import arithmetic, lm  # noqa: E402
-from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,12 @@ def main(argv=None) -> int:
          "per_sample_unflattened_seconds": ("num_generations", a[:, 8]),
          "ratio_unflattened": ("num_generations", a[:, 9])},
         coords={"num_generations": Gs})
-    ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg),
-                                        command=shlex.join(["python", "simulations/bench_lm.py", *args])))
+    ds.attrs.update(provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg),
+                                     command=shlex.join(["python", "simulations/bench_lm.py", *args])))
     ds.attrs["device"] = str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)
     ds.attrs["num_parameters"] = int(policy.num_parameters)
     ds.attrs["policy"] = json.dumps({"name": policy.name, "template": policy.template})
-    os.makedirs(cfg.out, exist_ok=True)
-    ds.to_netcdf(os.path.join(cfg.out, "bench_lm.nc"), engine="h5netcdf")
+    write_netcdf(ds, os.path.join(cfg.out, "bench_lm.nc"))
     print(f"device {ds.attrs['device']}, d = {policy.num_parameters}; max ratio {a[:, 2].max():.2f}"
           f" (target <= 2)")
     return 0

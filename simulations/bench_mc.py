@@ -73,7 +73,7 @@ def bench(cfg: Config) -> dict:
     def floor_streams():                       # the uniforms the engine draws, same streams
         buf = np.empty((bs, B, G))
         for i, child in enumerate(mc.cell_seed_sequence(cfg.seed, G, B).spawn(n_blocks)):
-            gen = np.random.Generator(np.random.PCG64(child))
+            gen = np.random.default_rng(child)           # = Generator(PCG64(child)), as the engine
             r = min(bs, R - i * bs)
             out = buf if r == bs else np.empty((r, B, G))
             gen.random((r, B))                 # prompt slots

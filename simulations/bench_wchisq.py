@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 from scipy import stats  # noqa: E402
 from scipy.stats._hypotests import _cdf_cvm_inf  # noqa: E402
 
-import ustat_grpo  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 from ustat_grpo.wchisq import METHODS, WeightedChiSquared  # noqa: E402
 
 
@@ -134,16 +133,9 @@ def main(argv=None) -> int:
                 if r[k] is not None:
                     arr[k][laws.index(r["law"]), meths.index(r["method"])] = r[k]
         ds = xr.Dataset({k: (("law", "method"), v) for k, v in arr.items()}, coords=dict(law=laws, method=meths))
-        ds.attrs.update(seed="none (deterministic)", package_version=ustat_grpo.__version__,
-                        command=" ".join(["python", "simulations/bench_wchisq.py", *args]),
-                        config=json.dumps(dataclasses.asdict(cfg), sort_keys=True),
-                        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        os.makedirs(cfg.out, exist_ok=True)
-        path = os.path.join(cfg.out, "bench_wchisq.nc")
-        try:
-            ds.to_netcdf(path, engine="h5netcdf")
-        except ImportError:  # no h5py: NETCDF3 via scipy
-            ds.to_netcdf(path, engine="scipy")
+        prov = provenance_attrs(seed="none (deterministic)", config=dataclasses.asdict(cfg),
+                                command=" ".join(["python", "simulations/bench_wchisq.py", *args]))
+        path = write_netcdf(ds, os.path.join(cfg.out, "bench_wchisq.nc"), provenance=prov)
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from scipy import stats  # noqa: E402
 
-from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo.bandits import GaussianPolicyBandit  # noqa: E402
 from ustat_grpo.limits import identifiable_subspace, limit_law  # noqa: E402
 from ustat_grpo.optimize import run_algorithm1  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def simulate(cfg: Config, *, command: str = ""):
         coords=dict(estimator=ests, replicate=np.arange(cfg.replicates), k=np.arange(r), prob=probs))
     ds.attrs.update(
         title="Theorem 8 (arXiv 2603.01162): n * gap under Algorithm 1 vs the weighted chi-squared limit",
-        **mc.provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg), command=command),
+        **provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg), command=command),
         beta=beta, num_steps=n,
         note="weights from the Lyapunov equation with beta^2 Omega (spec correction); "
              "weights_paper_display omit beta^2")
@@ -169,12 +169,7 @@ def main(argv=None) -> int:
     except ValueError as exc:  # e.g. beta * lambda_min(K) <= 1/2
         print(f"chi2_limit.py: {exc}", file=sys.stderr)
         return 2
-    os.makedirs(cfg.out, exist_ok=True)
-    nc = os.path.join(cfg.out, "chi2_limit.nc")
-    try:
-        ds.to_netcdf(nc, engine="h5netcdf")
-    except ImportError:  # h5netcdf without h5py: fall back to NETCDF3 via scipy (no extra dependency)
-        ds.to_netcdf(nc, engine="scipy")
+    nc = write_netcdf(ds, os.path.join(cfg.out, "chi2_limit.nc"))
     outs = [nc]
     if not cfg.no_plot:
         outs.append(plot(ds, os.path.join(cfg.out, "chi2_limit.png")))

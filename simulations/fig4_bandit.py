@@ -39,6 +39,7 @@ from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
 from ustat_grpo.mse import exact_mse  # noqa: E402
 from ustat_grpo.testing import bonferroni_z  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 
 #: Success probabilities of the K = 10 arms ("answers"): a few good, most poor.
 SUCCESS_PROBS = (0.95, 0.9, 0.7, 0.5, 0.3, 0.15, 0.1, 0.05, 0.02, 0.0)
@@ -103,7 +104,7 @@ def simulate(cfg: Config, *, command: str | None = None):
     out["success_probs"] = (("arm",), np.array(SUCCESS_PROBS))
     run_cfg = json.loads(panels[0].attrs["config"])
     config = {"script": dataclasses.asdict(cfg), "run_grid": run_cfg}
-    out.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=config, command=command))
+    out.attrs.update(provenance_attrs(seed=cfg.seed, config=config, command=command))
     out.attrs["title"] = "Figure 4 analogue (arXiv 2603.01162) on softmax bandits"
     return out
 
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(cfg.out, exist_ok=True)
     nc = os.path.join(cfg.out, "fig4_bandit.nc")
-    mc.write_netcdf(ds, nc)
+    write_netcdf(ds, nc)
     print(f"wrote {nc}", file=sys.stderr)
     if not cfg.no_plot:
         png = os.path.join(cfg.out, "fig4_bandit.png")

@@ -46,9 +46,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import torch  # noqa: E402
 
 from ustat_grpo import arithmetic, lm  # noqa: E402
-from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo import constants  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 
 ESTIMATOR_NAMES = ("vanilla", "grpo", "oracle")
 COLORS = {"vanilla": "tab:blue", "grpo": "tab:orange", "oracle": "tab:green"}
@@ -80,15 +80,10 @@ def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.n
     """Weights ``w`` (R, G) with ``estimate = sum_i w_i W_i`` for vanilla, GRPO, oracle.
 
     Every estimator is linear in the scores, so feeding the identity as scores returns its weights.
-    ``ustat_grpo.estimators`` is used when present; its closed forms are the fallback.
     """
+    from ustat_grpo.estimators import ESTIMATORS
+
     R, G = rewards.shape
-    try:
-        from ustat_grpo.estimators import ESTIMATORS
-    except ImportError:  # closed forms of arXiv 2603.01162, Table 1
-        return {"vanilla": rewards / G,
-                "grpo": (rewards - rewards.mean(-1, keepdims=True)) / (G - 1),
-                "oracle": (rewards - values[:, None]) / G}
     eye = np.broadcast_to(np.eye(G), (R, G, G))  # (R, G, G)
     return {"vanilla": ESTIMATORS["vanilla"](rewards, eye),
             "grpo": ESTIMATORS["grpo"](rewards, eye),
@@ -100,7 +95,7 @@ def theory_pieces(z: np.ndarray, S) -> tuple[np.ndarray, float]:
 
     ``G MSE_vanilla = E[Z^2 |W|^2] - |g|^2``, ``G MSE_oracle = A2 = tr Sigma_oracle`` and
     ``G MSE_grpo = A2 + A3 / (G - 1)``; every piece is an unbiased U-statistic of the pool
-    (``scaling.prompt_constants``) of the whole pool; the Monte Carlo draws groups from the same pool.
+    (``constants.prompt_constants``) of the whole pool; the Monte Carlo draws groups from the same pool.
     """
     w = S.double().cpu().numpy()[None] if torch.is_tensor(S) else np.asarray(S, float)[None]  # (1, N, d)
     zz = np.asarray(z, float)[None]                                                           # (1, N)
@@ -109,12 +104,13 @@ def theory_pieces(z: np.ndarray, S) -> tuple[np.ndarray, float]:
     return np.array([vanilla, a2[0], a2[0]]), float(a3[0])
 
 
-def replicate_errors(K: np.ndarray, z: np.ndarray, G: int, R: int, rng) -> dict[str, np.ndarray]:
+def replicate_errors(K: np.ndarray, z: np.ndarray, G: int, R: int, *, rng) -> dict[str, np.ndarray]:
     """Unbiased squared-error draws (R,) per estimator from one question's pool.
 
     ``K`` (N, N) Gram matrix of the pool's scores, ``z`` (N,) rewards.  Group = G random pool
-    members, reference = the other N - G.
+    members, reference = the other N - G.  ``rng``: anything ``numpy.random.default_rng`` accepts.
     """
+    rng = np.random.default_rng(rng)
     N = len(z)
     m = N - G
     Kz = K @ z  # (N,)  = S (sum_j z_j s_j)
@@ -145,65 +141,80 @@ def panel_policies(cfg: Config):
     return [(v, lm.load_policy(None, variant=v, device=cfg.device, dtype=cfg.dtype)) for v in names]
 
 
-def simulate(cfg: Config, *, command: str | None = None):
-    import xarray as xr
+def _measure_panel(cfg: Config, policy, problems, Gs, pseed) -> dict[str, np.ndarray]:
+    """One panel: per question, Monte Carlo MSE per (estimator, G) and the Theorem 2 pieces."""
+    P, E = len(problems), len(ESTIMATOR_NAMES)
+    out = dict(mse=np.zeros((E, len(Gs), P)), value=np.zeros(P), trace_fisher=np.zeros(P),
+               cov_zw2=np.zeros(P),
+               theory=np.zeros((E, P)),         # Theorem 2 per-question MSE x G (G-free parts)
+               residual=np.zeros(P))            # A3(x) = sigma^2 tr I + |g|^2
+    params = cfg.params or None
+    d = sum(policy.model.get_parameter(n).numel() for n in lm.parameter_names(policy.model, params))
+    sketch = lm.Sketch(d, cfg.projection_dim, seed=cfg.seed) if cfg.projection_dim else None
+    for x, (prob, qseed) in enumerate(zip(problems, pseed.spawn(P))):
+        sample_seed, mc_seed = qseed.spawn(2)
+        comp, z = lm.sample_prompt(policy, prob, cfg.pool, rng=sample_seed)
+        S = lm.per_sample_scores(policy.model, comp.sequences, comp.completion_mask,
+                                 params=params, chunk_size=cfg.chunk_size, projection=sketch)
+        K = lm.gram(S)  # (N, N) float64
+        w2 = np.diag(K)  # (N,) |W_i|^2
+        out["value"][x], out["trace_fisher"][x] = z.mean(), w2.mean()
+        out["cov_zw2"][x] = np.mean((z - z.mean()) * (w2 - w2.mean()))
+        out["theory"][:, x], out["residual"][x] = theory_pieces(z, S)
+        rng = np.random.default_rng(mc_seed)
+        for j, G in enumerate(Gs):
+            errs = replicate_errors(K, z, G, cfg.num_replicates, rng=rng)
+            for e, name in enumerate(ESTIMATOR_NAMES):
+                out["mse"][e, j, x] = errs[name].mean()
+    return out
 
+
+def simulate(cfg: Config, *, command: str | None = None):
     Gs = [int(g) for g in cfg.num_generations.split(",")]
     if max(Gs) + 3 > cfg.pool:
         raise ValueError("pool must exceed the largest G by at least 3")
     problems = arithmetic.make_dataset(500, seed=0)[:cfg.num_prompts]
     panels = panel_policies(cfg)
-    P, E = len(problems), len(ESTIMATOR_NAMES)
-    mse = np.zeros((len(panels), E, len(Gs), P))
-    value = np.zeros((len(panels), P))
-    tr_fisher = np.zeros((len(panels), P))
-    cov_zw2 = np.zeros((len(panels), P))
-    theory = np.zeros((len(panels), E, P))  # Theorem 2 per-question MSE x G (G-free parts)
-    residual = np.zeros((len(panels), P))   # A3(x) = sigma^2 tr I + |g|^2
-    seconds = []
-    for a, ((pname, policy), pseed) in enumerate(zip(panels, np.random.SeedSequence(cfg.seed).spawn(len(panels)))):
+    results, seconds = [], []
+    for (pname, policy), pseed in zip(panels, np.random.SeedSequence(cfg.seed).spawn(len(panels))):
         t0 = time.time()
-        params = cfg.params or None
-        d = sum(policy.model.get_parameter(n).numel() for n in lm.parameter_names(policy.model, params))
-        sketch = lm.Sketch(d, cfg.projection_dim, seed=cfg.seed) if cfg.projection_dim else None
-        for x, (prob, qseed) in enumerate(zip(problems, pseed.spawn(P))):
-            sample_seed, mc_seed = qseed.spawn(2)
-            comp, z = lm.sample_prompt(policy, prob, cfg.pool, rng=sample_seed)
-            S = lm.per_sample_scores(policy.model, comp.sequences, comp.completion_mask,
-                                     params=params, chunk_size=cfg.chunk_size, projection=sketch)
-            K = lm.gram(S)  # (N, N) float64
-            w2 = np.diag(K)  # (N,) |W_i|^2
-            value[a, x], tr_fisher[a, x] = z.mean(), w2.mean()
-            cov_zw2[a, x] = np.mean((z - z.mean()) * (w2 - w2.mean()))
-            theory[a, :, x], residual[a, x] = theory_pieces(z, S)
-            rng = np.random.default_rng(mc_seed)
-            for j, G in enumerate(Gs):
-                errs = replicate_errors(K, z, G, cfg.num_replicates, rng)
-                for e, name in enumerate(ESTIMATOR_NAMES):
-                    mse[a, e, j, x] = errs[name].mean()
+        results.append(_measure_panel(cfg, policy, problems, Gs, pseed))
         seconds.append(time.time() - t0)
-        print(f"[fig4_lm] panel {pname}: {seconds[-1]:.0f}s, mean V {value[a].mean():.3f}",
+        print(f"[fig4_lm] panel {pname}: {seconds[-1]:.0f}s, mean V {results[-1]['value'].mean():.3f}",
               file=sys.stderr)
-    names = [p for p, _ in panels]
+    per = {k: np.stack([r[k] for r in results]) for k in results[0]}   # (panel, ...)
+    ds = _dataset(per, Gs, problems, [p for p, _ in panels])
+    ds.attrs.update(provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg), command=command))
+    ds.attrs["title"] = "Figure 4 (arXiv 2603.01162) on transformer policies, arithmetic task"
+    ds.attrs["policies"] = json.dumps({p: pol.name + " / " + pol.template for p, pol in panels})
+    ds.attrs["num_parameters"] = int(panels[0][1].num_parameters)
+    ds.attrs["panel_seconds"] = json.dumps([round(s, 1) for s in seconds])
+    return ds
+
+
+def _dataset(per, Gs, problems, names):
+    """The per-question measurements and Theorem 2 predictions, and their means over questions."""
+    import xarray as xr
+
+    P = len(problems)
     G_arr = np.array(Gs, float)
     # Theorem 2: MSE_x(G) = T_x / G, plus A3(x) / (G (G - 1)) for GRPO
-    pred = theory[:, :, None, :] / G_arr[None, None, :, None]            # (panel, E, G, P)
-    pred[:, ESTIMATOR_NAMES.index("grpo")] += residual[:, None, :] / (G_arr * (G_arr - 1))[:, None]
+    pred = per["theory"][:, :, None, :] / G_arr[None, None, :, None]     # (panel, E, G, P)
+    pred[:, ESTIMATOR_NAMES.index("grpo")] += per["residual"][:, None, :] / (G_arr * (G_arr - 1))[:, None]
     ds = xr.Dataset(
-        {"mse_prompt": (("panel", "estimator", "num_generations", "prompt"), mse,
+        {"mse_prompt": (("panel", "estimator", "num_generations", "prompt"), per["mse"],
                         {"long_name": "per-question MSE estimate (mean over replicates)"}),
-         "value": (("panel", "prompt"), value, {"long_name": "pool success rate V(x)"}),
-         "trace_fisher": (("panel", "prompt"), tr_fisher, {"long_name": "pool mean |W|^2"}),
-         "cov_reward_score_norm": (("panel", "prompt"), cov_zw2,
+         "value": (("panel", "prompt"), per["value"], {"long_name": "pool success rate V(x)"}),
+         "trace_fisher": (("panel", "prompt"), per["trace_fisher"], {"long_name": "pool mean |W|^2"}),
+         "cov_reward_score_norm": (("panel", "prompt"), per["cov_zw2"],
                                    {"long_name": "pool Cov(Z, |W|^2)"}),
          "mse_theory_prompt": (("panel", "estimator", "num_generations", "prompt"), pred,
                                {"long_name": "Theorem 2 per-question MSE from unbiased U-statistics "
-                                             "of the pool (scaling.prompt_constants)"})},
+                                             "of the pool (constants.prompt_constants)"})},
         coords={"panel": names, "estimator": list(ESTIMATOR_NAMES), "num_generations": Gs,
                 "prompt": np.arange(P), "question": ("prompt", [p.text for p in problems])})
-    m = ds.mse_prompt.mean("prompt")
-    se = ds.mse_prompt.std("prompt", ddof=1) / np.sqrt(P)
-    ds["mse"], ds["mse_se"] = m, se
+    ds["mse"] = ds.mse_prompt.mean("prompt")
+    ds["mse_se"] = ds.mse_prompt.std("prompt", ddof=1) / np.sqrt(P)
     ds["mse_theory"] = ds.mse_theory_prompt.mean("prompt")
     gap = ds.mse_prompt - ds.mse_theory_prompt          # paired over questions: Monte Carlo - theory
     ds["theory_gap"], ds["theory_gap_se"] = gap.mean("prompt"), gap.std("prompt", ddof=1) / np.sqrt(P)
@@ -215,12 +226,6 @@ def simulate(cfg: Config, *, command: str | None = None):
     #   = V^2 tr I + 2 V Cov(Z, |W|^2), negative when Cov(Z, |W|^2) < -V tr I / 2.
     ds["vanilla_minus_oracle_times_G_plugin"] = (
         ds.value ** 2 * ds.trace_fisher + 2 * ds.value * ds.cov_reward_score_norm).mean("prompt")
-    config = dataclasses.asdict(cfg)
-    ds.attrs.update(mc.provenance_attrs(seed=cfg.seed, config=config, command=command))
-    ds.attrs["title"] = "Figure 4 (arXiv 2603.01162) on transformer policies, arithmetic task"
-    ds.attrs["policies"] = json.dumps({p: pol.name + " / " + pol.template for p, pol in panels})
-    ds.attrs["num_parameters"] = int(panels[0][1].num_parameters)
-    ds.attrs["panel_seconds"] = json.dumps([round(s, 1) for s in seconds])
     return ds
 
 
@@ -294,7 +299,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(cfg.out, exist_ok=True)
     nc = os.path.join(cfg.out, "fig4_lm.nc")
-    ds.to_netcdf(nc, engine="h5netcdf")
+    write_netcdf(ds, nc)
     if not cfg.no_plot:
         plot(ds, os.path.join(cfg.out, "fig4_lm.png"))
     ok, lines = check(ds)

@@ -198,7 +198,7 @@ def test_fig4_replicate_errors_match_direct_computation():
     N, d, G = 20, 50, 4
     s = rng.normal(size=(N, d))
     z = rng.integers(0, 2, size=N).astype(float)
-    errs = replicate_errors(lm.gram(s), z, G, 3, np.random.default_rng(9))
+    errs = replicate_errors(lm.gram(s), z, G, 3, rng=np.random.default_rng(9))
     idx_rng = np.random.default_rng(9)
     for r in range(3):
         perm = idx_rng.permutation(N)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from ustat_grpo import finite_action
 from ustat_grpo import montecarlo as mc
 from ustat_grpo.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, Sample, SoftmaxBandit
+from ustat_grpo.provenance import write_netcdf
 from ustat_grpo.testing import assert_mc_close
 
 DATA_VARS = ("count", "mse", "m2", "mse_se", "exact")
@@ -125,7 +127,7 @@ def test_categorical_sampler_equals_searchsorted():
     probs = rng.dirichlet(np.ones(9), size=4)
     probs[1] = [0.5, 0.5, 0, 0, 0, 0, 0, 0, 0]                    # empty categories
     probs[2] = [1e-6, 2e-6, 3e-6, 0.3, 0.7 - 6e-6, 0, 0, 0, 0]     # several CDF points in one bin
-    sampler = mc._CategoricalSampler(probs)
+    sampler = finite_action._CategoricalSampler(probs)
     assert sampler.steps >= 3
     u = rng.random((4, 50_000))
     u[:, :3] = [0.0, 0.5, 1 - 2 ** -53]                            # edges
@@ -323,8 +325,8 @@ def test_netcdf_round_trip_and_provenance(tmp_path):
     kw = dict(num_generations=(2, 4), num_replicates=100, seed=2 ** 40, scheduler="serial", progress=False,
               command="pytest run", extra_config={"note": "x"})
     a, b = mc.run_grid(pol, **kw), mc.run_grid(pol, **kw)
-    mc.write_netcdf(a, tmp_path / "a.nc")
-    mc.write_netcdf(b, tmp_path / "b.nc")
+    write_netcdf(a, tmp_path / "a.nc")
+    write_netcdf(b, tmp_path / "b.nc")
     ra, rb = xr.load_dataset(tmp_path / "a.nc", engine="h5netcdf"), xr.load_dataset(tmp_path / "b.nc")
     data_equal(a, ra)
     data_equal(ra, rb)

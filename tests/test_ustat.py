@@ -10,10 +10,11 @@ from hypothesis.extra.numpy import arrays
 from scipy import stats
 
 from ustat_grpo.testing import binomial_coverage_pvalue
-from ustat_grpo.ustat import (
-    Kernel, gini_kernel, grpo_data, grpo_kernel, hoeffding, kendall_kernel, mann_whitney_kernel,
-    ustat_variance, ustatistic, variance_kernel, wilcoxon_kernel,
+from ustat_grpo.kernels import (
+    Kernel, gini_kernel, grpo_data, grpo_kernel, kendall_kernel, mann_whitney_kernel, variance_kernel,
+    wilcoxon_kernel,
 )
+from ustat_grpo.ustat import hoeffding, ustat_variance, ustatistic
 
 
 def _brute_u(data, f, m):

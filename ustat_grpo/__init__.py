@@ -11,9 +11,10 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "ustat", "estimators", "bandits", "mse", "montecarlo", "scaling", "optimize", "wchisq",
-    "limits", "arithmetic", "lm", "amplification", "attractor", "nonparametric", "practical", "policy",
-    "report", "score", "testing",
+    "ustat", "kernels", "estimators", "bandits", "policy", "mse", "montecarlo", "finite_action",
+    "provenance", "interval", "optimum", "grid_fit", "constants", "performance", "recommend", "measure",
+    "measurements", "optimize", "wchisq", "limits", "arithmetic", "lm", "score", "amplification",
+    "attractor", "nonparametric", "practical", "report", "testing",
 )
 
 __all__ = ["__version__", "ustatistic", "hoeffding", "ustat_variance", "UStatResult", *_SUBMODULES]

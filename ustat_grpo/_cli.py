@@ -14,10 +14,8 @@ import hashlib
 import json
 import typing
 
-import numpy as np
-
 __all__ = ["InputError", "AnalysisError", "parser_from_dataclass", "options_from_args",
-           "sha256_file", "sha256_json", "jsonable"]
+           "sha256_file", "sha256_json"]
 
 
 class InputError(ValueError):
@@ -82,15 +80,6 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def jsonable(x):
-    """A numpy array or scalar as plain Python (lists, floats, ints); anything else unchanged."""
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def sha256_json(obj) -> str:

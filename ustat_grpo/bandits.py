@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._cli import jsonable as _jsonable
 from ._random import default_rng
+from ._serialize import jsonable as _jsonable
 from .policy import Sample
 
 __all__ = ["Sample", "PromptMoments", "SoftmaxBandit", "ContextualSoftmaxBandit", "GaussianPolicyBandit",

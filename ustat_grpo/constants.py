@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ustat
+from . import kernels, ustat
 from .interval import json_float, json_interval
 from .optimum import CONSTANT_NAMES, ConstantsEstimate, paper_constants
 
@@ -28,7 +28,7 @@ __all__ = ["KERNELS", "ScalingConstants", "estimate_constants", "prompt_constant
 
 
 def _split(x):
-    """Packed rows ``[z, w_1..w_d]`` (``ustat.grpo_data``) -> ``z (k,)``, ``w (k, d)``."""
+    """Packed rows ``[z, w_1..w_d]`` (``kernels.grpo_data``) -> ``z (k,)``, ``w (k, d)``."""
     return x[:, 0], x[:, 1:]
 
 
@@ -56,12 +56,12 @@ def _zzq_func(x1, x2, x3):
             + (z3 - z1) * (z3 - z2) * q(w3)) / 3.0
 
 
-#: the kernels of the per-prompt pieces, on rows packed by :func:`ustat_grpo.ustat.grpo_data`
+#: the kernels of the per-prompt pieces, on rows packed by :func:`ustat_grpo.kernels.grpo_data`
 KERNELS = {
-    "g": ustat.Kernel(_h, 2, name="grpo pair h"),
-    "g_norm2": ustat.Kernel(_g2_func, 4, name="<h(1,2), h(3,4)>"),
-    "sigma2_trI": ustat.Kernel(_st_func, 3, name="(Z_i - Z_j)^2 |W_k|^2 / 2"),
-    "zzq": ustat.Kernel(_zzq_func, 3, name="(Z_i - Z_j)(Z_i - Z_k) |W_i|^2"),
+    "g": kernels.Kernel(_h, 2, name="grpo pair h"),
+    "g_norm2": kernels.Kernel(_g2_func, 4, name="<h(1,2), h(3,4)>"),
+    "sigma2_trI": kernels.Kernel(_st_func, 3, name="(Z_i - Z_j)^2 |W_k|^2 / 2"),
+    "zzq": kernels.Kernel(_zzq_func, 3, name="(Z_i - Z_j)(Z_i - Z_k) |W_i|^2"),
 }
 
 
@@ -74,7 +74,7 @@ def prompt_pieces_engine(rewards, scores, *, method: str = "naive"):
     z, w = np.asarray(rewards, float), np.asarray(scores, float)
     out = {k: [] for k in KERNELS}
     for p in range(z.shape[0]):
-        data = ustat.grpo_data(z[p], w[p])                  # (M, 1 + d)
+        data = kernels.grpo_data(z[p], w[p])                  # (M, 1 + d)
         for k, kern in KERNELS.items():
             out[k].append(ustat.ustatistic(data, kern, method=method).statistic)
     return tuple(np.array(out[k]) for k in KERNELS)

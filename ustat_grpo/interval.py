@@ -4,12 +4,14 @@ Every interval that a result of :mod:`ustat_grpo` reports is a :class:`Confidenc
 ``(low, high)`` (scipy's words); ``high`` may be ``inf`` when a set is unbounded (a Fieller set
 whose denominator is not significantly non-zero).  JSON has no infinity, so the stable JSON
 outputs write non-finite numbers as the strings ``"inf"``, ``"-inf"`` and ``"nan"``
-(:func:`json_float`), and read them back with :func:`float_from_json`.
+(:func:`json_float`, by the package's one converter :func:`ustat_grpo._serialize.jsonable`), and
+read them back with :func:`float_from_json`.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
+
+from ._serialize import jsonable
 
 __all__ = ["ConfidenceInterval", "json_float", "json_interval", "float_from_json"]
 
@@ -29,12 +31,7 @@ def json_float(x):
     >>> json_float(2), json_float(float("inf")), json_float(None)
     (2.0, 'inf', None)
     """
-    if x is None:
-        return None
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
+    return None if x is None else jsonable(float(x))
 
 
 def json_interval(ci):

@@ -19,18 +19,19 @@ Design (STYLE.md, "Monte Carlo outputs"):
   ``.npz`` file; a rerun loads finished cells and computes only the rest, and gives the same bytes
   as an uninterrupted run.
 * **Schedulers.** ``"serial"``, ``"processes"`` (default, ``concurrent.futures`` process pool on
-  local cores) or a Dask distributed scheduler (``"tcp://host:port"`` or a ``distributed.Client``).
-* **Fast path.** Finite-action softmax bandits (``bandits.ContextualSoftmaxBandit`` and
-  ``SoftmaxBandit``: public ``features``, ``policy_probs``, ``reward_values``, ``reward_probs``)
-  are sampled as (prompt, arm, reward) indices; scores are looked up in a ``(P, K, d)`` table and
+  local cores) or a Dask distributed scheduler (``"tcp://host:port"`` or a ``distributed.Client``);
+  see ``ustat_grpo._scheduler``.
+* **Fast path.** Finite-action softmax bandits are sampled as (prompt, arm, reward) indices and
   estimators that are affine in the rewards within a group are computed from per-arm counts and
-  reward sums (``sampler="finite"``).  Each such affine form is checked against
-  ``estimators.ESTIMATORS`` at the start of a run, and the sampler's exact moments against
-  ``policy.moments()``.  ``sampler="generic"`` uses ``policy.sample`` and the estimators as given.
-  The fast path consumes each block's stream in the order of ``ContextualSoftmaxBandit.sample``
-  (a uniform per prompt slot, per arm pull, per reward; inverse CDF), so for those bandits it
-  reproduces the generic path to rounding (a test checks this); ``simulations/bench_mc.py``
-  times it at ~3x the cost of merely drawing its uniforms, the generic path at ~40x.
+  reward sums (``sampler="finite"``, :mod:`ustat_grpo.finite_action`).  Each such affine form is
+  checked against ``estimators.ESTIMATORS`` at the start of a run, and the sampler's exact moments
+  against ``policy.moments()``.  ``sampler="generic"`` uses ``policy.sample`` and the estimators as
+  given.  The fast path consumes each block's stream in the order of
+  ``ContextualSoftmaxBandit.sample``, so for those bandits it reproduces the generic path to
+  rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~3x the cost of merely
+  drawing its uniforms, the generic path at ~40x.
+* **Output.** The dataset carries the attributes of :func:`ustat_grpo.provenance.provenance_attrs`;
+  write it with :func:`ustat_grpo.provenance.write_netcdf`.
 """
 from __future__ import annotations
 
@@ -39,16 +40,16 @@ import hashlib
 import json
 import os
 import pickle
-import shlex
-import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["run_grid", "merge", "summary", "write_netcdf", "cell_seed_sequence", "provenance_attrs",
-           "FiniteActionModel", "block_size_for"]
+from . import _scheduler, finite_action
+from .provenance import provenance_attrs
+
+__all__ = ["run_grid", "merge", "summary", "cell_seed_sequence", "block_size_for"]
 
 #: Generations (replicates x B x G) per vectorised block when ``block_size`` is not given
 #: (the fastest of 2**14..2**18 in simulations/bench_mc.py): amortises numpy call overhead and
@@ -100,157 +101,6 @@ def _block_stats(err):
     return np.full(err.shape[:-1], err.shape[-1], dtype=np.int64), mean, (dev * dev).sum(axis=-1)
 
 
-# ---------------------------------------------------------------------------- finite-action fast path
-
-@dataclass(frozen=True, kw_only=True)
-class FiniteActionModel:
-    """A policy with finitely many prompts, arms and reward values, at fixed ``theta``.
-
-    Attributes
-    ----------
-    prompt_probs : ndarray, shape (P,)
-        ``f(x)``.
-    action_probs : ndarray, shape (P, K)
-        ``pi(a | x)``.
-    score_table : ndarray, shape (P, K, d)
-        ``W(x, a) = grad_theta log pi(a | x)``.
-    reward_values, reward_probs : ndarray, shape (P, K, M)
-        The reward law given ``(x, a)``.
-    """
-
-    prompt_probs: np.ndarray
-    action_probs: np.ndarray
-    score_table: np.ndarray
-    reward_values: np.ndarray
-    reward_probs: np.ndarray
-
-    @classmethod
-    def from_policy(cls, policy) -> "FiniteActionModel | None":
-        """Build from a softmax bandit's public attributes; ``None`` if the policy has none."""
-        if hasattr(policy, "finite_action_model"):
-            return policy.finite_action_model()
-        need = ("features", "policy_probs", "reward_values", "reward_probs", "prompt_probs")
-        if not all(hasattr(policy, a) for a in need):
-            return None
-        phi = np.asarray(policy.features, dtype=float)                          # (P, K, d)
-        pi = np.asarray(policy.policy_probs(), dtype=float)                      # (P, K)
-        table = phi - np.einsum("pk,pkd->pd", pi, phi)[:, None, :]              # (P, K, d)
-        return cls(prompt_probs=np.asarray(policy.prompt_probs, float), action_probs=pi,
-                   score_table=table, reward_values=np.asarray(policy.reward_values, float),
-                   reward_probs=np.asarray(policy.reward_probs, float))
-
-    def value(self) -> np.ndarray:
-        """``V(x)``, shape (P,)."""
-        return (self.action_probs * (self.reward_values * self.reward_probs).sum(-1)).sum(-1)
-
-    def gradient(self) -> np.ndarray:
-        """``g = sum_x f(x) sum_a pi(a|x) E[Z|x,a] W(x,a)``, shape (d,)."""
-        m1 = (self.reward_values * self.reward_probs).sum(-1)
-        return np.einsum("p,pk,pkd->d", self.prompt_probs, self.action_probs * m1, self.score_table)
-
-
-class _CategoricalSampler:
-    """Exact inverse-CDF sampling of ``(..., n)`` categories from uniforms by table lookup.
-
-    Row ``x`` has CDF ``cdf[x] (K,)``; the category of ``u`` is ``#{k < K-1 : cdf[x, k] <= u}``
-    (``np.searchsorted(cdf[x, :-1], u, side="right")``, the naive twin).  A table over
-    ``NBINS`` equal bins of [0, 1) gives the category at each bin's left edge; a bin containing
-    ``c`` CDF points needs ``c`` comparison steps, and ``steps`` is the largest ``c``.
-    """
-
-    NBINS = 4096
-
-    def __init__(self, probs):
-        p = np.atleast_2d(np.asarray(probs, dtype=float))                      # (X, K)
-        X, K = p.shape
-        cdf = np.cumsum(p, axis=-1)[:, :-1]                                     # (X, K-1)
-        edges = np.arange(self.NBINS) / self.NBINS                              # exact binary fractions
-        lut = np.stack([np.searchsorted(c, edges, side="right") for c in cdf])  # (X, NBINS)
-        # category just below each bin's right edge: #{cdf < (j + 1) / NBINS}
-        right = np.stack([np.searchsorted(c, edges + 1.0 / self.NBINS, side="left") for c in cdf])
-        self.steps = int((right - lut).max()) if lut.size else 0
-        if X * max(K, self.NBINS) >= 2 ** 31:
-            raise ValueError("too many categories for 32-bit indices")
-        # int32 throughout: numpy casts float64 -> int64 and gathers with int64 indices slowly
-        self.lut = (lut + (np.arange(X) * K)[:, None]).astype(np.int32).ravel()  # flat (x, k) ids
-        self.next_cdf = np.concatenate([cdf, np.full((X, 1), np.inf)], axis=1).ravel()
-        self.K = K
-
-    def __call__(self, u, row=None, *, out=None, work=None):
-        """Flat ids ``x * K + k`` (int32) for uniforms ``u`` in rows ``row`` (default 0).
-
-        ``row`` has the shape of ``u`` or of its leading axes (then broadcast along the rest).
-        ``out`` (int32) and ``work = (float64, int32, bool)`` arrays of the shape of ``u`` are
-        optional scratch space: fresh multi-MB temporaries cost page faults on every block.
-        """
-        if work is None:
-            work = (np.empty(u.shape), np.empty(u.shape, np.int32), np.empty(u.shape, bool))
-        f, j, mask = work
-        ids = np.empty(u.shape, np.int32) if out is None else out
-        np.multiply(u, self.NBINS, out=f)
-        np.copyto(j, f, casting="unsafe")                                       # floor: u >= 0
-        if row is not None:
-            row = np.asarray(row, dtype=np.int32)
-            j += row.reshape(row.shape + (1,) * (u.ndim - row.ndim)) * np.int32(self.NBINS)
-        np.take(self.lut, j, out=ids, mode="clip")       # clip: unbuffered; j is in range
-        for _ in range(self.steps):
-            np.take(self.next_cdf, ids, out=f, mode="clip")
-            np.greater_equal(u, f, out=mask)
-            ids += mask
-        return ids
-
-
-def _affine_coefficients(name, zbar, std, values, G):
-    """Per-group ``(a, c)`` with weights ``w_g = a z_g + c``, or ``None`` if not affine-known.
-
-    The estimate is ``(1/G) sum_g w_g W_g``.  ``zbar (...)`` is the group mean, ``std()`` returns
-    the Bessel group standard deviation (called only when needed), ``values (...)`` is ``V(x)``.
-    """
-    if name == "vanilla":
-        return np.ones(zbar.shape), np.zeros(zbar.shape)
-    if name in ("grpo", "rloo"):
-        k = G / (G - 1)
-        return np.full(zbar.shape, k), -k * zbar
-    if name in ("group_mean", "dr_grpo"):
-        return np.ones(zbar.shape), -zbar
-    if name == "oracle":
-        return np.ones(zbar.shape), -np.asarray(values, dtype=float)
-    if name == "std_normalized":                      # TRL preset: Bessel std, eps = 1e-4
-        a = 1.0 / (std() + 1e-4)
-        return a, -a * zbar
-    return None
-
-
-def _mismatched_affine(names, estimators, fam, G):
-    """Names whose affine form is unknown or differs from ``estimators[name]`` at group size G.
-
-    Probed on a small fixed sample with random scores; an estimator that rejects this ``G``
-    (``ValueError``, e.g. grpo at G = 1) is not disqualified: it will fail in its cell anyway.
-    """
-    rng = np.random.default_rng(12345)                # a fixed probe, not part of any cell stream
-    x = rng.choice(fam.prompt_probs.size, size=(3, 2), p=fam.prompt_probs)
-    z = rng.normal(size=(3, 2, G)).round(1)           # (3, 2, G)
-    z[0, 0] = 1.0                                     # a zero-variance group
-    scores = rng.normal(size=(3, 2, G, fam.score_table.shape[-1]))
-    values = fam.value()[x]
-    bad = set()
-    for name in names:
-        try:
-            theirs = np.asarray(estimators[name](z, scores, values=values), dtype=float)
-        except ValueError:
-            continue
-        with np.errstate(all="ignore"):
-            ab = _affine_coefficients(name, z.mean(-1), lambda: z.std(-1, ddof=1), values, G)
-        if ab is None:
-            bad.add(name)
-            continue
-        w = ab[0][..., None] * z + ab[1][..., None]
-        mine = np.einsum("...g,...gd->...d", w, scores) / G
-        if theirs.shape != mine.shape or not np.allclose(mine, theirs, rtol=1e-10, atol=1e-12):
-            bad.add(name)
-    return bad
-
-
 # ---------------------------------------------------------------------------- one cell
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,20 +115,20 @@ class _Task:
     seed: int
     gradient: np.ndarray        # (d,)
     values: np.ndarray          # (P,)
-    fam: FiniteActionModel | None
+    fam: finite_action.FiniteActionModel | None
     affine: frozenset
 
-
-def _funcs(task):
-    if task.funcs is not None:
-        return task.funcs
-    from .estimators import ESTIMATORS
-    return ESTIMATORS
+    def functions(self):
+        """The mapping name -> estimator function of this task."""
+        if self.funcs is not None:
+            return self.funcs
+        from .estimators import ESTIMATORS
+        return ESTIMATORS
 
 
 def _errors_generic(task, gen, R):
     """Squared errors ``(E, R)`` from ``policy.sample`` and the estimator functions."""
-    funcs = _funcs(task)
+    funcs = task.functions()
     theta = np.broadcast_to(task.policy.theta, (R, task.gradient.size))
     s = task.policy.sample(task.B, task.G, rng=gen, theta=theta)   # rewards (R,B,G), scores (R,B,G,d)
     values = task.values[s.prompt_ids]                             # (R, B)
@@ -290,173 +140,27 @@ def _errors_generic(task, gen, R):
     return out
 
 
-def _errors_finite(task, gen, R, samplers, ws):
-    """Squared errors ``(E, R)`` for a finite-action model (see module notes).
-
-    Draws, in this order, a uniform per prompt slot ``(R, B)``, per arm pull ``(R, B, G)`` and,
-    for random rewards, per reward ``(R, B, G)``, each mapped by inverse CDF -- the order and
-    semantics of ``bandits.ContextualSoftmaxBandit.sample``.  A group is then reduced to its
-    histogram over (arm, reward value) with one ``bincount``; affine estimators need only that.
-    ``ws`` holds scratch arrays of shape ``(R, B, G)`` reused across blocks.
-    """
-    fam, B, G = task.fam, task.B, task.G
-    P, K, d = fam.score_table.shape
-    M = fam.reward_values.shape[-1]
-    prompt_sampler, arm_sampler, fail_probs, reward_sampler, maps = samplers
-    u, f, j, ids, cat, mask = ws
-    u_x = gen.random((R, B))                                            # (R, B), even when P = 1
-    x = prompt_sampler(u_x).astype(np.int32) if P > 1 else None         # (R, B) prompt ids
-    gen.random(out=u)                                                   # (R, B, G) arm uniforms
-    arm_sampler(u, row=x, out=ids, work=(f, j, mask))                   # flat x*K + a
-    if P == 1:
-        np.multiply(ids, M, out=cat)                                    # (R, B, G) arm * M
-    else:
-        np.subtract(ids, (x * K)[..., None], out=cat)
-        cat *= M
-    if M == 2:                                                          # Bernoulli-type: 1 compare
-        gen.random(out=u)                                               # reward uniforms
-        np.take(fail_probs, ids, out=f, mode="clip")
-        np.greater_equal(u, f, out=mask)
-        cat += mask
-    elif M > 2:
-        cat += reward_sampler(gen.random((R, B, G)), ids)
-    KM = K * M
-    cat += (np.arange(R * B, dtype=np.int32) * np.int32(KM)).reshape(R, B, 1)   # slot offset
-    hist = np.bincount(cat.ravel(), minlength=R * B * KM).reshape(R * B, KM).astype(float)
-    xs = np.zeros((R, B), dtype=np.intp) if x is None else x
-    if P == 1:
-        # one matmul gives, per group, sum_g z_g W_g, sum_g W_g and sum_g z_g
-        Y = hist @ maps                                                 # (R*B, 2d + 1)
-        ZW, NW = Y[:, :d].reshape(R, B, d), Y[:, d:2 * d].reshape(R, B, d)
-        zbar = Y[:, 2 * d].reshape(R, B) / G                            # (R, B)
-        vals = fam.reward_values[0].reshape(1, 1, KM)
-    else:
-        hist3 = hist.reshape(R, B, K, M)
-        vals = fam.reward_values[xs]                                    # (R, B, K, M)
-        n = hist3.sum(-1)                                               # (R, B, K) pulls per arm
-        zs = (hist3 * vals).sum(-1)                                     # (R, B, K) reward sums
-        zbar = zs.sum(-1) / G
-        vals = vals.reshape(R, B, KM)
-    hist = hist.reshape(R, B, KM)
-
-    def std():                                                          # two-pass over the histogram
-        dev = vals - zbar[..., None]
-        return np.sqrt((hist * dev * dev).sum(-1) / (G - 1))
-
-    values = task.values[xs]                                            # (R, B)
-    table = fam.score_table.reshape(P * K, d)
-    out = np.empty((len(task.estimators), R))
-    fast = [i for i, name in enumerate(task.estimators) if name in task.affine] if P == 1 else []
-    if fast:                                   # all affine estimators at once: sum_b sum_g w_bg W_bg
-        coefs = [_affine_coefficients(task.estimators[i], zbar, std, values, G) for i in fast]
-        ca = np.stack([c[0] for c in coefs])                            # (E', R, B)
-        cc = np.stack([c[1] for c in coefs])
-        est = np.einsum("erb,rbd->erd", ca, ZW) + np.einsum("erb,rbd->erd", cc, NW)   # (E', R, d)
-        diff = est / (B * G) - task.gradient
-        out[fast] = np.einsum("erd,erd->er", diff, diff)
-    for i, name in enumerate(task.estimators):
-        if i in fast:
-            continue
-        if name in task.affine:                                         # P > 1
-            ca, cc = _affine_coefficients(name, zbar, std, values, G)   # (R, B) each
-            coef = ca[..., None] * zs + cc[..., None] * n               # (R, B, K) = sum_{g: a_g=k} w_g
-            pk = ((np.arange(R)[:, None] * P + x)[..., None] * K + np.arange(K)).ravel()
-            per = np.bincount(pk, weights=coef.ravel(), minlength=R * P * K).reshape(R, P * K)
-            diff = per @ table / (B * G) - task.gradient                # (R, d)
-        else:                                                           # semi-generic: table scores
-            funcs = _funcs(task)
-            m = (cat - (np.arange(R * B, dtype=np.int32) * np.int32(KM)).reshape(R, B, 1)) % M
-            z = fam.reward_values.reshape(P * K, M)[ids, m]             # (R, B, G)
-            est = np.asarray(funcs[name](z, table[ids], values=values))  # (R, B, d)
-            diff = est.mean(axis=-2) - task.gradient
-        out[i] = np.einsum("rd,rd->r", diff, diff)
-    return out
-
-
-def _workspace(shape):
-    """Scratch arrays for :func:`_errors_finite`: u, f (float64), j, ids, cat (int32), mask."""
-    return (np.empty(shape), np.empty(shape), np.empty(shape, np.int32), np.empty(shape, np.int32),
-            np.empty(shape, np.int32), np.empty(shape, bool))
-
-
-def _samplers(fam):
-    P, K, _ = fam.score_table.shape
-    M = fam.reward_values.shape[-1]
-    prompt = _CategoricalSampler(fam.prompt_probs) if P > 1 else None
-    arm = _CategoricalSampler(fam.action_probs)
-    fail = reward = None
-    if M == 2:                      # reward index 1 iff u >= P(index 0), as inverse CDF
-        fail = fam.reward_probs[..., 0].reshape(P * K).copy()
-    elif M > 2:
-        reward = _RewardSampler(fam.reward_probs.reshape(P * K, M))
-    maps = None
-    if P == 1:                      # (K*M, 2d + 1): histogram cell -> [z W, W, z]
-        onehot = np.repeat(np.eye(K), M, axis=0)                        # (KM, K)
-        z = fam.reward_values[0].reshape(K * M, 1)
-        maps = np.concatenate([(onehot * z) @ fam.score_table[0], onehot @ fam.score_table[0], z], axis=1)
-    return prompt, arm, fail, reward, maps
-
-
-class _RewardSampler:
-    """Inverse-CDF reward index per (x, a) row for ``M > 2`` reward values (plain comparisons)."""
-
-    def __init__(self, probs):
-        self.cdf = np.cumsum(probs, axis=-1)[:, :-1]                    # (P*K, M-1)
-
-    def __call__(self, u, rows):
-        c = self.cdf[rows]                                              # (..., M-1)
-        return (u[..., None] >= c).sum(-1)
-
-
 def _run_cell(task: _Task) -> dict:
     """All blocks of one cell, pooled in block order: ``{count, mse, m2}`` each of shape (E,)."""
     R, bs = task.num_replicates, task.block_size
     n_blocks = -(-R // bs)
     children = cell_seed_sequence(task.seed, task.G, task.B).spawn(n_blocks)
-    samplers = _samplers(task.fam) if task.fam is not None else None
+    samplers = finite_action.samplers_for(task.fam) if task.fam is not None else None
     ws = None
     E = len(task.estimators)
     acc = (np.zeros(E, np.int64), np.full(E, np.nan), np.full(E, np.nan))
     for i, child in enumerate(children):
-        gen = np.random.Generator(np.random.PCG64(child))
+        gen = np.random.default_rng(child)                # = Generator(PCG64(child))
         r = min(bs, R - i * bs)
         if task.fam is not None and (ws is None or ws[0].shape[0] != r):
-            ws = _workspace((r, task.B, task.G))
-        err = (_errors_finite(task, gen, r, samplers, ws) if task.fam is not None
+            ws = finite_action.workspace((r, task.B, task.G))
+        err = (finite_action.errors_finite(task, gen, r, samplers, ws) if task.fam is not None
                else _errors_generic(task, gen, r))
         acc = _chan(*acc, *_block_stats(err))
     return dict(zip(_STATS, acc))
 
 
-# ---------------------------------------------------------------------------- provenance
-
-def _git_describe() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def provenance_attrs(*, seed, config: dict, command: str | None = None) -> dict:
-    """NetCDF global attributes: seed (string), version, git describe, command, config JSON, time.
-
-    ``created`` is the only attribute that changes between identical runs.
-    """
-    from . import __version__
-
-    return {
-        "seed": str(seed),
-        "package_version": __version__,
-        "git_describe": _git_describe(),
-        "command": command if command is not None else shlex.join([sys.executable, *sys.argv]),
-        "config": json.dumps(config, sort_keys=True, default=str),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "Conventions": "CF-1.8",
-    }
-
+# ---------------------------------------------------------------------------- fingerprints
 
 def _policy_fingerprint(policy) -> str:
     try:
@@ -544,59 +248,6 @@ def _load_cell(directory, G, B, fingerprint):
         return {k: f[k].copy() for k in _STATS}
 
 
-# ---------------------------------------------------------------------------- schedulers
-
-def _executor_map(tasks, scheduler, max_workers):
-    """Yield ``(index, result)`` as cells finish."""
-    if scheduler == "serial" or (scheduler == "processes" and len(tasks) <= 1):   # same numbers
-        for i, t in enumerate(tasks):
-            yield i, _run_cell(t)
-        return
-    if scheduler == "processes":
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        workers = max_workers or os.cpu_count() or 1
-        workers = max(1, min(workers, len(tasks)))
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        try:
-            futs = {ex.submit(_run_cell, t): i for i, t in enumerate(tasks)}
-            for fut in as_completed(futs):
-                yield futs[fut], fut.result()
-        except BaseException:                          # Ctrl-C: finished cells are already saved
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown(wait=True)
-        return
-    # Dask distributed: an address or a Client
-    from distributed import Client, as_completed as das_completed
-
-    own = not isinstance(scheduler, Client)
-    client = Client(scheduler) if own else scheduler
-    try:
-        futs = [client.submit(_run_cell, t, pure=False) for t in tasks]
-        index = {f.key: i for i, f in enumerate(futs)}
-        for fut in das_completed(futs):
-            yield index[fut.key], fut.result()
-    finally:
-        if own:
-            client.close()
-
-
-def _scheduler_iv(scheduler):
-    if scheduler is None:
-        return "processes"
-    if isinstance(scheduler, str):
-        if scheduler in ("serial", "processes") or "://" in scheduler:
-            return scheduler
-        raise ValueError(f"scheduler must be 'serial', 'processes', a Dask address such as "
-                         f"'tcp://host:8786', or a distributed.Client; got {scheduler!r}")
-    if type(scheduler).__name__ == "Client":
-        return scheduler
-    raise ValueError(f"unsupported scheduler {scheduler!r}")
-
-
 # ---------------------------------------------------------------------------- public API
 
 def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "grpo", "oracle"),
@@ -621,13 +272,15 @@ def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "
     num_replicates : int
         Replicates per cell (>= 2).
     seed : int
-        Root seed (non-negative).  Recorded as a string.
+        Root seed (non-negative).  Recorded as a string.  An integer rather than ``rng=``: each
+        cell's stream is derived from it and the cell's coordinates (module notes), which a
+        ``Generator`` could not provide, and the output must record it.
     block_size : int, optional
         Replicates per vectorised block (default :func:`block_size_for`).  Part of the stream
         definition: changing it changes the draws.
     sampler : {"auto", "generic", "finite"}
         ``"finite"`` uses the finite-action fast path (module notes); ``"auto"`` uses it when the
-        policy exposes a :class:`FiniteActionModel`.
+        policy exposes a :class:`~ustat_grpo.finite_action.FiniteActionModel`.
     exact : "auto", callable or None
         ``"auto"``: ``mse.exact_mse(policy.moments(), name, G, B).total`` where it exists, else NaN;
         a callable ``exact(policy, name, G, B) -> float``; ``None``: all NaN.
@@ -669,74 +322,89 @@ def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "
     """
     names, funcs, Gs, Bs, R, seed = _run_grid_iv(policy, estimators, num_generations, num_prompts,
                                                  num_replicates, seed, block_size, sampler)
-    scheduler = _scheduler_iv(scheduler)
+    scheduler = _scheduler.scheduler_iv(scheduler)
     if not (exact is None or callable(exact) or (isinstance(exact, str) and exact == "auto")):
         raise ValueError("exact must be 'auto', a callable or None")
     gradient = np.asarray(policy.gradient(), dtype=float)
     values = np.asarray(policy.moments().value, dtype=float)
+    fam, affine = _fast_path(policy, sampler, names, funcs, Gs, gradient, values)
+    config = _config(policy, names, funcs, Gs, Bs, R, seed, block_size, fam, affine, extra_config)
+    tasks = {(G, B): _Task(policy=policy, estimators=names, funcs=funcs, G=G, B=B, num_replicates=R,
+                           block_size=block_size_for(G, B, block_size), seed=seed, gradient=gradient,
+                           values=values, fam=fam, affine=affine) for G in Gs for B in Bs}
+    done = _run_cells(tasks, scheduler, max_workers, checkpoint_dir, _fingerprint(config), progress)
+    return _to_dataset(policy, names, Gs, Bs, done, exact, seed, config, command)
+
+
+def _fast_path(policy, sampler, names, funcs, Gs, gradient, values):
+    """``(FiniteActionModel or None, affine names)``: whether and for which estimators to use it."""
     fam = None
     if sampler != "generic":
-        fam = FiniteActionModel.from_policy(policy)
+        fam = finite_action.FiniteActionModel.from_policy(policy)
         if fam is None and sampler == "finite":
             raise ValueError("sampler='finite' needs a finite-action policy (a softmax bandit)")
         if fam is not None and not (np.allclose(fam.value(), values, rtol=1e-10, atol=1e-12)
                                     and np.allclose(fam.gradient(), gradient, rtol=1e-10, atol=1e-12)):
             raise ValueError("the policy's finite-action model disagrees with policy.moments(); "
                              "use sampler='generic'")
-    used_sampler = "finite" if fam is not None else "generic"
-    est_map = funcs
-    if est_map is None:
+    if fam is None:
+        return None, frozenset()
+    if funcs is None:
         from .estimators import ESTIMATORS
-        est_map = ESTIMATORS
-    affine = frozenset()
-    if fam is not None:                              # affine forms must match at every G of the grid
-        affine = frozenset(names)
-        for G in Gs:
-            affine -= _mismatched_affine(names, est_map, fam, G)
+        funcs = ESTIMATORS
+    affine = frozenset(names)                        # affine forms must match at every G of the grid
+    for G in Gs:
+        affine -= finite_action.mismatched_affine(names, funcs, fam, G)
+    return fam, affine
 
+
+def _config(policy, names, funcs, Gs, Bs, R, seed, block_size, fam, affine, extra_config) -> dict:
+    """The ``config`` attribute of a run: everything that defines its numbers."""
     config = {
         "estimators": list(names),
         "estimator_source": "custom" if funcs is not None else "ustat_grpo.estimators.ESTIMATORS",
         "num_generations": list(Gs), "num_prompts": list(Bs), "num_replicates": R,
         "seed": str(seed), "block_size": block_size if block_size is not None
         else f"max(1, {BLOCK_GENERATIONS} // (B * G))",
-        "sampler": used_sampler, "affine_fast_path": sorted(affine),
+        "sampler": "finite" if fam is not None else "generic", "affine_fast_path": sorted(affine),
         "policy": repr(policy), "policy_fingerprint": _policy_fingerprint(policy),
     }
     if extra_config:
         config["extra"] = extra_config
-    fingerprint = hashlib.sha256(json.dumps(
+    return config
+
+
+def _fingerprint(config) -> str:
+    """Checkpoint key: the config without the grid (a cell is defined by its own coordinates)."""
+    return hashlib.sha256(json.dumps(
         {k: v for k, v in config.items() if k not in ("num_generations", "num_prompts", "extra")},
         sort_keys=True).encode()).hexdigest()[:24]
 
-    cells = [(G, B) for G in Gs for B in Bs]
+
+def _run_cells(tasks, scheduler, max_workers, checkpoint_dir, fingerprint, progress) -> dict:
+    """``{(G, B): stats}`` for every task: loaded from checkpoints or computed (and saved)."""
     done: dict = {}
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
-        for G, B in cells:
+        for G, B in tasks:
             st = _load_cell(checkpoint_dir, G, B, fingerprint)
             if st is not None:
                 done[(G, B)] = st
-    todo = [c for c in cells if c not in done]
-    tasks = [_Task(policy=policy, estimators=names, funcs=funcs, G=G, B=B, num_replicates=R,
-                   block_size=block_size_for(G, B, block_size), seed=seed, gradient=gradient,
-                   values=values, fam=fam, affine=affine) for G, B in todo]
+    todo = [c for c in tasks if c not in done]
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(cells), initial=len(done), desc="Monte Carlo cells", unit="cell",
+    bar = tqdm(total=len(tasks), initial=len(done), desc="Monte Carlo cells", unit="cell",
                file=sys.stderr, disable=not progress)
     try:
-        for i, st in _executor_map(tasks, scheduler, max_workers):
-            cell = todo[i]
-            done[cell] = st
+        for i, st in _scheduler.executor_map(_run_cell, [tasks[c] for c in todo], scheduler, max_workers):
+            done[todo[i]] = st
             if checkpoint_dir is not None:
-                _save_cell(checkpoint_dir, *cell, st, fingerprint)
+                _save_cell(checkpoint_dir, *todo[i], st, fingerprint)
             bar.update(1)
     finally:
         bar.close()
-
-    return _to_dataset(policy, names, Gs, Bs, done, exact, seed, config, command)
+    return done
 
 
 def _exact_values(policy, names, Gs, Bs, exact):
@@ -744,10 +412,8 @@ def _exact_values(policy, names, Gs, Bs, exact):
     if exact is None:
         return out, "none"
     if exact == "auto":
-        try:
-            from .mse import SUPPORTED, exact_mse
-        except ImportError:
-            return out, "none"
+        from .mse import SUPPORTED, exact_mse
+
         m = policy.moments()
         for i, n in enumerate(names):
             if n not in SUPPORTED or n in ("prompt_baseline",):
@@ -860,13 +526,6 @@ def merge(ds1, ds2):
 def _configs(ds):
     c = json.loads(ds.attrs.get("config", "null"))
     return c
-
-
-def write_netcdf(ds, path) -> None:
-    """Write ``ds`` as NetCDF4 (h5netcdf engine), atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
 
 
 def summary(ds) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from . import estimators as _est
-from ._cli import jsonable as _jsonable
+from ._serialize import jsonable as _jsonable
 
 __all__ = ["MSEDecomposition", "EnumeratedMSE", "exact_mse", "constants", "greensmith_baseline",
            "enumerate_mse", "group_outcomes", "SUPPORTED"]

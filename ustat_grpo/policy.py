@@ -41,7 +41,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._cli import jsonable as _jsonable
+from ._serialize import jsonable as _jsonable
 
 __all__ = ["Sample", "Policy", "ReplicatedSampling", "ExactMoments", "KnownOptimum"]
 

@@ -1,4 +1,4 @@
-"""Generic U-statistic engine: kernels of any order, Hoeffding components, variance and intervals.
+"""Generic U-statistic engine: statistic, Hoeffding components, variance and intervals.
 
 A U-statistic of order ``m`` with symmetric kernel ``h`` over i.i.d. data ``X_1..X_n`` is
 
@@ -8,8 +8,9 @@ and, with ``zeta_c = Var(h_c(X_1..X_c))`` where ``h_c`` integrates out ``m - c``
 
     Var(U_n) = C(n, m)^{-1} sum_{c=1}^{m} C(m, c) C(n - m, m - c) zeta_c.
 
-The GRPO policy gradient is the order-2 U-statistic with kernel
-``h = 1/2 (s_i - s_j)(r_i - r_j)`` (arXiv 2603.01162, Lemma 1, eq. (6)); see :data:`grpo_kernel`.
+Kernels (the :class:`~ustat_grpo.kernels.Kernel` protocol, the GRPO kernel of arXiv 2603.01162,
+Lemma 1, eq. (6), and classical ones) live in :mod:`ustat_grpo.kernels`; the tuple enumeration and
+kernel sums in ``ustat_grpo._kernel_sums``.
 
 Evaluation paths (``method=``):
 
@@ -32,168 +33,22 @@ above; it can be negative in small samples.
 """
 from __future__ import annotations
 
-import itertools
 import math
-from collections import namedtuple
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from ._cli import jsonable as _json
+from . import _kernel_sums
+from ._serialize import jsonable as _json
+from .interval import ConfidenceInterval
+from .kernels import Kernel
 
-__all__ = [
-    "Kernel", "UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic", "hoeffding",
-    "ustat_variance", "variance_kernel", "gini_kernel", "kendall_kernel", "wilcoxon_kernel",
-    "mann_whitney_kernel", "grpo_kernel", "grpo_data",
-]
+__all__ = ["UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic", "hoeffding", "ustat_variance"]
 
-ConfidenceInterval = namedtuple("ConfidenceInterval", ["low", "high"])
 
 _METHODS = ("auto", "naive", "vectorized", "closed_form", "incomplete")
 _VARIANCES = ("jackknife", "unbiased")
-
-
-# --------------------------------------------------------------------------------------------
-# Kernels
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Kernel:
-    """A symmetric kernel ``h(x_1, ..., x_m)`` with optional closed-form fast paths.
-
-    Parameters
-    ----------
-    func : callable
-        ``func(*xs)`` takes ``order`` arrays of shape ``(k, ...)`` (row ``t`` of each forms one
-        tuple) and returns shape ``(k,)`` (scalar kernel) or ``(k, p)`` (vector kernel).
-    order : int
-        Number of arguments ``m``.
-    name : str
-    statistic : callable, optional
-        ``statistic(data) -> U_n`` in closed form (shape ``()`` or ``(p,)``).
-    row_sums : callable, optional
-        ``row_sums(data) -> R`` of shape ``(n,)`` or ``(n, p)``, with ``R_i`` the sum of ``h`` over
-        all tuples that contain index ``i``. Enables the closed-form jackknife.
-    """
-
-    func: Callable
-    order: int
-    name: str = "kernel"
-    statistic: Callable | None = field(default=None, repr=False)
-    row_sums: Callable | None = field(default=None, repr=False)
-
-    def __call__(self, *xs):
-        return self.func(*xs)
-
-    @property
-    def has_closed_form(self) -> bool:
-        return self.statistic is not None and self.row_sums is not None
-
-
-def _var_func(x1, x2):
-    return 0.5 * (x1 - x2) ** 2
-
-
-def _var_stat(x):
-    return np.var(x, ddof=1)
-
-
-def _var_rows(x):
-    # R_i = sum_j (x_i - x_j)^2 / 2 = (n x_i^2 - 2 x_i S1 + S2) / 2
-    n = x.shape[0]
-    return 0.5 * (n * x**2 - 2.0 * x * x.sum(0) + (x**2).sum(0))
-
-
-variance_kernel = Kernel(_var_func, 2, "variance", _var_stat, _var_rows)
-"""``h = (x_1 - x_2)^2 / 2``: U_n is the sample variance with ``ddof=1``."""
-
-
-def _gini_func(x1, x2):
-    return np.abs(x1 - x2)
-
-
-def _gini_rows(x):
-    # R_i = sum_j |x_i - x_j|, from ranks: x_i (2 r_i - n) + (S_total - 2 S_below_i) with ties exact
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    n = x.shape[0]
-    csum = np.concatenate(([0.0], np.cumsum(xs)))
-    k = np.arange(n)
-    rows_sorted = xs * k - csum[:-1] + (csum[-1] - csum[1:]) - xs * (n - 1 - k)
-    out = np.empty(n)
-    out[order] = rows_sorted
-    return out
-
-
-def _gini_stat(x):
-    n = x.shape[0]
-    xs = np.sort(x)
-    return 2.0 * np.dot(2 * np.arange(n) - n + 1, xs) / (n * (n - 1))
-
-
-gini_kernel = Kernel(_gini_func, 2, "gini_mean_difference", _gini_stat, _gini_rows)
-"""``h = |x_1 - x_2|``: Gini mean difference, O(n log n) closed form."""
-
-
-def _kendall_func(x1, x2):
-    return np.sign(x1[:, 0] - x2[:, 0]) * np.sign(x1[:, 1] - x2[:, 1])
-
-
-kendall_kernel = Kernel(_kendall_func, 2, "kendall_tau")
-"""``h = sign(a_1 - a_2) sign(b_1 - b_2)`` on data ``(n, 2)``: Kendall's tau-a."""
-
-
-def _wilcoxon_func(x1, x2):
-    return (x1 + x2 > 0).astype(float)
-
-
-wilcoxon_kernel = Kernel(_wilcoxon_func, 2, "wilcoxon_walsh")
-"""``h = 1{x_1 + x_2 > 0}``: the Walsh-average part of the Wilcoxon signed-rank statistic."""
-
-
-def _mw_func(x1, x2):
-    return 0.5 * ((x1[:, 0] < x2[:, 1]).astype(float) + (x2[:, 0] < x1[:, 1]).astype(float))
-
-
-mann_whitney_kernel = Kernel(_mw_func, 2, "mann_whitney_paired")
-"""``h = 1/2 (1{a_1 < b_2} + 1{a_2 < b_1})`` on paired data ``(n, 2)``: estimates P(A < B')
-for independent A, B' (a Mann-Whitney functional computed from paired samples)."""
-
-
-def grpo_data(rewards, scores) -> np.ndarray:
-    """Pack ``rewards (n,)`` and ``scores (n, d)`` into the ``(n, 1 + d)`` layout of :data:`grpo_kernel`."""
-    rewards = np.asarray(rewards, float)
-    scores = np.asarray(scores, float)
-    if rewards.ndim != 1 or scores.ndim != 2 or scores.shape[0] != rewards.shape[0]:
-        raise ValueError(f"need rewards (n,) and scores (n, d); got {rewards.shape} and {scores.shape}")
-    return np.concatenate([rewards[:, None], scores], axis=1)
-
-
-def _grpo_func(x1, x2):
-    # x: (k, 1 + d) with column 0 the reward and columns 1: the score vector
-    return 0.5 * (x1[:, 1:] - x2[:, 1:]) * (x1[:, :1] - x2[:, :1])  # (k, d)
-
-
-def _grpo_stat(x):
-    # U = (1/(n-1)) sum_i (r_i - rbar) s_i, the leave-one-out-baseline form (Lemma 1)
-    r, s = x[:, 0], x[:, 1:]
-    return (r - r.mean()) @ s / (x.shape[0] - 1)
-
-
-def _grpo_rows(x):
-    # R_i = 1/2 sum_j (s_i - s_j)(r_i - r_j) = 1/2 [n r_i s_i - r_i S - s_i Rsum + sum_j r_j s_j]
-    r, s = x[:, 0], x[:, 1:]
-    n = x.shape[0]
-    return 0.5 * (n * r[:, None] * s - r[:, None] * s.sum(0) - s * r.sum() + r @ s)
-
-
-grpo_kernel = Kernel(_grpo_func, 2, "grpo", _grpo_stat, _grpo_rows)
-"""GRPO kernel ``h((r_i, s_i), (r_j, s_j)) = 1/2 (s_i - s_j)(r_i - r_j)`` (arXiv 2603.01162, eq. (6)).
-
-Data layout ``(n, 1 + d)``: column 0 the reward, columns ``1:`` the score vector (see
-:func:`grpo_data`). Closed form O(n d): ``U = (1/(n-1)) sum_i (r_i - rbar) s_i``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,92 +200,6 @@ def _ustat_iv(data, kernel, order, method, variance):
     return data, kernel
 
 
-def _check_values(vals, k, name):
-    vals = np.asarray(vals, dtype=float)
-    if vals.ndim not in (1, 2) or vals.shape[0] != k:
-        raise ValueError(f"kernel {name!r} must return shape (k,) or (k, p) for k = {k} tuples; "
-                         f"got shape {vals.shape}")
-    if not np.all(np.isfinite(vals)):
-        raise ValueError(f"kernel {name!r} returned non-finite values")
-    return vals
-
-
-# --------------------------------------------------------------------------------------------
-# Tuple enumeration
-# --------------------------------------------------------------------------------------------
-
-def _tuple_batches(n: int, m: int, batch_size: int):
-    """Yield index arrays ``(k, m)`` covering all ``i_1 < ... < i_m`` in lexicographic order."""
-    if m == 1:
-        for a in range(0, n, batch_size):
-            yield np.arange(a, min(n, a + batch_size))[:, None]
-        return
-    if m == 2:
-        # row blocks of the strict upper triangle
-        i = 0
-        while i < n - 1:
-            rows = []
-            count = 0
-            while i < n - 1 and (count == 0 or count + (n - 1 - i) <= batch_size):
-                rows.append(i)
-                count += n - 1 - i
-                i += 1
-            ii = np.repeat(np.asarray(rows), [n - 1 - r for r in rows])
-            jj = np.concatenate([np.arange(r + 1, n) for r in rows])
-            yield np.stack([ii, jj], axis=1)
-        return
-    combos = itertools.combinations(range(n), m)
-    while True:
-        flat = np.fromiter(itertools.chain.from_iterable(itertools.islice(combos, batch_size)), dtype=np.intp)
-        if flat.size == 0:
-            return
-        yield flat.reshape(-1, m)
-
-
-def _eval(kernel, data, idx):
-    return _check_values(kernel(*(data[idx[:, a]] for a in range(idx.shape[1]))), idx.shape[0], kernel.name)
-
-
-def _accumulate_rows(R, idx, vals):
-    n = R.shape[0]
-    for a in range(idx.shape[1]):
-        if vals.ndim == 1:
-            R += np.bincount(idx[:, a], weights=vals, minlength=n)
-        else:
-            for p in range(vals.shape[1]):
-                R[:, p] += np.bincount(idx[:, a], weights=vals[:, p], minlength=n)
-
-
-def _sums_vectorized(data, kernel, batch_size):
-    """Total kernel sum S and per-index sums R by enumerating all tuples in batches."""
-    n, m = data.shape[0], kernel.order
-    S = None
-    R = None
-    for idx in _tuple_batches(n, m, batch_size):
-        vals = _eval(kernel, data, idx)
-        if S is None:
-            S = np.zeros(vals.shape[1:])
-            R = np.zeros((n, *vals.shape[1:]))
-        S += vals.sum(0)
-        _accumulate_rows(R, idx, vals)
-    return S, R
-
-
-def _sums_naive(data, kernel):
-    n, m = data.shape[0], kernel.order
-    S = None
-    R = None
-    for tup in itertools.combinations(range(n), m):
-        v = _check_values(kernel(*(data[[t]] for t in tup)), 1, kernel.name)[0]
-        if S is None:
-            S = np.zeros(np.shape(v))
-            R = np.zeros((n, *np.shape(v)))
-        S = S + v
-        for t in tup:
-            R[t] = R[t] + v
-    return S, R
-
-
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
@@ -480,7 +249,8 @@ def ustatistic(data, kernel, order: int | None = None, *, method: str = "auto", 
     Examples
     --------
     >>> import numpy as np
-    >>> from ustat_grpo.ustat import ustatistic, variance_kernel
+    >>> from ustat_grpo.kernels import variance_kernel
+    >>> from ustat_grpo.ustat import ustatistic
     >>> x = np.random.default_rng(0).normal(size=50)
     >>> res = ustatistic(x, variance_kernel)
     >>> bool(np.isclose(res.statistic, x.var(ddof=1)))
@@ -490,52 +260,65 @@ def ustatistic(data, kernel, order: int | None = None, *, method: str = "auto", 
     n, m = data.shape[0], kernel.order
     total = math.comb(n, m)
     if method == "auto":
-        if kernel.has_closed_form:
-            method = "closed_form"
-        elif total <= max_tuples:
-            method = "vectorized"
-        else:
-            method = "incomplete"
+        method = ("closed_form" if kernel.has_closed_form else
+                  "vectorized" if total <= max_tuples else "incomplete")
     if method == "incomplete":
         return _incomplete(data, kernel, rng, num_tuples, batch_size)
-
     if method == "closed_form":
         S = np.asarray(kernel.statistic(data), float) * total
         R = np.asarray(kernel.row_sums(data), float)
     elif method == "vectorized":
-        S, R = _sums_vectorized(data, kernel, batch_size)
+        S, R = _kernel_sums.sums_vectorized(data, kernel, batch_size)
     else:
-        S, R = _sums_naive(data, kernel)
+        S, R = _kernel_sums.sums_naive(data, kernel)
     U = S / total
-
-    cov = None
     if variance == "jackknife":
-        if n < m + 1:
-            raise ValueError(f"the jackknife needs n >= order + 1, got n = {n}")
-        loo = (S - R) / math.comb(n - 1, m)  # (n,) or (n, p)
-        dev = loo - loo.mean(0)
-        if dev.ndim == 1:
-            var = (n - 1) / n * float(dev @ dev)
-        else:
-            cov = (n - 1) / n * dev.T @ dev
-            var = np.diag(cov).copy()
+        var, cov = _jackknife(S, R, n, m)
     else:
         zetas = _zetas_componentwise(data, kernel, batch_size, U)
         var = np.asarray([ustat_variance(z, n) for z in np.atleast_2d(zetas.T)])
-        var = float(var[0]) if U.ndim == 0 else var
+        var, cov = (float(var[0]) if U.ndim == 0 else var), None
     se = np.sqrt(np.where(np.asarray(var) >= 0, var, np.nan))
     return UStatResult(statistic=U[()] if U.ndim == 0 else U, variance=var, covariance=cov,
                        standard_error=float(se) if np.ndim(se) == 0 else se, n=n, order=m,
                        method=method, variance_method=variance, num_tuples=total, kernel=kernel.name)
 
 
+def _jackknife(S, R, n, m):
+    """``(variance, covariance or None)``: ``(n-1)/n sum_i (U_{-i} - mean)^2``, ``U_{-i} = (S - R_i) / C(n-1, m)``."""
+    if n < m + 1:
+        raise ValueError(f"the jackknife needs n >= order + 1, got n = {n}")
+    loo = (S - R) / math.comb(n - 1, m)  # (n,) or (n, p)
+    dev = loo - loo.mean(0)
+    if dev.ndim == 1:
+        return (n - 1) / n * float(dev @ dev), None
+    cov = (n - 1) / n * dev.T @ dev
+    return np.diag(cov).copy(), cov
+
+
 def _incomplete(data, kernel, rng, num_tuples, batch_size):
+    """Incomplete U-statistic and its design-based variance (see :func:`ustatistic`, Notes)."""
     n, m = data.shape[0], kernel.order
-    rng = np.random.default_rng(rng)
     total = math.comb(n, m)
     M = int(num_tuples) if num_tuples is not None else int(max(50 * n, min(total, 10**6)))
     if M < 2:
         raise ValueError(f"num_tuples must be at least 2, got {M}")
+    S, sumsq, R1, R2, cnt, shape = _incomplete_sums(data, kernel, np.random.default_rng(rng), M, batch_size)
+    U = S / M
+    s2 = (sumsq - M * U**2) / (M - 1)
+    var = s2 / M + (1 - 1 / M) * m**2 * _design_zeta1(R1, R2, cnt) / n
+    U = U.reshape(shape)
+    var = var.reshape(shape)
+    se = np.sqrt(var)
+    return UStatResult(statistic=U[()] if U.ndim == 0 else U, variance=var[()] if var.ndim == 0 else var,
+                       covariance=None, standard_error=se[()] if se.ndim == 0 else se, n=n, order=m,
+                       method="incomplete", variance_method="incomplete-design", num_tuples=M,
+                       kernel=kernel.name)
+
+
+def _incomplete_sums(data, kernel, rng, M, batch_size):
+    """``M`` uniform tuples: sums of ``h`` and ``h^2``, per-index sums ``R1, R2 (n, p)``, counts ``(n,)``."""
+    n, m = data.shape[0], kernel.order
     S = None
     R1 = R2 = cnt = None
     sumsq = 0.0
@@ -544,7 +327,7 @@ def _incomplete(data, kernel, rng, num_tuples, batch_size):
         k = min(batch_size, M - done)
         # m distinct indices per tuple: argpartition of uniforms = a uniform random m-subset
         idx = np.argpartition(rng.random((k, n)), m - 1, axis=1)[:, :m] if n > m else np.tile(np.arange(n), (k, 1))
-        vals = _eval(kernel, data, idx)
+        vals = _kernel_sums.evaluate(kernel, data, idx)
         flat = vals.reshape(k, -1)
         if S is None:
             S = np.zeros(flat.shape[1])
@@ -561,8 +344,11 @@ def _incomplete(data, kernel, rng, num_tuples, batch_size):
                 R1[:, p] += np.bincount(idx[:, a], weights=flat[:, p], minlength=n)
                 R2[:, p] += np.bincount(idx[:, a], weights=flat[:, p] ** 2, minlength=n)
         done += k
-    U = S / M
-    s2 = (sumsq - M * U**2) / (M - 1)
+    return S, sumsq, R1, R2, cnt, shape
+
+
+def _design_zeta1(R1, R2, cnt):
+    """``zeta_1`` from the per-index means of the drawn tuples, less their own sampling noise."""
     ok = cnt >= 2
     mean_i = R1[ok] / cnt[ok, None]
     within = (R2[ok] - cnt[ok, None] * mean_i**2) / (cnt[ok, None] - 1)
@@ -571,15 +357,7 @@ def _incomplete(data, kernel, rng, num_tuples, batch_size):
     centre = (w[:, None] * mean_i).sum(0)
     between = (w[:, None] * (mean_i - centre) ** 2).sum(0) / (1 - (w**2).sum())
     noise = (w[:, None] * within / cnt[ok, None]).sum(0)
-    zeta1 = np.maximum(between - noise, 0.0)
-    var = s2 / M + (1 - 1 / M) * m**2 * zeta1 / n
-    U = U.reshape(shape)
-    var = var.reshape(shape)
-    se = np.sqrt(var)
-    return UStatResult(statistic=U[()] if U.ndim == 0 else U, variance=var[()] if var.ndim == 0 else var,
-                       covariance=None, standard_error=se[()] if se.ndim == 0 else se, n=n, order=m,
-                       method="incomplete", variance_method="incomplete-design", num_tuples=M,
-                       kernel=kernel.name)
+    return np.maximum(between - noise, 0.0)
 
 
 def ustat_variance(zetas, n: int) -> float:
@@ -612,58 +390,14 @@ def ustat_variance(zetas, n: int) -> float:
     return float(coef @ z / math.comb(n, m))
 
 
-def _overlap_moments(data, kernel, batch_size, center):
-    """Mean of <h(S), h(S')> over ordered tuple pairs with |S & S'| = j, for j = 0..m.
-
-    Uses N_c = sum_{|A| = c} ||T_A||^2, T_A = sum_{S >= A} h(S), and
-    N_c = sum_j C(j, c) M_j (M_j = sum over pairs overlapping in exactly j indices).
-    """
-    n, m = data.shape[0], kernel.order
-    if n < 2 * m:
-        raise ValueError(f"unbiased variance components need n >= 2 * order = {2 * m}, got n = {n}")
-    for c in range(1, m):
-        if n**c > 200_000_000:
-            raise ValueError(f"order {m} with n = {n} is too large for exact variance components")
-    T = [None] + [None] * (m - 1)
-    N = np.zeros(m + 1)
-    total_sum = None
-    for idx in _tuple_batches(n, m, batch_size):
-        vals = _eval(kernel, data, idx) - center
-        flat = vals.reshape(idx.shape[0], -1)
-        if total_sum is None:
-            total_sum = np.zeros(flat.shape[1])
-            for c in range(1, m):
-                T[c] = np.zeros((n**c, flat.shape[1]))
-        total_sum += flat.sum(0)
-        N[m] += float((flat**2).sum())
-        for c in range(1, m):
-            for sub in itertools.combinations(range(m), c):
-                key = np.ravel_multi_index(tuple(idx[:, a] for a in sub), (n,) * c)
-                for p in range(flat.shape[1]):
-                    T[c][:, p] += np.bincount(key, weights=flat[:, p], minlength=n**c)
-    N[0] = float(total_sum @ total_sum)
-    for c in range(1, m):
-        N[c] = float((T[c] ** 2).sum())
-    M = np.zeros(m + 1)
-    for j in range(m, -1, -1):
-        M[j] = N[j] - sum(math.comb(i, j) * M[i] for i in range(j + 1, m + 1))
-    counts = np.array([math.comb(n, m) * math.comb(m, j) * math.comb(n - m, m - j) for j in range(m + 1)], float)
-    return M / counts
-
-
-def _zetas(data, kernel, batch_size, center):
-    mean = _overlap_moments(data, kernel, batch_size, center)
-    return mean[1:] - mean[0]
-
-
 def _zetas_componentwise(data, kernel, batch_size, U):
     """zeta_hat per output component: shape (m,) for scalar kernels, (m, p) for vector ones."""
     if np.ndim(U) == 0:
-        return _zetas(data, kernel, batch_size, U)
+        return _kernel_sums.zetas(data, kernel, batch_size, U)
     out = []
     for p in range(U.shape[0]):
         comp = Kernel(lambda *xs, _p=p: np.asarray(kernel(*xs))[:, _p], kernel.order, kernel.name)
-        out.append(_zetas(data, comp, batch_size, U[p]))
+        out.append(_kernel_sums.zetas(data, comp, batch_size, U[p]))
     return np.stack(out, axis=1)
 
 
@@ -696,9 +430,9 @@ def hoeffding(data, kernel, order: int | None = None, *, batch_size: int = 1 << 
         U = np.asarray(kernel.statistic(data), float)
         R = np.asarray(kernel.row_sums(data), float)
     else:
-        S, R = _sums_vectorized(data, kernel, batch_size)
+        S, R = _kernel_sums.sums_vectorized(data, kernel, batch_size)
         U = S / math.comb(n, m)
-    zetas = _zetas(data, kernel, batch_size, U)
+    zetas = _kernel_sums.zetas(data, kernel, batch_size, U)
     var = ustat_variance(zetas, n)
     proj = R / math.comb(n - 1, m - 1) - U
     share = (m**2 * zetas[0] / n) / var if var > 0 else float("nan")
