@@ -65,7 +65,7 @@ def check_c5_gstar(rng):
         gs = np.unique(gs)
         # exact_mse needs an integer B: evaluate N * MSE per prompt-batch via B = 1 and rescale
         # (MSE(B, G) = MSE(1, G)/B exactly for i.i.d. prompts), so that B = N/G may be fractional
-        mse1 = np.array([exact_mse(m, "grpo", int(g), 1).total for g in gs])
+        mse1 = np.array([exact_mse(m, "leave_one_out", int(g), 1).total for g in gs])
         fixed = mse1 * gs / budget                          # MSE(N/G, G)
         g_arg = int(gs[np.argmin(fixed)])
         res = sc.optimal_group_size(A, form="exact", budget=budget)
@@ -140,7 +140,7 @@ def simulate_universality(*, budgets=(48, 96), group_sizes=(2, 3, 4, 6, 8, 12, 1
             if N % G:
                 raise ValueError(f"G = {G} does not divide N = {N}")
             rng = np.random.default_rng(seqs[i * len(group_sizes) + j])
-            res = run_algorithm1(policy, "grpo", num_prompts=N // G, num_generations=G, num_steps=n_max,
+            res = run_algorithm1(policy, "leave_one_out", num_prompts=N // G, num_generations=G, num_steps=n_max,
                                  step_size="constant", beta=beta, replicates=replicates, rng=rng,
                                  theta0=theta0, record=list(range(n_max + 1)))
             for k, n in enumerate(iterations):

@@ -94,7 +94,7 @@ class Options:
     divisors_only: bool = field(default=False, metadata=dict(
         help="only recommend G that divide the budget (integer number of prompts B)"))
     level: float = field(default=0.95, metadata=dict(help="confidence level of all intervals"))
-    estimator: str = field(default="grpo", metadata=dict(
+    estimator: str = field(default="leave_one_out", metadata=dict(
         help="estimator to select from a NetCDF grid with an 'estimator' dimension"))
     replicates: int = field(default=4000, metadata=dict(
         help="bandit source: Monte Carlo replicates per grid cell (0 = skip the grid check)"))
@@ -216,10 +216,13 @@ def _load_netcdf(path, estimator):
         if d not in ds["mse"].dims:
             raise InputError(f"{path}: variable 'mse' lacks dimension '{d}' (dims: {ds['mse'].dims})")
     if "estimator" in ds["mse"].dims:
+        from .estimators import RENAMED
+
         names = [str(x) for x in ds["estimator"].values]
-        if estimator not in names:
+        label = next((n for n in (estimator, *[o for o, c in RENAMED.items() if c == estimator]) if n in names), None)
+        if label is None:                     # grids written before the rename carry e.g. "grpo"
             raise InputError(f"{path}: estimator {estimator!r} not in the file (has: {', '.join(names)})")
-        ds = ds.sel(estimator=estimator)
+        ds = ds.sel(estimator=label)
     mse = ds["mse"].transpose("num_prompts", "num_generations", ...)
     if mse.ndim != 2:
         raise InputError(f"{path}: variable 'mse' has extra dimensions {mse.dims}; select one slice first")
@@ -239,7 +242,7 @@ def _load_netcdf(path, estimator):
     return "mse", a
 
 
-def load_measurements(path: str, *, estimator: str = "grpo"):
+def load_measurements(path: str, *, estimator: str = "leave_one_out"):
     """Read and validate a measurements file -> ``(kind, arrays)``; raises :class:`InputError`."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
@@ -288,7 +291,7 @@ def exact_constants(policy, theta=None) -> np.ndarray:
 
 def _bandit_grid(policy, budget, replicates, rng, log):
     """Monte Carlo MSE of the GRPO minibatch gradient at N = budget for divisors G of N."""
-    from .estimators import grpo
+    from .estimators import leave_one_out
 
     theta = policy.theta
     grad = policy.gradient()
@@ -303,7 +306,7 @@ def _bandit_grid(policy, budget, replicates, rng, log):
         while done < R:
             r = min(chunk, R - done)
             s = policy.sample(B, G, rng=rng, theta=np.broadcast_to(theta, (r, policy.dim)))
-            est = grpo(s.rewards, s.scores).mean(-2)                # (r, d)
+            est = leave_one_out(s.rewards, s.scores).mean(-2)                # (r, d)
             errs.append(((est - grad) ** 2).sum(-1))
             done += r
         e = np.concatenate(errs)

@@ -208,15 +208,16 @@ def _affine_coefficients(name, zbar, std, values, G):
     """
     if name == "vanilla":
         return np.ones(zbar.shape), np.zeros(zbar.shape)
-    if name in ("grpo", "rloo"):
+    if name == "leave_one_out":
         k = G / (G - 1)
         return np.full(zbar.shape, k), -k * zbar
-    if name in ("group_mean", "dr_grpo"):
+    if name == "group_mean":
         return np.ones(zbar.shape), -zbar
     if name == "oracle":
         return np.ones(zbar.shape), -np.asarray(values, dtype=float)
-    if name == "std_normalized":                      # TRL preset: Bessel std, eps = 1e-4
-        a = 1.0 / (std() + 1e-4)
+    if name == "std_normalized":                      # PRESETS["grpo"] (TRL): Bessel std, eps = 1e-4
+        from .estimators import PRESETS
+        a = 1.0 / (std() + PRESETS["grpo"].eps)
         return a, -a * zbar
     return None
 
@@ -225,7 +226,7 @@ def _mismatched_affine(names, estimators, fam, G):
     """Names whose affine form is unknown or differs from ``estimators[name]`` at group size G.
 
     Probed on a small fixed sample with random scores; an estimator that rejects this ``G``
-    (``ValueError``, e.g. grpo at G = 1) is not disqualified: it will fail in its cell anyway.
+    (``ValueError``, e.g. leave_one_out at G = 1) is not disqualified: it will fail in its cell anyway.
     """
     rng = np.random.default_rng(12345)                # a fixed probe, not part of any cell stream
     x = rng.choice(fam.prompt_probs.size, size=(3, 2), p=fam.prompt_probs)
@@ -599,7 +600,7 @@ def _scheduler_iv(scheduler):
 
 # ---------------------------------------------------------------------------- public API
 
-def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "grpo", "oracle"),
+def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "leave_one_out", "oracle"),
              num_replicates=1000, seed, block_size=None, sampler="auto", exact="auto",
              scheduler=None, max_workers=None, checkpoint_dir=None, progress=True, command=None,
              extra_config=None):
@@ -756,7 +757,7 @@ def _exact_values(policy, names, Gs, Bs, exact):
                 for k, B in enumerate(Bs):
                     try:
                         out[i, j, k] = float(exact_mse(m, n, G, B).total)
-                    except ValueError:               # e.g. grpo at G = 1: undefined
+                    except ValueError:               # e.g. leave_one_out at G = 1: undefined
                         pass
         return out, "ustat_grpo.mse.exact_mse"
     if not callable(exact):
