@@ -205,7 +205,7 @@ def check_m3_grpo(rng):
     pol = pr.SequencePolicy.tabular(1, 1, 6, succ[None], theta=np.array([0, 1.0, 0.5, -1.5, 0.3, 0.8]))
     p_ref, beta, eps = float(pol.values()[0]), 1.0, 0.01
     cfg = pr.Algorithm2Config(num_iterations=8, num_prompts=1, num_generations=8192, num_epochs=300, learning_rate=1.0,
-                              kappa=beta, kl_grad="exact", advantage="paper2", smoothing=eps)
+                              kappa=beta, kl_grad="exact", preset="paper2", smoothing=eps)
     run = pr.run_algorithm2(pol, cfg, rng=rng)
     p_grpo = run.values[:, 0]
     p_rec = amp.iterate_pos(p_ref, beta, eps, max_iter=8).p

@@ -7,7 +7,6 @@ control (a deliberately wrong formula) that must be rejected by the same bound.
 """
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 
@@ -51,9 +50,9 @@ def check_c1(rng):
         for binary in (True, False):
             r = rng.integers(0, 2, size=(20, G)).astype(float) if binary else rng.random((20, G))
             s = rng.normal(size=(20, G, 4))
-            fast = est.grpo(r, s)
-            loo = est._naive_grpo(r, s)                   # eq. (4)-(5) with an explicit LOO mean
-            pairs = est._naive_grpo_ustat(r, s)           # eq. (6) as a double loop over pairs
+            fast = est.leave_one_out(r, s)
+            loo = est._naive_leave_one_out(r, s)                 # eq. (4)-(5) with an explicit LOO mean
+            pairs = est._naive_leave_one_out_ustat(r, s)         # eq. (6) as a double loop over pairs
             worst = max(worst, np.abs(fast - loo).max(), np.abs(loo - pairs).max())
             if 3 <= G <= 16:                              # the engine's jackknife needs n >= 3
                 eng = np.array([ustat.ustatistic(kernels.grpo_data(r[b], s[b]), kernels.grpo_kernel,
@@ -112,7 +111,7 @@ def check_c2(rng):
 def _c3_monte_carlo(rng, Gs, n_groups):
     pol = _softmax5()
     m = pol.moments()
-    names = ("grpo", "oracle", "vanilla", "group_mean")
+    names = ("leave_one_out", "oracle", "vanilla", "group_mean")
     z, z_neg, rows, full_err = [], [], [], 0.0
     for G in Gs:
         errs = {k: [] for k in names}
@@ -120,7 +119,7 @@ def _c3_monte_carlo(rng, Gs, n_groups):
             smp = pol.sample(min(CHUNK, n_groups - lo), G, rng=rng)
             r, s = smp.rewards, smp.scores                                    # (n, G), (n, G, d)
             ests = {k: est.ESTIMATORS[k](r, s, values=m.value[0]) for k in names}
-            full_err = max(full_err, float(np.abs(ests["group_mean"] - (G - 1) / G * ests["grpo"]).max()))
+            full_err = max(full_err, float(np.abs(ests["group_mean"] - (G - 1) / G * ests["leave_one_out"]).max()))
             for k in names:
                 errs[k].append(((ests[k] - m.grad[0]) ** 2).sum(-1))
         for k in names:
@@ -128,13 +127,13 @@ def _c3_monte_carlo(rng, Gs, n_groups):
             exact = exact_mse(m, k, G)
             z.append((mean - exact.total[0]) / se)
             rows.append(dict(G=G, estimator=k, mc=mean, se=se, exact=float(exact.total[0])))
-            if k == "grpo":    # negative control: residual with 1/G^2 instead of 1/(G(G-1))
+            if k == "leave_one_out":    # negative control: residual with 1/G^2 instead of 1/(G(G-1))
                 wrong = exact.oracle_term[0] + exact.residual[0] * (G - 1) / G
                 z_neg.append((mean - wrong) / se)
     bound = bonferroni_z(ALPHA, len(z))
     zmax, zneg = float(np.max(np.abs(z))), float(np.max(np.abs(z_neg)))
     # spec §2.5 note: GRPO can lose to vanilla at small G; record where it starts to win (exact)
-    wins = [G for G in range(2, 65) if exact_mse(m, "grpo", G).total[0] < exact_mse(m, "vanilla", G).total[0]]
+    wins = [G for G in range(2, 65) if exact_mse(m, "leave_one_out", G).total[0] < exact_mse(m, "vanilla", G).total[0]]
     rows.append(dict(G="all", estimator="grpo<vanilla from G", mc=float("nan"), se=float("nan"),
                      exact=float(min(wins)) if wins else float("nan"), V=float(m.value[0])))
     return rows, zmax, zneg, bound, full_err
@@ -143,8 +142,9 @@ def _c3_monte_carlo(rng, Gs, n_groups):
 def _c3_outcome(rows, zmax, zneg, bound, full_err, enum_err, n_groups):
     ok = zmax <= bound and zneg > bound and full_err < 1e-12 and enum_err < 1e-10
     pick = {(row["G"], row["estimator"]): row for row in rows}
-    shown = "; ".join(f"G={G}: {pick[G, 'grpo']['mc']:.5f}+-{pick[G, 'grpo']['se']:.5f} vs {pick[G, 'grpo']['exact']:.5f}"
-                      for G in (2, 8, 64) if (G, "grpo") in pick)
+    loo = "leave_one_out"
+    shown = "; ".join(f"G={G}: {pick[G, loo]['mc']:.5f}+-{pick[G, loo]['se']:.5f} vs {pick[G, loo]['exact']:.5f}"
+                      for G in (2, 8, 64) if (G, loo) in pick)
     cross = pick["all", "grpo<vanilla from G"]
     shown += f"; GRPO beats vanilla from G={cross['exact']:.0f} (V={cross['V']:.3f})"
     return Outcome(expected=f"MC MSE within |z| <= {bound:.2f} of Thm 2 exact (grpo/oracle/vanilla/group_mean); "
@@ -163,7 +163,7 @@ def _c3_enumeration():
     m = pol.moments()
     worst = 0.0
     for G in (2, 3, 4, 5, 6):
-        for k in ("grpo", "oracle", "vanilla", "group_mean", "greensmith"):
+        for k in ("leave_one_out", "oracle", "vanilla", "group_mean", "greensmith"):
             e = enumerate_mse(pol, k, G).mse
             worst = max(worst, float(np.max(np.abs(exact_mse(m, k, G).total - e) / e)))
     return worst
@@ -196,7 +196,7 @@ def _prop3_pair_enumeration():
     worst = 0.0
     for G in (2, 3):
         outs = group_outcomes(pol, G)
-        for k in ("grpo", "vanilla", "oracle", "group_mean"):
+        for k in ("leave_one_out", "vanilla", "oracle", "group_mean"):
             probs = np.concatenate([m.prompt_probs[x] * o[0] for x, o in enumerate(outs)])
             ests = np.concatenate([est.ESTIMATORS[k](o[1], o[2], values=np.full(len(o[0]), m.value[x]))
                                    for x, o in enumerate(outs)])
@@ -212,7 +212,7 @@ def _c4_monte_carlo(rng, configs, n_rep):
     gbar = m.prompt_probs @ m.grad
     A1, A2, A3 = constants(m)
     z, z_neg_res, z_neg_prompt, rows = [], [], [], []
-    names = ("grpo", "vanilla", "oracle")
+    names = ("leave_one_out", "vanilla", "oracle")
     for B, G in configs:
         errs = {k: [] for k in names}
         for lo in range(0, n_rep, CHUNK // B):                                # bounded memory
@@ -228,7 +228,7 @@ def _c4_monte_carlo(rng, configs, n_rep):
             exact = exact_mse(m, k, G, B).total
             z.append((mean - exact) / se)
             rows.append(dict(B=B, G=G, estimator=k, mc=mean, se=se, exact=exact))
-            if k == "grpo":
+            if k == "leave_one_out":
                 formula = A1 / B + A2 / (B * G) + A3 / (B * G * (G - 1))
                 assert abs(formula - exact) <= 1e-12 * exact
                 z_neg_res.append((mean - (A1 / B + A2 / (B * G) + A3 / (B * G * G))) / se)
@@ -240,7 +240,7 @@ def _c4_monte_carlo(rng, configs, n_rep):
 def _c4_outcome(rows, zmax, zneg_res, zneg_prompt, bound, enum_err, n_rep):
     ok = zmax <= bound and zneg_res > bound and zneg_prompt > bound and enum_err < 1e-10
     shown = "; ".join(f"(B,G)=({r['B']},{r['G']}): {r['mc']:.5f}+-{r['se']:.5f} vs {r['exact']:.5f}"
-                      for r in rows if r["estimator"] == "grpo")
+                      for r in rows if r["estimator"] == "leave_one_out")
     return Outcome(expected=f"MC minibatch MSE within |z| <= {bound:.2f} of A1/B + A2/(BG) + A3/(BG(G-1)); "
                             "1/(BG^2) residual and missing A1/B rejected; B=2 enumeration exact",
                    observed=f"max |z| = {zmax:.2f}; controls |z| = {zneg_res:.1f}, {zneg_prompt:.1f}; "
@@ -275,7 +275,7 @@ def check_cor4(rng):
     Gs = 2 ** np.arange(1, 21)
     per_prompt, mini, vanilla = [], [], []
     for G in Gs:
-        g_ = exact_mse(m, "grpo", int(G), 4)
+        g_ = exact_mse(m, "leave_one_out", int(G), 4)
         o_ = exact_mse(m, "oracle", int(G), 4)
         v_ = exact_mse(m, "vanilla", int(G), 4)
         per_prompt.append((g_.oracle_term + g_.residual) / o_.oracle_term)
@@ -326,14 +326,14 @@ def check_cor5(rng):
     g_star = float(exact_mse(mb, "greensmith", 1).total[0])
     argmin = float(grid[np.argmin(gmse(mb, grid))])
     enum_g = {G: (float(enumerate_mse(pol, "greensmith", G).mse[0]), float(enumerate_mse(pol, "oracle", G).mse[0]),
-                  float(enumerate_mse(pol, "grpo", G).mse[0])) for G in (4, 6)}
+                  float(enumerate_mse(pol, "leave_one_out", G).mse[0])) for G in (4, 6)}
     beats = g_star < g_oracle and all(s < o and s < gr for s, o, gr in enum_g.values()) and abs(argmin - c_star) < 5e-3
     # negative control: the Assumption-2 inequality fails on this bandit (the caveat itself)
     control_fails = float(np.min(gmse(mb, grid))) < g_oracle - 1e-6
 
     # GRPO vs vanilla on the asymmetric bandit: exact crossover G
     Gs = np.arange(2, 200)
-    diff = np.array([exact_mse(mb, "grpo", int(G)).total[0] - exact_mse(mb, "vanilla", int(G)).total[0] for G in Gs])
+    diff = np.array([exact_mse(mb, "leave_one_out", int(G)).total[0] - exact_mse(mb, "vanilla", int(G)).total[0] for G in Gs])
     cross = int(Gs[np.argmax(diff < 0)]) if (diff < 0).any() else None
     wins_after = cross is not None and bool(np.all(diff[Gs >= cross] < 0))
 

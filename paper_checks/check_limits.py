@@ -135,7 +135,7 @@ def c7_setup():
     _, K = identifiable_subspace(pol.hessian(th))
     beta = 1.5 / float(np.linalg.eigvalsh(K).min())
     laws = {e: limit_law(pol, e, num_prompts=C7_B, num_generations=C7_G, beta=beta)
-            for e in ("vanilla", "grpo", "oracle")}
+            for e in ("vanilla", "leave_one_out", "oracle")}
     return pol, th, beta, laws
 
 
@@ -222,7 +222,7 @@ def check_c8(rng):
     diff = []
     ident = 0.0
     for G in Gs:
-        a = limit_law(pol, "grpo", num_prompts=B, num_generations=int(G), beta=beta)
+        a = limit_law(pol, "leave_one_out", num_prompts=B, num_generations=int(G), beta=beta)
         b = limit_law(pol, "oracle", num_prompts=B, num_generations=int(G), beta=beta)
         diff.append(float(np.max(np.abs(a.weights - b.weights))))
         # the exact structure behind it: Omega_GRPO - Omega_oracle = Q^T E[sigma^2 I + g g^T] Q / (B G (G-1))
@@ -278,7 +278,7 @@ def check_cor10(rng):
     hess_identity = float(np.max(np.abs(czz - H)))
     c_star = mom.value + np.trace(mom.cov_z_ww, axis1=1, axis2=2) / np.trace(mom.fisher, axis1=1, axis2=2)
     w_star = limit_law(pol, "prompt_baseline", num_prompts=B, num_generations=G, beta=beta, baseline=c_star).weights
-    w_grpo = limit_law(pol, "grpo", num_prompts=B, num_generations=G, beta=beta).weights
+    w_grpo = limit_law(pol, "leave_one_out", num_prompts=B, num_generations=G, beta=beta).weights
     violated = bool(np.any(w_star < w_or - 1e-12))
     return Outcome(
         expected="under the assumption: w_k(C) >= w_k(oracle) for all k and 200 random C(x); without it "

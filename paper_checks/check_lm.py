@@ -36,7 +36,7 @@ def check_fig4_lm(rng):
                  seed=int(rng.integers(2 ** 31)), panels="strong", device="cpu")
     ds = simulate(cfg, command="paper_checks Fig4-lm").sel(panel="strong")
     P = ds.sizes["prompt"]
-    names = ("vanilla", "grpo", "oracle")
+    names = ("vanilla", "leave_one_out", "oracle")
     # Theorem 2, paired over questions (Student t, P - 1 dof, Bonferroni over 9 comparisons)
     t_theory = (ds.theory_gap / ds.theory_gap_se).sel(estimator=list(names)).values     # (3, len(Gs))
     bound = float(stats.t.isf(1e-3 / (2 * t_theory.size), df=P - 1))
@@ -48,16 +48,16 @@ def check_fig4_lm(rng):
     t_nocov = (gap.mean("prompt") / (gap.std("prompt", ddof=1) / np.sqrt(P))).values
     # oracle property
     mse = {e: ds.mse.sel(estimator=e).values for e in names}
-    rel_grpo = (mse["grpo"] - mse["oracle"]) / mse["oracle"]
+    rel_grpo = (mse["leave_one_out"] - mse["oracle"]) / mse["oracle"]
     rel_van = (mse["vanilla"] - mse["oracle"]) / mse["oracle"]
     holds = bool(abs(rel_grpo[-1]) < 0.05 and rel_grpo[0] > 0.10)
     control_rejected = bool(abs(rel_van[-1]) >= 0.05)
-    theory = ds.mse_theory.sel(estimator="grpo").values
+    theory = ds.mse_theory.sel(estimator="leave_one_out").values
     return Outcome(
         expected=(f"MC = Theorem 2 prediction, |t| <= {bound:.2f} (9 paired tests); |GRPO-oracle|/oracle "
                   "< 5% at G=64, > 10% at G=4; vanilla-oracle >= 5% (control)"),
         observed=(f"max |t| {np.max(np.abs(t_theory)):.2f}; GRPO MC vs theory "
-                  + ", ".join(f"G={g}: {m:.3g} vs {t:.3g}" for g, m, t in zip(Gs, mse["grpo"], theory))
+                  + ", ".join(f"G={g}: {m:.3g} vs {t:.3g}" for g, m, t in zip(Gs, mse["leave_one_out"], theory))
                   + f"; (vanilla without the Cov term: max |t| {np.max(np.abs(t_nocov)):.1f}); GRPO-oracle "
                   f"{100 * rel_grpo[0]:.1f}% (G=4), {100 * rel_grpo[-1]:.1f}% (G=64); vanilla-oracle "
                   f"{100 * rel_van[-1]:.1f}% (G=64)"),
@@ -65,6 +65,6 @@ def check_fig4_lm(rng):
         details={"mse": {k: v.tolist() for k, v in mse.items()}, "G": Gs.tolist(),
                  "t_theory": t_theory.tolist(), "t_nocov_control": t_nocov.tolist(),
                  "negative_control_rejected": control_rejected,
-                 "vanilla_largest": bool(np.all(mse["vanilla"] > mse["grpo"])),
+                 "vanilla_largest": bool(np.all(mse["vanilla"] > mse["leave_one_out"])),
                  "plugin_G_times_vanilla_minus_oracle":
                      float(ds.vanilla_minus_oracle_times_G_plugin)})

@@ -176,7 +176,7 @@ def check_c9(rng):
     fd = np.array([(pr.arcsin_objective(pol, pol.theta + e * v) - pr.arcsin_objective(pol, pol.theta - e * v)) / (2 * e)
                    for v in np.eye(K)])
     fd_err = float(np.abs(fd - target).max())
-    table = {G_: dict(paper=pr.shrink_factor(G_, 0.5), full_mean=pr.shrink_factor(G_, 0.5, method="grpo"))
+    table = {G_: dict(paper=pr.shrink_factor(G_, 0.5), full_mean=pr.shrink_factor(G_, 0.5, center="mean"))
              for G_ in (8, 64, 512)}
     # (b) training: normalised GRPO -> arcsin maximiser, RLOO (no std) -> E[V] maximiser
     cb = _arcsin_bandit()
@@ -195,7 +195,7 @@ def check_c9(rng):
         fins = []
         for r in range(4):
             cfg = pr.Algorithm2Config(num_iterations=1000, num_prompts=16, num_generations=64, learning_rate=1.0,
-                                      lr_decay=0.7, lr_t0=50, advantage=adv)
+                                      lr_decay=0.7, lr_t0=50, preset=adv)
             res = pr.run_algorithm2(cb, cfg, rng=np.random.default_rng([113, r]), theta0=np.zeros(1), track=False)
             fins.append(float(res.theta[-200:, 0].mean()))
         runs[adv] = fins

@@ -63,7 +63,7 @@ def check_c5_gstar(rng):
         gs = np.unique(gs)
         # exact_mse needs an integer B: evaluate N * MSE per prompt-batch via B = 1 and rescale
         # (MSE(B, G) = MSE(1, G)/B exactly for i.i.d. prompts), so that B = N/G may be fractional
-        mse1 = np.array([exact_mse(m, "grpo", int(g), 1).total for g in gs])
+        mse1 = np.array([exact_mse(m, "leave_one_out", int(g), 1).total for g in gs])
         fixed = mse1 * gs / budget                          # MSE(N/G, G)
         g_arg = int(gs[np.argmin(fixed)])
         res = optimum.optimal_group_size(A, form="exact", budget=budget)

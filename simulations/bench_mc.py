@@ -41,7 +41,7 @@ class Config:
     num_prompts: int = field(default=1, metadata={"help": "B, prompts per minibatch"})
     num_replicates: int = field(default=200_000, metadata={"help": "replicates of the fast path"})
     generic_replicates: int = field(default=10_000, metadata={"help": "replicates of the generic path"})
-    estimators: str = field(default="vanilla,grpo,oracle", metadata={"help": "comma-separated names"})
+    estimators: str = field(default="vanilla,leave_one_out,oracle", metadata={"help": "comma-separated names"})
     repeats: int = field(default=3, metadata={"help": "timings per path; the minimum is reported"})
     seed: int = field(default=0, metadata={"help": "seed of the bandit and of the Monte Carlo streams"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of the table"})

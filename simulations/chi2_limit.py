@@ -40,7 +40,7 @@ from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 class Config:
     replicates: int = field(default=4000, metadata={"help": "independent runs of Algorithm 1 per estimator"})
     num_steps: int = field(default=4000, metadata={"help": "n, iterations per run (n * gap is recorded at n)"})
-    estimators: str = field(default="vanilla,grpo,oracle", metadata={"help": "comma-separated estimator names"})
+    estimators: str = field(default="vanilla,leave_one_out,oracle", metadata={"help": "comma-separated estimator names"})
     num_prompts: int = field(default=2, metadata={"help": "B, prompts per step"})
     num_generations: int = field(default=4, metadata={"help": "G, generations per prompt"})
     beta_factor: float = field(default=1.5, metadata={"help": "beta = beta_factor / lambda_min(K) (> 1/2 needed)"})

@@ -44,8 +44,8 @@ from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 #: Success probabilities of the K = 10 arms ("answers"): a few good, most poor.
 SUCCESS_PROBS = (0.95, 0.9, 0.7, 0.5, 0.3, 0.15, 0.1, 0.05, 0.02, 0.0)
 PANELS = (("weak", 0.2), ("medium", 0.5), ("strong", 0.8))
-COLORS = {"vanilla": "tab:blue", "grpo": "tab:orange", "oracle": "tab:green"}
-LABELS = {"vanilla": "vanilla", "grpo": "GRPO (leave-one-out)", "oracle": "oracle baseline V(x)"}
+COLORS = {"vanilla": "tab:blue", "leave_one_out": "tab:orange", "oracle": "tab:green"}
+LABELS = {"vanilla": "vanilla", "leave_one_out": "GRPO (leave-one-out)", "oracle": "oracle baseline V(x)"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def simulate(cfg: Config, *, command: str | None = None):
     import xarray as xr
 
     Gs = [int(g) for g in cfg.num_generations.split(",")]
-    estimators = ("vanilla", "grpo", "oracle")
+    estimators = ("vanilla", "leave_one_out", "oracle")
     panels = []
     for name, target in PANELS:
         print(f"panel {name} (V = {target}) ...", file=sys.stderr)
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     for p in ds.policy.values:
         d = ds.sel(policy=p, num_prompts=1)
-        ratio = (d.mse.sel(estimator="grpo") / d.mse.sel(estimator="oracle")).values
+        ratio = (d.mse.sel(estimator="leave_one_out") / d.mse.sel(estimator="oracle")).values
         print(f"{p:>7s}: MSE(GRPO)/MSE(oracle) at G = {[int(g) for g in d.num_generations.values]}: "
               + ", ".join(f"{r:.3f}" for r in ratio))
     return 0 if ok else 1

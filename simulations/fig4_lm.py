@@ -50,8 +50,8 @@ from ustat_grpo import constants  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
 from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 
-ESTIMATOR_NAMES = ("vanilla", "grpo", "oracle")
-COLORS = {"vanilla": "tab:blue", "grpo": "tab:orange", "oracle": "tab:green"}
+ESTIMATOR_NAMES = ("vanilla", "leave_one_out", "oracle")
+COLORS = {"vanilla": "tab:blue", "leave_one_out": "tab:orange", "oracle": "tab:green"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.n
     R, G = rewards.shape
     eye = np.broadcast_to(np.eye(G), (R, G, G))  # (R, G, G)
     return {"vanilla": ESTIMATORS["vanilla"](rewards, eye),
-            "grpo": ESTIMATORS["grpo"](rewards, eye),
+            "leave_one_out": ESTIMATORS["leave_one_out"](rewards, eye),
             "oracle": ESTIMATORS["oracle"](rewards, eye, values=values)}
 
 
@@ -200,7 +200,7 @@ def _dataset(per, Gs, problems, names):
     G_arr = np.array(Gs, float)
     # Theorem 2: MSE_x(G) = T_x / G, plus A3(x) / (G (G - 1)) for GRPO
     pred = per["theory"][:, :, None, :] / G_arr[None, None, :, None]     # (panel, E, G, P)
-    pred[:, ESTIMATOR_NAMES.index("grpo")] += per["residual"][:, None, :] / (G_arr * (G_arr - 1))[:, None]
+    pred[:, ESTIMATOR_NAMES.index("leave_one_out")] += per["residual"][:, None, :] / (G_arr * (G_arr - 1))[:, None]
     ds = xr.Dataset(
         {"mse_prompt": (("panel", "estimator", "num_generations", "prompt"), per["mse"],
                         {"long_name": "per-question MSE estimate (mean over replicates)"}),
@@ -218,7 +218,8 @@ def _dataset(per, Gs, problems, names):
     ds["mse_theory"] = ds.mse_theory_prompt.mean("prompt")
     gap = ds.mse_prompt - ds.mse_theory_prompt          # paired over questions: Monte Carlo - theory
     ds["theory_gap"], ds["theory_gap_se"] = gap.mean("prompt"), gap.std("prompt", ddof=1) / np.sqrt(P)
-    for lo, hi, other in (("vanilla", "grpo", "diff_vanilla_grpo"), ("grpo", "oracle", "diff_grpo_oracle")):
+    for lo, hi, other in (("vanilla", "leave_one_out", "diff_vanilla_grpo"),
+                          ("leave_one_out", "oracle", "diff_grpo_oracle")):
         diff = ds.mse_prompt.sel(estimator=lo) - ds.mse_prompt.sel(estimator=hi)
         ds[other] = diff.mean("prompt")
         ds[other + "_se"] = diff.std("prompt", ddof=1) / np.sqrt(P)

@@ -112,7 +112,7 @@ def simulate_universality(*, budgets=(48, 96), group_sizes=(2, 3, 4, 6, 8, 12, 1
             if N % G:
                 raise ValueError(f"G = {G} does not divide N = {N}")
             rng = np.random.default_rng(seqs[i * len(group_sizes) + j])
-            res = run_algorithm1(policy, "grpo", num_prompts=N // G, num_generations=G, num_steps=n_max,
+            res = run_algorithm1(policy, "leave_one_out", num_prompts=N // G, num_generations=G, num_steps=n_max,
                                  step_size="constant", beta=beta, replicates=replicates, rng=rng,
                                  theta0=theta0, record=list(range(n_max + 1)))
             for k, n in enumerate(iterations):

@@ -96,10 +96,10 @@ def test_prompt_baseline_reduces_to_oracle_and_vanilla():
                                per_prompt_covariance(mom, "oracle", num_generations=G), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(per_prompt_covariance(mom, "prompt_baseline", num_generations=G, baseline=0.0),
                                per_prompt_covariance(mom, "vanilla", num_generations=G), rtol=1e-10, atol=1e-14)
-    np.testing.assert_array_equal(per_prompt_covariance(mom, "rloo", num_generations=G),
-                                  per_prompt_covariance(mom, "grpo", num_generations=G))
+    with pytest.raises(ValueError, match="unknown estimator"):                 # one name per estimator
+        per_prompt_covariance(mom, "rloo", num_generations=G)
     with pytest.raises(ValueError):
-        per_prompt_covariance(mom, "grpo", num_generations=1)
+        per_prompt_covariance(mom, "leave_one_out", num_generations=1)
     with pytest.raises(ValueError, match="baseline"):
         per_prompt_covariance(mom, "prompt_baseline", num_generations=2)
 
@@ -122,7 +122,7 @@ def test_noise_covariance_matches_monte_carlo():
     C = 0.5 * np.ones(3)
     fns = {
         "vanilla": lambda: estimators.vanilla(s.rewards, s.scores),
-        "grpo": lambda: estimators.grpo(s.rewards, s.scores),
+        "leave_one_out": lambda: estimators.leave_one_out(s.rewards, s.scores),
         "oracle": lambda: estimators.oracle(s.rewards, s.scores, values=mom.value[s.prompt_ids]),
         "prompt_baseline": lambda: estimators.prompt_baseline(s.rewards, s.scores, baseline=C[s.prompt_ids]),
     }
@@ -133,7 +133,7 @@ def test_noise_covariance_matches_monte_carlo():
         exact = noise_covariance(mom, name, num_prompts=B, num_generations=G,
                                  baseline=C if name == "prompt_baseline" else None)[iu]
         assert_mc_close(prods.mean(0), prods.std(0, ddof=1) / np.sqrt(N), exact, m=24, err_msg=name)
-        if name == "grpo":
+        if name == "leave_one_out":
             wrong = noise_covariance(mom, "oracle", num_prompts=B, num_generations=G)
             f = mom.prompt_probs
             wrong = wrong + np.einsum("p,pde->de", f, _grpo_wrong(mom, G) - mom.sigma_oracle / G) / B
@@ -146,11 +146,11 @@ def test_limit_law_invariant_along_maximiser_set():
     pol = bandits.GaussianPolicyBandit(action_std=0.5, reward_width=1.0)
     th, _ = pol.optimum()
     null = linalg.null_space(pol.u)[:, 0]
-    a = limit_law(pol, "grpo", num_prompts=2, num_generations=4, beta=5.0)
-    b = limit_law(pol, "grpo", num_prompts=2, num_generations=4, beta=5.0, theta=th + 0.7 * null)
+    a = limit_law(pol, "leave_one_out", num_prompts=2, num_generations=4, beta=5.0)
+    b = limit_law(pol, "leave_one_out", num_prompts=2, num_generations=4, beta=5.0, theta=th + 0.7 * null)
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-10)
     assert isinstance(a, LimitLaw) and "Theorem 8" in a.summary()
-    assert a.to_dict()["config"]["estimator"] == "grpo"
+    assert a.to_dict()["config"]["estimator"] == "leave_one_out"
     law = a.law()
     assert law.mean() == pytest.approx(a.mean(), rel=1e-12)
 
@@ -170,13 +170,13 @@ def test_chi2_limit_script_records_provenance(tmp_path):
 
     sys.modules.setdefault("chi2_limit", mod)  # dataclasses look their module up in sys.modules
     spec.loader.exec_module(mod)
-    rc = mod.main(["--replicates", "40", "--num-steps", "60", "--estimators", "grpo", "--no-plot",
+    rc = mod.main(["--replicates", "40", "--num-steps", "60", "--estimators", "leave_one_out", "--no-plot",
                    "--ks-nodes", "17", "--out", str(tmp_path), "--seed", "123"])
     assert rc == 0
     ds = xr.load_dataset(tmp_path / "chi2_limit.nc")
     pol = bandits.GaussianPolicyBandit(action_std=0.5, reward_width=1.0)
-    ll = limit_law(pol, "grpo", num_prompts=2, num_generations=4, beta=float(ds.attrs["beta"]))
-    np.testing.assert_allclose(ds.weights.sel(estimator="grpo").values, ll.weights, rtol=1e-12)
+    ll = limit_law(pol, "leave_one_out", num_prompts=2, num_generations=4, beta=float(ds.attrs["beta"]))
+    np.testing.assert_allclose(ds.weights.sel(estimator="leave_one_out").values, ll.weights, rtol=1e-12)
     assert ds.attrs["seed"] == "123" and json.loads(ds.attrs["config"])["num_steps"] == 60
     assert ds.attrs["command"].startswith("python simulations/chi2_limit.py")
     assert ds.n_gap.shape == (1, 40) and np.all(ds.n_gap.values >= 0)

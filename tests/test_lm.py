@@ -207,13 +207,13 @@ def test_fig4_replicate_errors_match_direct_computation():
         v = a.mean(0)
         g2 = (a.sum(0) @ a.sum(0) - (a * a).sum()) / (len(ref) * (len(ref) - 1))
         w = estimator_weights(z[grp][None], np.array([z[ref].mean()]))
-        for name in ("vanilla", "grpo", "oracle"):
+        for name in ("vanilla", "leave_one_out", "oracle"):
             est = w[name][0] @ s[grp]
             direct = est @ est - 2 * est @ v + g2
             np.testing.assert_allclose(errs[name][r], direct, rtol=1e-10)
     # GRPO weights are the leave-one-out closed form (1/(G-1)) (z_i - zbar).
     zz = rng.integers(0, 2, size=(5, G)).astype(float)
-    np.testing.assert_allclose(estimator_weights(zz, zz.mean(-1))["grpo"],
+    np.testing.assert_allclose(estimator_weights(zz, zz.mean(-1))["leave_one_out"],
                                (zz - zz.mean(-1, keepdims=True)) / (G - 1), atol=1e-12)
 
 

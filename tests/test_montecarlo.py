@@ -81,7 +81,7 @@ def est_median_baseline(rewards, scores, *, values=None):
     return np.einsum("...g,...gd->...d", c, scores) / rewards.shape[-1]
 
 
-CUSTOM = {"vanilla": est_vanilla, "grpo": est_loo, "oracle": est_oracle}
+CUSTOM = {"vanilla": est_vanilla, "leave_one_out": est_loo, "oracle": est_oracle}
 
 
 def enumerated_mse(probs, table, reward, prompt_probs, estimator, G, B):
@@ -189,7 +189,7 @@ def test_generic_path_matches_enumeration_and_negative_control():
 def test_bandit_paths_match_exact_mse_and_each_other():
     pol = contextual_bandit()
     kw = dict(num_generations=(2, 8), num_prompts=(1, 3), num_replicates=20_000, seed=5,
-              estimators=("vanilla", "grpo", "oracle", "group_mean", "std_normalized"),
+              estimators=("vanilla", "leave_one_out", "oracle", "group_mean", "std_normalized"),
               scheduler="serial", progress=False)
     fast = mc.run_grid(pol, sampler="auto", **kw)
     slow = mc.run_grid(pol, sampler="generic", **kw)
@@ -199,7 +199,7 @@ def test_bandit_paths_match_exact_mse_and_each_other():
     # both paths consume the stream in the same order (prompts, arms, rewards; inverse CDF), so
     # they agree to rounding; then the MC mean is judged against the exact MSE (mse.exact_mse)
     np.testing.assert_allclose(fast.mse.values, slow.mse.values, rtol=1e-10)
-    known = fast.sel(estimator=["vanilla", "grpo", "oracle", "group_mean"])
+    known = fast.sel(estimator=["vanilla", "leave_one_out", "oracle", "group_mean"])
     assert_mc_close(known.mse.values, known.mse_se.values, known.exact.values)
     assert np.isnan(fast.exact.sel(estimator="std_normalized")).all()
     # negative control: swapping the exact values of grpo and oracle must fail
@@ -222,7 +222,7 @@ def test_fast_path_non_affine_estimator_falls_back_to_table_scores():
 def test_gaussian_policy_generic_matches_exact_mse():
     pol = GaussianPolicyBandit()
     ds = mc.run_grid(pol, num_generations=(4,), num_prompts=(1, 2), num_replicates=20_000, seed=8,
-                     scheduler="serial", progress=False, estimators=("vanilla", "grpo", "oracle"))
+                     scheduler="serial", progress=False, estimators=("vanilla", "leave_one_out", "oracle"))
     assert json.loads(ds.attrs["config"])["sampler"] == "generic"
     assert_mc_close(ds.mse.values, ds.mse_se.values, ds.exact.values)
     with pytest.raises(AssertionError):            # negative control: B not divided out
@@ -235,7 +235,7 @@ def test_exact_auto_uses_mse_module():
     pol = small_bandit()
     ds = mc.run_grid(pol, num_generations=(2, 4), num_prompts=(1, 3), num_replicates=10, seed=0,
                      scheduler="serial", progress=False)
-    for e in ("vanilla", "grpo", "oracle"):
+    for e in ("vanilla", "leave_one_out", "oracle"):
         for G in (2, 4):
             for B in (1, 3):
                 want = exact_mse(pol.moments(), e, G, B).total
@@ -336,7 +336,7 @@ def test_netcdf_round_trip_and_provenance(tmp_path):
     assert cfg["extra"] == {"note": "x"} and cfg["num_replicates"] == 100
     for key in ("package_version", "git_describe", "created"):
         assert ra.attrs[key]
-    assert list(ra.estimator.values) == ["vanilla", "grpo", "oracle"]
+    assert list(ra.estimator.values) == ["vanilla", "leave_one_out", "oracle"]
 
 
 def test_merge_pools_sufficient_statistics():
@@ -368,7 +368,7 @@ def test_summary_lists_every_cell():
                      progress=False)
     text = mc.summary(ds)
     assert len(text.splitlines()) == 1 + 3 * 2
-    assert "grpo" in text
+    assert "leave_one_out" in text
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -376,7 +376,7 @@ def test_summary_lists_every_cell():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(estimators=("vanilla", "nope")), "unknown estimator"),
     (dict(estimators=()), "empty"),
-    (dict(estimators=("grpo", "grpo")), "duplicates"),
+    (dict(estimators=("leave_one_out", "leave_one_out")), "duplicates"),
     (dict(num_generations=(0, 2)), "num_generations"),
     (dict(num_generations=(2.5,)), "num_generations"),
     (dict(num_generations=()), "empty"),

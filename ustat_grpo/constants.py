@@ -21,7 +21,8 @@ import numpy as np
 
 from . import kernels, ustat
 from .interval import json_float, json_interval
-from .optimum import CONSTANT_NAMES, ConstantsEstimate, paper_constants
+from .mse import CONSTANT_NAMES, paper_constants
+from .optimum import ConstantsEstimate
 
 __all__ = ["KERNELS", "ScalingConstants", "estimate_constants", "prompt_constants", "prompt_pieces",
            "prompt_pieces_engine"]
@@ -212,7 +213,7 @@ class ScalingConstants(ConstantsEstimate):
 
     @property
     def c(self) -> np.ndarray:
-        """The paper's ``(c1, c2, c3)`` (:func:`~ustat_grpo.optimum.paper_constants`)."""
+        """The paper's ``(c1, c2, c3)`` (:func:`~ustat_grpo.mse.paper_constants`)."""
         return paper_constants(self.params)
 
     def summary(self) -> str:

@@ -128,15 +128,16 @@ def _affine_coefficients(name, zbar, std, values, G):
     """
     if name == "vanilla":
         return np.ones(zbar.shape), np.zeros(zbar.shape)
-    if name in ("grpo", "rloo"):
+    if name == "leave_one_out":
         k = G / (G - 1)
         return np.full(zbar.shape, k), -k * zbar
-    if name in ("group_mean", "dr_grpo"):
+    if name == "group_mean":
         return np.ones(zbar.shape), -zbar
     if name == "oracle":
         return np.ones(zbar.shape), -np.asarray(values, dtype=float)
-    if name == "std_normalized":                      # TRL preset: Bessel std, eps = 1e-4
-        a = 1.0 / (std() + 1e-4)
+    if name == "std_normalized":                      # PRESETS["grpo"] (TRL): Bessel std, eps = 1e-4
+        from .estimators import PRESETS
+        a = 1.0 / (std() + PRESETS["grpo"].eps)
         return a, -a * zbar
     return None
 
@@ -145,7 +146,7 @@ def mismatched_affine(names, estimators, fam, G):
     """Names whose affine form is unknown or differs from ``estimators[name]`` at group size G.
 
     Probed on a small fixed sample with random scores; an estimator that rejects this ``G``
-    (``ValueError``, e.g. grpo at G = 1) is not disqualified: it will fail in its cell anyway.
+    (``ValueError``, e.g. leave_one_out at G = 1) is not disqualified: it will fail in its cell anyway.
     """
     rng = np.random.default_rng(12345)                # a fixed probe, not part of any cell stream
     x = rng.choice(fam.prompt_probs.size, size=(3, 2), p=fam.prompt_probs)
@@ -169,10 +170,6 @@ def mismatched_affine(names, estimators, fam, G):
         if theirs.shape != mine.shape or not np.allclose(mine, theirs, rtol=1e-10, atol=1e-12):
             bad.add(name)
     return bad
-
-
-
-    return out
 
 
 def workspace(shape):

@@ -73,7 +73,7 @@ class Options:
     divisors_only: bool = field(default=False, metadata=dict(
         help="only recommend G that divide the budget (integer number of prompts B)"))
     level: float = field(default=0.95, metadata=dict(help="confidence level of all intervals"))
-    estimator: str = field(default="grpo", metadata=dict(
+    estimator: str = field(default="leave_one_out", metadata=dict(
         help="estimator to select from a NetCDF grid with an 'estimator' dimension"))
     replicates: int = field(default=4000, metadata=dict(
         help="bandit source: Monte Carlo replicates per grid cell (0 = skip the grid check)"))

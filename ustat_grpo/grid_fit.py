@@ -16,7 +16,8 @@ import numpy as np
 from scipy import optimize, stats
 
 from .interval import json_float, json_interval
-from .optimum import CONSTANT_NAMES, ConstantsEstimate, _check_form, mse_design
+from .mse import CONSTANT_NAMES
+from .optimum import ConstantsEstimate, _check_form, mse_design
 
 __all__ = ["ScalingFit", "fit_mse_grid"]
 

@@ -32,9 +32,6 @@ from .wchisq import WeightedChiSquared
 __all__ = ["LimitLaw", "noise_covariance", "per_prompt_covariance", "identifiable_subspace",
            "lyapunov_sigma", "limit_weights", "limit_law"]
 
-_ALIASES = {"rloo": "grpo", "loo": "grpo"}
-
-
 def per_prompt_covariance(moments, estimator: str, *, num_generations: int, baseline=None) -> np.ndarray:
     """Exact ``Cov(g_hat(x))`` of a per-prompt estimator from ``G`` generations, shape (P, d, d).
 
@@ -42,9 +39,9 @@ def per_prompt_covariance(moments, estimator: str, *, num_generations: int, base
     ----------
     moments : bandits.PromptMoments
         Exact per-prompt moments at the parameters of interest.
-    estimator : {"oracle", "grpo" (= "rloo"), "vanilla", "prompt_baseline"}
+    estimator : {"oracle", "leave_one_out", "vanilla", "prompt_baseline"}
     num_generations : int
-        ``G`` (``>= 2`` for GRPO).
+        ``G`` (``>= 2`` for leave_one_out).
     baseline : array_like, shape (P,), optional
         ``C(x)`` for ``"prompt_baseline"``.
 
@@ -53,20 +50,20 @@ def per_prompt_covariance(moments, estimator: str, *, num_generations: int, base
     Spec §2.5/§2.10 (arXiv 2603.01162, Theorem 2 and its matrix form):
 
     - oracle: ``Sigma_oracle / G`` with ``Sigma_oracle = Cov((Z - V) W | x)``;
-    - GRPO (leave-one-out): ``Sigma_oracle / G + (sigma^2 I + g g^T) / (G (G - 1))``;
+    - leave_one_out (the paper's GRPO): ``Sigma_oracle / G + (sigma^2 I + g g^T) / (G (G - 1))``;
     - vanilla: ``(E[Z^2 W W^T] - g g^T) / G``;
     - prompt-only ``C(x)``: ``(E[(Z - C)^2 W W^T] - g g^T) / G`` with
       ``E[(Z - C)^2 W W^T] = E[Z^2 W W^T] - 2 C (Cov(Z, W W^T) + V I) + C^2 I``.
     """
-    est = _ALIASES.get(estimator, estimator)
+    est = estimator
     G = int(num_generations)
-    if G < 1 or (est == "grpo" and G < 2):
-        raise ValueError(f"num_generations must be >= {2 if est == 'grpo' else 1}, got {num_generations}")
+    if G < 1 or (est == "leave_one_out" and G < 2):
+        raise ValueError(f"num_generations must be >= {2 if est == 'leave_one_out' else 1}, got {num_generations}")
     g = np.asarray(moments.grad, float)  # (P, d)
     ggT = np.einsum("pd,pe->pde", g, g)
     if est == "oracle":
         return np.asarray(moments.sigma_oracle, float) / G
-    if est == "grpo":
+    if est == "leave_one_out":
         s2 = np.asarray(moments.sigma2, float)[:, None, None]
         return (np.asarray(moments.sigma_oracle, float) / G
                 + (s2 * np.asarray(moments.fisher, float) + ggT) / (G * (G - 1)))
@@ -84,7 +81,7 @@ def per_prompt_covariance(moments, estimator: str, *, num_generations: int, base
         ezww = np.asarray(czz, float) + V * fisher  # E[Z W W^T | x]
         second = np.asarray(moments.second_moment_zw, float) - 2 * C * ezww + C**2 * fisher
         return (second - ggT) / G
-    raise ValueError(f"unknown estimator {estimator!r}; use oracle, grpo, rloo, vanilla or prompt_baseline")
+    raise ValueError(f"unknown estimator {estimator!r}; use oracle, leave_one_out, vanilla or prompt_baseline")
 
 
 def noise_covariance(moments, estimator: str, *, num_prompts: int, num_generations: int,
@@ -265,7 +262,7 @@ def limit_law(policy, estimator: str, *, num_prompts: int, num_generations: int,
     Parameters
     ----------
     policy : bandit policy with ``optimum()``, ``hessian(theta)``, ``moments(theta)``
-    estimator : {"oracle", "grpo", "rloo", "vanilla", "prompt_baseline"}
+    estimator : {"oracle", "leave_one_out", "vanilla", "prompt_baseline"}
     num_prompts, num_generations : int
         ``B`` and ``G``.
     beta : float

@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import hashlib
 import inspect
-import json
 import math
 import os
 import sys

@@ -18,7 +18,7 @@ import numpy as np
 
 from .bandits import default_bandit
 from .constants import ScalingConstants, estimate_constants
-from .estimators import grpo
+from .estimators import leave_one_out
 from .mse import constants as exact_constants
 
 __all__ = ["Measurement", "measure_lm", "measure_bandit", "bandit_mse_grid"]
@@ -84,7 +84,7 @@ def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group
         while done < replicates:
             r = min(chunk, replicates - done)
             s = policy.sample(B, G, rng=cell_rng, theta=np.broadcast_to(theta, (r, policy.dim)))
-            est = grpo(s.rewards, s.scores).mean(-2)                # (r, d)
+            est = leave_one_out(s.rewards, s.scores).mean(-2)       # (r, d)
             errs.append(((est - grad) ** 2).sum(-1))
             done += r
         e = np.concatenate(errs)

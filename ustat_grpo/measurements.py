@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from ._cli import InputError
+from .estimators import RENAMED
 
 __all__ = ["GRID_COLUMNS", "PERF_COLUMNS", "load_measurements"]
 
@@ -126,9 +127,11 @@ def _load_netcdf(path, estimator):
             raise InputError(f"{path}: variable 'mse' lacks dimension '{d}' (dims: {ds['mse'].dims})")
     if "estimator" in ds["mse"].dims:
         names = [str(x) for x in ds["estimator"].values]
-        if estimator not in names:
+        # grids written before the estimators were renamed carry the old label (e.g. "grpo")
+        label = next((n for n in (estimator, *[o for o, c in RENAMED.items() if c == estimator]) if n in names), None)
+        if label is None:
             raise InputError(f"{path}: estimator {estimator!r} not in the file (has: {', '.join(names)})")
-        ds = ds.sel(estimator=estimator)
+        ds = ds.sel(estimator=label)
     mse = ds["mse"].transpose("num_prompts", "num_generations", ...)
     if mse.ndim != 2:
         raise InputError(f"{path}: variable 'mse' has extra dimensions {mse.dims}; select one slice first")
@@ -148,7 +151,7 @@ def _load_netcdf(path, estimator):
     return "mse", a
 
 
-def load_measurements(path: str, *, estimator: str = "grpo"):
+def load_measurements(path: str, *, estimator: str = "leave_one_out"):
     """Read and validate a measurements file.
 
     Returns

@@ -250,7 +250,7 @@ def _load_cell(directory, G, B, fingerprint):
 
 # ---------------------------------------------------------------------------- public API
 
-def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "grpo", "oracle"),
+def run_grid(policy, *, num_generations, num_prompts=1, estimators=("vanilla", "leave_one_out", "oracle"),
              num_replicates=1000, seed, block_size=None, sampler="auto", exact="auto",
              scheduler=None, max_workers=None, checkpoint_dir=None, progress=True, command=None,
              extra_config=None):
@@ -422,7 +422,7 @@ def _exact_values(policy, names, Gs, Bs, exact):
                 for k, B in enumerate(Bs):
                     try:
                         out[i, j, k] = float(exact_mse(m, n, G, B).total)
-                    except ValueError:               # e.g. grpo at G = 1: undefined
+                    except ValueError:               # e.g. leave_one_out at G = 1: undefined
                         pass
         return out, "ustat_grpo.mse.exact_mse"
     if not callable(exact):

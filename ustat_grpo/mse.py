@@ -5,12 +5,13 @@ of every estimator of :mod:`ustat_grpo.estimators` with a closed form is an exac
 (spec §2.5-2.6, all [D] with numerical checks C3/C4):
 
 * oracle:  ``G * MSE(x) = tr Sigma_oracle(x)``;
-* grpo / rloo:  ``MSE(x) = tr Sigma_oracle/G + (sigma2 tr I + ||g||^2) / (G(G-1))``;
+* leave_one_out (the paper's GRPO; RLOO):  ``MSE(x) = tr Sigma_oracle/G + (sigma2 tr I + ||g||^2) / (G(G-1))``;
 * vanilla:  ``MSE(x) = (E[Z^2 ||W||^2] - ||g||^2)/G``;
 * prompt baseline ``C(x)``:  ``G * MSE(x) = tr Sigma_oracle + (V-C)^2 tr I + 2 (V-C) Cov(Z, ||W||^2)``;
-* group_mean / dr_grpo:  ``((G-1)/G)^2 MSE_grpo(x) + ||g||^2/G^2`` (biased);
+* group_mean (Dr. GRPO):  ``((G-1)/G)^2 MSE_loo(x) + ||g||^2/G^2`` (biased);
 * minibatch of ``B`` i.i.d. prompts: ``A1/B + E_X MSE(X)/B`` for the unbiased ones, so for GRPO
-  ``A1/B + A2/(BG) + A3/(BG(G-1))`` (Prop 3, exact form).
+  ``A1/B + A2/(BG) + A3/(BG(G-1))`` (Prop 3, exact form); :func:`paper_constants` maps
+  ``(A1, A2, A3)`` to the paper's ``(c1, c2, c3)``.
 
 :func:`enumerate_mse` computes the same quantities by brute-force enumeration of the ``G``-fold
 product of a finite bandit: the independent oracle used by the tests and paper checks.
@@ -25,11 +26,19 @@ import numpy as np
 from . import estimators as _est
 from ._serialize import jsonable as _jsonable
 
-__all__ = ["MSEDecomposition", "EnumeratedMSE", "exact_mse", "constants", "greensmith_baseline",
-           "enumerate_mse", "group_outcomes", "SUPPORTED"]
+__all__ = ["MSEDecomposition", "EnumeratedMSE", "exact_mse", "constants", "paper_constants",
+           "CONSTANT_NAMES", "C_CONVENTION", "greensmith_baseline", "enumerate_mse", "group_outcomes",
+           "SUPPORTED"]
 
 #: Estimators with an exact MSE here (``std_normalized`` is a ratio of U-statistics: no closed form).
-SUPPORTED = ("oracle", "grpo", "rloo", "vanilla", "prompt_baseline", "greensmith", "group_mean", "dr_grpo")
+SUPPORTED = ("oracle", "leave_one_out", "vanilla", "prompt_baseline", "greensmith", "group_mean")
+
+#: Names of the three minibatch-MSE constants: ``"exact"`` for ``A1/B + A2/(BG) + A3/(BG(G-1))``
+#: (Prop. 3 as derived here), ``"paper"`` for Theorem 7's ``c1/B + c2/(BG) + c3/(BG^2)``.
+CONSTANT_NAMES = {"exact": ("A1", "A2", "A3"), "paper": ("c1", "c2", "c3")}
+
+#: The convention of :func:`paper_constants`, in words (for reports and JSON outputs).
+C_CONVENTION = "c_i := A_i (spec ambiguity 1); c3 = 2*A3 would multiply G*_paper by sqrt(2)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,11 +54,11 @@ class MSEDecomposition:
         B; ``None`` for the per-prompt MSE, in which case every term is an array ``(P,)`` (one entry
         per prompt) and ``prompt_term`` is zero.
     prompt_term : float or ndarray
-        Prompt-sampling variance ``c^2 A1 / B`` (``c = (G-1)/G`` for group_mean, else 1).
+        Prompt-sampling variance ``k^2 A1 / B`` (``k = (G-1)/G`` for group_mean, else 1).
     oracle_term : float or ndarray
-        ``c^2 tr Sigma_oracle / (B G)``.
+        ``k^2 tr Sigma_oracle / (B G)``.
     residual : float or ndarray
-        The rest of the variance: ``c^2 (sigma2 tr I + ||g||^2)/(BG(G-1))`` for GRPO,
+        The rest of the variance: ``k^2 (sigma2 tr I + ||g||^2)/(BG(G-1))`` for leave_one_out,
         ``((V-C)^2 tr I + 2(V-C) Cov(Z, ||W||^2))/(BG)`` for a prompt baseline, 0 for the oracle.
     bias_squared : float or ndarray
         ``||E g_hat - g||^2``: ``||g||^2/G^2`` for group_mean, else 0.
@@ -134,8 +143,8 @@ def constants(moments) -> tuple[float, float, float]:
     Notes
     -----
     arXiv 2603.01162, Prop. 3 (eq. 9) bounds the third term by ``O(E||W||^2/(BG^2))``; the exact
-    coefficient is ``A3/(G-1)`` (spec §2.6, §5.1).  The paper's ``c1, c2`` are sup over theta of
-    ``A1, A2``.
+    coefficient is ``A3/(G-1)`` (spec §2.6, §5.1).  :func:`paper_constants` gives the paper's
+    ``(c1, c2, c3)``.
     """
     f = moments.prompt_probs
     g = moments.grad
@@ -146,14 +155,44 @@ def constants(moments) -> tuple[float, float, float]:
     return A1, A2, A3
 
 
-def _names(estimator):
+def paper_constants(exact_constants) -> np.ndarray:
+    """The paper's ``(c1, c2, c3)`` from the exact ``(A1, A2, A3)``: the one place of the mapping.
+
+    Parameters
+    ----------
+    exact_constants : array_like, shape (..., 3)
+        ``(A1, A2, A3)`` of :func:`constants` or of ``scaling.estimate_constants``.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        ``(c1, c2, c3) = (A1, A2, A3)``.
+
+    Notes
+    -----
+    Theorem 7 (arXiv 2603.01162, eq. (11)) writes the minibatch MSE as ``c1/B + c2/(BG) +
+    c3/(BG^2)`` with constants bounded uniformly in theta, and ``G* = sqrt(c3/c1)`` (eq. (12)).
+    The exact form is ``A1/B + A2/(BG) + A3/(BG(G-1))`` (Prop. 3, spec §2.6).  At a fixed theta
+    the paper's constants are identified with the exact ones, ``c_i := A_i`` (spec ambiguity 1);
+    ``A3/(G-1) <= 2 A3/G`` for ``G >= 2``, so ``c3 = 2 A3`` is the other defensible choice and
+    would multiply ``G*_paper`` by ``sqrt 2`` (:data:`C_CONVENTION`).
+
+    Examples
+    --------
+    >>> paper_constants([1.0, 2.0, 16.0]).tolist()
+    [1.0, 2.0, 16.0]
+    """
+    return np.array(exact_constants, dtype=float)
+
+
+def _check_supported(estimator):
     if estimator not in SUPPORTED:
         hint = " (std_normalized is a ratio of U-statistics with no exact MSE)" if estimator == "std_normalized" else ""
         raise ValueError(f"no exact MSE for estimator {estimator!r}{hint}; choose from {SUPPORTED}")
-    return {"rloo": "grpo", "dr_grpo": "group_mean"}.get(estimator, estimator)
+    return estimator
 
 
-def exact_mse(moments, estimator="grpo", num_generations=None, num_prompts=None, *, baseline=None,
+def exact_mse(moments, estimator="leave_one_out", num_generations=None, num_prompts=None, *, baseline=None,
               covariance=False) -> MSEDecomposition:
     """Exact MSE of a gradient estimator, per prompt or for a minibatch of ``B`` i.i.d. prompts.
 
@@ -164,7 +203,7 @@ def exact_mse(moments, estimator="grpo", num_generations=None, num_prompts=None,
     estimator : str
         One of :data:`SUPPORTED`; ``"greensmith"`` is ``prompt_baseline`` with ``C*(x)``.
     num_generations : int
-        G (``>= 2`` for grpo/rloo).
+        G (``>= 2`` for leave_one_out).
     num_prompts : int, optional
         B.  ``None``: per-prompt MSE arrays of shape ``(P,)``.
     baseline : array_like, shape (P,), optional
@@ -189,30 +228,30 @@ def exact_mse(moments, estimator="grpo", num_generations=None, num_prompts=None,
     --------
     >>> from ustat_grpo.bandits import SoftmaxBandit
     >>> m = SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5]).moments()
-    >>> d = exact_mse(m, "grpo", 8)
+    >>> d = exact_mse(m, "leave_one_out", 8)
     >>> bool(abs(d.total[0] - (d.oracle_term[0] + d.residual[0])) < 1e-15)
     True
     """
-    name = _names(estimator)
+    name = _check_supported(estimator)
     if num_generations is None:
         raise ValueError("num_generations (G) is required")
     G = int(num_generations)
-    if G < 1 or (name == "grpo" and G < 2):
-        raise ValueError(f"{estimator} needs num_generations >= {2 if name == 'grpo' else 1}, got {G}")
+    if G < 1 or (name == "leave_one_out" and G < 2):
+        raise ValueError(f"{estimator} needs num_generations >= {2 if name == 'leave_one_out' else 1}, got {G}")
     if num_prompts is not None and int(num_prompts) < 1:
         raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
 
     V, s2, g = moments.value, moments.sigma2, moments.grad
     trI, trS, g2 = _tr(moments.fisher), _tr(moments.sigma_oracle), (g * g).sum(-1)
     P, d = g.shape
-    c = 1.0
+    k = 1.0
     bias = np.zeros(P)
     if name == "oracle":
         resid = np.zeros(P)
-    elif name in ("grpo", "group_mean"):
+    elif name in ("leave_one_out", "group_mean"):
         resid = (s2 * trI + g2) / (G * (G - 1)) if G > 1 else np.zeros(P)
         if name == "group_mean":
-            c = (G - 1) / G
+            k = (G - 1) / G
             bias = g2 / G ** 2
     else:
         if name == "vanilla":
@@ -230,34 +269,34 @@ def exact_mse(moments, estimator="grpo", num_generations=None, num_prompts=None,
     cov = None
     if covariance:
         cov = _covariance(moments, name, G, baseline)
-        cov = c * c * cov
+        cov = k * k * cov
 
     if num_prompts is None:
         return MSEDecomposition(estimator=estimator, num_generations=G, num_prompts=None,
-                                prompt_term=np.zeros(P), oracle_term=c * c * orc, residual=c * c * resid,
-                                bias_squared=bias, total=c * c * (orc + resid) + bias, covariance=cov)
+                                prompt_term=np.zeros(P), oracle_term=k * k * orc, residual=k * k * resid,
+                                bias_squared=bias, total=k * k * (orc + resid) + bias, covariance=cov)
     B = int(num_prompts)
     f = moments.prompt_probs
     A1 = constants(moments)[0]
     gbar = f @ g
-    prompt = c * c * A1 / B
-    orc_b = c * c * float(f @ orc) / B
-    res_b = c * c * float(f @ resid) / B
+    prompt = k * k * A1 / B
+    orc_b = k * k * float(f @ orc) / B
+    res_b = k * k * float(f @ resid) / B
     bias_b = float(gbar @ gbar) / G ** 2 if name == "group_mean" else 0.0
     if cov is not None:
         dg = g - gbar
-        cov = (c * c * np.einsum("p,pd,pe->de", f, dg, dg) + np.einsum("p,pde->de", f, cov)) / B
+        cov = (k * k * np.einsum("p,pd,pe->de", f, dg, dg) + np.einsum("p,pde->de", f, cov)) / B
     return MSEDecomposition(estimator=estimator, num_generations=G, num_prompts=B, prompt_term=prompt,
                             oracle_term=orc_b, residual=res_b, bias_squared=bias_b,
                             total=prompt + orc_b + res_b + bias_b, covariance=cov)
 
 
 def _covariance(m, name, G, baseline):
-    """Per-prompt ``Cov(g_hat | x)`` (P, d, d) of the unscaled estimator (grpo for group_mean)."""
+    """Per-prompt ``Cov(g_hat | x)`` (P, d, d) of the unscaled estimator (leave_one_out for group_mean)."""
     gg = np.einsum("pd,pe->pde", m.grad, m.grad)
     if name == "oracle":
         return m.sigma_oracle / G
-    if name in ("grpo", "group_mean"):
+    if name in ("leave_one_out", "group_mean"):
         if G < 2:
             return np.zeros_like(gg)
         return m.sigma_oracle / G + (m.sigma2[:, None, None] * m.fisher + gg) / (G * (G - 1))
@@ -327,7 +366,7 @@ def group_outcomes(policy, num_generations, *, theta=None, max_outcomes=200_000)
     return out
 
 
-def enumerate_mse(policy, estimator="grpo", num_generations=None, *, theta=None, baseline=None,
+def enumerate_mse(policy, estimator="leave_one_out", num_generations=None, *, theta=None, baseline=None,
                   max_outcomes=200_000) -> EnumeratedMSE:
     """Exact per-prompt MSE of an estimator by enumerating every group of ``G`` outcomes.
 

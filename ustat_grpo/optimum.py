@@ -16,7 +16,7 @@ number of rollouts per iteration ``budget`` :math:`N = BG` (and equally at a fix
 :math:`G^*_{\\rm paper} = \\sqrt{c_3/c_1}` (eq. (12)).
 
 The constants: ``A1..A3`` are the exact constants of Prop. 3, ``c1..c3`` the paper's.  The one
-mapping between them is :func:`paper_constants`: following the spec's ambiguity 1,
+mapping between them is :func:`ustat_grpo.mse.paper_constants`: following the spec's ambiguity 1,
 :math:`c_i := A_i`.  The paper defines :math:`c_3` only up to a constant; :math:`c_3 = 2A_3` (a
 bound valid for every :math:`G \\ge 2`) would multiply :math:`G^*_{\\rm paper}` by :math:`\\sqrt 2`.
 
@@ -38,28 +38,13 @@ from scipy import stats
 
 from .interval import ConfidenceInterval, json_float, json_interval
 
+
 __all__ = [
-    "FORMS", "CONSTANT_NAMES", "paper_constants", "mse_design", "integer_optimum",
+    "FORMS", "mse_design", "integer_optimum",
     "fieller_ratio_interval", "GroupSizeResult", "optimal_group_size", "ConstantsEstimate",
 ]
 
 FORMS = ("exact", "paper")
-#: names of the three constants of each form: A (exact, Prop. 3) and c (paper, Theorem 7)
-CONSTANT_NAMES = {"exact": ("A1", "A2", "A3"), "paper": ("c1", "c2", "c3")}
-
-
-def paper_constants(exact_constants) -> np.ndarray:
-    """The paper's ``(c1, c2, c3)`` from the exact ``(A1, A2, A3)``: the package's one mapping.
-
-    The paper never defines ``c_i`` beyond "constants"; the spec's ambiguity 1 identifies
-    ``c_i := A_i`` (the shapes then differ only in ``1/(G(G-1))`` vs ``1/G^2``).
-
-    Examples
-    --------
-    >>> paper_constants([1.0, 2.0, 3.0]).tolist()
-    [1.0, 2.0, 3.0]
-    """
-    return np.asarray(exact_constants, float).copy()
 
 
 def mse_design(num_prompts, num_generations, *, form: str = "exact") -> np.ndarray:

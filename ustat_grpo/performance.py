@@ -90,7 +90,7 @@ class PerformanceFit:
         lines = ["performance vs group size: score = alpha_N + b1 log2 G + b2 (log2 G)^2 "
                  f"({self.n_obs} observations, {len(self.budgets)} budget(s), residual sd "
                  f"{self.residual_sd:.3g})",
-                 f"  best observed G per budget: " + ", ".join(f"N={k}: {v}" for k, v in self.best_observed.items()),
+                 "  best observed G per budget: " + ", ".join(f"N={k}: {v}" for k, v in self.best_observed.items()),
                  (f"  fitted G* = {self.g_star:.3g}, {pct} Fieller CI [{self.g_star_interval.low:.3g}, {hi}]"
                   if self.bounded else f"  fitted G*: not identified ({pct} Fieller set unbounded; " + (
                       f"vertex of the fitted curve at G = {self.g_star:.3g})"

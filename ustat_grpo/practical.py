@@ -43,16 +43,18 @@ import numpy as np
 from scipy import special
 
 from ._random import default_rng
+from .estimators import PRESETS
 from .policy import Sample
 
 __all__ = [
-    "SequencePolicy", "SequenceSample", "ADVANTAGES", "STD_EPS_PRESETS", "normalized_advantages", "algorithm2_gradient",
+    "SequencePolicy", "SequenceSample", "ADVANTAGE_PRESETS", "normalized_advantages", "algorithm2_gradient",
     "exact_kl", "exact_kl_grad", "reverse_kl_grad", "expected_kl_bracket_grad", "k3",
     "Algorithm2Config", "Algorithm2Result", "run_algorithm2", "arcsin_objective", "shrink_factor",
 ]
 
-ADVANTAGES = ("paper", "grpo", "dr_grpo", "rloo", "paper2")
-STD_EPS_PRESETS = {"paper": 0.0, "trl": 1e-4, "verl": 1e-6, "openrlhf": 1e-9}
+#: Advantage choices of :func:`normalized_advantages`: the per-group presets of
+#: :data:`ustat_grpo.estimators.PRESETS` (not TRL's batch scaling) and arXiv 2503.06639's ``"paper2"``.
+ADVANTAGE_PRESETS = ("paper2",) + tuple(k for k, p in PRESETS.items() if p.scale_rewards != "batch")
 KL_GRADS = ("paper14", "k3_autograd", "exact")
 
 
@@ -328,21 +330,26 @@ def _kl_bracket(logp, logp_ref, kl_grad):
 
 # ============================================================================ advantages
 
-def normalized_advantages(rewards, *, method="paper", std_eps=0.0, smoothing=0.0, tie_tol=1e-12):
+def normalized_advantages(rewards, *, preset="paper", eps=None, smoothing=0.0, tie_tol=1e-12):
     """Group-normalised advantages and the zero-variance mask.
 
     Parameters
     ----------
     rewards : ndarray (..., G)
-    method : {"paper", "grpo", "dr_grpo", "rloo", "paper2"}
-        ``"paper"``: ``(Z_g - Zbar_{-g}) / (se + std_eps)``, ``se`` the Bessel (G-1) std of the
-        full-mean residuals (arXiv 2603.01162 eqs. 15-16).  ``"grpo"``: ``(Z - Zbar) / (s + std_eps)``
-        (TRL/verl/OpenRLHF with ``std_eps`` from :data:`STD_EPS_PRESETS`).  ``"dr_grpo"``:
-        ``Z - Zbar``.  ``"rloo"``: ``Z - Zbar_{-g}``.  ``"paper2"``: ``(Z - p_hat) /
-        sqrt(p_hat (1 - p_hat) + smoothing)`` with population variance (arXiv 2503.06639).
+    preset : str
+        One of :data:`ADVANTAGE_PRESETS`: a key of :data:`ustat_grpo.estimators.PRESETS` (the one
+        table of framework settings) or ``"paper2"``.  ``"paper"``: ``(Z_g - Zbar_{-g}) / (se +
+        eps)``, ``se`` the Bessel (G-1) std of the full-mean residuals (arXiv 2603.01162 eqs.
+        15-16).  ``"grpo"``, ``"verl_grpo"``, ``"openrlhf_group_norm"``, ...:
+        ``(Z - Zbar) / (s + eps)``.  ``"dr_grpo"``: ``Z - Zbar``.  ``"rloo"``: ``Z - Zbar_{-g}``.
+        ``"paper2"``: ``(Z - p_hat) / sqrt(p_hat (1 - p_hat) + smoothing)`` with population
+        variance (arXiv 2503.06639).
+    eps : float, optional
+        Added to the std; default the preset's (``paper`` 0, TRL 1e-4, verl 1e-6, OpenRLHF 1e-9).
     tie_tol : float
         A group is zero-variance when ``max - min <= tie_tol (1 + |max|)``; its advantages are set
-        to exactly 0 (spec ambiguity 5), avoiding float-noise blow-ups (verl PR #6348).
+        to exactly 0 (spec ambiguity 5), avoiding float-noise blow-ups (verl PR #6348;
+        :func:`ustat_grpo.estimators.rounding_noise_groups`).
 
     Returns
     -------
@@ -352,7 +359,7 @@ def normalized_advantages(rewards, *, method="paper", std_eps=0.0, smoothing=0.0
     Notes
     -----
     ``Z_g - Zbar_{-g} = G/(G-1) (Z_g - Zbar)`` (spec ambiguity 6), so ``"paper"`` is
-    ``G/(G-1)`` times ``"grpo"`` at ``std_eps = 0``.
+    ``G/(G-1)`` times ``"grpo"`` at ``eps = 0``.
 
     Examples
     --------
@@ -364,23 +371,23 @@ def normalized_advantages(rewards, *, method="paper", std_eps=0.0, smoothing=0.0
     G = Z.shape[-1]
     if G < 2:
         raise ValueError("need num_generations >= 2")
+    if preset not in ADVANTAGE_PRESETS:
+        raise ValueError(f"preset must be one of {ADVANTAGE_PRESETS}, got {preset!r}")
     zmax, zmin = Z.max(-1), Z.min(-1)
     zero = (zmax - zmin) <= tie_tol * (1 + np.abs(zmax))
     mean = Z.mean(-1, keepdims=True)
     dev = Z - mean
-    if method in ("paper", "rloo"):
-        num = G / (G - 1) * dev                    # Z_g - Zbar_{-g}
-    elif method in ("grpo", "dr_grpo", "paper2"):
-        num = dev
+    if preset == "paper2":
+        num, den = dev, np.sqrt(mean * (1 - mean) + smoothing)
     else:
-        raise ValueError(f"method must be one of {ADVANTAGES}, got {method!r}")
-    if method in ("paper", "grpo"):
-        se = np.sqrt((dev ** 2).sum(-1, keepdims=True) / (G - 1))
-        den = se + std_eps
-    elif method == "paper2":
-        den = np.sqrt(mean * (1 - mean) + smoothing)
-    else:
-        den = np.ones_like(mean)
+        p = PRESETS[preset]
+        loo = p.estimator == "leave_one_out" or p.center == "loo"
+        num = G / (G - 1) * dev if loo else dev                     # Z_g - Zbar_{-g} or Z_g - Zbar
+        if p.estimator == "std_normalized":
+            se = np.sqrt((dev ** 2).sum(-1, keepdims=True) / (G - p.ddof))
+            den = se + (p.eps if eps is None else eps)
+        else:
+            den = np.ones_like(mean)
     with np.errstate(divide="ignore", invalid="ignore"):
         A = num / den
     A = np.where(zero[..., None], 0.0, A)
@@ -449,13 +456,14 @@ def arcsin_objective(policy, theta=None, *, kappa=0.0, theta_ref=None):
     return val
 
 
-def shrink_factor(num_generations, value, *, method="paper"):
+def shrink_factor(num_generations, value, *, center="loo"):
     """Exact ``c(G, V)`` with ``E[g_hat_norm(x)] = c(G, V) grad(2 arcsin sqrt V)`` for binary rewards.
 
-    For the ``"paper"`` advantage (eqs. 15-16), conditioning on the number ``k`` of successes gives
+    For the ``"paper"`` advantage (eqs. 15-16, ``center="loo"``), conditioning on the number ``k`` of successes gives
     ``E[g_hat] = (g / std) E[se] / std`` with ``se = sqrt(k (G - k) / (G (G - 1)))`` (0 for
     ``k in {0, G}``), so ``c = E[se] / sqrt(V (1 - V))``; computed exactly by summing the binomial
-    law of ``k``.  ``"grpo"`` (full-mean numerator, ``std_eps = 0``) is ``(G - 1)/G`` times that.
+    law of ``k``.  ``center="mean"`` (the full-mean numerator of ``"grpo"`` at ``eps = 0``) is
+    ``(G - 1)/G`` times that.
     [D] (spec 2.11, check C9).
     """
     from scipy import stats
@@ -464,10 +472,10 @@ def shrink_factor(num_generations, value, *, method="paper"):
     k = np.arange(G + 1)
     se = np.sqrt(k * (G - k) / (G * (G - 1)))
     c = float(stats.binom.pmf(k, G, value) @ se) / np.sqrt(value * (1 - value))
-    if method == "grpo":
+    if center == "mean":
         c *= (G - 1) / G
-    elif method != "paper":
-        raise ValueError("method must be 'paper' or 'grpo'")
+    elif center != "loo":
+        raise ValueError(f"center must be 'loo' or 'mean', got {center!r}")
     return c
 
 
@@ -487,8 +495,8 @@ class Algorithm2Config:
     lr_t0: float = 10.0                  # time scale of the decay
     kappa: float = 0.0                   # KL weight (kappa > 0 in the paper)
     kl_grad: str = "paper14"             # paper14 | k3_autograd | exact (spec ambiguity 3)
-    advantage: str = "paper"             # paper | grpo | dr_grpo | rloo | paper2
-    std_eps: float = 0.0                 # added to the std (TRL 1e-4, verl 1e-6, OpenRLHF 1e-9)
+    preset: str = "paper"                # advantage: paper | grpo | dr_grpo | rloo | paper2 | ... (ADVANTAGE_PRESETS)
+    eps: float | None = None             # added to the std; None: the preset's (paper 0, TRL 1e-4, verl 1e-6)
     smoothing: float = 0.0               # paper2's varepsilon under the square root
     clip_eps: float | None = None        # PPO clip (None: off, as in the paper)
     ratio_level: str = "token"           # token (the paper) | sequence
@@ -498,8 +506,8 @@ class Algorithm2Config:
             raise ValueError("num_prompts must be divisible by num_minibatches")
         if self.kl_grad not in KL_GRADS:
             raise ValueError(f"kl_grad must be one of {KL_GRADS}")
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"advantage must be one of {ADVANTAGES}")
+        if self.preset not in ADVANTAGE_PRESETS:
+            raise ValueError(f"preset must be one of {ADVANTAGE_PRESETS}")
 
     def lr(self, i):
         return self.learning_rate / (1.0 + i / self.lr_t0) ** self.lr_decay
@@ -525,7 +533,7 @@ class Algorithm2Result:
 
     def summary(self) -> str:
         n = len(self.frac_reward_zero_std)
-        return (f"Algorithm 2 ({self.config.advantage}, kl_grad={self.config.kl_grad}, kappa={self.config.kappa}, "
+        return (f"Algorithm 2 ({self.config.preset}, kl_grad={self.config.kl_grad}, kappa={self.config.kappa}, "
                 f"m={self.config.num_minibatches}): {n} iterations; J {self.objective[0]:.4f} -> "
                 f"{self.objective[-1]:.4f}; arcsin objective {self.arcsin[0]:.4f} -> {self.arcsin[-1]:.4f}; "
                 f"KL {self.kl[-1]:.4g}; mean frac_reward_zero_std {self.frac_reward_zero_std.mean():.3f}")
@@ -579,7 +587,7 @@ def run_algorithm2(policy, config=None, *, rng=None, theta0=None, theta_ref=None
     for i in range(cfg.num_iterations):
         theta_old = theta.copy()
         pid, seqs, Z = policy.sample_sequences(B, G, rng=rng, theta=theta_old)
-        A, zero = normalized_advantages(Z, method=cfg.advantage, std_eps=cfg.std_eps, smoothing=cfg.smoothing)
+        A, zero = normalized_advantages(Z, preset=cfg.preset, eps=cfg.eps, smoothing=cfg.smoothing)
         fz.append(float(zero.mean()))
         eta = cfg.lr(i)
         for _ in range(cfg.num_epochs):

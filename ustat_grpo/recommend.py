@@ -18,13 +18,11 @@ import numpy as np
 
 from .grid_fit import ScalingFit
 from .interval import ConfidenceInterval, json_float, json_interval
+from .mse import C_CONVENTION
 from .optimum import ConstantsEstimate, GroupSizeResult, mse_design, optimal_group_size
 from .performance import PerformanceFit
 
-__all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "recommend", "C_CONVENTION"]
-
-C_CONVENTION = "c_i := A_i (spec ambiguity 1); c3 = 2*A3 would multiply G*_paper by sqrt(2)"
-
+__all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "recommend"]
 
 @dataclass(frozen=True, kw_only=True)
 class MSERow:
