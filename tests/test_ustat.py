@@ -218,3 +218,12 @@ def test_result_api():
     assert "U-statistic" in str(res)
     lo, hi = res.confidence_interval(0.9)
     assert lo < res.statistic < hi
+
+
+def test_variance_none_gives_the_statistic_alone_at_n_equal_order():
+    from ustat_grpo.kernels import variance_kernel
+    x = np.array([0.3, -1.2, 2.0])
+    res = ustatistic(x[:2], variance_kernel, method="naive", variance="none")       # n = m = 2
+    assert res.statistic == pytest.approx(np.var(x[:2], ddof=1)) and np.isnan(res.standard_error)
+    with pytest.raises(ValueError, match="jackknife needs"):
+        ustatistic(x[:2], variance_kernel, method="naive")

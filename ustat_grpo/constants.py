@@ -77,7 +77,7 @@ def prompt_pieces_engine(rewards, scores, *, method: str = "naive"):
     for p in range(z.shape[0]):
         data = kernels.grpo_data(z[p], w[p])                  # (M, 1 + d)
         for k, kern in KERNELS.items():
-            out[k].append(ustat.ustatistic(data, kern, method=method).statistic)
+            out[k].append(ustat.ustatistic(data, kern, method=method, variance="none").statistic)
     return tuple(np.array(out[k]) for k in KERNELS)
 
 

@@ -48,7 +48,7 @@ __all__ = ["UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic",
 
 
 _METHODS = ("auto", "naive", "vectorized", "closed_form", "incomplete")
-_VARIANCES = ("jackknife", "unbiased")
+_VARIANCES = ("jackknife", "unbiased", "none")
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,11 +219,12 @@ def ustatistic(data, kernel, order: int | None = None, *, method: str = "auto", 
     order : int, optional
         Kernel order ``m`` (default: the Kernel's own, or 2 for a plain callable).
     method : {"auto", "naive", "vectorized", "closed_form", "incomplete"}
-    variance : {"jackknife", "unbiased"}
+    variance : {"jackknife", "unbiased", "none"}
         Variance estimator (complete U-statistics). The jackknife is
         ``(n-1)/n sum_i (U_{-i} - mean U_{-i})^2`` with ``U_{-i} = (S - R_i) / C(n-1, m)`` exact;
         "unbiased" is ``ustat_variance(zeta_hat, n)`` with the unbiased ``zeta_hat`` of
         :func:`hoeffding` (scalar kernels: the variance; vector kernels: per component).
+        "none": the statistic alone (variance and standard error NaN), defined for any ``n >= m``.
     rng : numpy Generator or seed, optional
         Used only by ``method="incomplete"``.
     batch_size : int
@@ -274,6 +275,8 @@ def ustatistic(data, kernel, order: int | None = None, *, method: str = "auto", 
     U = S / total
     if variance == "jackknife":
         var, cov = _jackknife(S, R, n, m)
+    elif variance == "none":                          # the statistic alone (any n >= m)
+        var, cov = (math.nan if U.ndim == 0 else np.full(U.shape, math.nan)), None
     else:
         zetas = _zetas_componentwise(data, kernel, batch_size, U)
         var = np.asarray([ustat_variance(z, n) for z in np.atleast_2d(zetas.T)])
