@@ -77,6 +77,15 @@ def _k2(a, w, h, nc):
     return float(np.sum(r * r * (2.0 * h + 4.0 * nc / a)))
 
 
+def _scale(s, a, w, h, nc):
+    """``1 / sqrt(K''(s))``, written as ``|s| / sqrt(s^2 K''(s))`` so that it neither under- nor
+    overflows far in the lower tail (``s -> -inf``)."""
+    if s == 0.0:
+        return 1.0 / math.sqrt(_k2(a, w, h, nc))
+    r = s * w / a
+    return abs(s) / math.sqrt(float(np.sum(r * r * (2.0 * h + 4.0 * nc / a))))
+
+
 def _saddle_upper(x, w, h, nc):
     """``(s, a)`` with ``K'(s) = x > mean``, ``s = (1 - b) / (2 w_max)``, solved for ``log b``."""
     wp = float(w.max())
@@ -126,9 +135,9 @@ def _saddle_lower(x, w, h, nc):
     else:  # g decreasing in u
         lo, hi = -1.0, 1.0
         while g(lo) < 0.0 and lo > -lo_lim:
-            lo *= 2.0
+            lo = max(2.0 * lo, -lo_lim)
         while g(hi) > 0.0 and hi < lo_lim:
-            hi *= 2.0
+            hi = min(2.0 * hi, lo_lim)
         if g(lo) <= 0.0:  # x at the mean up to rounding
             return 0.0, np.ones_like(w)
         u = optimize.brentq(g, lo, hi, xtol=1e-12, rtol=1e-12) if g(hi) < 0 else hi
@@ -154,7 +163,7 @@ def _contour(x, w, h, nc):
     if side > 0:
         s, a = _saddle_upper(x, w, h, nc)
         r = 0.5 / float(w.max())
-        smin = min(1.0 / math.sqrt(_k2(a, w, h, nc)), 0.5 * r)
+        smin = min(_scale(s, a, w, h, nc), 0.5 * r)
         if s < smin:  # near the mean: keep the pole at 0 about one tilt-width away
             s, a = smin, 1.0 - 2.0 * smin * w
         delta = float(a[int(np.argmax(w))]) * r
@@ -162,7 +171,7 @@ def _contour(x, w, h, nc):
     else:
         s, a = _saddle_lower(x, w, h, nc)
         l_ = 0.5 / float(w.min()) if np.any(w < 0) else -math.inf
-        smin = min(1.0 / math.sqrt(_k2(a, w, h, nc)), 0.5 * abs(l_))
+        smin = min(_scale(s, a, w, h, nc), 0.5 * abs(l_))
         if -s < smin:
             s, a = -smin, 1.0 - 2.0 * (-smin) * w
         delta = -s
@@ -171,32 +180,72 @@ def _contour(x, w, h, nc):
     lin = nc * w * s / a
     f0 = float(np.sum(logs + lin)) - s * x
     f0_err = 4e-16 * float(np.sum(np.abs(logs)) + np.sum(np.abs(lin)) + abs(s * x))
-    return _Contour(side, s, a, delta, delta_l, 1.0 / math.sqrt(_k2(a, w, h, nc)), f0, f0_err)
+    return _Contour(side, s, a, delta, delta_l, _scale(s, a, w, h, nc), f0, f0_err)
 
 
-def _terms(v, c: _Contour, x, w, h, nc):
-    """Integrand ``exp(f(z) - f(s0)) z'(v)`` and the same divided by ``z`` at nodes ``v``."""
-    ell, dl = c.scale, c.delta
-    zeta = 1j * ell * v + (ell * v) ** 2 / (4.0 * dl)
-    q = 1.0 - np.multiply.outer(zeta, 2.0 * w / c.a0)  # a(z) / a0
-    expo = (-0.5 * h * np.log(q)).sum(-1) - zeta * x
-    if np.any(nc):
-        expo = expo + (nc * w / c.a0**2 * zeta[:, None] / q).sum(-1)
-    dens = np.exp(expo) * (1j * ell + ell * ell * v / (2.0 * dl))
-    return dens, dens / (c.s0 + zeta)
+class _Exponent:
+    """``log M(z) - log M(s0) = sum_k [-h_k/2 log(1 - u c_k) + e_k u / (1 - u c_k)]`` with
+    ``z - s0 = l u`` (``l`` the scale), ``c_k = 2 w_k l / a0_k``, ``e_k = d_k w_k l / a0_k^2``.  Terms
+    with ``|u c_k| <= 0.2`` (many small weights) are summed as a power series in ``u`` from power
+    sums of the ``c_k`` (remainder below ``(sum h / 2) 0.2^25 / 20``)."""
+    RHO, ORDER = 0.2, 24
+
+    def __init__(self, c: _Contour, w, h, nc):
+        cv = 2.0 * w / c.a0 * c.scale  # in units of the scale: zeta = scale * u
+        order = np.argsort(-np.abs(cv), kind="stable")
+        self.c, self.h, self.e = cv[order], h[order], (nc * (w / c.a0) * (c.scale / c.a0))[order]
+        self.abs_c = np.abs(self.c)
+        self.use_series = w.size > 64
+        self._poly = {}
+
+    def _series(self, m):
+        """Polynomial coefficients (highest power first) of the terms ``k >= m``."""
+        if m not in self._poly:
+            c, hh, e = self.c[m:], self.h[m:], self.e[m:]
+            powers = np.cumprod(np.broadcast_to(c, (self.ORDER, c.size)), axis=0)  # c^1 .. c^J
+            coef = np.zeros(self.ORDER + 1)
+            coef[1:] = (powers @ (0.5 * hh)) / np.arange(1, self.ORDER + 1)
+            if np.any(e):
+                coef[1] += e.sum()
+                coef[2:] += powers[:-1] @ e
+            self._poly[m] = coef[::-1]
+        return self._poly[m]
+
+    def __call__(self, zeta):
+        m = self.c.size
+        if self.use_series:  # number of terms summed exactly
+            m = int(np.count_nonzero(self.abs_c * np.abs(zeta).max() > self.RHO))
+        q = 1.0 - np.multiply.outer(zeta, self.c[:m])  # a(z) / a0
+        out = (-0.5 * self.h[:m] * np.log(q)).sum(-1)
+        if np.any(self.e[:m]):
+            out = out + (self.e[:m] * zeta[:, None] / q).sum(-1)
+        if m < self.c.size:
+            out = out + np.polyval(self._series(m), zeta)
+        return out
 
 
-def _trapezoid(c: _Contour, step, x, w, h, nc, max_nodes):
+def _terms(v, c: _Contour, x, expo_fn: _Exponent):
+    """Integrand ``exp(f(z) - f(s0)) dz/dv / l`` and ``exp(f(z) - f(s0)) dz/dv / z`` at nodes ``v``,
+    with ``z = s0 + l u``, ``u = i v + kappa v^2``, ``kappa = l / (4 delta)`` (scale-free: no overflow
+    for tilts near 1e300)."""
+    kappa = c.scale / (4.0 * c.delta)
+    u = 1j * v + kappa * v * v
+    dens = np.exp(expo_fn(u) - u * (c.scale * x)) * (1j + 2.0 * kappa * v)
+    return dens, dens / (c.s0 / c.scale + u)
+
+
+def _trapezoid(c: _Contour, step, x, expo_fn: _Exponent, max_nodes):
     """Trapezoid sums (tail, density) of ``Im`` over ``v >= 0`` with step ``step`` and ``2 step``.
 
-    Returns ``(tail_h, tail_2h, dens_h, dens_2h, abs_tail_sum, nodes, truncated_ok)``."""
-    block = int(max(8, min(math.ceil(14.0 / step) + 1, 400_000 // max(w.size, 1))))  # v up to ~14
+    Returns ``(tail_h, tail_2h, dens_h, dens_2h, abs_tail_sum, nodes, truncation_rel_err)``."""
+    block = int(max(8, min(math.ceil(14.0 / step) + 1, 400_000 // max(expo_fn.c.size, 1))))  # v up to ~14
+    block = max(1, min(block, max_nodes - 1))
     s_t = [0.5 * c.scale / c.s0, 0.0]  # [all nodes, even nodes] of Im(tail term); v = 0 term halved
-    s_d = [0.5 * c.scale, 0.0]
+    s_d = [0.5, 0.0]
     s_abs, j0 = abs(s_t[0]), 1
     while True:
         j = np.arange(j0, j0 + block)
-        dens, tail = _terms(j * step, c, x, w, h, nc)
+        dens, tail = _terms(j * step, c, x, expo_fn)
         ti, di = tail.imag, dens.imag
         even = (j % 2) == 0
         s_t[0] += ti.sum()
@@ -205,13 +254,15 @@ def _trapezoid(c: _Contour, step, x, w, h, nc, max_nodes):
         s_d[1] += di[even].sum()
         s_abs += np.abs(ti).sum()
         j0 += block
-        small = (np.abs(tail).max() <= 1e-18 * abs(s_t[0])
-                 and np.abs(dens).max() <= 1e-18 * max(abs(s_d[0]), 1e-300))
+        end = slice(-max(1, block // 4), None)  # the last quarter of the block: past the bump
+        last = np.abs(tail[end]).max()
+        small = last <= 1e-18 * abs(s_t[0]) and np.abs(dens[end]).max() <= 1e-18 * max(abs(s_d[0]), 1e-300)
         if small or j0 >= max_nodes:
             break
     t_h, t_2h = step * s_t[0], 2 * step * (s_t[1] + 0.5 * c.scale / c.s0)
-    d_h, d_2h = step * s_d[0], 2 * step * (s_d[1] + 0.5 * c.scale)
-    return t_h, t_2h, d_h, d_2h, step * s_abs, j0, small
+    d_h, d_2h = step * s_d[0], 2 * step * (s_d[1] + 0.5)
+    trunc = 0.0 if small else 10.0 * last / max(abs(s_t[0]), 1e-300)
+    return t_h, t_2h, d_h, d_2h, step * s_abs, j0, trunc
 
 
 def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion:
@@ -220,12 +271,13 @@ def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion:
         r = invert(-x, -w, h, nc, max_nodes=max_nodes, warn=warn)
         return Inversion(x, r.sf, r.cdf, r.logsf, r.logcdf, r.pdf, r.abserr, r.converged, r.nodes)
     c = _contour(x, w, h, nc)
+    expo_fn = _Exponent(c, w, h, nc)
     d_r = 2.0 * c.delta
     d_l = 2.0 * c.delta * (math.sqrt(1.0 + c.delta_l / c.delta) - 1.0) if np.isfinite(c.delta_l) else d_r
     step = min(0.5, 2.0 * math.pi * min(d_r, d_l) / c.scale / _STEP_EXPONENT)
     nodes = 0
     for _ in range(_MAX_HALVINGS + 1):
-        t_h, t_2h, d_h, d_2h, t_abs, n, trunc_ok = _trapezoid(c, step, x, w, h, nc, max_nodes - nodes)
+        t_h, t_2h, d_h, d_2h, t_abs, n, trunc = _trapezoid(c, step, x, expo_fn, max_nodes - nodes)
         nodes += n
         disc = abs(t_h - t_2h) / abs(t_h) if t_h != 0 else math.inf
         if (disc <= _ACCEPT and abs(d_h - d_2h) <= _ACCEPT * abs(d_h)) or nodes >= max_nodes:
@@ -233,13 +285,13 @@ def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion:
         step *= 0.5
     val = c.side * t_h / math.pi
     rel = float(disc**2 * 100.0 + 1e-15 * t_abs / max(abs(t_h), 1e-300) + c.f0_err)
-    if not trunc_ok:
-        rel = max(rel, disc, 1e-8)
+    if trunc > 0.0:  # node budget spent before the terms became negligible
+        rel = max(rel, disc, trunc)
     if not val > 0:
         val, rel = 0.0, math.inf
     log_tail = c.f0 + math.log(val) if val > 0 else -math.inf
     tail = math.exp(log_tail)
-    pdf = max(math.exp(c.f0) * d_h / math.pi, 0.0)
+    pdf = max(math.exp(c.f0 + math.log(c.scale)) * d_h / math.pi, 0.0)
     abserr = rel * tail if np.isfinite(rel) else math.inf
     ok = bool(rel <= RTOL)
     if not ok and warn:
