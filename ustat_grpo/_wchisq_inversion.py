@@ -265,12 +265,18 @@ def _trapezoid(c: _Contour, step, x, expo_fn: _Exponent, max_nodes):
     return t_h, t_2h, d_h, d_2h, step * s_abs, j0, trunc
 
 
-def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion:
-    """``cdf``, ``sf``, their logs and ``pdf`` at a scalar ``x`` strictly inside the support."""
+def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion | None:
+    """``cdf``, ``sf``, their logs and ``pdf`` at a scalar ``x`` strictly inside the support; None
+    for weights of both signs with ``|x|`` so small that ``exp(-z x)`` does not damp the contour
+    (there only ``|M(z)|``'s algebraic decay would: use Imhof's integral, absolute accuracy)."""
+    if x == 0.0:
+        return None
     if x < 0:  # reflect: Q' = -Q, P(Q > x) = P(Q' < -x)
         r = invert(-x, -w, h, nc, max_nodes=max_nodes, warn=warn)
-        return Inversion(x, r.sf, r.cdf, r.logsf, r.logcdf, r.pdf, r.abserr, r.converged, r.nodes)
+        return None if r is None else Inversion(x, r.sf, r.cdf, r.logsf, r.logcdf, r.pdf, r.abserr, r.converged, r.nodes)
     c = _contour(x, w, h, nc)
+    if np.any(w < 0) and c.scale * x * c.scale / (4.0 * c.delta) * 14.0**2 < 40.0:
+        return None  # both signs and x near 0: exp(-z x) does not damp the contour (see docstring)
     expo_fn = _Exponent(c, w, h, nc)
     d_r = 2.0 * c.delta
     d_l = 2.0 * c.delta * (math.sqrt(1.0 + c.delta_l / c.delta) - 1.0) if np.isfinite(c.delta_l) else d_r
