@@ -15,7 +15,7 @@ import math
 
 import mpmath as mp
 import numpy as np
-from scipy import integrate, stats
+from scipy import stats
 
 DPS = 30
 
@@ -105,25 +105,6 @@ def mp_sf_cdf(x, w, h=1, nc=0):
     side, t = mp_tail(x, w, h, nc)
     with mp.workdps(DPS):
         return (float(t), float(1 - t)) if side == "sf" else (float(1 - t), float(t))
-
-
-def mp_isf(p, w, h=1, nc=0, x0=None):
-    """``x`` with ``P(Q > x) = p`` (p < 1/2) to ~1e-14 relative, by secant steps on ``log sf``."""
-    xa = float(x0) if x0 is not None else float(np.sum(np.asarray(w) * (np.asarray(h) + np.asarray(nc))))
-    xb = xa * 1.01
-
-    def g(x):
-        return float(mp.log(mp_tail(x, w, h, nc)[1]) - mp.log(p))
-
-    ga, gb = g(xa), g(xb)
-    for _ in range(40):
-        if gb == ga:
-            break
-        xa, xb, ga = xb, xb - gb * (xb - xa) / (gb - ga), gb
-        gb = g(xb)
-        if abs(xb - xa) <= 1e-15 * abs(xb):
-            break
-    return xb
 
 
 def _law(df, d):

@@ -351,3 +351,22 @@ def test_isf_and_ppf_work_on_the_tail_asked():
     np.testing.assert_allclose(law.isf(p), stats.chi2.isf(p, 3), rtol=1e-12)
     np.testing.assert_allclose(law.ppf(p), stats.chi2.ppf(p, 3), rtol=1e-12)
     assert law.isf(0.0) == np.inf and law.isf(1.0) == 0.0
+
+
+def test_mixed_signs_contour_agrees_with_imhof_near_zero():
+    """Weights of both signs: the contour (|x| not tiny) and Imhof's integral (x near 0, where the
+    contour has no damping) agree, and sf(0) matches a 30-digit convolution."""
+    import math
+
+    from ustat_grpo._wchisq_imhof import imhof_integral
+
+    law = WeightedChiSquared([3.0, -1.0, 0.5], df=[1, 2, 1], nc=[1, 0, 2])
+    f = law._f
+    for x in (-3.0, -0.3, 0.3, 3.0):
+        r = law.evaluate(x)
+        assert r.nodes > 0  # the contour
+        imhof = 0.5 + imhof_integral(x, f.weights, f.df, f.nc, kind="sf")[0] / math.pi
+        assert abs(r.sf - imhof) < 1e-13
+    assert law.evaluate(1e-6).nodes == 0  # Imhof
+    # P(chi2_{1/2} > 0.3 chi2_{1/2}) by mpmath: E Gamma(1/4, 0.15 Y) / Gamma(1/4), Y = t^4
+    assert abs(WeightedChiSquared([1.0, -0.3], df=[0.5, 0.5]).sf(0.0) - 0.611528826666575561834565) < 1e-14

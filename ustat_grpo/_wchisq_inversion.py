@@ -275,8 +275,8 @@ def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion | None:
         r = invert(-x, -w, h, nc, max_nodes=max_nodes, warn=warn)
         return None if r is None else Inversion(x, r.sf, r.cdf, r.logsf, r.logcdf, r.pdf, r.abserr, r.converged, r.nodes)
     c = _contour(x, w, h, nc)
-    if np.any(w < 0) and c.scale * x * c.scale / (4.0 * c.delta) * 14.0**2 < 40.0:
-        return None  # both signs and x near 0: exp(-z x) does not damp the contour (see docstring)
+    if np.any(w < 0) and c.scale * x * c.scale / (4.0 * c.delta) * 14.0**2 < 1.0:
+        return None  # both signs, x near 0: exp(-z x) < exp(-40) only for v > 90 (see docstring)
     expo_fn = _Exponent(c, w, h, nc)
     d_r = 2.0 * c.delta
     d_l = 2.0 * c.delta * (math.sqrt(1.0 + c.delta_l / c.delta) - 1.0) if np.isfinite(c.delta_l) else d_r
@@ -326,7 +326,7 @@ def solve_tail(evaluate, p, upper, mean, sd, *, positive):
     for _ in range(200):
         x = to_x(y)
         r = evaluate(x)
-        lt, tail = (r.logsf, r.sf) if upper else (r.logcdf, r.cdf)
+        lt = r.logsf if upper else r.logcdf
         big_g = sign * (lt - logp)
         slope = r.pdf * math.exp(-lt) * (x if in_log else 1.0) if lt > -math.inf else 0.0
         if big_g == 0.0:

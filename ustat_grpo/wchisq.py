@@ -52,7 +52,13 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from ._wchisq_imhof import imhof_integral
-from ._wchisq_inversion import RTOL, ContourIntegrationWarning, Inversion, invert, solve_tail
+from ._wchisq_inversion import (
+    RTOL,
+    ContourIntegrationWarning,
+    Inversion,
+    invert,
+    solve_tail,
+)
 
 __all__ = ["WeightedChiSquared", "METHODS", "Inversion", "ContourIntegrationWarning"]
 
@@ -307,7 +313,7 @@ class WeightedChiSquared:
             return 1.0, 0.0
         m = self.method
         if m == "imhof":
-            r = self.evaluate(x)
+            r = self.evaluate(x, density=False)
             return r.cdf, r.sf
         if m == "saddlepoint":
             return _saddle_tails(x, f.weights, f.df, f.nc)
@@ -325,10 +331,11 @@ class WeightedChiSquared:
         a, nu = k2 / (2 * k1), 2 * k1**2 / k2
         return float(stats.chi2.cdf(x / a, nu)), float(stats.chi2.sf(x / a, nu))
 
-    def evaluate(self, x: float, *, max_nodes: int = 20_000) -> Inversion:
+    def evaluate(self, x: float, *, max_nodes: int = 20_000, density: bool = True) -> Inversion:
         """The exact method's full result at a scalar ``x``: ``cdf``, ``sf``, their logarithms,
         ``pdf``, an error estimate ``abserr`` and whether it ``converged`` (relative accuracy
-        ``RTOL`` = 1e-10 for the smaller tail).  A non-converged integral also emits a
+        ``RTOL`` = 1e-10 for the smaller tail).  ``density=False`` may skip ``pdf`` (nan) where
+        it costs a second integral.  A non-converged integral also emits a
         :class:`ContourIntegrationWarning`; nothing else is substituted for it.
 
         >>> r = WeightedChiSquared([1e3, 1.0, 1e-3]).evaluate(6e4)
@@ -341,20 +348,24 @@ class WeightedChiSquared:
         if x <= lo or x >= hi or np.isnan(x):
             c = np.nan if np.isnan(x) else float(x >= hi)
             return Inversion(x, c, 1.0 - c, math.log(c) if c else -math.inf,
-                             math.log1p(-c) if c < 1 else -math.inf, 0.0 if x == x else np.nan, 0.0, True, 0)
+                             math.log1p(-c) if c < 1 else -math.inf, np.nan if np.isnan(x) else 0.0, 0.0, True, 0)
         r = invert(x, f.weights, f.df, f.nc, max_nodes=max_nodes)
         if r is not None:
             return r
         # weights of both signs and x near 0 (no damping on the contour): Imhof's integral
         val, err, ok = imhof_integral(x, f.weights, f.df, f.nc, kind="sf")
-        dval, _, dok = imhof_integral(x, f.weights, f.df, f.nc, kind="pdf")
+        dval, dok = imhof_integral(x, f.weights, f.df, f.nc, kind="pdf")[::2] if density else (np.nan, True)
         sf, cdf = 0.5 + val / math.pi, 0.5 - val / math.pi
         err = err / math.pi
-        ok = ok and dok and err <= RTOL * min(sf, cdf)
+        ok = ok and err <= RTOL * min(sf, cdf)
         if not ok:
             warnings.warn(f"Imhof's integral at x={x:.17g} did not converge: sf {sf:.6e}, estimated "
                           f"absolute error {err:.1e}", ContourIntegrationWarning, stacklevel=2)
-        return Inversion(x, cdf, sf, math.log(cdf), math.log(sf), max(dval / (2 * math.pi), 0.0), err, ok, 0)
+        if density and not dok:  # e.g. an infinite density at 0 when the df sum is small
+            warnings.warn(f"Imhof's density integral at x={x:.17g} did not converge; pdf is nan",
+                          ContourIntegrationWarning, stacklevel=2)
+        pdf = max(dval / (2 * math.pi), 0.0) if density and dok else np.nan
+        return Inversion(x, cdf, sf, math.log(cdf), math.log(sf), pdf, err, ok, 0)
 
     def _map(self, fn, x):
         x = np.asarray(x, dtype=float)
