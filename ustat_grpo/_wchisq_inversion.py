@@ -50,7 +50,8 @@ class Inversion:
 
     ``abserr`` is an estimate of the absolute error of ``cdf`` and ``sf`` (the smaller of the two is
     computed, the other is ``1 -`` it); ``converged`` is False when its relative size for the smaller
-    tail exceeds :data:`RTOL`.  ``nodes`` counts integrand evaluations.
+    tail exceeds :data:`RTOL`.  ``nodes`` counts integrand evaluations; ``logpdf`` is finite where
+    ``pdf`` underflows.
     """
     x: float
     cdf: float
@@ -61,6 +62,7 @@ class Inversion:
     abserr: float
     converged: bool
     nodes: int
+    logpdf: float = math.nan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,7 +275,8 @@ def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion | None:
         return None
     if x < 0:  # reflect: Q' = -Q, P(Q > x) = P(Q' < -x)
         r = invert(-x, -w, h, nc, max_nodes=max_nodes, warn=warn)
-        return None if r is None else Inversion(x, r.sf, r.cdf, r.logsf, r.logcdf, r.pdf, r.abserr, r.converged, r.nodes)
+        return None if r is None else Inversion(x, r.sf, r.cdf, r.logsf, r.logcdf, r.pdf, r.abserr, r.converged,
+                                                r.nodes, r.logpdf)
     c = _contour(x, w, h, nc)
     if np.any(w < 0) and c.scale * x * c.scale / (4.0 * c.delta) * 14.0**2 < 1.0:
         return None  # both signs, x near 0: exp(-z x) < exp(-40) only for v > 90 (see docstring)
@@ -297,7 +300,8 @@ def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion | None:
         val, rel = 0.0, math.inf
     log_tail = c.f0 + math.log(val) if val > 0 else -math.inf
     tail = math.exp(log_tail)
-    pdf = max(math.exp(c.f0 + math.log(c.scale)) * d_h / math.pi, 0.0)
+    logpdf = c.f0 + math.log(c.scale) + math.log(d_h / math.pi) if d_h > 0 else -math.inf
+    pdf = math.exp(logpdf)
     abserr = rel * tail if np.isfinite(rel) else math.inf
     ok = bool(rel <= RTOL)
     if not ok and warn:
@@ -307,8 +311,8 @@ def invert(x, w, h, nc, *, max_nodes=20_000, warn=True) -> Inversion | None:
     other = -math.expm1(log_tail) if log_tail > -math.inf else 1.0
     log_other = math.log1p(-tail) if tail < 1 else -math.inf
     if c.side > 0:
-        return Inversion(x, other, tail, log_other, log_tail, pdf, abserr, ok, nodes)
-    return Inversion(x, tail, other, log_tail, log_other, pdf, abserr, ok, nodes)
+        return Inversion(x, other, tail, log_other, log_tail, pdf, abserr, ok, nodes, logpdf)
+    return Inversion(x, tail, other, log_tail, log_other, pdf, abserr, ok, nodes, logpdf)
 
 
 def solve_tail(evaluate, p, upper, mean, sd, *, positive):
@@ -328,7 +332,8 @@ def solve_tail(evaluate, p, upper, mean, sd, *, positive):
         r = evaluate(x)
         lt = r.logsf if upper else r.logcdf
         big_g = sign * (lt - logp)
-        slope = r.pdf * math.exp(-lt) * (x if in_log else 1.0) if lt > -math.inf else 0.0
+        logpdf = r.logpdf if not math.isnan(r.logpdf) else math.log(r.pdf) if r.pdf > 0 else -math.inf
+        slope = math.exp(min(logpdf - lt, 700.0)) * (x if in_log else 1.0) if lt > -math.inf else 0.0
         if big_g == 0.0:
             return x
         if big_g < 0:
