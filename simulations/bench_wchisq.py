@@ -14,8 +14,17 @@ Reference laws (exact values from closed forms or scipy):
   remainder's mean (bulk only: scipy's series has no accurate far tail);
 * ``laplace``: weights (1, -1) with 2 df (a Laplace law; only imhof and saddlepoint apply).
 
-The table goes to stdout (Markdown, or JSON with ``--format json``); ``--out`` also writes a NetCDF
-with provenance.  Usage: ``python simulations/bench_wchisq.py``.
+A second table (``--spread``, on by default) covers the laws of issue 14, whose weights span many
+orders of magnitude: (1e3, 1, 1e-3) with df 1; the same with df (2, 1, 4) and non-centralities
+(1, 0, 3); twelve weights log-spaced from 1e-8 to 1e3.  For tail probabilities ``p`` in
+1e-3 .. 1e-15 on both sides it reports the max relative error of ``sf``/``cdf`` (the smaller tail)
+against an independent 30-digit mpmath inversion (``tests/_wchisq_reference.py``), the max relative
+error of ``isf``/``ppf`` (``|ref_tail(isf(p)) / p - 1|``), ``max |sf + cdf - 1|``, and milliseconds
+per call (one point per call, median over the grid, and the max).
+
+The tables go to stdout (Markdown, or JSON with ``--format json``: ``{"methods": [...],
+"spread": [...]}``); ``--out`` also writes a NetCDF of the first with provenance.  Usage:
+``python simulations/bench_wchisq.py``.
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 
 from scipy import stats  # noqa: E402
 from scipy.stats._hypotests import _cdf_cvm_inf  # noqa: E402
@@ -43,6 +53,7 @@ class Config:
     num_bulk: int = field(default=15, metadata={"help": "bulk evaluation points per law (quantiles 1%..99%)"})
     laws: str = field(default="chi2_3,hypoexp,cvm,laplace", metadata={"help": "comma-separated reference laws"})
     methods: str = field(default=",".join(METHODS), metadata={"help": "comma-separated methods"})
+    spread: int = field(default=1, metadata={"help": "1: also the spread-weight laws of issue 14 vs mpmath"})
     format: str = field(default="markdown", metadata={"help": "stdout format: markdown or json"})
     out: str = field(default="", metadata={"help": "optional output directory for bench_wchisq.nc"})
 
@@ -98,6 +109,62 @@ def run(cfg: Config) -> list[dict]:
     return rows
 
 
+SPREAD_LAWS = {
+    "w(1e3,1,1e-3) df1": ((1e3, 1.0, 1e-3), 1, 0),
+    "w(1e3,1,1e-3) df(2,1,4) nc(1,0,3)": ((1e3, 1.0, 1e-3), (2, 1, 4), (1, 0, 3)),
+    "w logspace(-8,3,12) df1": (tuple(np.logspace(-8, 3, 12)), 1, 0),
+}
+SPREAD_P = (1e-3, 1e-6, 1e-9, 1e-12, 1e-15)
+
+
+def _timed(fn, x):
+    t = time.perf_counter()
+    v = float(fn(x))
+    return v, 1e3 * (time.perf_counter() - t)
+
+
+def run_spread() -> list[dict]:
+    """Issue-14 laws: accuracy against the mpmath reference and time per call, per law and side."""
+    from _wchisq_reference import mp_sf_cdf
+
+    rows = []
+    for name, (w, df, nc) in SPREAD_LAWS.items():
+        law = WeightedChiSquared(w, df=df, nc=nc)
+        for side in ("sf", "cdf"):
+            inv, fwd = (law.isf, law.sf) if side == "sf" else (law.ppf, law.cdf)
+            other = law.cdf if side == "sf" else law.sf
+            err, err_inv, closure, ms, ms_inv = [], [], [], [], []
+            for p in SPREAD_P:
+                x, t_inv = _timed(inv, p)
+                got, t = _timed(fwd, x)
+                ref = mp_sf_cdf(x, w, df, nc)[0 if side == "sf" else 1]
+                err.append(abs(got / ref - 1))
+                err_inv.append(abs(ref / p - 1))
+                closure.append(abs(got + float(other(x)) - 1))
+                ms.append(t)
+                ms_inv.append(t_inv)
+            rows.append(dict(law=name, tail=side, max_rel_err=max(err), max_rel_err_inverse=max(err_inv),
+                             max_closure=max(closure), ms_median=float(np.median(ms)), ms_max=max(ms),
+                             ms_inverse_median=float(np.median(ms_inv)), ms_inverse_max=max(ms_inv)))
+            print(f"[spread {name}/{side}] {max(err):.1e} {max(err_inv):.1e} {max(ms):.1f} ms "
+                  f"{max(ms_inv):.1f} ms", file=sys.stderr)
+    return rows
+
+
+def _print_spread(rows):
+    print()
+    print("Spread weights (issue 14), tail p = " + ", ".join(f"{p:g}" for p in SPREAD_P)
+          + "; reference: 30-digit mpmath inversion")
+    print()
+    print("| law | tail | max rel err (sf or cdf) | max rel err (isf or ppf) | max abs(sf + cdf - 1) | "
+          "ms/call median (max) | inverse ms/call median (max) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['law']} | {r['tail']} | {r['max_rel_err']:.1e} | {r['max_rel_err_inverse']:.1e} | "
+              f"{r['max_closure']:.1e} | {r['ms_median']:.2f} ({r['ms_max']:.2f}) | "
+              f"{r['ms_inverse_median']:.1f} ({r['ms_inverse_max']:.1f}) |")
+
+
 def _fmt(v, f=".1e"):
     return "-" if v is None else format(v, f)
 
@@ -114,14 +181,17 @@ def main(argv=None) -> int:
         print("bench_wchisq.py: --format must be markdown or json", file=sys.stderr)
         return 2
     rows = run(cfg)
+    spread = run_spread() if cfg.spread else []
     if cfg.format == "json":
-        print(json.dumps(rows, indent=2, sort_keys=True))
+        print(json.dumps(dict(methods=rows, spread=spread), indent=2, sort_keys=True))
     else:
         print("| law | method | max abs cdf error (bulk) | max rel sf error (tail 1e-3..1e-12) | cdf evals/s |")
         print("|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['law']} | {r['method']} | {_fmt(r['max_abs_cdf'])} | {_fmt(r['max_rel_sf'])} | "
                   f"{_fmt(r['evals_per_s'], '.0f')} |" + (f" {r['note']}" if r["note"] else ""))
+        if spread:
+            _print_spread(spread)
     if cfg.out:
         import xarray as xr
 

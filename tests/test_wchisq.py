@@ -210,3 +210,163 @@ def test_input_validation():
         WeightedChiSquared([1.0], method="davies")
     with pytest.raises(TypeError):
         WeightedChiSquared([1.0]).rvs(3, rng=1)
+
+
+# ---- spread weights, far tails: against independent references (issue 14) -----------------------
+# The laws on which the old QUADPACK path silently fell back to Lugannani-Rice (2-8 % off, 5-120 s).
+# References (tests/_wchisq_reference.py): a 30-digit mpmath inversion on a hyperbola with
+# tanh-sinh quadrature, and for three weights a direct convolution of the chi-squared laws.
+
+_SPREAD = {
+    "w3_df1": dict(weights=(1e3, 1.0, 1e-3), df=1, nc=0),
+    "w3_df_nc": dict(weights=(1e3, 1.0, 1e-3), df=(2, 1, 4), nc=(1, 0, 3)),
+    "w12_log": dict(weights=tuple(np.logspace(-8, 3, 12)), df=1, nc=0),
+}
+
+
+def _spread(name):
+    kw = _SPREAD[name]
+    return WeightedChiSquared(kw["weights"], df=kw["df"], nc=kw["nc"]), kw
+
+
+@pytest.mark.parametrize("name", list(_SPREAD))
+def test_spread_laws_upper_tail_against_mpmath(name):
+    from _wchisq_reference import mp_sf_cdf
+
+    law, kw = _spread(name)
+    for p in (1e-6, 1e-15):
+        x = float(law.isf(p))
+        ref_sf, ref_cdf = mp_sf_cdf(x, kw["weights"], kw["df"], kw["nc"])
+        r = law.evaluate(x)
+        assert r.converged and abs(r.sf / ref_sf - 1) < 1e-10, (p, r.sf, ref_sf)
+        assert abs(law.sf(x) / ref_sf - 1) < 1e-10 and abs(law.cdf(x) - ref_cdf) < 1e-15
+        assert abs(ref_sf / p - 1) < 1e-10  # isf works on the upper tail
+        assert abs(law.sf(x) + law.cdf(x) - 1) <= 2e-16
+        assert r.abserr < 1e-10 * r.sf
+
+
+@pytest.mark.parametrize("name", list(_SPREAD))
+def test_spread_laws_lower_tail_against_mpmath(name):
+    from _wchisq_reference import mp_sf_cdf
+
+    law, kw = _spread(name)
+    x = float(law.ppf(1e-12))
+    ref_sf, ref_cdf = mp_sf_cdf(x, kw["weights"], kw["df"], kw["nc"])
+    assert abs(law.cdf(x) / ref_cdf - 1) < 1e-10 and abs(ref_cdf / 1e-12 - 1) < 1e-10
+    assert abs(law.sf(x) - ref_sf) < 1e-15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(_SPREAD))
+def test_spread_laws_full_grid_against_mpmath(name):
+    from _wchisq_reference import mp_sf_cdf
+
+    law, kw = _spread(name)
+    for p in (1e-3, 1e-6, 1e-9, 1e-12, 1e-15):
+        for x, tail in ((float(law.isf(p)), "sf"), (float(law.ppf(p)), "cdf")):
+            ref_sf, ref_cdf = mp_sf_cdf(x, kw["weights"], kw["df"], kw["nc"])
+            got, ref = (law.sf(x), ref_sf) if tail == "sf" else (law.cdf(x), ref_cdf)
+            assert abs(got / ref - 1) < 1e-10 and abs(ref / p - 1) < 1e-10, (p, tail, got, ref)
+
+
+@pytest.mark.parametrize("name", ["w3_df1", "w3_df_nc"])
+def test_three_weight_laws_against_convolution(name):
+    from _wchisq_reference import conv_sf, mp_sf_cdf
+
+    law, kw = _spread(name)
+    for p in (1e-6, 1e-9, 1e-12, 1e-15):
+        x = float(law.isf(p))
+        ref, conv = conv_sf(x, kw["weights"], kw["df"], kw["nc"])
+        assert conv < 1e-12  # the convolution grid has converged
+        assert abs(law.sf(x) / ref - 1) < 1e-10, (p, law.sf(x), ref)
+        assert abs(ref / p - 1) < 1e-10  # isf(p) solves sf = p
+    # the two references agree with each other (the mpmath one is also used alone above)
+    x = float(law.isf(1e-12))
+    assert abs(mp_sf_cdf(x, kw["weights"], kw["df"], kw["nc"])[0] / conv_sf(x, kw["weights"], kw["df"], kw["nc"])[0]
+               - 1) < 1e-12
+
+
+def test_random_positive_laws_against_convolution():
+    """Random three-weight laws: weights spanning up to 1e6, df and non-centralities."""
+    from _wchisq_reference import conv_sf
+
+    rng = np.random.default_rng(14)
+    for _ in range(4):
+        w = np.sort(10 ** rng.uniform(-3, 3, 3))[::-1]
+        df = np.r_[rng.uniform(0.5, 5), rng.integers(1, 5, 2)]
+        nc = rng.uniform(0, 4, 3) * (rng.uniform(size=3) < 0.6)
+        law = WeightedChiSquared(w, df=df, nc=nc)
+        for p in (1e-3, 1e-10, 1e-15):
+            x = float(law.isf(p))
+            ref = conv_sf(x, w, df, nc)[0]
+            assert abs(law.sf(x) / ref - 1) < 1e-10, (w, df, nc, p, law.sf(x), ref)
+
+
+def test_spread_law_negative_controls():
+    """The references discriminate at the tests' tolerance: Lugannani-Rice (the old silent fallback)
+    is percent-level off, and moving the middle weight by 1 % moves the 1e-12 tail by >> 1e-10."""
+    from _wchisq_reference import conv_sf
+
+    law, kw = _spread("w3_df1")
+    x = float(law.isf(1e-12))
+    ref = conv_sf(x, kw["weights"])[0]
+    assert abs(law.with_method("saddlepoint").sf(x) / ref - 1) > 1e-2
+    moved = conv_sf(x, (1e3, 1.01, 1e-3))[0]
+    assert abs(law.sf(x) / moved - 1) > 1e-6
+
+
+def test_nonconvergence_is_reported_not_replaced():
+    """With too few nodes the result says so (warning, converged=False, an honest error estimate);
+    no other method is substituted."""
+    from _wchisq_reference import conv_sf
+
+    from ustat_grpo.wchisq import ContourIntegrationWarning
+
+    law, kw = _spread("w3_df1")
+    x = float(law.isf(1e-12))
+    ref = conv_sf(x, kw["weights"])[0]
+    for budget in (8, 32):
+        with pytest.warns(ContourIntegrationWarning, match="did not converge"):
+            r = law.evaluate(x, max_nodes=budget)
+        assert not r.converged and r.nodes <= budget
+        assert abs(r.sf - ref) <= r.abserr  # the reported error covers the actual one
+        assert r.sf != law.with_method("saddlepoint").sf(x)
+    assert law.evaluate(x).converged
+
+
+def test_logsf_logcdf_beyond_underflow():
+    import mpmath as mp
+
+    law = WeightedChiSquared([1.0, 1.0, 1.0])  # chi2_3: P(chi2_3 > x) = Gamma(3/2, x/2) / Gamma(3/2)
+    ref_sf = float(mp.log(mp.gammainc(1.5, 1500, mp.inf, regularized=True)))
+    ref_cdf = float(mp.log(mp.gammainc(1.5, 0, mp.mpf("0.5e-250"), regularized=True)))
+    np.testing.assert_allclose(law.logsf(3000.0), ref_sf, rtol=1e-12)  # scipy's logsf is -inf here
+    np.testing.assert_allclose(law.logcdf(1e-250), ref_cdf, rtol=1e-12)
+    assert law.sf(3000.0) == 0.0 and np.isfinite(law.logsf(3000.0))
+
+
+def test_isf_and_ppf_work_on_the_tail_asked():
+    law = WeightedChiSquared([1.0, 1.0, 1.0])
+    p = np.array([1e-300, 1e-100, 1e-20, 1e-3, 0.3, 0.7, 1 - 1e-9])
+    np.testing.assert_allclose(law.isf(p), stats.chi2.isf(p, 3), rtol=1e-12)
+    np.testing.assert_allclose(law.ppf(p), stats.chi2.ppf(p, 3), rtol=1e-12)
+    assert law.isf(0.0) == np.inf and law.isf(1.0) == 0.0
+
+
+def test_mixed_signs_contour_agrees_with_imhof_near_zero():
+    """Weights of both signs: the contour (|x| not tiny) and Imhof's integral (x near 0, where the
+    contour has no damping) agree, and sf(0) matches a 30-digit convolution."""
+    import math
+
+    from ustat_grpo._wchisq_imhof import imhof_integral
+
+    law = WeightedChiSquared([3.0, -1.0, 0.5], df=[1, 2, 1], nc=[1, 0, 2])
+    f = law._f
+    for x in (-3.0, -0.3, 0.3, 3.0):
+        r = law.evaluate(x)
+        assert r.nodes > 0  # the contour
+        imhof = 0.5 + imhof_integral(x, f.weights, f.df, f.nc, kind="sf")[0] / math.pi
+        assert abs(r.sf - imhof) < 1e-13
+    assert law.evaluate(1e-6).nodes == 0  # Imhof
+    # P(chi2_{1/2} > 0.3 chi2_{1/2}) by mpmath: E Gamma(1/4, 0.15 Y) / Gamma(1/4), Y = t^4
+    assert abs(WeightedChiSquared([1.0, -0.3], df=[0.5, 0.5]).sf(0.0) - 0.611528826666575561834565) < 1e-14
