@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "ustat", "kernels", "estimators", "bandits", "policy", "mse", "montecarlo", "finite_action",
+    "ustat", "kernels", "presets", "estimators", "advantages", "bandits", "policy", "mse", "montecarlo", "finite_action",
     "provenance", "interval", "optimum", "grid_fit", "constants", "performance", "recommend", "measure",
     "measurements", "optimize", "wchisq", "limits", "arithmetic", "lm", "score", "amplification",
     "attractor", "nonparametric", "practical", "report", "testing",

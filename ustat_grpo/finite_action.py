@@ -136,7 +136,7 @@ def _affine_coefficients(name, zbar, std, values, G):
     if name == "oracle":
         return np.ones(zbar.shape), -np.asarray(values, dtype=float)
     if name == "std_normalized":                      # PRESETS["grpo"] (TRL): Bessel std, eps = 1e-4
-        from .estimators import PRESETS
+        from .presets import PRESETS
         a = 1.0 / (std() + PRESETS["grpo"].eps)
         return a, -a * zbar
     return None

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from ._cli import InputError
-from .estimators import RENAMED
+from .presets import RENAMED
 
 __all__ = ["GRID_COLUMNS", "PERF_COLUMNS", "load_measurements"]
 

@@ -43,7 +43,7 @@ import numpy as np
 from scipy import special
 
 from ._random import default_rng
-from .estimators import PRESETS
+from .presets import PRESETS
 from .policy import Sample
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Advantage choices of :func:`normalized_advantages`: the per-group presets of
-#: :data:`ustat_grpo.estimators.PRESETS` (not TRL's batch scaling) and arXiv 2503.06639's ``"paper2"``.
+#: :data:`ustat_grpo.presets.PRESETS` (not TRL's batch scaling) and arXiv 2503.06639's ``"paper2"``.
 ADVANTAGE_PRESETS = ("paper2",) + tuple(k for k, p in PRESETS.items() if p.scale_rewards != "batch")
 KL_GRADS = ("paper14", "k3_autograd", "exact")
 
@@ -337,7 +337,7 @@ def normalized_advantages(rewards, *, preset="paper", eps=None, smoothing=0.0, t
     ----------
     rewards : ndarray (..., G)
     preset : str
-        One of :data:`ADVANTAGE_PRESETS`: a key of :data:`ustat_grpo.estimators.PRESETS` (the one
+        One of :data:`ADVANTAGE_PRESETS`: a key of :data:`ustat_grpo.presets.PRESETS` (the one
         table of framework settings) or ``"paper2"``.  ``"paper"``: ``(Z_g - Zbar_{-g}) / (se +
         eps)``, ``se`` the Bessel (G-1) std of the full-mean residuals (arXiv 2603.01162 eqs.
         15-16).  ``"grpo"``, ``"verl_grpo"``, ``"openrlhf_group_norm"``, ...:
@@ -349,7 +349,7 @@ def normalized_advantages(rewards, *, preset="paper", eps=None, smoothing=0.0, t
     tie_tol : float
         A group is zero-variance when ``max - min <= tie_tol (1 + |max|)``; its advantages are set
         to exactly 0 (spec ambiguity 5), avoiding float-noise blow-ups (verl PR #6348;
-        :func:`ustat_grpo.estimators.rounding_noise_groups`).
+        :func:`ustat_grpo.advantages.rounding_noise_groups`).
 
     Returns
     -------
