@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels, ustat
+from .estimators import leave_one_out
 from .interval import json_float, json_interval
 from .mse import CONSTANT_NAMES, paper_constants
 from .optimum import ConstantsEstimate
@@ -107,9 +108,9 @@ def prompt_pieces(rewards, scores):
     dev2 = (z - zbar[:, None]) ** 2                      # (P, M)
     s2 = dev2.sum(-1) / (M - 1)                          # unbiased sigma^2
     # g: sample covariance of (W, Z) with ddof 1 == U-statistic with kernel h (Lemma 1)
-    g = (szw - sw * zbar[:, None]) / (M - 1)             # (P, d)
+    g = leave_one_out(z, w)                              # (P, d)
     # a_i = sum_j h_ij, H = sum_i a_i
-    a = 0.5 * (w * (M * z - sz[:, None])[..., None] - z[..., None] * sw[:, None, :] + szw[:, None, :])
+    a = kernels.grpo_row_sums(z, w)                      # (P, M, d)
     H = a.sum(-2)                                        # (P, d) == M(M-1) g
     # S2 = sum_{i != j} ||h_ij||^2
     t_q = (q * (M * z * z - 2 * z * sz[:, None] + szz[:, None])).sum(-1)

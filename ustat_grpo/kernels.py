@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["Kernel", "variance_kernel", "gini_kernel", "kendall_kernel", "wilcoxon_kernel",
-           "mann_whitney_kernel", "grpo_kernel", "grpo_data"]
+           "mann_whitney_kernel", "grpo_kernel", "grpo_data", "grpo_row_sums"]
 
 
 @dataclass(frozen=True)
@@ -138,16 +138,36 @@ def _grpo_func(x1, x2):
 
 
 def _grpo_stat(x):
-    # U = (1/(n-1)) sum_i (r_i - rbar) s_i, the leave-one-out-baseline form (Lemma 1)
-    r, s = x[:, 0], x[:, 1:]
-    return (r - r.mean()) @ s / (x.shape[0] - 1)
+    # U = (1/(n-1)) sum_i (r_i - rbar) s_i: the leave-one-out estimator itself (Lemma 1)
+    from .estimators import leave_one_out
+
+    return leave_one_out(x[:, 0], x[:, 1:])
+
+
+def grpo_row_sums(rewards, scores) -> np.ndarray:
+    """Row sums ``R_i = sum_{j != i} h(i, j)`` of :data:`grpo_kernel`, vectorised over leading axes.
+
+    ``R_i = 1/2 [n r_i s_i - r_i S - s_i Rsum + sum_j r_j s_j]`` in ``O(n d)``; they give the
+    closed-form jackknife of the engine and the order-4 piece ``||g(x)||^2`` of
+    :mod:`ustat_grpo.constants`.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (..., n) ; scores : array_like, shape (..., n, d)
+
+    Returns
+    -------
+    ndarray, shape (..., n, d)
+    """
+    r, s = np.asarray(rewards, float), np.asarray(scores, float)
+    n = r.shape[-1]
+    rs = np.einsum("...n,...nd->...d", r, s)                          # (..., d)
+    return 0.5 * (s * (n * r - r.sum(-1, keepdims=True))[..., None]
+                  - r[..., None] * s.sum(-2, keepdims=True) + rs[..., None, :])
 
 
 def _grpo_rows(x):
-    # R_i = 1/2 sum_j (s_i - s_j)(r_i - r_j) = 1/2 [n r_i s_i - r_i S - s_i Rsum + sum_j r_j s_j]
-    r, s = x[:, 0], x[:, 1:]
-    n = x.shape[0]
-    return 0.5 * (n * r[:, None] * s - r[:, None] * s.sum(0) - s * r.sum() + r @ s)
+    return grpo_row_sums(x[:, 0], x[:, 1:])
 
 
 grpo_kernel = Kernel(_grpo_func, 2, "grpo", _grpo_stat, _grpo_rows)
