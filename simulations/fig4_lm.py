@@ -246,7 +246,7 @@ def check(ds) -> tuple[bool, list[str]]:
             van_gt = dv - z * dvs > 0
             ok &= van_gt
             lines.append(
-                f"{p:>10} G={G:<3} vanilla {m['vanilla']:.4g}±{h['vanilla']:.2g}  grpo {m['grpo']:.4g}±{h['grpo']:.2g}"
+                f"{p:>10} G={G:<3} vanilla {m['vanilla']:.4g}±{h['vanilla']:.2g}  leave_one_out {m['leave_one_out']:.4g}±{h['leave_one_out']:.2g}"
                 f"  oracle {m['oracle']:.4g}±{h['oracle']:.2g} | van-grpo {dv:.3g}±{z * dvs:.2g}"
                 f" {'>0' if van_gt else 'NOT >0'} | grpo-oracle {dg:.3g}±{z * dgs:.2g}"
                 f" ({100 * dg / m['oracle']:.1f}% of oracle)")
