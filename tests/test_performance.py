@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from ustat_grpo import performance
 
@@ -50,3 +51,32 @@ def test_performance_fit_recovers_known_optimum():
     # losses: the same data with the sign flipped and higher_is_better=False
     fit2 = performance.fit_performance_table(N, G, -y, rng=1, n_boot=10, higher_is_better=False)
     assert fit2.g_star == pytest.approx(fit.g_star, rel=1e-10)
+
+
+def test_clear_effect_at_the_grid_edge_is_reported_not_called_noise():
+    # training-like table (issue 15): score falls with G from the smallest tested G on, 4 seeds;
+    # the fitted optimum lies below G = 2 so no interior optimum is located, yet G clearly matters
+    rng = np.random.default_rng(3)
+    G = np.repeat([2, 4, 8, 16, 32], 4)
+    mean = 0.165 - 0.009 * np.log2(G) - 0.001 * np.log2(G) ** 2
+    y = mean + 0.004 * rng.standard_normal(G.size)
+    fit = performance.fit_performance_table(np.full(G.size, 64), G, y, rng=0, n_boot=200)
+    assert not fit.distinguishable
+    # independent check of the ANOVA: scipy's one-way F test (a single budget block)
+    p_ref = stats.f_oneway(*[y[G == g] for g in np.unique(G)]).pvalue
+    assert fit.effect_pvalue == pytest.approx(p_ref, rel=1e-9) and fit.effect_detected
+    assert fit.best_adjusted == 2 and "G matters" in fit.summary()
+    from ustat_grpo.recommend import recommend
+    rec = recommend(fit)
+    assert rec.num_generations == 2 and not rec.interior
+    # negative control: the same design with no effect of G
+    null = 0.15 + 0.004 * rng.standard_normal(G.size)
+    fit0 = performance.fit_performance_table(np.full(G.size, 64), G, null, rng=0, n_boot=200)
+    assert not fit0.effect_detected and recommend(fit0).num_generations is None
+
+
+def test_table2_has_no_significant_effect_of_g():
+    G = np.tile([4, 8, 16, 32, 64, 128], 3)
+    N = np.repeat([1024, 2048, 4096], 6)
+    fit = performance.fit_performance_table(N, G, TABLE2.ravel(), rng=0, n_boot=100)
+    assert fit.effect_pvalue > 0.05 and not fit.effect_detected

@@ -86,7 +86,7 @@ def test_performance_recommendation_renders_without_json():
     rec = recommend(fit, observed={"budget": N, "num_generations": G, "score": table.ravel()})
     assert rec.kind == "performance" and rec.num_generations is None
     d = rec.to_dict()
-    assert d["recommendation"] == {"num_generations": None, "distinguishable": False}
+    assert d["recommendation"] == {"num_generations": None, "distinguishable": False, "group_size_matters": False}
     json.dumps(d, allow_nan=False)
     assert "cannot distinguish" in report.render_text(rec)
     # the figure's curve is the fit's own prediction

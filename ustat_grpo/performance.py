@@ -63,6 +63,13 @@ class PerformanceFit:
     higher_is_better: bool
     mse_shape: dict
     preferred_shape: str
+    effect_pvalue: float | None = None
+    best_adjusted: int | None = None
+
+    @property
+    def effect_detected(self) -> bool:
+        """The scores differ significantly between group sizes (two-way ANOVA at ``1 - level``)."""
+        return self.effect_pvalue is not None and self.effect_pvalue < 1 - self.level
 
     @property
     def recommended(self) -> tuple[float, ConfidenceInterval]:
@@ -98,6 +105,9 @@ class PerformanceFit:
                       else "the fitted curve has no maximum inside the observed G range)")),
                  f"  curvature b2 = {self.curvature:.3g} (one-sided p = {self.curvature_pvalue:.3g} for an "
                  "interior optimum)"]
+        if self.effect_pvalue is not None:
+            lines.append(f"  effect of G: two-way ANOVA (budget blocks + G factor) p = {self.effect_pvalue:.3g}; "
+                         f"best budget-adjusted G = {self.best_adjusted}")
         if self.budget_pvalue is not None:
             lines.append(f"  G* differs between budgets? F-test p = {self.budget_pvalue:.3g}")
         ms = self.mse_shape
@@ -118,6 +128,11 @@ class PerformanceFit:
             verdict = (f"the better-fitting {self.preferred_shape} shape locates G* = {g_rec:.3g} ({pct} CI "
                        f"[{ci_rec[0]:.3g}, {hi3}]), but the other shape puts it elsewhere: the interval is "
                        "conditional on the shape")
+        elif self.effect_detected:
+            verdict = (f"G matters (ANOVA over G within budgets, p = {self.effect_pvalue:.2g}), and the best tested "
+                       f"G is {self.best_adjusted}, but neither curve locates an optimum inside the tested "
+                       f"range {min(self.num_generations)}..{max(self.num_generations)}: the optimum may lie at "
+                       "or beyond the edge of the grid")
         else:
             verdict = "the data cannot distinguish the candidate group sizes (differences are within noise)"
         lines.append("  verdict: " + verdict)
@@ -139,7 +154,8 @@ class PerformanceFit:
                                    g_star_interval=json_interval(self.mse_shape["g_star_interval"]),
                                    bounded=self.mse_shape["bounded"], rss=json_float(self.mse_shape["rss"]),
                                    shapes_agree=self.mse_shape.get("shapes_agree", True)),
-                    preferred_shape=self.preferred_shape,
+                    preferred_shape=self.preferred_shape, effect_pvalue=json_float(self.effect_pvalue),
+                    best_adjusted=self.best_adjusted,
                     recommended_g_star=json_float(self.recommended[0]), recommended_interval=json_interval(self.recommended[1]))
 
 
@@ -220,6 +236,31 @@ def _budget_ftest(nb, g, ys, budgets, ssr_shared, num_params):
     df1 = Xf.shape[1] - num_params
     F = ((ssr_shared - full.ssr) / df1) / (full.ssr / full.df_resid)
     return float(stats.f.sf(F, df1, full.df_resid))
+
+
+def _group_size_effect(nb, g, ys, budgets, grid):
+    """Two-way additive ANOVA (budget blocks + G factor): F-test p-value of G, and the best G.
+
+    Returns ``(pvalue, best)``: ``best`` is the G with the largest budget-adjusted mean; both
+    ``None`` when the table has no residual degrees of freedom.
+    """
+    cols_b = [(nb == b).astype(float) for b in budgets]
+    cols_g = [(g == gg).astype(float) for gg in grid[1:]]          # G = grid[0] is the reference
+    Xr, Xf = np.stack(cols_b, -1), np.stack(cols_b + cols_g, -1)
+    dof_f = len(ys) - np.linalg.matrix_rank(Xf)
+    if dof_f < 1:
+        return None, None
+    beta_f, *_ = np.linalg.lstsq(Xf, ys, rcond=None)
+    beta_r, *_ = np.linalg.lstsq(Xr, ys, rcond=None)
+    ssr_f = float(np.sum((ys - Xf @ beta_f) ** 2))
+    ssr_r = float(np.sum((ys - Xr @ beta_r) ** 2))
+    effects = np.concatenate([[0.0], beta_f[len(budgets):]])
+    best = int(grid[int(np.argmax(effects))])
+    if ssr_f <= 0:
+        return None, best
+    df1 = len(cols_g)
+    F = ((ssr_r - ssr_f) / df1) / (ssr_f / dof_f)
+    return float(stats.f.sf(F, df1, dof_f)), best
 
 
 def _bootstrap_best(X, ys, params, dof, grid, n_boot, rng) -> dict:
@@ -318,6 +359,7 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
         m = [ys[(nb == b) & (g == gg)].mean() if np.any((nb == b) & (g == gg)) else -np.inf for gg in grid]
         best_obs[int(b)] = int(grid[int(np.argmax(m))])
     share = _bootstrap_best(X, ys, params, dof, grid, n_boot, rng)
+    effect_p, best_adj = _group_size_effect(nb, g, ys, budgets, grid)
     alpha = 1 - level
     distinguishable = bool(bounded and curv_p < alpha / 2 and ci.low >= grid.min() and ci.high <= grid.max())
     mse_shape = _fit_mse_shape(nb, g, ys, budgets, level)
@@ -335,4 +377,4 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
                           dof=dof, level=level, num_generations=tuple(int(x) for x in grid),
                           budgets=tuple(int(b) for b in budgets), n_obs=n,
                           higher_is_better=higher_is_better, mse_shape=mse_shape,
-                          preferred_shape=preferred)
+                          preferred_shape=preferred, effect_pvalue=effect_p, best_adjusted=best_adj)

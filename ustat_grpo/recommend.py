@@ -152,6 +152,9 @@ class Recommendation:
         if self.kind == "performance":
             if self.num_generations is None:
                 return "the table cannot distinguish the candidate group sizes (differences within noise)"
+            if not self.performance.distinguishable:
+                return (f"use G = {self.num_generations}, the best tested G (G matters, ANOVA p = "
+                        f"{self.performance.effect_pvalue:.2g}; the optimum may lie beyond the tested range)")
             lo, hi = self.g_star_interval
             return f"use G = {self.num_generations} ({pct} CI for G*: [{lo:.3g}, {hi:.3g}], from a performance table)"
         lo, hi = self.optimum.g_star_integer_interval
@@ -225,7 +228,8 @@ class Recommendation:
                     level=self.level, g_star=json_float(g), g_star_interval=json_interval(ci),
                     g_star_integer=self.num_generations, bounded=pf.bounded,
                     recommendation=dict(num_generations=self.num_generations,
-                                        distinguishable=pf.distinguishable),
+                                        distinguishable=pf.distinguishable,
+                                        group_size_matters=pf.effect_detected),
                     performance=pd, observed=self.observed)
 
 
@@ -353,7 +357,9 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
 
 
 def _recommend_performance(fit: PerformanceFit, *, observed, warnings) -> Recommendation:
-    g_rec = int(round(fit.recommended[0])) if fit.distinguishable else None
+    # a located optimum; else, when G clearly matters, the best tested G (the optimum is at an edge)
+    g_rec = (int(round(fit.recommended[0])) if fit.distinguishable else
+             fit.best_adjusted if fit.effect_detected else None)
     obs = None if observed is None else {k: [float(x) for x in observed[k]]
                                          for k in ("budget", "num_generations", "score")}
     return Recommendation(kind="performance", form="log-quadratic", budget=tuple(fit.budgets),

@@ -57,6 +57,10 @@ def _headline(r) -> list[str]:
                          f"({pct} CI {_iv(ci_rec)}, {pf.preferred_shape} shape"
                          + ("" if pf.mse_shape.get("shapes_agree", True) else "; the other candidate shape disagrees")
                          + ").")
+        elif pf.effect_detected:
+            lines.append(f"RECOMMENDATION: G matters (ANOVA p = {_num(pf.effect_pvalue, '.2g')}); the best tested G is "
+                         f"{pf.best_adjusted}, but no optimum is located inside the tested range: try G beyond "
+                         "the edge of the grid before settling.")
         else:
             best = ", ".join(f"N={k}: G={v}" for k, v in pf.best_observed.items())
             lines.append("RECOMMENDATION: the data cannot distinguish the candidate group sizes: the "
