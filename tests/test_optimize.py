@@ -313,7 +313,7 @@ def test_bandit_and_sequence_policy_through_the_protocol():
     pol = _SeqWithOptimum(seq.features, seq.success_probs, prompt_probs=seq.prompt_probs, theta=seq.theta)
     kw = dict(num_prompts=4, num_generations=4, num_steps=30, step_size="constant", beta=0.5, replicates=3,
               record=[0, 30])
-    rb = run_algorithm1(b, "rloo", rng=1, **kw)
-    rs = run_algorithm1(pol, "rloo", rng=1, **kw)
+    rb = run_algorithm1(b, "leave_one_out", rng=1, **kw)
+    rs = run_algorithm1(pol, "leave_one_out", rng=1, **kw)
     np.testing.assert_allclose(rb.gap[:, 0], rs.gap[:, 0], rtol=1e-12)
     assert rb.gap[:, 1].mean() < rb.gap[:, 0].mean() and rs.gap[:, 1].mean() < rs.gap[:, 0].mean()
