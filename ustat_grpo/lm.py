@@ -433,7 +433,8 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     # Finished rows keep being fed pad tokens whose outputs are discarded; an all-ones mask
     # keeps transformers from guessing that the batch is padded.
     attn = torch.ones_like(prompt)  # (M, Tp)
-    key = cache_keyword(type(model))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped LM
+    key = cache_keyword(type(base))
     out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
     past, logits = getattr(out, key), out.logits[:, -1]
     done = torch.zeros(num_samples, dtype=torch.bool, device=dev)
