@@ -47,7 +47,7 @@ def _autograd_score(model, ids, mask, names):
     """Naive twin: one ordinary backward pass per sequence."""
     model.zero_grad(set_to_none=True)
     logits = model(input_ids=ids[None]).logits[0, :-1]  # (T-1, V)
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[1:, None])[:, 0]
+    lp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1).gather(-1, ids[1:, None])[:, 0]
     (lp * mask[1:]).sum().backward()
     params = dict(model.named_parameters())
     return torch.cat([params[n].grad.reshape(-1) if params[n].grad is not None

@@ -43,7 +43,8 @@ def parser_from_dataclass(cls, *, prog: str, description: str, epilog: str = "",
                           positional: tuple = ()) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with one option per field of the dataclass ``cls``.
 
-    Field metadata: ``help`` (required), ``choices`` (optional), ``metavar`` (optional).
+    Field metadata: ``help`` (required), ``choices``, ``metavar``, and for list-valued fields
+    ``type`` (of one element) with ``nargs`` or ``action`` (optional).
     Boolean fields become ``--flag`` switches; names in ``positional`` become optional
     positional arguments (``nargs="?"``).
     """
@@ -56,6 +57,11 @@ def parser_from_dataclass(cls, *, prog: str, description: str, epilog: str = "",
         default = f.default
         hlp = md.get("help", "") + (f" (default: {default})" if tp is not bool else "")
         kw = dict(help=hlp, default=default)
+        if "type" in md:  # list-valued fields: element type with nargs / action (e.g. "append")
+            tp = md["type"]
+        for key in ("nargs", "action"):
+            if key in md:
+                kw[key] = md[key]
         if "choices" in md:
             kw["choices"] = md["choices"]
         if "metavar" in md:
@@ -71,7 +77,8 @@ def parser_from_dataclass(cls, *, prog: str, description: str, epilog: str = "",
 
 def options_from_args(cls, ns: argparse.Namespace):
     """Build the frozen options dataclass from a parsed namespace."""
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    val = lambda v: tuple(v) if isinstance(v, list) else v
+    return cls(**{f.name: val(getattr(ns, f.name)) for f in dataclasses.fields(cls)})
 
 
 def sha256_file(path) -> str:

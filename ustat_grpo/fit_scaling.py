@@ -56,7 +56,7 @@ class Options:
     source: str | None = field(default=None, metadata=dict(
         help="measure instead of reading a file: 'lm' (a transformer policy on the arithmetic task, "
              "the default without FILE) or 'bandit' (built-in toy with exact constants)",
-        choices=("bandit", "lm")))
+        choices=("bandit", "lm", "task")))
     budget: int | None = field(default=None, metadata=dict(
         help="rollouts per training step N = B*G (default: 256 for sources; for an MSE grid its "
              "largest B*G)"))
@@ -89,6 +89,42 @@ class Options:
     device: str = field(default="auto", metadata=dict(help="lm source: torch device (auto: cuda if present)"))
     projection_dim: int = field(default=256, metadata=dict(
         help="lm source: random projection dimension of per-sample scores"))
+    dataset: str | None = field(default=None, metadata=dict(
+        help="your task: a .jsonl/.json/.csv/.parquet file or a datasets save_to_disk directory with a "
+             "'prompt' column (string or chat messages); other columns go to the reward functions",
+        metavar="FILE"))
+    split: str | None = field(default=None, metadata=dict(help="--dataset: split of a DatasetDict directory"))
+    prompt_column: str = field(default="prompt", metadata=dict(help="--dataset: the prompt column"))
+    reward: tuple | None = field(default=None, metadata=dict(
+        help="reward function (repeatable): arithmetic, exact_match[:COLUMN], math_verify[:COLUMN], "
+             "module:function, pkg.module.function or path/to/file.py[:function] (TRL, verl compute_score "
+             "or OpenRLHF reward_func, detected from the signature)", type=str, action="append",
+        metavar="SPEC"))
+    reward_weights: tuple | None = field(default=None, metadata=dict(
+        help="one weight per --reward (TRL reward_weights; default all 1)", type=float, nargs="+"))
+    on_reward_error: str = field(default="raise", metadata=dict(
+        help="a raising reward: 'raise' (TRL), 'none' (record None, count failures) or 'zero'",
+        choices=("raise", "none", "zero")))
+    temperature: float = field(default=1.0, metadata=dict(help="--dataset: sampling and scoring temperature"))
+    top_p: float = field(default=1.0, metadata=dict(help="--dataset: nucleus sampling (1 = off)"))
+    top_k: int = field(default=0, metadata=dict(help="--dataset: top-k sampling (0 = off)"))
+    min_p: float | None = field(default=None, metadata=dict(help="--dataset: min-p sampling (None = off)"))
+    repetition_penalty: float = field(default=1.0, metadata=dict(help="--dataset: repetition penalty (1 = off)"))
+    max_completion_length: int = field(default=512, metadata=dict(help="--dataset: max new tokens per completion"))
+    chat_template_kwargs: str | None = field(default=None, metadata=dict(
+        help="--dataset: JSON dict for apply_chat_template, e.g. '{\"enable_thinking\": false}'", metavar="JSON"))
+    num_generations: str | None = field(default=None, metadata=dict(
+        help="--dataset: comma-separated group sizes for the per-estimator MSE(G) (default powers of 2 <= M/2)"))
+    params: str = field(default="trainable", metadata=dict(
+        help="--dataset: parameters the optimiser sees: trainable, all, regex:PATTERN or a name substring"))
+    peft_config: str | None = field(default=None, metadata=dict(
+        help="--dataset: JSON file of peft.LoraConfig keyword arguments (scores over adapter parameters)",
+        metavar="FILE"))
+    lora_r: int | None = field(default=None, metadata=dict(help="--dataset: add a LoRA adapter of this rank"))
+    lora_alpha: int = field(default=32, metadata=dict(help="--lora-r: LoRA alpha (TRL ModelConfig default)"))
+    lora_dropout: float = field(default=0.05, metadata=dict(help="--lora-r: LoRA dropout (inactive in eval)"))
+    lora_target_modules: tuple | None = field(default=None, metadata=dict(
+        help="--lora-r: module names (default: peft's per-architecture default)", type=str, nargs="+"))
     debug: bool = field(default=False, metadata=dict(
         help="show the full traceback of a failure instead of a one-line error"))
 
@@ -105,6 +141,10 @@ def _check(opts: Options) -> Options:
         raise InputError("give a measurements FILE or --source, not both")
     if opts.measurements:
         return opts
+    if opts.dataset or opts.source == "task":
+        return _check_task(opts)
+    if opts.reward:
+        raise InputError("--reward needs --dataset (the task it scores)")
     source = opts.source or "lm"
     opts = dataclasses.replace(opts, source=source, num_prompts=opts.num_prompts or SOURCE_DEFAULTS[source][0],
                                samples_per_prompt=opts.samples_per_prompt or SOURCE_DEFAULTS[source][1])
@@ -118,6 +158,94 @@ def _check(opts: Options) -> Options:
     if source == "lm" and opts.num_prompts > 500:
         raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), got {opts.num_prompts}")
     return opts
+
+
+def _check_task(opts: Options) -> Options:
+    if not opts.dataset:
+        raise InputError("--source task needs --dataset FILE")
+    if not opts.reward:
+        raise InputError("--dataset needs at least one --reward SPEC")
+    if opts.model is not None and not os.path.isdir(opts.model):
+        raise InputError(f"--model {opts.model}: not a directory (a local Hugging Face model directory is expected)")
+    if opts.reward_weights is not None and len(opts.reward_weights) != len(opts.reward):
+        raise InputError(f"--reward-weights: {len(opts.reward_weights)} weights for {len(opts.reward)} rewards")
+    if opts.num_prompts is not None and opts.num_prompts < 3:
+        raise InputError("--num-prompts must be >= 3")
+    if opts.lora_r is not None and opts.peft_config is not None:
+        raise InputError("give --lora-r or --peft-config, not both")
+    return dataclasses.replace(opts, source="task", samples_per_prompt=opts.samples_per_prompt or 16)
+
+
+def _json_option(text, name):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}: not valid JSON ({exc.msg})") from None
+
+
+def _task_peft(opts: Options):
+    if opts.peft_config is not None:
+        try:
+            with open(opts.peft_config) as fh:
+                return _json_option(fh.read(), f"--peft-config {opts.peft_config}")
+        except OSError as exc:
+            raise InputError(f"--peft-config {opts.peft_config}: {exc.strerror}") from None
+    if opts.lora_r is None:
+        return None
+    cfg = dict(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout)
+    if opts.lora_target_modules:
+        cfg["target_modules"] = list(opts.lora_target_modules)
+    return cfg
+
+
+def _from_task(opts: Options, log) -> tuple[Recommendation, str]:
+    from .measure import measure_task
+    from .recommend import compare_estimators
+    from .rewards import RewardError
+
+    budget = int(opts.budget or 256)
+    try:
+        grid = None if opts.num_generations is None else [int(g) for g in opts.num_generations.split(",")]
+    except ValueError:
+        raise InputError(f"--num-generations {opts.num_generations!r}: expected integers like 2,4,8") from None
+    if grid is not None and min(grid) < 2:
+        raise InputError("--num-generations: group sizes must be >= 2 (TRL requires num_generations >= 2)")
+    args = dict(temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, min_p=opts.min_p,
+                repetition_penalty=opts.repetition_penalty, max_completion_length=opts.max_completion_length,
+                chat_template_kwargs=_json_option(opts.chat_template_kwargs, "--chat-template-kwargs"))
+    log(f"measuring your task {opts.dataset} ...")
+    try:
+        m = measure_task(opts.model, list(opts.reward), train_dataset=opts.dataset, args=args,
+                         peft_config=_task_peft(opts), reward_weights=opts.reward_weights, params=opts.params,
+                         num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
+                         num_generations=grid, budget=budget, seed=opts.seed, device=opts.device,
+                         projection_dim=opts.projection_dim, level=opts.level,
+                         on_reward_error=opts.on_reward_error, prompt_column=opts.prompt_column,
+                         split=opts.split, progress=True, log=log)
+    except InputError:
+        raise
+    except RewardError as exc:
+        if opts.debug:
+            raise
+        raise AnalysisError(str(exc)) from None
+    except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
+        if opts.debug:
+            raise
+        raise AnalysisError(f"measure_task failed: {type(exc).__name__}: {exc}") from None
+    warns = []
+    chk = m.card["drift"]["score_mean"]
+    if m.card["case"] == "exact" and not chk["passed"]:
+        warns.append(f"mean-score self-check failed (z = {chk['z']:.1f}): sampler and scored policy differ")
+    if m.card["case"] != "exact":
+        warns.append(f"sampler is {m.card['case']} (not pi_T): the constants describe a biased estimator; see the card")
+    rec = recommend(m.constants, budget=budget, form=opts.form, divisors_only=opts.divisors_only,
+                    constants_source=m.description, warnings=warns)
+    est = compare_estimators(rec, m.pool) if m.pool is not None else None
+    if est is not None and not est["agree"]:
+        rec = dataclasses.replace(rec, warnings=rec.warnings + (est["note"],))
+    return dataclasses.replace(rec, card=m.card, estimators=est), m.source
 
 
 def _from_file(opts: Options, log) -> Recommendation:
@@ -141,6 +269,8 @@ def _from_file(opts: Options, log) -> Recommendation:
 
 
 def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
+    if opts.source == "task":
+        return _from_task(opts, log)
     budget = int(opts.budget or 256)
     if opts.source == "lm":
         log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
@@ -195,6 +325,8 @@ examples:
   python -m ustat_grpo.fit_scaling grid.csv --budget 1024   # fit your MSE grid
   python -m ustat_grpo.fit_scaling table2.csv               # performance-vs-G table (Table 2 style)
   python -m ustat_grpo.fit_scaling --format json --report out/   # stable-key JSON + Markdown/PNG report
+  python -m ustat_grpo.fit_scaling --model ~/ckpt --dataset train.jsonl --reward rewards.py:correct \
+      --temperature 0.7 --lora-r 16 --num-generations 2,4,8,16   # your task, as your GRPO trainer has it
 
 MSE grid CSV (num_prompts,num_generations,mse[,mse_se]; other columns ignored):
   num_prompts,num_generations,mse,mse_se
@@ -213,7 +345,8 @@ NetCDF: output of ustat_grpo.montecarlo.run_grid (variables mse[, mse_se] over d
 num_generations, num_prompts[, estimator]; --estimator selects one).
 
 JSON keys (stable): c1 c2 c3 A1 A2 A3 (+ _interval), g_star_paper g_star_exact g_star_integer
-(+ _interval), budget, form, input_hash, version, recommendation, mse_table, warnings.
+(+ _interval), budget, form, input_hash, version, recommendation, mse_table, warnings;
+with --dataset also card (estimator card) and estimators (MSE(G) per estimator, best G each).
 exit codes: 0 ok; 1 analysis failed; 2 bad usage or bad input.
 """
 

@@ -332,11 +332,25 @@ class Completions:
         1 on completion tokens (the tokens whose log-probabilities make up log pi(y|x)).
     texts : list of str
         Decoded completions (special tokens dropped).
+    completion_ids : list of list of int, optional
+        Completion token ids, EOS included when produced (TRL's ``completion_ids``).
+    truncated : BoolTensor (M,), optional
+        The completion hit the length limit without an EOS (TRL: last id not in eos/pad).
+    truncated_mass : Tensor (M,), optional
+        Mean over the completion's tokens of ``1 - Z_t``: the ``pi_T`` mass that top-k / top-p /
+        min-p removed (0 without truncation).
+    log_ratio : Tensor (M,), optional
+        ``sum_t log pi_T(y_t) - log q_t(y_t)``: sampler ``q`` against the policy ``pi_T`` that is
+        differentiated (0 when they are equal; TRL's vLLM importance weight is its exponential).
     """
 
     sequences: torch.Tensor
     completion_mask: torch.Tensor
     texts: list
+    completion_ids: list | None = None
+    truncated: torch.Tensor | None = None
+    truncated_mass: torch.Tensor | None = None
+    log_ratio: torch.Tensor | None = None
 
 
 def _pad_id(tok) -> int:
@@ -365,21 +379,51 @@ def cache_keyword(model_class: type) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def _repetition_penalty(raw, seen, penalty):
+    """transformers' ``RepetitionPenaltyLogitsProcessor``: seen tokens' logits / p (>0) or * p (<0)."""
+    score = raw.gather(1, seen)  # (M, Tseen)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return raw.scatter(1, seen, score)
+
+
+def _truncate(logits, top_k, top_p, min_p):
+    """top-k -> top-p -> min-p on tempered logits (transformers' order), removed tokens -> -inf."""
+    if top_k:
+        kth = torch.topk(logits, min(int(top_k), logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        srt, idx = torch.sort(logits, descending=True)
+        cum = torch.softmax(srt, -1).cumsum(-1)
+        drop = (cum - torch.softmax(srt, -1)) > top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, idx, drop), -math.inf)
+    if min_p:
+        probs = torch.softmax(logits, -1)
+        logits = logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, -math.inf)
+    return logits
+
+
 @torch.no_grad()
 def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, *,
                        rng=None, temperature: float = 1.0,
-                       top_k: int | None = None, top_p: float | None = None) -> Completions:
-    """Sample completions exactly from the policy (ancestral sampling with a KV cache).
+                       top_k: int | None = None, top_p: float | None = None,
+                       min_p: float | None = None, repetition_penalty: float = 1.0,
+                       warn: bool = True) -> Completions:
+    """Sample completions (ancestral sampling with a KV cache) as a GRPO trainer configures it.
 
-    The default (temperature 1, no top-k / top-p) samples from pi_theta itself, so that the scores
-    of :func:`per_sample_scores` are the score function of the sampling distribution.  Any other
-    setting draws from a different distribution; a warning says so.  ``rng`` is a
-    ``torch.Generator`` (used as is) or anything :func:`numpy.random.default_rng` accepts, from
-    which a generator on ``policy.device`` is seeded (``_random.torch_generator``).
+    The default (temperature 1, nothing else) samples from pi_theta itself.  With ``temperature``
+    T alone the sampler is ``pi_T = softmax(z / T)``, whose score is
+    ``per_sample_scores(..., temperature=T)``.  ``repetition_penalty`` (applied to the raw logits
+    first), then T, then ``top_k`` (0/None off) -> ``top_p`` -> ``min_p`` follow transformers'
+    order; any of these makes the sampler ``q`` differ from ``pi_T`` (a warning says so unless
+    ``warn=False``), and the returned ``truncated_mass`` / ``log_ratio`` measure by how much.
+    The model's own ``generation_config`` is never read (only its EOS ids, as TRL reads them).
+    ``rng`` is a ``torch.Generator`` (used as is) or anything :func:`numpy.random.default_rng`
+    accepts, from which a generator on ``policy.device`` is seeded (``_random.torch_generator``).
     """
-    if temperature != 1.0 or top_k or (top_p is not None and top_p < 1.0):
-        warnings.warn("temperature != 1 or top-k/top-p truncation: completions no longer come from "
-                      "pi_theta, so grad log pi_theta is not their score function", UserWarning,
+    processed = bool(top_k) or (top_p is not None and top_p < 1.0) or bool(min_p) or repetition_penalty != 1.0
+    if warn and processed:
+        warnings.warn("top-k/top-p/min-p truncation or a repetition penalty: completions no longer come "
+                      "from pi_T = softmax(z/T), so grad log pi_T is not their score function", UserWarning,
                       stacklevel=2)
     model, dev = policy.model, policy.device
     generator = torch_generator(rng, dev)
@@ -389,23 +433,29 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     # Finished rows keep being fed pad tokens whose outputs are discarded; an all-ones mask
     # keeps transformers from guessing that the batch is padded.
     attn = torch.ones_like(prompt)  # (M, Tp)
-    key = cache_keyword(type(model))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped LM
+    key = cache_keyword(type(base))
     out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
     past, logits = getattr(out, key), out.logits[:, -1]
     done = torch.zeros(num_samples, dtype=torch.bool, device=dev)
     new, mask = [], []
+    lost = torch.zeros(num_samples, dtype=torch.float64, device=dev)  # sum_t (1 - Z_t)
+    log_ratio = torch.zeros(num_samples, dtype=torch.float64, device=dev)
     for _ in range(policy.max_new_tokens):
-        logits = logits.float() / temperature
-        if top_k:
-            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, -math.inf)
-        if top_p is not None and top_p < 1.0:
-            srt, idx = torch.sort(logits, descending=True)
-            cum = torch.softmax(srt, -1).cumsum(-1)
-            drop = (cum - torch.softmax(srt, -1)) > top_p
-            logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, idx, drop), -math.inf)
+        raw = logits.float()
+        if repetition_penalty != 1.0:
+            raw = _repetition_penalty(raw, torch.cat([prompt, *[t[:, None] for t in new]], 1), repetition_penalty)
+        logits = raw / temperature
+        if processed:
+            logits = _truncate(logits, top_k, top_p, min_p)
         probs = torch.softmax(logits, -1)
         tok = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (M,)
+        if processed:
+            log_pi = torch.log_softmax(out.logits[:, -1].float() / temperature, -1)  # (M, V) policy pi_T
+            live = (~done).double()
+            lost += live * (1 - log_pi.exp().masked_fill(torch.isinf(logits), 0).sum(-1)).double().clamp(min=0)
+            lq = torch.log_softmax(logits, -1).gather(1, tok[:, None])[:, 0]
+            log_ratio += live * (log_pi.gather(1, tok[:, None])[:, 0] - lq).double()
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         new.append(tok)
         mask.append(~done)
@@ -420,8 +470,12 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     sequences = torch.cat([prompt, comp], 1)  # (M, Tp + Tc)
     completion_mask = torch.cat([torch.zeros_like(prompt, dtype=torch.float32), cmask], 1)
     texts = policy.tokenizer.batch_decode(comp.tolist(), skip_special_tokens=True)
+    lengths = cmask.sum(1).long()  # (M,)
+    ids = [row[:n] for row, n in zip(comp.tolist(), lengths.tolist())]
+    truncated = torch.tensor([not (r and r[-1] in eos) for r in ids])
     return Completions(sequences=sequences.cpu(), completion_mask=completion_mask.cpu(),
-                       texts=list(texts))
+                       texts=list(texts), completion_ids=ids, truncated=truncated,
+                       truncated_mass=(lost / lengths.clamp(min=1)).cpu(), log_ratio=log_ratio.cpu())
 
 
 # --------------------------------------------------------------------------- prompt samples

@@ -21,7 +21,7 @@ from .constants import ScalingConstants, estimate_constants
 from .estimators import leave_one_out
 from .mse import constants as exact_constants
 
-__all__ = ["Measurement", "measure_lm", "measure_bandit", "bandit_mse_grid"]
+__all__ = ["Measurement", "measure_lm", "measure_bandit", "bandit_mse_grid", "measure_task"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +35,8 @@ class Measurement:
     description : how the constants were measured (shown with the constants table).
     exact : exact ``(A1, A2, A3)`` when the policy has closed-form moments, else ``None``.
     grid : a Monte Carlo MSE grid ``{num_prompts, num_generations, mse, mse_se}``, or ``None``.
+    card : the estimator card of a user's task (:func:`measure_task`), or ``None``.
+    pool : :class:`~ustat_grpo.pool.PoolMSE` of several estimators (:func:`measure_task`), or ``None``.
     """
 
     constants: ScalingConstants
@@ -42,6 +44,8 @@ class Measurement:
     description: str
     exact: np.ndarray | None = None
     grid: dict | None = None
+    card: dict | None = None
+    pool: object | None = None
 
 
 def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 64, seed: int = 0,
@@ -59,6 +63,49 @@ def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 
                        description=f"{num_prompts} LM prompts x {samples_per_prompt} samples, unbiased "
                                    f"U-statistics + jackknife; scores sketched to {np.shape(scores)[-1]} "
                                    "dims (unbiased)")
+
+
+def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, processing_class=None,
+                 peft_config=None, reward_weights=None, params: str | list | None = "trainable",
+                 num_prompts: int | None = None, samples_per_prompt: int = 16, num_generations=None,
+                 budget: int = 256, seed: int = 0, device: str = "auto", projection_dim: int | None = 256,
+                 level: float = 0.95, on_reward_error: str = "raise", prompt_column: str = "prompt",
+                 split: str | None = None, progress: bool = False, log=lambda s: None) -> Measurement:
+    """Constants of a user's GRPO task, taking what a TRL ``GRPOTrainer`` takes (TRL not imported).
+
+    Parameters
+    ----------
+    model : path, ``transformers`` causal LM, :class:`~ustat_grpo.lm.Policy` or None (built-in)
+    reward_funcs : callable, spec string, or a list of them (:mod:`ustat_grpo.rewards`)
+    train_dataset : path, ``datasets.Dataset`` or list of dicts (:mod:`ustat_grpo.task`)
+    args : ``GRPOConfig``, dict or None
+        Read by field name: ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+        ``repetition_penalty``, ``max_completion_length``, ``chat_template_kwargs``,
+        ``reward_weights`` (TRL 1.16 defaults for missing fields).
+    processing_class : tokenizer (default: the model directory's)
+    peft_config : ``peft.LoraConfig`` or dict of its keyword arguments; scores are then taken over
+        the trainable adapter parameters only, as TRL trains them.
+    params : ``"trainable"`` (``requires_grad``), ``"all"``, ``"regex:PATTERN"``, a substring, or names.
+    num_prompts, samples_per_prompt : P prompts (first P rows; default ``min(rows, 64)``) x M completions.
+    num_generations : group sizes for the per-estimator MSE(G) (default powers of two <= M/2).
+    budget : rollouts per step N for the per-estimator MSE(G).
+    on_reward_error : ``"raise"`` (TRL), ``"none"`` or ``"zero"``.
+
+    Returns
+    -------
+    Measurement
+        Leave-one-out constants (prompts with an unscorable completion left out), the estimator
+        ``card`` and ``pool`` (MSE(G) of leave-one-out, std-normalised and Dr.GRPO advantages).
+    """
+    from . import task_run
+
+    return task_run.measure(model, reward_funcs, train_dataset=train_dataset, args=args,
+                            processing_class=processing_class, peft_config=peft_config,
+                            reward_weights=reward_weights, params=params, num_prompts=num_prompts,
+                            samples_per_prompt=samples_per_prompt, num_generations=num_generations,
+                            budget=budget, seed=seed, device=device, projection_dim=projection_dim,
+                            level=level, on_reward_error=on_reward_error, prompt_column=prompt_column,
+                            split=split, progress=progress, log=log)
 
 
 def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group_size: int = 256,

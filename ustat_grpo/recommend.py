@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._serialize import jsonable
 from .grid_fit import ScalingFit
 from .interval import ConfidenceInterval, json_float, json_interval
 from .mse import C_CONVENTION
 from .optimum import ConstantsEstimate, GroupSizeResult, mse_design, optimal_group_size
 from .performance import PerformanceFit
 
-__all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "recommend"]
+__all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "recommend", "compare_estimators"]
 
 @dataclass(frozen=True, kw_only=True)
 class MSERow:
@@ -90,6 +91,10 @@ class Recommendation:
     performance : the performance-table fit (``kind="performance"``).
     constants_source, warnings, provenance : how the numbers were measured; what to watch;
         tool, version, source, input hash, seed, command, runtime.
+    card : the estimator card of a user's task (sampler, score, case, rewards, parameters,
+        versions), or ``None``; JSON key ``card``, present only then.
+    estimators : per-estimator MSE(G) from the pool and the G each recommends
+        (:func:`compare_estimators`), or ``None``; JSON key ``estimators``, present only then.
     """
 
     kind: str
@@ -115,6 +120,8 @@ class Recommendation:
     constants_source: str = ""
     warnings: tuple = ()
     provenance: dict = field(default_factory=dict)
+    card: dict | None = None
+    estimators: dict | None = None
 
     @property
     def g_star_exact(self) -> float:
@@ -169,6 +176,10 @@ class Recommendation:
         out = self._performance_dict() if self.kind == "performance" else self._mse_dict()
         out["warnings"] = list(self.warnings)
         out.update(self.provenance)
+        if self.card is not None:
+            out["card"] = jsonable(self.card)
+        if self.estimators is not None:
+            out["estimators"] = jsonable(self.estimators)
         return out
 
     def _mse_dict(self) -> dict:
@@ -234,6 +245,26 @@ class Recommendation:
 
 
 # ---------------------------------------------------------------------------------- recommend
+
+def compare_estimators(rec: Recommendation, pool) -> dict:
+    """Side by side: the G each estimator's pool-resampled MSE(G) prefers, and the closed form.
+
+    ``pool`` is a :class:`~ustat_grpo.pool.PoolMSE` at ``rec.budget``.  The leave-one-out row also
+    carries ``G*`` of the constants (``rec``); ``agree`` says whether every estimator's best grid
+    G is the same, and ``note`` says where they differ.
+    """
+    out = pool.to_dict()
+    best = out["best"]
+    if "leave_one_out" in best:
+        best["leave_one_out"] = dict(best["leave_one_out"], closed_form_g_star=float(rec.g_star_exact),
+                                     closed_form_g_integer=int(rec.num_generations))
+    gs = {k: v.get("num_generations") for k, v in best.items() if "num_generations" in v}
+    out["agree"] = len(set(gs.values())) <= 1
+    out["note"] = ("all estimators prefer the same G on the grid" if out["agree"] else
+                   "estimators disagree: " + ", ".join(f"{k} G={g}" for k, g in gs.items())
+                   + " (the biased estimators trade bias for variance differently; see targets)")
+    return out
+
 
 def candidate_group_sizes(budget: int, divisors_only: bool, extra=()) -> list[int]:
     """Rows of the MSE table: powers of two up to the budget (or its divisors), plus ``extra``."""

@@ -158,6 +158,11 @@ def _sections(r, md):
     else:
         out += h("Performance-table fit")
         out += ["  " + line for line in r.performance.summary().splitlines()]
+    if getattr(r, "estimators", None):
+        out += _estimator_lines(r.estimators, h, md)
+    if getattr(r, "card", None):
+        out += h("Estimator card")
+        out += _card_lines(r.card)
     pv = r.provenance
     out += h("Provenance")
     out += [f"  source: {pv.get('source', '-')}; input sha256: {str(pv.get('input_hash', '-'))[:16]}...; "
@@ -165,6 +170,54 @@ def _sections(r, md):
     for w in r.warnings:
         out.append(f"  warning: {w}")
     return out
+
+
+def _estimator_lines(est, h, md):
+    out = h(f"MSE(G) per estimator at N = {est['budget']} (pool-resampled, +- 1 s.e.)")
+    gs = est["num_generations"]
+    rows = []
+    for name, mse, se in zip(est["estimators"], est["mse"], est["mse_se"]):
+        b = est["best"][name]
+        rows.append([name] + [f"{_num(m)} +- {_num(s, '.2g')}" for m, s in zip(mse, se)] + [b["num_generations"]])
+    out += _table(["estimator"] + [f"G={g}" for g in gs] + ["best G"], rows, md)
+    loo = est["best"].get("leave_one_out", {})
+    if "closed_form_g_star" in loo:
+        out.append(f"  leave-one-out from the constants: G* = {_num(loo['closed_form_g_star'])} "
+                   f"(integer {loo['closed_form_g_integer']}); grid best {loo['num_generations']}.")
+    out.append(f"  {est['note']}.")
+    for name, target in est.get("targets", {}).items():
+        out.append(f"  {name}: {target}")
+    return out
+
+
+def _card_lines(c):
+    s, d, rw, pr = c["sampler"], c["drift"], c["reward"], c["params"]
+    chk = d["score_mean"]
+    rewards = "; ".join(f"{n} (w={w:g}, {st}, None {100 * nr:.1f}%, errors {e})" for n, w, st, nr, e in
+                        zip(rw["names"], rw["weights"], rw["styles"], rw["none_rate"], rw["error_count"]))
+    lora = pr.get("peft")
+    return [
+        f"  sampler: T = {s['temperature']:g}, top_p = {s['top_p']:g}, top_k = {s['top_k']}, min_p = {s['min_p']}, "
+        f"repetition_penalty = {s['repetition_penalty']:g}, max_completion_length = {s['max_completion_length']}; "
+        f"model generation_config {s['model_generation_config']}",
+        f"  score: {c['score_policy']}",
+        f"  case: {c['case']}; unbiased for: {c['unbiased_for']}",
+        f"  drift: mean truncated mass {_num(d['mean_truncated_mass'], '.3g')}, mean log(pi_T/q) "
+        f"{_num(d['mean_log_ratio'], '.3g')}; ||E S||^2 = {_num(chk['statistic'], '.3g')} +- "
+        f"{_num(chk['standard_error'], '.2g')} (z = {_num(chk['z'], '.2f')}): self-check {chk['verdict']}",
+        f"  prompts: {c['prompt_format']}, chat template sha256 {c['chat_template_hash'] or '-'}, "
+        f"kwargs {c['chat_template_kwargs'] or '{}'}, special tokens: {c['add_special_tokens']}",
+        f"  rewards: {rewards}; unscorable {100 * rw['unscorable_rate']:.1f}%; on error: {rw['on_error']}",
+        f"  completions: truncated {100 * c['truncated_fraction']:.1f}%, empty {100 * c['empty_fraction']:.1f}%, "
+        f"mean length {_num(c['mean_completion_length'], '.3g')} tokens; mask_truncated_completions "
+        f"{c['mask_truncated_completions']}",
+        f"  parameters: {pr['selection']} ({pr['count']} tensors, {pr['num_parameters']} scalars"
+        + (f", sketched to {pr['sketch_dim']}" if pr["sketch_dim"] else "") + ")"
+        + (f"; LoRA {lora}" if lora else ""),
+        f"  data: {c['dataset']['source']} ({c['num_prompts']} prompts x {c['samples_per_prompt']} samples, "
+        f"{c['prompts_left_out']} left out as unscorable)",
+        "  versions: " + ", ".join(f"{k} {v}" for k, v in c["versions"].items()),
+    ]
 
 
 def render_text(rec) -> str:

@@ -45,18 +45,23 @@ def _embedding_name(model) -> str:
     raise ValueError("input embedding weight is not a named parameter")
 
 
-def _logprob_fn(model, frozen: dict, emb_name: str):
-    """``f(trainable, ids (T,), mask (T,)) -> sum_t mask_t log pi(ids_t | ids_<t)``.
+def _logprob_fn(model, frozen: dict, emb_name: str, temperature: float = 1.0):
+    """``f(trainable, ids (T,), mask (T,)) -> sum_t mask_t log pi_T(ids_t | ids_<t)``.
 
-    The embedding lookup happens here (``inputs_embeds``) so that no data-dependent check on
-    ``input_ids`` runs under ``vmap``; right padding needs no attention mask under causal attention.
+    ``pi_T = softmax(z / T)`` over the full vocabulary, as GRPO trainers differentiate it (logits
+    in float32, or float64 for a float64 model).  The embedding lookup happens here
+    (``inputs_embeds``) so that no data-dependent check on ``input_ids`` runs under ``vmap``; right
+    padding needs no attention mask under causal attention.
     """
 
     def f(trainable, ids, mask):
         p = {**frozen, **trainable}
         emb = torch.nn.functional.embedding(ids[None], p[emb_name])  # (1, T, D)
         logits = functional_call(model, p, (), {"inputs_embeds": emb, "use_cache": False}).logits[0]
-        logp = torch.log_softmax(logits[:-1].float(), -1)  # (T-1, V)
+        z = logits[:-1].to(torch.promote_types(logits.dtype, torch.float32))  # (T-1, V)
+        if temperature != 1.0:
+            z = z / temperature
+        logp = torch.log_softmax(z, -1)  # (T-1, V)
         tok = logp.gather(-1, ids[1:, None])[:, 0]  # (T-1,)
         return (tok * mask[1:].to(tok.dtype)).sum()
 
@@ -121,7 +126,7 @@ class Sketch:
 
 def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
                       params: str | list | None = None, chunk_size: int = 32,
-                      projection: Sketch | None = None, flatten: bool = True):
+                      projection: Sketch | None = None, flatten: bool = True, temperature: float = 1.0):
     """Per-sample scores ``grad_theta log pi_theta(y_i | x_i)``, flattened.
 
     Parameters
@@ -140,6 +145,9 @@ def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Ten
     flatten : bool
         ``False``: return ``{name: Tensor (N, *shape)}`` per parameter, skipping the copy into one
         (N, d) matrix (a Gram matrix is the sum of the per-parameter Gram matrices).
+    temperature : float
+        Score of ``pi_T = softmax(z / T)``: ``grad log_softmax(z / T)[y]`` summed over completion
+        tokens (TRL / verl / OpenRLHF's training log-probabilities); 1 is the plain policy.
 
     Returns
     -------
@@ -156,7 +164,9 @@ def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Ten
     trainable = {n: all_params[n] for n in names}
     frozen = {n: p for n, p in all_params.items() if n not in trainable}
     frozen.update({n: b for n, b in model.named_buffers()})
-    f = _logprob_fn(model, frozen, _embedding_name(model))
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    f = _logprob_fn(model, frozen, _embedding_name(model), temperature)
     g = vmap(grad(f), in_dims=(None, 0, 0))
     dev = next(model.parameters()).device
     if not flatten and projection is not None:

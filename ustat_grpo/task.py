@@ -1,0 +1,352 @@
+"""A user's GRPO task as their trainer sees it: dataset rows, prompt format, prompt token ids.
+
+The rules copy TRL 1.16's ``GRPOTrainer`` (``../shared/spec/own_task.md`` §1.1-1.2, §6.5):
+
+* the dataset has a ``prompt`` column holding either a string (*standard*) or a list of
+  ``{"role", "content"}`` messages (*conversational*, detected as TRL detects it: a list whose
+  first element is a dict with a ``"role"`` key); one format for the whole dataset;
+* every other column is forwarded to reward functions unchanged (nested verl columns such as
+  ``reward_model`` / ``extra_info`` included); a ``completion`` column is dropped, as TRL drops it,
+  and columns named like a reward-function keyword (:data:`RESERVED_COLUMNS`) are rejected;
+* standard prompts are tokenised with the tokenizer's default ``add_special_tokens=True`` (a BOS
+  for Llama-style tokenizers); conversational prompts go through
+  ``apply_chat_template(..., add_generation_prompt=True, tokenize=True, **chat_template_kwargs)``.
+
+Files: ``.jsonl`` / ``.json``, ``.csv``, ``.parquet`` and a ``datasets`` ``save_to_disk``
+directory (a ``DatasetDict`` needs ``split``).  Arrow readers (``pyarrow``; ``datasets`` for
+directories, the ``task`` extra) are used when installed, so nested list/struct columns come back
+as plain Python lists and dicts (never numpy arrays) and struct keys missing in some rows are
+filled with ``None``, as ``datasets.load_dataset`` does; JSON lines and CSV fall back to the
+standard library without them.  Bad data raises :class:`~ustat_grpo._cli.InputError` with one
+line naming the file, row and column.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from ._cli import InputError
+
+__all__ = ["RESERVED_COLUMNS", "TaskData", "load_task", "load_rows", "validate_rows",
+           "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig"]
+
+#: keywords TRL passes to reward functions itself; a dataset column of that name would collide
+RESERVED_COLUMNS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra",
+                    "log_metric", "environments")
+
+
+def is_conversational(prompt) -> bool:
+    """TRL's rule (``trl/data_utils.py``): a list whose first element is a dict with ``"role"``."""
+    return isinstance(prompt, list) and len(prompt) > 0 and isinstance(prompt[0], dict) and "role" in prompt[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskData:
+    """Validated rows of a user's dataset.
+
+    Attributes
+    ----------
+    rows : tuple of dict
+        One dict per row, the prompt column renamed to ``"prompt"`` and ``"completion"`` dropped.
+    prompt_format : ``"standard"`` or ``"conversational"``.
+    columns : the columns forwarded to reward functions (all but ``"prompt"``).
+    source : where the rows came from (a path, or ``"<in-memory>"``).
+    """
+
+    rows: tuple
+    prompt_format: str
+    columns: tuple
+    source: str = "<in-memory>"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def summary(self) -> str:
+        return (f"{len(self.rows)} rows from {self.source}; {self.prompt_format} prompts; "
+                f"reward columns: {', '.join(self.columns) or '-'}")
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(source=self.source, num_rows=len(self.rows), prompt_format=self.prompt_format,
+                    columns=list(self.columns))
+
+
+# ------------------------------------------------------------------------------------ loading
+
+def _arrow_rows(table) -> list[dict]:
+    return table.to_pylist()
+
+
+def _read_json(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    else:
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: line {i}: not valid JSON ({exc.msg})") from None
+    bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
+    if bad:
+        raise InputError(f"{path}: row {bad[0]}: expected a JSON object")
+    try:  # Arrow type unification as datasets.load_dataset("json") does (missing struct keys -> None)
+        import pyarrow as pa
+    except ImportError:
+        return rows
+    try:
+        return _arrow_rows(pa.Table.from_pylist(rows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(f"{path}: columns of mixed types ({exc})") from None
+
+
+def _read_csv(path: str) -> list[dict]:
+    try:
+        import pyarrow.csv as pcsv
+    except ImportError:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [dict(r) for r in csv.DictReader(fh)]
+    return _arrow_rows(pcsv.read_csv(path))
+
+
+def _read_directory(path: str, split: str | None) -> list[dict]:
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(f"{path}: reading a save_to_disk directory needs the 'datasets' package "
+                         "(pip install 'ustat_grpo[task]')") from None
+    try:
+        ds = datasets.load_from_disk(path)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: not a datasets save_to_disk directory ({exc})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            raise InputError(f"{path}: a DatasetDict with splits {sorted(ds)}; choose one with --split")
+        if split not in ds:
+            raise InputError(f"{path}: no split {split!r} (have {sorted(ds)})")
+        ds = ds[split]
+    return ds.to_list()
+
+
+def load_rows(path: str | os.PathLike, *, split: str | None = None) -> list[dict]:
+    """Rows of a ``.jsonl``/``.json``/``.csv``/``.parquet`` file or a ``save_to_disk`` directory.
+
+    ``path@split`` selects a split of a ``DatasetDict`` directory (OpenRLHF's syntax).
+    """
+    path = os.fspath(path)
+    if "@" in path and not os.path.exists(path):
+        path, split = path.rsplit("@", 1)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        return _read_directory(path, split)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".jsonl", ".json"):
+        return _read_json(path)
+    if ext == ".csv":
+        return _read_csv(path)
+    if ext == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError(f"{path}: reading Parquet needs pyarrow (pip install 'ustat_grpo[task]')") from None
+        return _arrow_rows(pq.read_table(path))
+    raise InputError(f"{path}: unknown dataset format {ext!r} (expected .jsonl, .json, .csv, .parquet "
+                     "or a save_to_disk directory)")
+
+
+def _check_messages(prompt, where: str) -> None:
+    for j, msg in enumerate(prompt):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise InputError(f"{where}: message {j} is not a {{'role', 'content'}} dict")
+        content = msg["content"]
+        if isinstance(content, list):  # multimodal parts: only text is supported
+            kinds = {p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content}
+            if kinds - {"text"}:
+                raise InputError(f"{where}: message {j} has non-text parts {sorted(map(str, kinds - {'text'}))}; "
+                                 "only text prompts are supported")
+        elif not isinstance(content, str):
+            raise InputError(f"{where}: message {j} content is {type(content).__name__}, expected str")
+
+
+def validate_rows(rows, *, prompt_column: str = "prompt", source: str = "<in-memory>") -> TaskData:
+    """Check rows as TRL would use them and return a :class:`TaskData`.
+
+    Raises :class:`~ustat_grpo._cli.InputError` for: no rows, a missing prompt column, a prompt
+    that is neither a string nor a list of messages, mixed formats, non-text message parts, and
+    reserved column names.
+    """
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise InputError(f"{source}: the dataset has no rows")
+    fmt = None
+    for i, row in enumerate(rows):
+        if prompt_column not in row:
+            raise InputError(f"{source}: row {i}: no prompt column {prompt_column!r} "
+                             f"(columns: {', '.join(map(str, row))})")
+        p = row.pop(prompt_column)
+        row.pop("completion", None)
+        where = f"{source}: row {i}, column {prompt_column!r}"
+        if isinstance(p, str):
+            kind = "standard"
+        elif is_conversational(p):
+            kind = "conversational"
+            _check_messages(p, where)
+        else:
+            raise InputError(f"{where}: a prompt must be a string or a list of chat messages, "
+                             f"got {type(p).__name__}")
+        if fmt is None:
+            fmt = kind
+        elif kind != fmt:
+            raise InputError(f"{where}: mixed prompt formats ({fmt} rows before, {kind} here); "
+                             "TRL reads the format from each batch's first row, so use one format")
+        row["prompt"] = p
+    columns = [c for c in rows[0] if c != "prompt"]
+    bad = sorted(set(c for r in rows for c in r) & set(RESERVED_COLUMNS))
+    if bad:
+        raise InputError(f"{source}: column {bad[0]!r} collides with a reward-function keyword "
+                         f"({', '.join(RESERVED_COLUMNS)}); rename it")
+    return TaskData(rows=tuple(rows), prompt_format=fmt, columns=tuple(columns), source=source)
+
+
+def load_task(dataset, *, prompt_column: str = "prompt", split: str | None = None,
+              max_prompts: int | None = None) -> TaskData:
+    """A path (see :func:`load_rows`), a ``datasets.Dataset``, a list of dicts or a TaskData."""
+    if isinstance(dataset, TaskData):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        rows, source = load_rows(dataset, split=split), os.fspath(dataset)
+    elif hasattr(dataset, "to_list"):  # datasets.Dataset, without importing datasets
+        rows, source = dataset.to_list(), f"<{type(dataset).__name__}>"
+    else:
+        rows, source = list(dataset), "<in-memory>"
+    task = validate_rows(rows, prompt_column=prompt_column, source=source)
+    if max_prompts is not None:
+        task = TaskData(rows=task.rows[:max_prompts], prompt_format=task.prompt_format,
+                        columns=task.columns, source=task.source)
+    return task
+
+
+# ------------------------------------------------------------------------------- tokenisation
+
+def encode_prompt(tokenizer, prompt, *, chat_template_kwargs: dict | None = None) -> list[int]:
+    """Prompt token ids as TRL 1.16's ``GRPOTrainer`` builds them.
+
+    Standard: ``tokenizer(text)["input_ids"]`` (default ``add_special_tokens=True``).
+    Conversational: ``apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+    return_dict=True, **chat_template_kwargs)["input_ids"]``.
+    """
+    if isinstance(prompt, str):
+        return list(tokenizer(text=prompt)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("conversational prompts need a tokenizer with a chat template "
+                         "(this tokenizer has none)")
+    out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                        **(chat_template_kwargs or {}))
+    ids = out["input_ids"]
+    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+def prompt_text(tokenizer, prompt, *, chat_template_kwargs: dict | None = None) -> str:
+    """The prompt as text (chat template applied for conversational prompts)."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False,
+                                         **(chat_template_kwargs or {}))
+
+
+def chat_template_hash(tokenizer) -> str | None:
+    """SHA-256 (first 16 hex digits) of the tokenizer's chat template, ``None`` without one."""
+    tpl = getattr(tokenizer, "chat_template", None)
+    if not tpl:
+        return None
+    text = tpl if isinstance(tpl, str) else json.dumps(tpl, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- sampling config
+
+#: TRL 1.16 ``GRPOConfig`` defaults of the fields read here
+TRL_DEFAULTS = dict(temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+                    max_completion_length=512, num_generations=8, chat_template_kwargs=None,
+                    reward_weights=None, scale_rewards="group")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """Sampling settings with TRL ``GRPOConfig`` names and defaults.
+
+    ``top_k=0`` / ``None``, ``top_p=1``, ``min_p=None`` / ``0`` and ``repetition_penalty=1`` are
+    "off".  The model checkpoint's own ``generation_config`` is never read: the sampler of
+    :func:`ustat_grpo.lm.sample_completions` takes only these values.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = 0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    max_completion_length: int = 512
+    chat_template_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise InputError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 0:
+            raise InputError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise InputError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.max_completion_length < 1:
+            raise InputError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
+
+    @property
+    def truncates(self) -> bool:
+        return bool(self.top_k) or self.top_p < 1 or bool(self.min_p)
+
+    @property
+    def penalised(self) -> bool:
+        return self.repetition_penalty != 1.0
+
+    @property
+    def case(self) -> str:
+        """``"exact"`` (sampler = pi_T), ``"truncated"`` or ``"penalised"`` (own_task.md §5)."""
+        if self.penalised:
+            return "penalised"
+        return "truncated" if self.truncates else "exact"
+
+    @classmethod
+    def from_args(cls, args=None, **overrides) -> SamplingConfig:
+        """From a ``GRPOConfig``, a dict or ``None`` (read by field name; TRL defaults)."""
+        get = (lambda k: args.get(k, TRL_DEFAULTS[k])) if isinstance(args, dict) else \
+              (lambda k: getattr(args, k, TRL_DEFAULTS[k]))
+        vals = {k: get(k) for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                                    "max_completion_length", "chat_template_kwargs")}
+        vals.update({k: v for k, v in overrides.items() if v is not None})
+        vals["chat_template_kwargs"] = dict(vals["chat_template_kwargs"] or {})
+        if vals["top_k"] is None:
+            vals["top_k"] = 0
+        return cls(**vals)
+
+    def to_dict(self) -> dict:
+        return dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
+                    repetition_penalty=self.repetition_penalty,
+                    max_completion_length=self.max_completion_length,
+                    chat_template_kwargs=dict(self.chat_template_kwargs), case=self.case,
+                    order="repetition_penalty -> temperature -> top_k -> top_p -> min_p (transformers)",
+                    model_generation_config="ignored")
