@@ -26,7 +26,8 @@ from .mse import CONSTANT_NAMES, paper_constants
 from .optimum import ConstantsEstimate
 
 __all__ = ["KERNELS", "ScalingConstants", "estimate_constants", "prompt_constants", "prompt_pieces",
-           "prompt_pieces_engine"]
+           "prompt_pieces_engine", "PromptStatistics", "prompt_statistics", "merge_statistics",
+           "constants_from_statistics"]
 
 
 def _split(x):
@@ -171,22 +172,29 @@ def _constants_from_pieces(g, g2, st, zzq, probs):
     return np.array([A1, f @ a2, f @ a3])
 
 
-def _constants_plugin(rewards, scores, probs):
-    """The spec's plug-in estimates (section 4 reference formulas), biased O(1/M); for comparison."""
+def _plugin_pieces(rewards, scores):
+    """Per-prompt pieces of the plug-in estimates: ``mean((Z-V)^2 |W|^2)``, ``s^2``, ``mean |W|^2``."""
     z, w = rewards, scores
-    M = z.shape[-1]
     v = z.mean(-1)
-    s2 = z.var(-1, ddof=1)
     q = np.einsum("pmd,pmd->pm", w, w)
-    g = np.einsum("pm,pmd->pd", z - v[:, None], w) / (M - 1)
+    return ((z - v[:, None]) ** 2 * q).mean(-1), z.var(-1, ddof=1), q.mean(-1)
+
+
+def _plugin_from_pieces(g, zzq_plugin, s2, mean_q, probs):
+    """The spec's plug-in estimates (section 4 reference formulas), biased O(1/M); for comparison."""
     gg = np.einsum("pd,pd->p", g, g)
-    trs = ((z - v[:, None]) ** 2 * q).mean(-1) - gg
-    f = np.full(len(v), 1.0 / len(v)) if probs is None else probs
+    trs = zzq_plugin - gg
+    f = np.full(len(gg), 1.0 / len(gg)) if probs is None else probs
     gbar = f @ g
     A1 = f @ np.einsum("pd,pd->p", g - gbar, g - gbar)
     if probs is None:
-        A1 *= len(v) / (len(v) - 1)
-    return np.array([A1, f @ trs, f @ (s2 * q.mean(-1) + gg)])
+        A1 *= len(gg) / (len(gg) - 1)
+    return np.array([A1, f @ trs, f @ (s2 * mean_q + gg)])
+
+
+def _constants_plugin(rewards, scores, probs):
+    g = leave_one_out(rewards, scores)                   # (P, d): the plug-in g is the U-statistic
+    return _plugin_from_pieces(g, *_plugin_pieces(rewards, scores), probs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,29 +315,162 @@ def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.9
         probs = np.asarray(prompt_probs, float)
         if probs.shape != (P,) or np.any(probs < 0) or not np.isclose(probs.sum(), 1.0):
             raise ValueError("prompt_probs must be (P,) non-negative and sum to 1")
+    if probs is None:                                    # prompts sampled: mergeable per-prompt statistics
+        return constants_from_statistics(prompt_statistics(z, w), level=level, n_groups=n_groups)
     est = _constants_from_pieces(*prompt_pieces(z, w), probs)
-    if probs is not None:
-        K = int(min(n_groups, M // 4))
-        blocks = np.array_split(np.arange(M), K)
-        reps = []
-        for blk in blocks:
-            keep = np.setdiff1d(np.arange(M), blk)
-            reps.append(_constants_from_pieces(*prompt_pieces(z[:, keep], w[:, keep]), probs))
-        design = "fixed prompt set"
-    else:
-        K = int(min(n_groups, P))
-        if K < 3:
-            raise ValueError("need at least 3 prompts for a jackknife over prompts")
-        pieces = prompt_pieces(z, w)
-        blocks = np.array_split(np.arange(P), K)
-        reps = []
-        for blk in blocks:
-            keep = np.setdiff1d(np.arange(P), blk)
-            reps.append(_constants_from_pieces(*(x[keep] for x in pieces), None))
-        design = "sampled prompts"
-    reps = np.array(reps)                                # (K, 3)
-    dev = reps - reps.mean(0)
-    cov = (K - 1) / K * dev.T @ dev
-    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=cov,
+    K = int(min(n_groups, M // 4))
+    reps = []
+    for blk in np.array_split(np.arange(M), K):          # jackknife over blocks of samples
+        keep = np.setdiff1d(np.arange(M), blk)
+        reps.append(_constants_from_pieces(*prompt_pieces(z[:, keep], w[:, keep]), probs))
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
                             df=float(K - 1), level=level, plugin=_constants_plugin(z, w, probs),
-                            num_prompts=P, samples_per_prompt=M, design=design, n_groups=K)
+                            num_prompts=P, samples_per_prompt=M, design="fixed prompt set", n_groups=K)
+
+
+def _jackknife_cov(reps) -> np.ndarray:
+    """Delete-a-group jackknife covariance ``(K-1)/K sum_k (r_k - rbar)(r_k - rbar)^T``."""
+    reps = np.asarray(reps)                              # (K, 3)
+    K = reps.shape[0]
+    dev = reps - reps.mean(0)
+    return (K - 1) / K * dev.T @ dev
+
+
+# ------------------------------------------------------------------ mergeable per-prompt statistics
+
+_STAT_FIELDS = ("g", "g_norm2", "sigma2_trI", "zzq", "zzq_plugin", "reward_var", "mean_score_norm2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptStatistics:
+    """Per-prompt sufficient statistics of the constants: the unit of work of a pilot.
+
+    Everything :func:`constants_from_statistics` needs, for prompts sampled i.i.d. from the prompt
+    distribution: the per-prompt U-statistics of :data:`KERNELS` and the plug-in pieces.  Shards
+    computed anywhere (other processes, GPUs, nodes, or an earlier interrupted run) combine with
+    :func:`merge_statistics` into exactly the statistics of the union.
+
+    Attributes
+    ----------
+    prompt : ndarray (P,) int
+        Prompt ids (sorted, distinct).
+    num_samples : ndarray (P,) int
+        Samples ``M`` of each prompt.
+    g : ndarray (P, d)
+        Per-prompt gradient estimate (the leave-one-out U-statistic), in the (sketched) score space.
+    g_norm2, sigma2_trI, zzq : ndarray (P,)
+        U-statistics of ``||g(x)||^2``, ``sigma^2(x) tr I(x)`` and ``E[(Z-V)^2 ||W||^2 | x]``.
+    zzq_plugin, reward_var, mean_score_norm2 : ndarray (P,)
+        Plug-in pieces (``mean((Z-V)^2|W|^2)``, ``s^2``, ``mean |W|^2``) of the biased reference.
+    rewards : ndarray (P, M) or None
+        The reward vectors (kept for estimator-specific analyses), when every prompt has the same M.
+    """
+
+    prompt: np.ndarray
+    num_samples: np.ndarray
+    g: np.ndarray
+    g_norm2: np.ndarray
+    sigma2_trI: np.ndarray
+    zzq: np.ndarray
+    zzq_plugin: np.ndarray
+    reward_var: np.ndarray
+    mean_score_norm2: np.ndarray
+    rewards: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.prompt.shape[0])
+
+    def to_dataset(self):
+        """``xarray.Dataset`` with dims ``prompt``, ``sketch`` (and ``sample`` for rewards)."""
+        import xarray as xr
+
+        dv = {"num_samples": ("prompt", self.num_samples), "g": (("prompt", "sketch"), self.g)}
+        dv |= {k: ("prompt", getattr(self, k)) for k in _STAT_FIELDS[1:]}
+        if self.rewards is not None:
+            dv["rewards"] = (("prompt", "sample"), self.rewards)
+        return xr.Dataset(dv, coords={"prompt": self.prompt})
+
+    @classmethod
+    def from_dataset(cls, ds) -> "PromptStatistics":
+        """Inverse of :meth:`to_dataset`."""
+        kw = {k: np.asarray(ds[k].values, float) for k in _STAT_FIELDS}
+        return cls(prompt=np.asarray(ds["prompt"].values, np.int64),
+                   num_samples=np.asarray(ds["num_samples"].values, np.int64),
+                   rewards=np.asarray(ds["rewards"].values, float) if "rewards" in ds else None, **kw)
+
+
+def prompt_statistics(rewards, scores, *, prompt_ids=None) -> PromptStatistics:
+    """:class:`PromptStatistics` of ``P`` prompts with ``M >= 4`` samples each.
+
+    Parameters
+    ----------
+    rewards : array_like (P, M) ; scores : array_like (P, M, d)
+    prompt_ids : array_like (P,) of int, optional
+        Default ``0..P-1``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.binomial(1, 0.5, size=(6, 16)).astype(float); w = rng.normal(size=(6, 16, 3))
+    >>> a = prompt_statistics(z[:2], w[:2]); b = prompt_statistics(z[2:], w[2:], prompt_ids=range(2, 6))
+    >>> whole = estimate_constants(z, w, n_groups=6).unconstrained
+    >>> bool(np.array_equal(constants_from_statistics(merge_statistics(b, a), n_groups=6).unconstrained, whole))
+    True
+    """
+    z, w = np.asarray(rewards, float), np.asarray(scores, float)
+    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape or z.shape[1] < 4:
+        raise ValueError(f"need rewards (P, M >= 4) and scores (P, M, d), got {z.shape} and {w.shape}")
+    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(w))):
+        raise ValueError("rewards and scores must be finite")
+    P, M = z.shape
+    ids = np.arange(P, dtype=np.int64) if prompt_ids is None else np.asarray(list(prompt_ids), np.int64)
+    if ids.shape != (P,) or len(np.unique(ids)) != P:
+        raise ValueError(f"prompt_ids must be {P} distinct integers")
+    g, g2, st, zzq = prompt_pieces(z, w)
+    order = np.argsort(ids, kind="stable")
+    plug = _plugin_pieces(z, w)
+    return PromptStatistics(prompt=ids[order], num_samples=np.full(P, M, np.int64), g=g[order],
+                            g_norm2=g2[order], sigma2_trI=st[order], zzq=zzq[order],
+                            zzq_plugin=plug[0][order], reward_var=plug[1][order],
+                            mean_score_norm2=plug[2][order], rewards=z[order])
+
+
+def merge_statistics(*parts: PromptStatistics) -> PromptStatistics:
+    """The statistics of the union of disjoint shards, in prompt-id order (any order of ``parts``)."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        raise ValueError("nothing to merge")
+    ids = np.concatenate([p.prompt for p in parts])
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("shards overlap: a prompt id occurs in more than one shard")
+    if len({p.g.shape[1] for p in parts}) != 1:
+        raise ValueError("shards have different score dimensions (sketch)")
+    order = np.argsort(ids, kind="stable")
+    cat = lambda k: np.concatenate([getattr(p, k) for p in parts])[order]
+    same_m = all(p.rewards is not None for p in parts) and len({p.rewards.shape[1] for p in parts}) == 1
+    return PromptStatistics(prompt=ids[order], num_samples=cat("num_samples"),
+                            rewards=cat("rewards") if same_m else None, **{k: cat(k) for k in _STAT_FIELDS})
+
+
+def constants_from_statistics(stats: PromptStatistics, *, level: float = 0.95,
+                              n_groups: int = 20) -> ScalingConstants:
+    """Unbiased ``A1..A3`` with a delete-a-group jackknife over prompts, from per-prompt statistics.
+
+    Equal to :func:`estimate_constants` on the same samples (prompts sampled from ``f``).
+    """
+    P = len(stats)
+    K = int(min(n_groups, P))
+    if K < 3:
+        raise ValueError("need at least 3 prompts for a jackknife over prompts")
+    pieces = (stats.g, stats.g_norm2, stats.sigma2_trI, stats.zzq)
+    est = _constants_from_pieces(*pieces, None)
+    reps = []
+    for blk in np.array_split(np.arange(P), K):
+        keep = np.setdiff1d(np.arange(P), blk)
+        reps.append(_constants_from_pieces(*(x[keep] for x in pieces), None))
+    plugin = _plugin_from_pieces(stats.g, stats.zzq_plugin, stats.reward_var, stats.mean_score_norm2, None)
+    M = np.unique(stats.num_samples)
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
+                            df=float(K - 1), level=level, plugin=plugin, num_prompts=P,
+                            samples_per_prompt=int(M[0]) if len(M) == 1 else int(np.median(stats.num_samples)),
+                            design="sampled prompts", n_groups=K)

@@ -1,0 +1,204 @@
+"""Pilot measurements at scale: sharded over processes and GPUs, resumable, merged exactly.
+
+A pilot samples ``M`` completions for each of ``P`` prompts and keeps, per prompt, the sufficient
+statistics of the scaling-law constants (:class:`~ustat_grpo.constants.PromptStatistics`).  It is
+embarrassingly parallel over prompts:
+
+* prompt ``p`` draws from its own stream ``SeedSequence(seed).spawn(P)[p]``, so its statistics do
+  not depend on which process computes it nor on how many there are (1 rank = K ranks, bit for bit);
+* under ``torchrun`` / ``accelerate launch`` (``torch.distributed`` initialised, or ``RANK`` and
+  ``WORLD_SIZE`` set) rank ``r`` of ``K`` takes the prompts ``p = r, r + K, ...`` and writes its own
+  shard file; after a barrier rank 0 merges the shards into the pilot file;
+* every ``batch_size`` prompts the shard is rewritten atomically (:func:`ustat_grpo.provenance.write_netcdf`),
+  so an interrupted pilot resumes where it stopped, and its final file is byte-identical to that of
+  an uninterrupted run.
+
+``python -m ustat_grpo.fit_scaling pilot.nc`` reports from a pilot file (or several shard files)
+without touching a model.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constants import PromptStatistics, merge_statistics, prompt_statistics
+from .provenance import provenance_attrs, write_netcdf
+
+__all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler"]
+
+#: NetCDF attribute that marks a pilot file (and holds its total number of prompts)
+PILOT_ATTR = "ustat_grpo_pilot_num_prompts"
+
+
+@dataclass(frozen=True)
+class BanditSampler:
+    """``sample_prompt`` of a toy policy: prompt ``p`` is a context drawn from ``f`` with its ``M`` rollouts.
+
+    Examples
+    --------
+    >>> from ustat_grpo.bandits import default_bandit
+    >>> stats = run_pilot(BanditSampler(default_bandit(), 32), num_prompts=8, seed=1)
+    >>> len(stats), stats.g.shape
+    (8, (8, 4))
+    """
+
+    policy: object
+    samples_per_prompt: int
+
+    def __call__(self, p: int, seq) -> tuple[np.ndarray, np.ndarray]:
+        s = self.policy.sample(1, self.samples_per_prompt, rng=np.random.default_rng(seq))
+        return s.rewards[0], s.scores[0]
+
+
+def distributed_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``torch.distributed`` if initialised, else the
+    ``RANK`` / ``WORLD_SIZE`` variables that ``torchrun`` and ``accelerate launch`` set, else ``(0, 1)``."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:  # torch is a dependency; a build without distributed support is single-process
+        pass
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shard_path(path, rank: int, world_size: int) -> str:
+    """The shard file of ``rank`` next to ``path`` (``path`` itself for a single process)."""
+    path = os.fspath(path)
+    if world_size == 1:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.rank{rank}-of-{world_size}{ext or '.nc'}"
+
+
+def _read(path) -> tuple[PromptStatistics | None, dict]:
+    import xarray as xr
+
+    if not os.path.exists(path):
+        return None, {}
+    ds = xr.load_dataset(path, engine="h5netcdf")
+    if PILOT_ATTR not in ds.attrs:
+        raise ValueError(f"{path}: not a pilot file (no {PILOT_ATTR!r} attribute)")
+    stats = PromptStatistics.from_dataset(ds) if ds.sizes.get("prompt", 0) else None
+    return stats, dict(ds.attrs)
+
+
+def _write(stats: PromptStatistics, path, attrs: dict) -> None:
+    ds = stats.to_dataset()
+    ds.attrs.update(attrs)
+    write_netcdf(ds, path)
+
+
+def load_pilot(paths: str | Sequence[str]) -> tuple[PromptStatistics, dict]:
+    """Merge one pilot file or several shard files -> ``(statistics, attributes of the first)``.
+
+    Raises ``ValueError`` when the files come from different pilots (their configurations differ).
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    parts, attrs = [], None
+    for p in paths:
+        stats, a = _read(p)
+        if not a:
+            raise ValueError(f"{p}: no such file")
+        if attrs is not None and a.get("config") != attrs.get("config"):
+            raise ValueError(f"{p}: a shard of a different pilot (its config differs from {paths[0]})")
+        attrs = attrs or a
+        parts.append(stats)
+    return merge_statistics(*parts), attrs
+
+
+def _attrs(seed, config, num_prompts, created):
+    attrs = provenance_attrs(seed=seed, config=config, command="ustat_grpo.pilot.run_pilot")
+    if created is not None:
+        attrs["created"] = created
+    attrs[PILOT_ATTR] = int(num_prompts)
+    return attrs
+
+
+def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int = 0, batch_size: int = 16,
+              config: dict | None = None, created: str | None = None, rank: int | None = None,
+              world_size: int | None = None, progress: bool = False) -> PromptStatistics | None:
+    """Run (or resume) a pilot and return the statistics of all prompts (``None`` on ranks > 0).
+
+    Parameters
+    ----------
+    sample_prompt : callable
+        ``sample_prompt(p, rng) -> (rewards (M,), scores (M, k))`` for prompt ``p``, drawing all of
+        its randomness from ``rng`` (a ``numpy.random.SeedSequence``).
+    num_prompts : int
+        ``P``: prompts ``0..P-1``.
+    path : path-like, optional
+        The pilot file; with ``world_size > 1`` each rank writes :func:`shard_path` and rank 0 merges
+        them into ``path``.  An existing file (or shard) is resumed: its prompts are not redone.
+        ``None``: keep everything in memory (single process only).
+    seed : int
+        Root of the per-prompt streams.
+    batch_size : int
+        Prompts between two atomic rewrites of the shard (the work lost to an interruption).
+    config : dict, optional
+        What the pilot measured (model, dataset, sampler settings, sketch, parameters); stored in the
+        file, and a resumed file must carry the same.
+    created : str, optional
+        Creation time to record (default: now, or the resumed file's).  Fix it to make two runs'
+        files byte-identical.
+    rank, world_size : int, optional
+        Default: :func:`distributed_rank`.
+    """
+    rank, world_size = distributed_rank() if rank is None else (int(rank), int(world_size))
+    if path is None and world_size > 1:
+        raise ValueError("a distributed pilot needs a path for its shard files")
+    config = dict(config or {}, num_prompts=int(num_prompts), seed=str(seed))
+    target = None if path is None else shard_path(path, rank, world_size)
+    done, old = _read(target) if target is not None else (None, {})
+    if old and old.get("config") != provenance_attrs(seed=seed, config=config)["config"]:
+        raise ValueError(f"{target}: a pilot with another configuration; remove it or use another path")
+    attrs = _attrs(seed, config, num_prompts, old.get("created", created))
+    todo = [p for p in range(rank, num_prompts, world_size) if done is None or p not in set(done.prompt.tolist())]
+    streams = np.random.SeedSequence(seed).spawn(num_prompts)
+    bar = _progress(len(todo), progress, rank)
+    for start in range(0, len(todo), batch_size):
+        parts = []
+        for p in todo[start:start + batch_size]:
+            z, w = sample_prompt(p, streams[p])
+            parts.append(prompt_statistics(np.asarray(z, float)[None], np.asarray(w, float)[None], prompt_ids=[p]))
+            bar.update(1)
+        done = merge_statistics(done, *parts)
+        if target is not None:
+            _write(done, target, attrs)
+    bar.close()
+    if world_size == 1:
+        return done
+    return _gather(path, world_size, rank, attrs)
+
+
+def _gather(path, world_size, rank, attrs):
+    """Barrier, then rank 0 merges the shards into ``path``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    if rank != 0:
+        return None
+    stats, _ = load_pilot([shard_path(path, r, world_size) for r in range(world_size)])
+    _write(stats, path, attrs)
+    return stats
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, progress, rank):
+    if not progress or rank != 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="pilot", unit="prompt")
