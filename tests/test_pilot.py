@@ -129,3 +129,53 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     mp.start_processes(_gloo_worker, args=(2, str(tmp_path / "init"), str(two)), nprocs=2, join=True,
                        start_method="spawn")
     assert one.read_bytes() == two.read_bytes()
+
+
+_LM_ARGS = ["--num-prompts", "6", "--samples-per-prompt", "8", "--variant", "weak", "--projection-dim", "32",
+            "--seed", "5", "--format", "json"]
+
+
+def _cli_json(argv, env=None):
+    out = subprocess.run([sys.executable, "-m", "ustat_grpo.fit_scaling", *argv], capture_output=True, text=True,
+                         env=env or dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert out.returncode == 0, out.stderr
+    import json
+    d = json.loads(out.stdout)
+    d.pop("runtime_s")
+    return d
+
+
+def test_cli_pilot_file_gives_the_same_recommendation_and_reports_from_the_file(tmp_path):
+    plain = _cli_json(_LM_ARGS)
+    path = tmp_path / "pilot.nc"
+    piloted = _cli_json(_LM_ARGS + ["--pilot", str(path)])
+    assert piloted == plain                                            # same numbers, same input hash
+    again = _cli_json(_LM_ARGS + ["--pilot", str(path)])               # resumed: nothing left to do
+    assert again == plain
+    from_file = _cli_json([str(path), "--format", "json"])             # no model touched
+    for k in ("A1", "A2", "A3", "g_star_exact", "g_star_integer", "A1_interval"):
+        assert from_file[k] == plain[k]
+    assert "pilot file: 6 prompts x 8 samples" in from_file["constants_source"]
+
+
+def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
+    pytest.importorskip("torch.distributed.run")
+    # one thread in every process: float32 reductions then add in the same order (bit-identity holds
+    # for equal thread counts on equal hardware, not across them)
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    one = tmp_path / "one.nc"
+    ref = _cli_json(_LM_ARGS + ["--pilot", str(one), "--device", "cpu"], env=env)
+    two = tmp_path / "two.nc"
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "ustat_grpo.fit_scaling", *_LM_ARGS, "--pilot", str(two), "--device", "cpu"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+    d = json.loads(out.stdout)
+    d.pop("runtime_s")
+    assert {k: v for k, v in d.items() if k != "input_hash"} == {k: v for k, v in ref.items() if k != "input_hash"}
+    from ustat_grpo.pilot import load_pilot
+    a, _ = load_pilot(str(one))
+    b, _ = load_pilot(str(two))
+    np.testing.assert_array_equal(a.g, b.g)
+    np.testing.assert_array_equal(a.rewards, b.rewards)

@@ -33,6 +33,7 @@ import numpy as np
 from . import __version__
 from . import report as rp
 from ._cli import AnalysisError, InputError, options_from_args, parser_from_dataclass, sha256_file, sha256_json
+from .constants import constants_from_statistics
 from .grid_fit import fit_mse_grid
 from .measure import measure_bandit, measure_lm
 from .measurements import load_measurements
@@ -127,6 +128,10 @@ class Options:
         help="--lora-r: module names (default: peft's per-architecture default)", type=str, nargs="+"))
     debug: bool = field(default=False, metadata=dict(
         help="show the full traceback of a failure instead of a one-line error"))
+    pilot: str | None = field(default=None, metadata=dict(
+        help="lm source: keep the per-prompt statistics in this NetCDF file, written per batch and "
+             "resumed if it exists; under torchrun each rank writes a shard and rank 0 merges and "
+             "reports (read it back later with: fit_scaling PILOT.nc)", metavar="PATH"))
 
 
 def _check(opts: Options) -> Options:
@@ -250,6 +255,15 @@ def _from_task(opts: Options, log) -> tuple[Recommendation, str]:
 
 def _from_file(opts: Options, log) -> Recommendation:
     kind, a = load_measurements(opts.measurements, estimator=opts.estimator)
+    if kind == "pilot":
+        st = a["statistics"]
+        try:
+            est = constants_from_statistics(st, level=opts.level)
+        except ValueError as exc:
+            raise InputError(f"{opts.measurements}: {exc}") from None
+        return recommend(est, budget=int(opts.budget or 256), form=opts.form, divisors_only=opts.divisors_only,
+                         constants_source=f"pilot file: {len(st)} prompts x {est.samples_per_prompt} samples, "
+                                          f"unbiased U-statistics + jackknife; {st.g.shape[1]} score dims")
     if kind == "performance":
         fit = fit_performance_table(a["budget"], a["num_generations"], a["score"], a.get("run"),
                                     level=opts.level, rng=opts.seed)
@@ -277,11 +291,13 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
         try:
             m = measure_lm(opts.model, num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
                            seed=opts.seed, device=opts.device, projection_dim=opts.projection_dim,
-                           variant=opts.variant, level=opts.level, progress=True)
+                           variant=opts.variant, level=opts.level, progress=True, pilot=opts.pilot)
         except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
             if opts.debug:
                 raise
             raise AnalysisError(f"lm.prompt_samples failed: {type(exc).__name__}: {exc}") from None
+        if m is None:                                    # a torchrun rank > 0: rank 0 reports
+            return None, None
     else:
         m = measure_bandit(num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
                            seed=opts.seed, budget=budget, replicates=opts.replicates, level=opts.level, log=log)
@@ -296,8 +312,9 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
                      constants_source=m.description, warnings=warns), m.source
 
 
-def run(opts: Options, *, log=lambda s: None) -> Recommendation:
-    """Parse-checked options -> a :class:`~ustat_grpo.recommend.Recommendation` with provenance.
+def run(opts: Options, *, log=lambda s: None) -> Recommendation | None:
+    """Parse-checked options -> a :class:`~ustat_grpo.recommend.Recommendation` with provenance
+    (``None`` on torchrun ranks other than 0, which only contribute their shard of a pilot).
 
     Raises :class:`InputError` (exit 2) or :class:`AnalysisError` (exit 1).
     """
@@ -306,7 +323,10 @@ def run(opts: Options, *, log=lambda s: None) -> Recommendation:
         rec, src, input_hash = _from_file(opts, log), f"file {opts.measurements}", sha256_file(opts.measurements)
     else:
         rec, src = _from_source(opts, log)
-        cfg = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("output", "report", "format", "debug")}
+        if rec is None:
+            return None
+        cfg = {k: v for k, v in dataclasses.asdict(opts).items()
+               if k not in ("output", "report", "format", "debug", "pilot")}
         input_hash = sha256_json(cfg)
     prov = dict(tool="ustat_grpo.fit_scaling", version=__version__, source=src, input_hash=input_hash,
                 seed=opts.seed, command="python -m ustat_grpo.fit_scaling")
@@ -357,6 +377,20 @@ def _parser():
                                  epilog=EXAMPLES, positional=("measurements",))
 
 
+def _init_distributed(opts: Options) -> None:
+    """Under torchrun / accelerate launch (WORLD_SIZE > 1): one process group (NCCL on GPUs, else gloo)."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return
+    if opts.pilot is None:
+        raise SystemExit("error: several processes (torchrun) need --pilot PATH for their shards")
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        gpu = torch.cuda.is_available() and opts.device in ("auto", "cuda")
+        dist.init_process_group("nccl" if gpu else "gloo")
+
+
 def main(argv=None) -> int:
     """Entry point; returns the exit code."""
     parser = _parser()
@@ -367,6 +401,7 @@ def main(argv=None) -> int:
     opts = options_from_args(Options, ns)
     log = lambda s: print(s, file=sys.stderr)
     t0 = time.perf_counter()
+    _init_distributed(opts)
     try:
         rec = run(opts, log=log)
     except InputError as exc:
@@ -379,6 +414,8 @@ def main(argv=None) -> int:
             raise
         print(f"analysis failed: {exc}", file=sys.stderr)
         return 1
+    if rec is None:                                      # torchrun rank > 0: its shard is written
+        return 0
     rec = dataclasses.replace(rec, provenance=rec.provenance | {"runtime_s": round(time.perf_counter() - t0, 2)})
     if opts.format == "json":
         text = json.dumps(rec.to_dict(), indent=2, sort_keys=True) + "\n"

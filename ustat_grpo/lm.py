@@ -67,9 +67,11 @@ _SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
+    """``"auto"`` -> CUDA when available (under ``torchrun``, the GPU ``LOCAL_RANK``), else CPU."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(device)
 
 
@@ -491,6 +493,60 @@ def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int,
     return comp, rewards
 
 
+@dataclass(frozen=True)
+class ArithmeticSampler:
+    """``sample_prompt(p, seq) -> (rewards (M,), scores (M, k))`` of a transformer on the arithmetic set.
+
+    The per-prompt unit of :func:`prompt_samples` and of a pilot (:func:`ustat_grpo.pilot.run_pilot`):
+    question ``p`` sampled with the stream ``seq``, scored by :func:`per_sample_scores` and projected
+    by ``sketch``.  Build it with :func:`arithmetic_sampler`.
+    """
+
+    policy: Policy
+    problems: list
+    samples_per_prompt: int
+    sketch: Sketch | None
+    params: str | list | None
+    chunk_size: int
+
+    def __call__(self, p: int, seq) -> tuple[np.ndarray, np.ndarray]:
+        comp, r = sample_prompt(self.policy, self.problems[p], self.samples_per_prompt, rng=seq)
+        s = per_sample_scores(self.policy.model, comp.sequences, comp.completion_mask, params=self.params,
+                              chunk_size=self.chunk_size, projection=self.sketch)
+        return r, s.double().cpu().numpy()
+
+    def describe(self) -> dict:
+        """What the samples measure (stored with a pilot; a resumed pilot must match it)."""
+        cfg = self.policy.model.config.to_json_string(use_diff=False)
+        return {"model": self.policy.name, "model_config_sha256": hashlib.sha256(cfg.encode()).hexdigest(),
+                "task": "arithmetic", "num_questions": len(self.problems), "template": self.policy.template,
+                "samples_per_prompt": self.samples_per_prompt, "max_new_tokens": self.policy.max_new_tokens,
+                "sampler": "temperature 1, no truncation", "params": self.params,
+                "sketch": None if self.sketch is None else {"dim": self.sketch.k, "kind": self.sketch.kind,
+                                                            "seed": self.sketch.seed}}
+
+
+def arithmetic_sampler(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
+                       samples_per_prompt: int = 64, rng=0, device: str = "auto",
+                       projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
+                       params: str | list | None = None, variant: str = "strong", dataset_seed: int = 0,
+                       chunk_size: int = 32) -> ArithmeticSampler:
+    """The :class:`ArithmeticSampler` of :func:`prompt_samples` (same arguments, same streams)."""
+    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device)
+    problems = arithmetic.make_dataset(500, seed=dataset_seed)[:num_prompts]
+    if len(problems) < num_prompts:
+        raise ValueError(f"num_prompts must be <= 500, got {num_prompts}")
+    d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
+    if projection_dim == "auto":
+        projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
+    ss = seed_sequence(rng)
+    sketch_seed = int(rng) if isinstance(rng, (int, np.integer)) else int(ss.generate_state(1)[0])
+    sketch = None if projection_dim is None else Sketch(d, int(projection_dim), kind=projection_kind,
+                                                        seed=sketch_seed)
+    return ArithmeticSampler(policy=policy, problems=problems, samples_per_prompt=samples_per_prompt,
+                             sketch=sketch, params=params, chunk_size=chunk_size)
+
+
 def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
                    samples_per_prompt: int = 64, rng=0, device: str = "auto",
                    projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
@@ -530,29 +586,18 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     With a Gaussian or Rademacher sketch every quadratic quantity of the scores (``|W|^2``,
     ``|g|^2``, hence A1..A3) is unbiased over the draw of the sketch.
     """
-    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant,
-                                                                 device=device)
-    problems = arithmetic.make_dataset(500, seed=dataset_seed)[:num_prompts]
-    if len(problems) < num_prompts:
-        raise ValueError(f"num_prompts must be <= 500, got {num_prompts}")
-    d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
-    if projection_dim == "auto":
-        projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
-    ss = seed_sequence(rng)
-    streams = ss.spawn(num_prompts)
-    sketch_seed = int(rng) if isinstance(rng, (int, np.integer)) else int(ss.generate_state(1)[0])
-    sketch = None if projection_dim is None else Sketch(d, int(projection_dim),
-                                                        kind=projection_kind, seed=sketch_seed)
-    rewards, scores = [], []
+    sampler = arithmetic_sampler(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=rng,
+                                 device=device, projection_dim=projection_dim, projection_kind=projection_kind,
+                                 params=params, variant=variant, dataset_seed=dataset_seed, chunk_size=chunk_size)
     from tqdm import tqdm
 
-    pairs = zip(problems, streams)
-    for p, s_p in tqdm(pairs, total=num_prompts, desc=f"{policy.name}: sample + score", unit="question",
-                      disable=not progress, file=sys.stderr):
-        comp, r = sample_prompt(policy, p, samples_per_prompt, rng=s_p)
-        s = per_sample_scores(policy.model, comp.sequences, comp.completion_mask, params=params,
-                              chunk_size=chunk_size, projection=sketch)
+    rewards, scores = [], []
+    streams = seed_sequence(rng).spawn(num_prompts)
+    for p in tqdm(range(num_prompts), desc=f"{sampler.policy.name}: sample + score", unit="question",
+                  disable=not progress, file=sys.stderr):
+        r, s = sampler(p, streams[p])
         rewards.append(r)
-        scores.append(s.double().cpu().numpy())
+        scores.append(s)
+    problems = sampler.problems
     out = (np.stack(rewards), np.stack(scores))  # (P, M), (P, M, k)
     return (*out, problems) if return_problems else out

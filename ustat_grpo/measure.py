@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bandits import default_bandit
-from .constants import ScalingConstants, estimate_constants
+from .constants import ScalingConstants, constants_from_statistics, estimate_constants
 from .estimators import leave_one_out
 from .mse import constants as exact_constants
 
@@ -50,19 +50,35 @@ class Measurement:
 
 def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 64, seed: int = 0,
                device: str = "auto", projection_dim: int | None = 256, variant: str = "strong",
-               level: float = 0.95, progress: bool = False) -> Measurement:
-    """Constants of a transformer policy on the arithmetic task (built-in model or a local HF dir)."""
+               level: float = 0.95, progress: bool = False, pilot=None) -> Measurement | None:
+    """Constants of a transformer policy on the arithmetic task (built-in model or a local HF dir).
+
+    With ``pilot`` (a NetCDF path) the per-prompt statistics go through
+    :func:`ustat_grpo.pilot.run_pilot`: written per batch, resumed if the file exists, sharded over
+    ``torchrun`` ranks (rank 0 merges and gets the result; other ranks get ``None``).  The constants
+    are the same numbers either way.
+    """
     from . import lm
 
-    rewards, scores = lm.prompt_samples(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt,
-                                        rng=seed, device=device, projection_dim=projection_dim,
-                                        variant=variant, progress=progress)
-    est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
+    kw = dict(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=seed, device=device,
+              projection_dim=projection_dim, variant=variant)
+    if pilot is None:
+        rewards, scores = lm.prompt_samples(model, progress=progress, **kw)
+        est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
+        k = np.shape(scores)[-1]
+    else:
+        from .pilot import run_pilot
+
+        sampler = lm.arithmetic_sampler(model, **kw)
+        stats = run_pilot(sampler, num_prompts=num_prompts, path=pilot, seed=seed, config=sampler.describe(),
+                          progress=progress)
+        if stats is None:
+            return None
+        est, k = constants_from_statistics(stats, level=level), stats.g.shape[1]
     who = model if model is not None else f"built-in {variant} model"
     return Measurement(constants=est, source=f"lm ({who}, arithmetic task; ustat_grpo.lm.prompt_samples)",
                        description=f"{num_prompts} LM prompts x {samples_per_prompt} samples, unbiased "
-                                   f"U-statistics + jackknife; scores sketched to {np.shape(scores)[-1]} "
-                                   "dims (unbiased)")
+                                   f"U-statistics + jackknife; scores sketched to {k} dims (unbiased)")
 
 
 def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, processing_class=None,

@@ -116,10 +116,15 @@ def _validate(path, kind, a, rows):
 def _load_netcdf(path, estimator):
     import xarray as xr
 
+    from .pilot import PILOT_ATTR, load_pilot
+
     try:
         ds = xr.load_dataset(path)
     except Exception as exc:  # any reader failure is bad input, reported in one line
         raise InputError(f"{path}: cannot read as NetCDF ({type(exc).__name__}: {exc})") from None
+    if PILOT_ATTR in ds.attrs:                     # per-prompt statistics of a pilot (ustat_grpo.pilot)
+        stats, attrs = load_pilot(path)
+        return "pilot", {"statistics": stats, "attrs": attrs}
     if "mse" not in ds:
         raise InputError(f"{path}: missing variable 'mse' (found: {', '.join(map(str, ds.data_vars))})")
     for d in ("num_generations", "num_prompts"):
@@ -156,8 +161,9 @@ def load_measurements(path: str, *, estimator: str = "leave_one_out"):
 
     Returns
     -------
-    kind : "mse" or "performance"
-    arrays : dict of 1-D ndarrays, one entry per column (``run`` as objects)
+    kind : "mse", "performance" or "pilot"
+    arrays : dict of 1-D ndarrays, one entry per column (``run`` as objects); for a pilot file
+        ``{"statistics": PromptStatistics, "attrs": dict}``
 
     Raises
     ------
