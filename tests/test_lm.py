@@ -271,15 +271,16 @@ def test_unflattened_scores_match_flat():
 # --------------------------------------------------------------------------- GPU paths (CUDA only)
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("method", ["auto", "vmap"])
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
-def test_gpu_scores_equal_cpu_autograd(arch):
+def test_gpu_scores_equal_cpu_autograd(arch, method):
     """Per-sample scores computed on CUDA equal plain CPU autograd (fp32, 1e-4 relative)."""
     rng = np.random.default_rng(21)
     model = _tiny(arch)
     ids, mask = _batch(rng)
     names = lm.parameter_names(model)
     ref = torch.stack([_autograd_score(model, ids[i], mask[i], names) for i in range(len(ids))])
-    s = lm.per_sample_scores(model.cuda(), ids.cuda(), mask.cuda(), chunk_size=4)
+    s = lm.per_sample_scores(model.cuda(), ids.cuda(), mask.cuda(), chunk_size=4, method=method)
     assert s.device.type == "cuda"
     rel = (s.cpu() - ref).norm(dim=1) / ref.norm(dim=1)
     assert float(rel.max()) < 1e-4, rel
@@ -295,6 +296,22 @@ def test_gpu_prompt_samples_builtin_deterministic():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
     assert a[1].shape == (2, 8, 32) and np.isfinite(a[1]).all()
+
+
+def test_gpu_check_script_says_no_gpu(tmp_path):
+    """scripts/gpu_check.sh on a machine without CUDA: exit 77, a clear message, nothing written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run the whole check")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    res = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=120)
+    assert res.returncode == 77, res.stderr
+    assert "no GPU" in res.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_prompt_samples_keep_the_per_question_seed_stream(builtin):

@@ -29,7 +29,7 @@ Design (STYLE.md, "Monte Carlo outputs"):
   given.  The fast path consumes each block's stream in the order of
   ``ContextualSoftmaxBandit.sample``, so for those bandits it reproduces the generic path to
   rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~3x the cost of merely
-  drawing its uniforms, the generic path at ~40x.
+  drawing its uniforms, the generic path at ~45x.
 * **Output.** The dataset carries the attributes of :func:`ustat_grpo.provenance.provenance_attrs`;
   write it with :func:`ustat_grpo.provenance.write_netcdf`.
 """
