@@ -8,6 +8,7 @@ bound memory, optionally followed by a seeded Johnson-Lindenstrauss projection (
 """
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 
@@ -124,12 +125,13 @@ def _scores_by_hooks(model, plan, ids, mask, views) -> bool:
         calls[m] = calls.get(m, 0) + 1
         return out
 
+    kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+    if "position_ids" in inspect.signature(model.forward).parameters:       # per-row positions (c, T)
+        kw["position_ids"] = torch.arange(T, device=ids.device).expand(c, T)
     handles = [m.register_forward_hook(hook) for m, _, _ in plan]
     try:
         with torch.enable_grad():
-            pos = torch.arange(T, device=ids.device).expand(c, T)                  # (c, T)
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=pos,
-                           use_cache=False).logits                                  # (c, T, V)
+            logits = model(**kw).logits                                     # (c, T, V)
             loss = _masked_logprob(logits, ids, mask).sum()
     finally:
         for h in handles:
@@ -180,7 +182,7 @@ def _write_hooked(plan, gouts, inputs, views, c) -> bool:
     return True
 
 
-_HOOKS_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_HOOKS_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Sketch:
