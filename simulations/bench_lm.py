@@ -1,17 +1,23 @@
-"""Benchmark per-sample scores against one batched forward + backward pass.
+"""Benchmark per-sample scores and the sampling loop against their floors.
 
 For G completions of one arithmetic question (sampled from the policy), times
 
-* ``per_sample``: ``ustat_grpo.lm.per_sample_scores`` (vmap(grad) over functional_call; all
-  parameters, one chunk of G, flattened to (G, d));
+* ``per_sample``: ``ustat_grpo.lm.per_sample_scores`` (``method="auto"``: the hook path where it
+  applies, else vmap(grad); all parameters, one chunk of G, flattened to (G, d));
 * ``per_sample`` unflattened: the same, returned as one (G, *shape) tensor per parameter
-  (``flatten=False``), i.e. without the copy into one (G, d) matrix;
-* ``batched``: one forward + backward of ``sum_i log pi(y_i | x)`` over the same padded batch
-  (the cost of an ordinary policy-gradient step);
+  (``flatten=False``);
+* ``batched`` (the score floor): one forward + backward of ``sum_i log pi(y_i | x)`` over the
+  same padded batch, the cost of an ordinary policy-gradient step;
+* ``sampling``: ``lm.sample_completions`` for G completions of the question;
+* ``sampling floor``: the model calls that loop makes and nothing else -- one prefill of the G
+  prompts and one cached forward of the batch per generated token (the tokens it drew);
 
-and reports their ratio (target <= 2), tokens per second of the per-sample path, and peak memory
+and prints both ratios (score target <= 1.5 flattened, issue 14), tokens per second, peak memory
 (CUDA: ``torch.cuda.max_memory_allocated``; CPU: growth of the process's peak RSS, a coarse
-high-water mark).  Runs on the GPU when one is present.  Writes ``bench_lm.nc``.  Usage::
+high-water mark) and the model FLOP utilisation of the score computation: ``6 * d * tokens``
+FLOPs (forward + backward of a dense model, Kaplan et al. 2020) per second over ``--peak-tflops``
+(0 = not reported; ``scripts/gpu_check.sh`` passes the GPU's dense peak).  Timings are medians of
+interleaved repeats.  Writes ``bench_lm.nc``.  Usage::
 
     python simulations/bench_lm.py                        # built-in strong model, CPU, ~1 min
     python simulations/bench_lm.py --model PATH --device cuda --num-generations 8,16,32,64
@@ -49,6 +55,7 @@ class Config:
     dtype: str = field(default="float32", metadata={"help": "parameter dtype"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
+    peak_tflops: float = field(default=0.0, metadata={"help": "device peak TFLOP/s at --dtype for the MFU column (0: none)"})
     out: str = field(default="results/bench_lm", metadata={"help": "output directory"})
 
 
@@ -81,6 +88,31 @@ def _interleaved_times(fa, fb, repeats, dev):
         tb.append(_timed(fb, dev))
     ta, tb = np.array(ta), np.array(tb)
     return float(np.median(ta)), float(np.median(tb)), float(np.median(ta / tb))
+
+
+def _sampling_floor(policy, prompt_ids, comp):
+    """The model calls of ``lm.sample_completions`` that drew ``comp``: a callable.
+
+    One prefill of the G prompts and one cached forward of the (G, 1) batch per generated token
+    that the loop went on from (it stops without a forward once every row has ended).
+    """
+    model, dev = policy.model, policy.device
+    key = lm.cache_keyword(type(model))
+    G, Tp = comp.sequences.shape[0], len(prompt_ids)
+    toks = comp.sequences[:, Tp:].to(dev)                               # (G, Tc)
+    ended = torch.isin(toks, torch.tensor(policy.eos_token_ids, device=dev)).any(1).all()
+    steps = toks.shape[1] - 1 if bool(ended) else toks.shape[1]
+    prompt = torch.tensor(prompt_ids, device=dev).repeat(G, 1)          # (G, Tp)
+    attn = torch.ones(G, Tp + steps, dtype=torch.long, device=dev)      # (G, Tp + steps)
+
+    @torch.no_grad()
+    def floor():
+        past = getattr(model(input_ids=prompt, attention_mask=attn[:, :Tp], use_cache=True), key)
+        for t in range(steps):
+            past = getattr(model(input_ids=toks[:, t:t + 1], attention_mask=attn[:, :Tp + t + 1],
+                                 use_cache=True, **{key: past}), key)
+
+    return floor
 
 
 def _peak(fn, dev):
@@ -126,15 +158,27 @@ def main(argv=None) -> int:
         def per_sample_dict():
             return lm.per_sample_scores(model, ids, mask, chunk_size=G, flatten=False)
 
+        prompt_ids = policy.encode(prob)
+
+        def sampling():
+            return lm.sample_completions(policy, prompt_ids, G, rng=np.random.SeedSequence([cfg.seed, G]))
+
         t_ps, t_b, ratio = _interleaved_times(per_sample, batched, cfg.repeats, dev)
         t_pd, _, ratio_dict = _interleaved_times(per_sample_dict, batched, cfg.repeats, dev)
+        t_s, t_sf, ratio_s = _interleaved_times(sampling, _sampling_floor(policy, prompt_ids, comp),
+                                                cfg.repeats, dev)
         mem_b, mem_ps = _peak(batched, dev), _peak(per_sample, dev)
         tokens = int(ids.numel())
+        gen_tokens = int(comp.completion_mask.sum())
         out_mib = G * policy.num_parameters * torch.finfo(next(model.parameters()).dtype).bits / 8 / 2 ** 20
-        rows.append((t_ps, t_b, ratio, tokens / t_ps, mem_ps, mem_b, tokens, out_mib, t_pd, ratio_dict))
-        print(f"G={G:<3} T={ids.shape[1]:<4} per-sample {1e3 * t_ps:8.1f} ms  batched fwd+bwd "
-              f"{1e3 * t_b:8.1f} ms  ratio {ratio:5.2f} (unflattened {ratio_dict:4.2f})  {tokens / t_ps:9.0f} tok/s  "
-              f"peak +{mem_ps:.0f} MiB (batched +{mem_b:.0f} MiB; score matrix {out_mib:.1f} MiB)")
+        mfu = 6 * policy.num_parameters * tokens / t_ps / (cfg.peak_tflops * 1e12) if cfg.peak_tflops else np.nan
+        rows.append((t_ps, t_b, ratio, tokens / t_ps, mem_ps, mem_b, tokens, out_mib, t_pd, ratio_dict,
+                     t_s, t_sf, ratio_s, gen_tokens / t_s, mfu))
+        print(f"G={G:<3} T={ids.shape[1]:<4} scores {1e3 * t_ps:7.1f} ms vs batched fwd+bwd {1e3 * t_b:7.1f} ms: "
+              f"ratio {ratio:5.2f} (unflattened {ratio_dict:4.2f}); sampling {1e3 * t_s:7.1f} ms vs floor "
+              f"{1e3 * t_sf:7.1f} ms: ratio {ratio_s:5.2f}; {tokens / t_ps:8.0f} score tok/s, "
+              f"{gen_tokens / t_s:7.0f} sampled tok/s" + (f", MFU {100 * mfu:.2f}%" if cfg.peak_tflops else "")
+              + f"; peak +{mem_ps:.0f} MiB (batched +{mem_b:.0f} MiB; score matrix {out_mib:.1f} MiB)")
     a = np.array(rows)
     ds = xr.Dataset(
         {"per_sample_seconds": ("num_generations", a[:, 0]), "batched_seconds": ("num_generations", a[:, 1]),
@@ -143,7 +187,12 @@ def main(argv=None) -> int:
          "tokens": ("num_generations", a[:, 6].astype(np.int64)),
          "score_matrix_mib": ("num_generations", a[:, 7]),
          "per_sample_unflattened_seconds": ("num_generations", a[:, 8]),
-         "ratio_unflattened": ("num_generations", a[:, 9])},
+         "ratio_unflattened": ("num_generations", a[:, 9]),
+         "sampling_seconds": ("num_generations", a[:, 10]),
+         "sampling_floor_seconds": ("num_generations", a[:, 11]),
+         "sampling_ratio": ("num_generations", a[:, 12]),
+         "sampled_tokens_per_second": ("num_generations", a[:, 13]),
+         "score_mfu": ("num_generations", a[:, 14])},
         coords={"num_generations": Gs})
     ds.attrs.update(provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg),
                                      command=shlex.join(["python", "simulations/bench_lm.py", *args])))
@@ -151,8 +200,8 @@ def main(argv=None) -> int:
     ds.attrs["num_parameters"] = int(policy.num_parameters)
     ds.attrs["policy"] = json.dumps({"name": policy.name, "template": policy.template})
     write_netcdf(ds, os.path.join(cfg.out, "bench_lm.nc"))
-    print(f"device {ds.attrs['device']}, d = {policy.num_parameters}; max ratio {a[:, 2].max():.2f}"
-          f" (target <= 2)")
+    print(f"device {ds.attrs['device']}, {cfg.dtype}, d = {policy.num_parameters}; max score ratio "
+          f"{a[:, 2].max():.2f} (target <= 1.5), max sampling ratio {a[:, 12].max():.2f}")
     return 0
 
 

@@ -54,16 +54,17 @@ def _autograd_score(model, ids, mask, names):
                       else torch.zeros(params[n].numel()) for n in names])
 
 
+@pytest.mark.parametrize("method", ["auto", "vmap"])
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
 @pytest.mark.parametrize("subset", [None, "h.1.", "layers.1."])
-def test_per_sample_scores_equal_autograd(arch, subset):
+def test_per_sample_scores_equal_autograd(arch, subset, method):
     if subset is not None and (subset.startswith("h.") != (arch == "gpt2")):
         pytest.skip("subset names belong to the other architecture")
     rng = np.random.default_rng(11)
     model = _tiny(arch)
     ids, mask = _batch(rng)
     names = lm.parameter_names(model, subset)
-    s = lm.per_sample_scores(model, ids, mask, params=subset, chunk_size=4)  # (N, d)
+    s = lm.per_sample_scores(model, ids, mask, params=subset, chunk_size=4, method=method)  # (N, d)
     assert s.shape == (ids.shape[0], sum(model.get_parameter(n).numel() for n in names))
     for i in range(ids.shape[0]):
         ref = _autograd_score(model, ids[i], mask[i], names)
@@ -84,6 +85,32 @@ def test_scores_float64_and_chunking_invariance():
     names = lm.parameter_names(model)
     ref = _autograd_score(model, ids[3], mask[3], names)
     torch.testing.assert_close(a[3], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_hook_scores_equal_vmap_frozen_tied_and_projected():
+    """The hook path (GPT-2: Conv1D, LayerNorm, tied embedding / LM head) equals the vmap path."""
+    from ustat_grpo import score
+
+    rng = np.random.default_rng(8)
+    model = _tiny("gpt2")
+    ids, mask = _batch(rng, n=5)
+    ref = lm.per_sample_scores(model, ids, mask, chunk_size=2, method="vmap")
+    hooks = lm.per_sample_scores(model, ids, mask, chunk_size=2, method="hooks")
+    torch.testing.assert_close(hooks, ref, rtol=1e-5, atol=1e-6)
+    lm.per_sample_scores(model, ids, mask, chunk_size=3)
+    assert score._HOOKS_CHECKED[model][(tuple(lm.parameter_names(model)), 1.0)] is True   # auto chose hooks
+    for p in model.parameters():                       # frozen model: the graph starts at the hooks
+        p.requires_grad_(False)
+    torch.testing.assert_close(lm.per_sample_scores(model, ids, mask, method="hooks"), ref, rtol=1e-5, atol=1e-6)
+    sk = lm.Sketch(ref.shape[1], 7, seed=1)
+    torch.testing.assert_close(lm.per_sample_scores(model, ids, mask, chunk_size=2, projection=sk),
+                               sk(ref), rtol=1e-4, atol=1e-6)
+    parts = lm.per_sample_scores(model, ids, mask, params="ln_f", flatten=False, method="hooks")
+    assert set(parts) == {"transformer.ln_f.weight", "transformer.ln_f.bias"}
+    with pytest.raises(ValueError, match="hooks"):
+        lm.per_sample_scores(_tiny("qwen2"), ids, mask, method="hooks")    # RMSNorm: vmap only
+    with pytest.raises(ValueError, match="method"):
+        lm.per_sample_scores(model, ids, mask, method="jit")
 
 
 def test_gram_trick_equals_direct_norm():
@@ -244,15 +271,16 @@ def test_unflattened_scores_match_flat():
 # --------------------------------------------------------------------------- GPU paths (CUDA only)
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("method", ["auto", "vmap"])
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
-def test_gpu_scores_equal_cpu_autograd(arch):
+def test_gpu_scores_equal_cpu_autograd(arch, method):
     """Per-sample scores computed on CUDA equal plain CPU autograd (fp32, 1e-4 relative)."""
     rng = np.random.default_rng(21)
     model = _tiny(arch)
     ids, mask = _batch(rng)
     names = lm.parameter_names(model)
     ref = torch.stack([_autograd_score(model, ids[i], mask[i], names) for i in range(len(ids))])
-    s = lm.per_sample_scores(model.cuda(), ids.cuda(), mask.cuda(), chunk_size=4)
+    s = lm.per_sample_scores(model.cuda(), ids.cuda(), mask.cuda(), chunk_size=4, method=method)
     assert s.device.type == "cuda"
     rel = (s.cpu() - ref).norm(dim=1) / ref.norm(dim=1)
     assert float(rel.max()) < 1e-4, rel
@@ -268,6 +296,23 @@ def test_gpu_prompt_samples_builtin_deterministic():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
     assert a[1].shape == (2, 8, 32) and np.isfinite(a[1]).all()
+
+
+def test_gpu_check_script_says_no_gpu(tmp_path):
+    """scripts/gpu_check.sh on a machine without CUDA: exit 77, a clear message, nothing written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run the whole check")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    res = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=120,
+                         check=False)
+    assert res.returncode == 77, res.stderr
+    assert "no GPU" in res.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_prompt_samples_keep_the_per_question_seed_stream(builtin):
@@ -298,3 +343,15 @@ def test_policy_satisfies_the_protocol(builtin):
     np.testing.assert_array_equal(builtin.theta, th)  # the original model is untouched
     with pytest.raises(ValueError, match="theta must have shape"):
         builtin.with_theta(th[:-1])
+
+
+def test_hook_scores_honour_the_temperature():
+    # both score paths differentiate log_softmax(z / T); the hook path must not ignore T
+    rng = np.random.default_rng(9)
+    model = _tiny("gpt2")
+    ids, mask = _batch(rng, n=4)
+    ref = lm.per_sample_scores(model, ids, mask, method="vmap", temperature=0.7)
+    hooks = lm.per_sample_scores(model, ids, mask, method="hooks", temperature=0.7)
+    torch.testing.assert_close(hooks, ref, rtol=1e-5, atol=1e-6)
+    plain = lm.per_sample_scores(model, ids, mask, method="hooks")
+    assert (hooks - plain).norm() > 1e-3 * plain.norm()            # control: T changes the score

@@ -139,6 +139,74 @@ def test_categorical_sampler_equals_searchsorted():
     np.testing.assert_array_equal(per_element, ids)
 
 
+def _one_prompt_policies():
+    rng = np.random.default_rng(7)
+    yield SoftmaxBandit([0.2, 0.9, 0.5, 0.7], theta=[0.0, 0.5, -0.5, 1.0])
+    yield SoftmaxBandit(rng.uniform(size=10), theta=rng.normal(size=10))
+    yield SoftmaxBandit([0.3, 0.6, 0.1], theta=[9.0, 0.0, -9.0])              # one arm ~ always
+    yield SoftmaxBandit(rewards=[0.0, 1.0, 0.5], theta=[0.3, 0.1, -0.2])       # M = 1: no reward draws
+    yield SoftmaxBandit(np.array([0.0, 1.0, 0.5]), theta=[0.0, 0.5, -0.5])     # rewards that never vary
+
+
+@pytest.mark.parametrize("nbins", [None, 16])
+def test_fused_one_prompt_sampler_equals_block_sampler(nbins, monkeypatch):
+    """Same histogram and the same stream consumption as the unfused (per-pull) block sampler.
+
+    ``nbins = 16`` leaves most table bins undecided, so most groups go through the exact redo.
+    """
+    if nbins is not None:
+        monkeypatch.setattr(finite_action._OnePromptSampler, "NBINS", nbins)
+    for pol in _one_prompt_policies():
+        fam = finite_action.FiniteActionModel.from_policy(pol)
+        samplers = finite_action.samplers_for(fam)
+        for R, B, G in [(50, 1, 64), (7, 3, 5), (40, 2, 1)]:
+            ws = finite_action.workspace((R, B, G))
+            a, b = np.random.default_rng(R * G + B), np.random.default_rng(R * G + B)
+            fused = samplers[-2](a, R, B, G)
+            np.testing.assert_array_equal(fused, finite_action._draw_histograms(fam, b, R, B, G, samplers, ws)[3])
+            assert a.random() == b.random()                               # same draws consumed
+
+
+def test_fast_path_histograms_match_stored_hash():
+    """The stream -> histogram map of the fast path is pinned (integer counts: no BLAS in the hash)."""
+    import hashlib
+    pol = SoftmaxBandit([0.2, 0.9, 0.5, 0.7], theta=[0.0, 0.5, -0.5, 1.0])
+    fam = finite_action.FiniteActionModel.from_policy(pol)
+    samplers = finite_action.samplers_for(fam)
+    R, B, G = 300, 2, 16
+    h_fused, h_blocks = hashlib.sha256(), hashlib.sha256()
+    for child in np.random.SeedSequence(2026).spawn(3):
+        h_fused.update(np.asarray(samplers[-2](np.random.default_rng(child), R, B, G), np.int64).tobytes())
+        hist = finite_action._draw_histograms(fam, np.random.default_rng(child), R, B, G, samplers,
+                                              finite_action.workspace((R, B, G)))[3]
+        h_blocks.update(np.asarray(hist, np.int64).tobytes())
+    stored = "c71955d93fd84b75c280f292e6e5000abb4c736ecf4a0e944a004f15b6529f70"   # before the fused sampler
+    assert h_fused.hexdigest() == h_blocks.hexdigest() == stored
+
+
+def test_one_prompt_affine_errors_equal_einsum_twin():
+    """The B = 1 shortcut (scalars, skipped products and zeros, 2**-k scaling) gives the same bits."""
+    pol = SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5])
+    fam = finite_action.FiniteActionModel.from_policy(pol)
+    names = ("vanilla", "leave_one_out", "oracle", "group_mean", "std_normalized")
+    samplers = finite_action.samplers_for(fam)
+    for G in (5, 8):
+        task = mc._Task(policy=pol, estimators=names, funcs=None, G=G, B=1, num_replicates=500,
+                        block_size=500, seed=0, gradient=fam.gradient(), values=fam.value(), fam=fam,
+                        affine=frozenset(names))
+        grp = finite_action._groups(fam, np.random.default_rng(G), 500, 1, G, samplers, None, fused=True)
+        values = np.broadcast_to(fam.value()[0], (500, 1))
+        fast = list(range(len(names)))
+        with np.errstate(all="ignore"):
+            coefs = [finite_action._affine_coefficients(n, grp.zbar, lambda g=grp, G=G: g.std(G), values, G)
+                     for n in names]
+            mine = finite_action._affine_errors_one_prompt(task, grp, fast, values)
+        ca, cc = np.stack([c[0] for c in coefs]), np.stack([c[1] for c in coefs])
+        est = np.einsum("erb,rbd->erd", ca, grp.ZW) + np.einsum("erb,rbd->erd", cc, grp.NW)
+        diff = est / G - task.gradient
+        np.testing.assert_array_equal(mine, np.einsum("erd,erd->er", diff, diff))
+
+
 def test_chan_pooling_equals_concatenation():
     rng = np.random.default_rng(2)
     a, b = rng.exponential(size=(3, 17)), rng.exponential(size=(3, 5)) + 1.0

@@ -95,6 +95,7 @@ class _CategoricalSampler:
         self.lut = (lut + (np.arange(X) * K)[:, None]).astype(np.int32).ravel()  # flat (x, k) ids
         self.next_cdf = np.concatenate([cdf, np.full((X, 1), np.inf)], axis=1).ravel()
         self.K = K
+        self.cdf = cdf                                                          # (X, K-1)
 
     def __call__(self, u, row=None, *, out=None, work=None):
         """Flat ids ``x * K + k`` (int32) for uniforms ``u`` in rows ``row`` (default 0).
@@ -178,6 +179,75 @@ def workspace(shape):
             np.empty(shape, np.int32), np.empty(shape, bool))
 
 
+class _OnePromptSampler:
+    """Fused block sampler for one prompt (``P = 1``) and at most two reward values (``M <= 2``).
+
+    Draws the block's uniforms in the stream order of :func:`_draw_histograms` (prompt slots,
+    arms, rewards) and returns the same histogram ``(R*B, K*M)`` in fewer passes: the arm table
+    gives the histogram cell ``a * M`` directly, and a bin that contains a CDF point (so one table
+    lookup cannot decide, ``_CategoricalSampler.steps``) maps to an extra per-group cell
+    ``K * M``.  Groups that hit it (a fraction of about ``G * (K - 1) / NBINS``) are redone
+    exactly by ``np.searchsorted`` (the sampler's naive twin), so no comparison pass runs over the
+    block.
+    """
+
+    NBINS = 2 ** 16       # (K-1)/NBINS of the pulls land in an undecided bin; the table stays in L2
+
+    def __init__(self, fam, arm, fail):
+        K = fam.score_table.shape[1]
+        self.M = fam.reward_values.shape[-1]
+        self.KM = K * self.M
+        self.cdf = arm.cdf[0]                                           # (K-1,)
+        edges = np.arange(self.NBINS) / self.NBINS                      # exact binary fractions
+        lo = np.searchsorted(self.cdf, edges, side="right")             # category at the left edge
+        hi = np.searchsorted(self.cdf, edges + 1.0 / self.NBINS, side="left")   # just below the right
+        self.lut = np.where(hi == lo, lo * self.M, self.KM).astype(np.int32)    # (NBINS,)
+        self.fail = fail                                                # (K,) or None (M = 1)
+        if fail is not None:                                            # indexed by cell a * M
+            self.fail_cells = np.full(self.KM + 1, np.inf)
+            self.fail_cells[:self.KM:self.M] = fail
+        self._ws = {}
+
+    def _workspace(self, R, B, G):
+        key = (R, B, G)
+        if key not in self._ws:
+            self._ws.clear()
+            n = R * B
+            idx = np.int32 if n * (self.KM + 1) < 2 ** 31 else np.intp
+            off = np.repeat(np.arange(n, dtype=idx) * idx(self.KM + 1), G).reshape(n, G)
+            # contiguous same-type offsets: a broadcast or mixed-type add costs 3-5x more
+            self._ws[key] = (np.empty((1 if self.fail is None else 2, n, G)),   # uniforms
+                             np.empty((n, G)), np.empty((n, G), np.int32),      # f, j
+                             np.empty((n, G), np.int32), np.empty((n, G), idx),   # cell, cell + offset
+                             np.empty((n, G), bool), off)                       # mask, (n, G) offsets
+        return self._ws[key]
+
+    def __call__(self, gen, R, B, G):
+        """Histogram ``(R*B, K*M)`` (int64) of one block's groups."""
+        u, f, j, cell, flat, mask, off = self._workspace(R, B, G)
+        n, KM1 = R * B, self.KM + 1
+        gen.random((R, B))                                              # prompt slots (stream order)
+        gen.random(out=u)                                               # arms, then rewards
+        np.multiply(u[0], self.NBINS, out=f)
+        np.copyto(j, f, casting="unsafe")                               # floor: u >= 0
+        np.take(self.lut, j, out=cell, mode="clip")                     # a * M, or KM if undecided
+        if self.fail is not None:
+            np.take(self.fail_cells, cell, out=f, mode="clip")
+            np.greater_equal(u[1], f, out=mask)                         # reward index 1 iff u >= P(0)
+            cell += mask
+        np.add(cell, off, out=flat)                                     # (n, G) group offsets
+        hist = np.bincount(flat.ravel(), minlength=n * KM1).reshape(n, KM1)
+        redo = np.flatnonzero(hist[:, -1])
+        if redo.size:                                                   # exact, group by group
+            ur = u[:, redo]                                             # (1 or 2, r, G)
+            c = np.searchsorted(self.cdf, ur[0], side="right")          # (r, G) arms
+            if self.fail is not None:
+                c = c * self.M + (ur[1] >= self.fail[c])
+            c += off[:redo.size]
+            hist[redo] = np.bincount(c.ravel(), minlength=redo.size * KM1).reshape(-1, KM1)
+        return hist[:, :-1]
+
+
 def samplers_for(fam):
     P, K, _ = fam.score_table.shape
     M = fam.reward_values.shape[-1]
@@ -188,12 +258,14 @@ def samplers_for(fam):
         fail = fam.reward_probs[..., 0].reshape(P * K).copy()
     elif M > 2:
         reward = _RewardSampler(fam.reward_probs.reshape(P * K, M))
-    maps = None
+    maps = one = None
+    if P == 1 and M <= 2:
+        one = _OnePromptSampler(fam, arm, fail)
     if P == 1:                      # (K*M, 2d + 1): histogram cell -> [z W, W, z]
         onehot = np.repeat(np.eye(K), M, axis=0)                        # (KM, K)
         z = fam.reward_values[0].reshape(K * M, 1)
         maps = np.concatenate([(onehot * z) @ fam.score_table[0], onehot @ fam.score_table[0], z], axis=1)
-    return prompt, arm, fail, reward, maps
+    return prompt, arm, fail, reward, one, maps
 
 
 class _RewardSampler:
@@ -242,7 +314,7 @@ def _draw_histograms(fam, gen, R, B, G, samplers, ws):
     """Draw one block (module notes: stream order) -> ``x, ids, cat, hist (R*B, K*M)``."""
     P, K, _ = fam.score_table.shape
     M = fam.reward_values.shape[-1]
-    prompt_sampler, arm_sampler, fail_probs, reward_sampler, _ = samplers
+    prompt_sampler, arm_sampler, fail_probs, reward_sampler, _, _ = samplers
     u, f, j, ids, cat, mask = ws
     u_x = gen.random((R, B))                                            # (R, B), even when P = 1
     x = prompt_sampler(u_x).astype(np.int32) if P > 1 else None         # (R, B) prompt ids
@@ -266,12 +338,20 @@ def _draw_histograms(fam, gen, R, B, G, samplers, ws):
     return x, ids, cat, hist
 
 
-def _groups(fam, gen, R, B, G, samplers, ws) -> _Groups:
-    """Draw one block and reduce each group to the sums that affine estimators need."""
+def _groups(fam, gen, R, B, G, samplers, ws, *, fused=False) -> _Groups:
+    """Draw one block and reduce each group to the sums that affine estimators need.
+
+    ``fused`` (``P = 1``, ``M <= 2``, only affine estimators): the same histogram from
+    :class:`_OnePromptSampler`, without the per-pull ``ids`` and ``cat``.
+    """
     P, K, d = fam.score_table.shape
     M = fam.reward_values.shape[-1]
     KM = K * M
-    x, ids, cat, hist = _draw_histograms(fam, gen, R, B, G, samplers, ws)
+    if fused:
+        x = ids = cat = None
+        hist = samplers[-2](gen, R, B, G).astype(float)                # (R*B, KM)
+    else:
+        x, ids, cat, hist = _draw_histograms(fam, gen, R, B, G, samplers, ws)
     if P == 1:
         # one matmul gives, per group, sum_g z_g W_g, sum_g W_g and sum_g z_g
         Y = hist @ samplers[-1]                                         # (R*B, 2d + 1)
@@ -286,15 +366,46 @@ def _groups(fam, gen, R, B, G, samplers, ws) -> _Groups:
                    zbar=zs.sum(-1) / G, n=n, zs=zs)
 
 
+def _times(w, X, out):
+    """``w[:, None] * X`` into ``out (R, d)``: one scalar product when ``w (R,)`` is constant."""
+    w0 = w[0]
+    if not (w == w0).all():
+        return np.multiply(w[:, None], X, out=out)
+    if w0 == 1:                                       # 1 * x == x
+        np.copyto(out, X)
+        return out
+    return np.multiply(X, w0, out=out)
+
+
 def _affine_errors_one_prompt(task, grp, fast, values):
     """Squared errors ``(E', R)`` of the affine estimators ``fast`` at once (``P = 1``)."""
-    G = task.G
+    G, B = task.G, task.B
     coefs = [_affine_coefficients(task.estimators[i], grp.zbar, lambda: grp.std(G), values, G)
              for i in fast]
+    if B == 1:
+        # The einsums of B > 1 sum over one b: the same products, in fewer and contiguous passes.
+        # A coefficient that is constant over replicates is a scalar, and c = 0 adds nothing
+        # (x + 0 == x but for the sign of a zero, which the squares drop).
+        ZW = np.ascontiguousarray(grp.ZW[:, 0])                         # (R, d)
+        NW = np.ascontiguousarray(grp.NW[:, 0])
+        est = np.empty((len(fast),) + ZW.shape)                         # (E', R, d)
+        tmp = np.empty(ZW.shape)
+        for e, (a, c) in enumerate(coefs):
+            _times(a[:, 0], ZW, est[e])
+            if (c != 0).any():
+                est[e] += _times(c[:, 0], NW, tmp)
+        BG = G
+        if BG & (BG - 1) == 0:                        # x / 2**k == x * 2**-k exactly
+            est *= 1.0 / BG
+        else:
+            est /= BG
+        flat = est.reshape(len(fast), -1)                               # (E', R * d)
+        flat -= np.tile(task.gradient, ZW.shape[0])
+        return np.einsum("erd,erd->er", est, est)
     ca = np.stack([c[0] for c in coefs])                                # (E', R, B)
     cc = np.stack([c[1] for c in coefs])
     est = np.einsum("erb,rbd->erd", ca, grp.ZW) + np.einsum("erb,rbd->erd", cc, grp.NW)   # (E', R, d)
-    diff = est / (task.B * G) - task.gradient
+    diff = est / (B * G) - task.gradient
     return np.einsum("erd,erd->er", diff, diff)
 
 
@@ -329,7 +440,8 @@ def errors_finite(task, gen, R, samplers, ws):
     across blocks).
     """
     P = task.fam.score_table.shape[0]
-    grp = _groups(task.fam, gen, R, task.B, task.G, samplers, ws)
+    fused = samplers[-2] is not None and all(name in task.affine for name in task.estimators)
+    grp = _groups(task.fam, gen, R, task.B, task.G, samplers, ws, fused=fused)
     values = task.values[np.zeros((R, task.B), dtype=np.intp) if grp.x is None else grp.x]   # (R, B)
     out = np.empty((len(task.estimators), R))
     fast = [i for i, name in enumerate(task.estimators) if name in task.affine] if P == 1 else []

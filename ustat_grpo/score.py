@@ -8,7 +8,9 @@ bound memory, optionally followed by a seeded Johnson-Lindenstrauss projection (
 """
 from __future__ import annotations
 
+import inspect
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -57,15 +59,136 @@ def _logprob_fn(model, frozen: dict, emb_name: str, temperature: float = 1.0):
     def f(trainable, ids, mask):
         p = {**frozen, **trainable}
         emb = torch.nn.functional.embedding(ids[None], p[emb_name])  # (1, T, D)
-        logits = functional_call(model, p, (), {"inputs_embeds": emb, "use_cache": False}).logits[0]
-        z = logits[:-1].to(torch.promote_types(logits.dtype, torch.float32))  # (T-1, V)
-        if temperature != 1.0:
-            z = z / temperature
-        logp = torch.log_softmax(z, -1)  # (T-1, V)
-        tok = logp.gather(-1, ids[1:, None])[:, 0]  # (T-1,)
-        return (tok * mask[1:].to(tok.dtype)).sum()
+        logits = functional_call(model, p, (), {"inputs_embeds": emb, "use_cache": False}).logits
+        return _masked_logprob(logits, ids[None], mask[None], temperature)[0]
 
     return f
+
+
+def _masked_logprob(logits, ids, mask, temperature: float = 1.0):
+    """``sum_t mask_t log pi_T(ids_t | ids_<t)`` per row: logits (n, T, V), ids and mask (n, T) -> (n,).
+
+    The one definition of the sequence log-probability, shared by the vmap and the hook paths:
+    ``pi_T = softmax(z / T)`` over the full vocabulary (logits in float32, float64 for a float64 model).
+    """
+    z = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # (n, T-1, V)
+    if temperature != 1.0:
+        z = z / temperature
+    logp = torch.log_softmax(z, -1)  # (n, T-1, V)
+    tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (n, T-1)
+    return (tok * mask[:, 1:].to(tok.dtype)).sum(-1)
+
+
+# --------------------------------------------------------------------------- per-sample grads by hooks
+#
+# For models whose trainable parameters all sit in nn.Linear, transformers' Conv1D, nn.Embedding
+# and nn.LayerNorm modules, per-sample gradients follow from ONE batched forward and a backward to
+# the module outputs only (no weight gradients): a Linear weight's score is sum_t g_t a_t^T, one
+# bmm per layer written straight into its columns of the output, so no (N, *shape) temporaries are
+# copied into the (N, d) matrix.  The vmap(grad) path stays the reference: the first call on a
+# model checks two sequences against it and keeps the hooks only if they agree.
+
+def _module_kinds():
+    kinds = {torch.nn.Linear: "linear", torch.nn.Embedding: "embedding", torch.nn.LayerNorm: "layer_norm"}
+    try:
+        from transformers.pytorch_utils import Conv1D
+        kinds[Conv1D] = "conv1d"
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    return kinds
+
+
+def _hook_plan(model, trainable: dict):
+    """``[(module, kind, [(name, attr)])]`` covering every trainable parameter, or ``None``."""
+    kinds = _module_kinds()
+    by_id = {id(p): n for n, p in trainable.items()}
+    plan, seen = [], set()
+    for _, m in model.named_modules():
+        own = [(by_id[id(p)], a) for a, p in m.named_parameters(recurse=False) if id(p) in by_id]
+        if not own:
+            continue
+        kind = kinds.get(type(m))                    # exact types: a subclass may use its weights otherwise
+        if kind is None:
+            return None
+        if kind == "embedding" and (m.max_norm is not None or m.scale_grad_by_freq or m.sparse):
+            return None
+        if kind == "layer_norm" and len(m.normalized_shape) != 1:
+            return None
+        plan.append((m, kind, own))
+        seen.update(n for n, _ in own)
+    return plan if seen == set(trainable) else None
+
+
+def _scores_by_hooks(model, plan, ids, mask, views, temperature=1.0) -> bool:
+    """Write the scores of ``ids (c, T)`` into ``views[name] (c, *shape)``; ``False`` if not possible."""
+    c, T = ids.shape
+    seen, calls = {}, {}
+
+    def hook(m, inp, out):
+        if not out.requires_grad:                    # frozen model: start the graph here
+            out = out.detach().requires_grad_()
+        seen[m] = (inp[0], out)
+        calls[m] = calls.get(m, 0) + 1
+        return out
+
+    kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+    if "position_ids" in inspect.signature(model.forward).parameters:       # per-row positions (c, T)
+        kw["position_ids"] = torch.arange(T, device=ids.device).expand(c, T)
+    handles = [m.register_forward_hook(hook) for m, _, _ in plan]
+    try:
+        with torch.enable_grad():
+            logits = model(**kw).logits                                     # (c, T, V)
+            loss = _masked_logprob(logits, ids, mask, temperature).sum()
+    finally:
+        for h in handles:
+            h.remove()
+    if any(calls.get(m) != 1 or seen[m][1].shape[0] != c for m, _, _ in plan):
+        return False                                 # a module skipped, reused, or not per sequence
+    gouts = torch.autograd.grad(loss, [seen[m][1] for m, _, _ in plan], allow_unused=True)
+    with torch.no_grad():
+        return _write_hooked(plan, gouts, {m: v[0].detach() for m, v in seen.items()}, views, c)
+
+
+def _write_hooked(plan, gouts, inputs, views, c) -> bool:
+    """Per-sample parameter gradients from module inputs and output gradients, into ``views``."""
+    written = set()
+    for (m, kind, own), gout in zip(plan, gouts):
+        a = inputs[m]
+        for name, attr in own:
+            v = views[name]                                                         # (c, *shape)
+            if gout is None:                         # no path to the loss
+                if name not in written:
+                    v.zero_()
+                written.add(name)
+                continue
+            g = gout.reshape(c, -1, gout.shape[-1])                                 # (c, T, out)
+            tied = name in written                   # a second use of a tied weight: add
+            dst = None if tied else v
+            if kind in ("linear", "conv1d") and attr == "weight":
+                x = a.reshape(c, -1, a.shape[-1]).to(g.dtype)                       # (c, T, in)
+                if kind == "linear":                 # weight (out, in): sum_t g_t a_t^T
+                    r = torch.bmm(g.transpose(1, 2), x, out=dst)
+                else:                                # Conv1D weight (in, out): sum_t a_t g_t^T
+                    r = torch.bmm(x.transpose(1, 2), g, out=dst)
+            elif attr == "bias":
+                r = torch.sum(g, 1, out=dst)
+            elif kind == "layer_norm" and attr == "weight":
+                xhat = torch.nn.functional.layer_norm(a, m.normalized_shape, eps=m.eps)
+                r = torch.sum(g * xhat.reshape(g.shape).to(g.dtype), 1, out=dst)
+            elif kind == "embedding" and attr == "weight":
+                r = torch.zeros_like(v) if tied else v.zero_()                     # (c, V, D)
+                r.scatter_add_(1, a.reshape(c, -1, 1).expand(-1, -1, g.shape[-1]), g.to(r.dtype))
+                if m.padding_idx is not None:
+                    r[:, m.padding_idx] = 0
+            else:
+                return False
+            if tied:
+                v.add_(r)
+            written.add(name)
+    return True
+
+
+_HOOKS_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Sketch:
@@ -126,7 +249,8 @@ class Sketch:
 
 def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
                       params: str | list | None = None, chunk_size: int = 32,
-                      projection: Sketch | None = None, flatten: bool = True, temperature: float = 1.0):
+                      projection: Sketch | None = None, flatten: bool = True, temperature: float = 1.0,
+                      method: str = "auto"):
     """Per-sample scores ``grad_theta log pi_theta(y_i | x_i)``, flattened.
 
     Parameters
@@ -149,6 +273,14 @@ def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Ten
         Score of ``pi_T = softmax(z / T)``: ``grad log_softmax(z / T)[y]`` summed over completion
         tokens (TRL / verl / OpenRLHF's training log-probabilities); 1 is the plain policy.
 
+    method : {"auto", "vmap", "hooks"}
+        ``"vmap"``: ``vmap(grad(f))`` over ``functional_call`` (torch.func), any model.
+        ``"hooks"``: one batched forward, a backward to the module outputs, and one ``bmm`` per
+        weight written into the output (models whose chosen parameters all sit in ``nn.Linear``,
+        transformers' ``Conv1D``, ``nn.Embedding`` or ``nn.LayerNorm``; GPT-2).  ``"auto"``: hooks
+        where they apply and agree with vmap on two sequences (checked once per model and
+        parameter set), else vmap.
+
     Returns
     -------
     Tensor (N, d) or (N, k), or dict of per-parameter tensors
@@ -156,34 +288,104 @@ def per_sample_scores(model, sequences: torch.Tensor, completion_mask: torch.Ten
 
     Notes
     -----
-    ``vmap(grad(f))`` over ``functional_call`` (torch.func); equals one autograd backward pass per
-    sequence (tested to 1e-5 relative in float32).
+    Both methods equal one autograd backward pass per sequence (tested to 1e-5 relative in
+    float32).  The output is allocated once and each chunk written into its rows.
     """
+    if method not in ("auto", "vmap", "hooks"):
+        raise ValueError(f"method must be 'auto', 'vmap' or 'hooks', got {method!r}")
+    if not flatten and projection is not None:
+        raise ValueError("projection needs flatten=True")
     names = parameter_names(model, params)
     all_params = {n: p.detach() for n, p in model.named_parameters()}
     trainable = {n: all_params[n] for n in names}
-    frozen = {n: p for n, p in all_params.items() if n not in trainable}
-    frozen.update({n: b for n, b in model.named_buffers()})
+    dev = next(model.parameters()).device
+    N = sequences.shape[0]
+    shapes = {n: tuple(trainable[n].shape) for n in names}
+    sizes = [trainable[n].numel() for n in names]
+    dtype = trainable[names[0]].dtype
+    live = dict(model.named_parameters())                  # the module attributes (not detached copies)
+    plan = _hook_plan(model, {n: live[n] for n in names}) if method != "vmap" else None
+    if method == "hooks" and plan is None:
+        raise ValueError("method='hooks' needs every chosen parameter in nn.Linear, Conv1D, "
+                         "nn.Embedding or nn.LayerNorm modules")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if plan is not None:
+        out = _scores_hooked(model, plan, names, shapes, sizes, dtype, dev, sequences, completion_mask,
+                             chunk_size, projection, flatten, check=method == "auto", temperature=temperature)
+        if out is not None:
+            return out
+        if method == "hooks":
+            raise ValueError("method='hooks': this model calls a hooked module other than once per sequence")
+    frozen = {n: p for n, p in all_params.items() if n not in trainable}
+    frozen.update({n: b for n, b in model.named_buffers()})
     f = _logprob_fn(model, frozen, _embedding_name(model), temperature)
     g = vmap(grad(f), in_dims=(None, 0, 0))
-    dev = next(model.parameters()).device
-    if not flatten and projection is not None:
-        raise ValueError("projection needs flatten=True")
-    out = []
-    for start in range(0, sequences.shape[0], chunk_size):
+    out = _allocate(names, shapes, sizes, dtype, dev, N, projection, flatten)
+    for start in range(0, N, chunk_size):
         ids = sequences[start:start + chunk_size].to(dev)
         mk = completion_mask[start:start + chunk_size].to(dev)
         grads = g(trainable, ids, mk)
+        rows = slice(start, start + ids.shape[0])
         if not flatten:
-            out.append(grads)
-            continue
-        flat = torch.cat([grads[n].reshape(ids.shape[0], -1) for n in names], 1)  # (c, d)
-        out.append(projection(flat) if projection is not None else flat)
+            for n in names:
+                out[n][rows] = grads[n]
+        elif projection is None:
+            torch.cat([grads[n].reshape(ids.shape[0], -1) for n in names], 1, out=out[rows])
+        else:
+            out[rows] = projection(torch.cat([grads[n].reshape(ids.shape[0], -1) for n in names], 1))
+    return out
+
+
+def _allocate(names, shapes, sizes, dtype, dev, N, projection, flatten):
     if not flatten:
-        return {n: torch.cat([o[n] for o in out], 0) for n in names}
-    return torch.cat(out, 0)
+        return {n: torch.empty((N,) + shapes[n], dtype=dtype, device=dev) for n in names}
+    return torch.empty(N, projection.k if projection is not None else sum(sizes), dtype=dtype, device=dev)
+
+
+def _column_views(flat, names, shapes, sizes):
+    """``{name: flat[:, columns of name].view(c, *shape)}`` (views: writes land in ``flat``)."""
+    c = flat.shape[0]
+    return {n: part.view((c,) + shapes[n]) for n, part in zip(names, flat.split(sizes, 1))}
+
+
+def _scores_hooked(model, plan, names, shapes, sizes, dtype, dev, sequences, completion_mask,
+                   chunk_size, projection, flatten, *, check, temperature=1.0):
+    """:func:`per_sample_scores` by :func:`_scores_by_hooks`; ``None`` to use the vmap path."""
+    N = sequences.shape[0]
+    out = _allocate(names, shapes, sizes, dtype, dev, N, projection, flatten)
+    work = torch.empty(min(chunk_size, N), sum(sizes), dtype=dtype, device=dev) if projection is not None else None
+    for start in range(0, N, chunk_size):
+        ids = sequences[start:start + chunk_size].to(dev)
+        mk = completion_mask[start:start + chunk_size].to(dev)
+        c = ids.shape[0]
+        rows = slice(start, start + c)
+        if not flatten:
+            views = {n: out[n][rows] for n in names}
+        else:
+            views = _column_views(out[rows] if projection is None else work[:c], names, shapes, sizes)
+        if not _scores_by_hooks(model, plan, ids, mk, views, temperature):
+            return None
+        if check and start == 0 and not _hooks_agree(model, names, ids[:2], mk[:2], views, temperature):
+            return None
+        if projection is not None:
+            out[rows] = projection(work[:c])
+    return out
+
+
+def _hooks_agree(model, names, ids, mask, views, temperature=1.0) -> bool:
+    """Once per (model, parameters, T): the hook scores of two sequences equal the vmap(grad) ones."""
+    key = (tuple(names), float(temperature))
+    seen = _HOOKS_CHECKED.setdefault(model, {})
+    if key not in seen:
+        ref = per_sample_scores(model, ids, mask, params=list(names), chunk_size=2, flatten=False,
+                                method="vmap", temperature=temperature)
+        mine = torch.cat([views[n][:ids.shape[0]].reshape(ids.shape[0], -1) for n in names], 1).float()
+        ref = torch.cat([ref[n].reshape(ids.shape[0], -1) for n in names], 1).float()
+        tol = max(1e-4, 64 * torch.finfo(views[names[0]].dtype).eps)
+        err = (mine - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+        seen[key] = bool((err <= tol).all())
+    return seen[key]
 
 
 def gram(scores) -> np.ndarray:
