@@ -27,7 +27,7 @@ import numpy as np
 from .constants import PromptStatistics, merge_statistics, prompt_statistics
 from .provenance import provenance_attrs, write_netcdf
 
-__all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler"]
+__all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler", "width_rule"]
 
 #: NetCDF attribute that marks a pilot file (and holds its total number of prompts)
 PILOT_ATTR = "ustat_grpo_pilot_num_prompts"
@@ -51,6 +51,31 @@ class BanditSampler:
     def __call__(self, p: int, seq) -> tuple[np.ndarray, np.ndarray]:
         s = self.policy.sample(1, self.samples_per_prompt, rng=np.random.default_rng(seq))
         return s.rewards[0], s.scores[0]
+
+
+def width_rule(target: float, *, budget: int = 256, min_prompts: int = 24, level: float = 0.95) -> Callable:
+    """Stop rule of an adaptive pilot: the ``level`` interval of ``G*_exact = 1 + sqrt(A3/A1)`` at
+    ``budget`` is bounded and its relative width ``(high - low) / G*`` is at most ``target``
+    (after at least ``min_prompts`` prompts).
+
+    Examples
+    --------
+    >>> from ustat_grpo.bandits import default_bandit
+    >>> st = run_pilot(BanditSampler(default_bandit(), 16), num_prompts=400, seed=2, batch_size=8,
+    ...                stop=width_rule(1.0))
+    >>> 24 <= len(st) < 400
+    True
+    """
+    from .constants import constants_from_statistics
+
+    def stop(stats) -> bool:
+        if len(stats) < min_prompts:
+            return False
+        res = constants_from_statistics(stats, level=level).optimal_group_size(budget=budget)
+        lo, hi = res.g_star_exact_interval
+        return bool(res.bounded and np.isfinite(hi) and (hi - lo) / res.g_star_exact <= target)
+
+    return stop
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -121,7 +146,8 @@ def _attrs(seed, config, num_prompts, created):
 
 def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int = 0, batch_size: int = 16,
               config: dict | None = None, created: str | None = None, rank: int | None = None,
-              world_size: int | None = None, progress: bool = False) -> PromptStatistics | None:
+              world_size: int | None = None, progress: bool = False,
+              stop: Callable | None = None) -> PromptStatistics | None:
     """Run (or resume) a pilot and return the statistics of all prompts (``None`` on ranks > 0).
 
     Parameters
@@ -147,8 +173,13 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
         files byte-identical.
     rank, world_size : int, optional
         Default: :func:`distributed_rank`.
+    stop : callable, optional
+        ``stop(statistics) -> bool``, asked after every batch (single process only): an adaptive
+        pilot ends as soon as it says the constants are known well enough (:func:`width_rule`).
     """
     rank, world_size = distributed_rank() if rank is None else (int(rank), int(world_size))
+    if stop is not None and world_size > 1:
+        raise ValueError("an adaptive pilot (stop=) runs in one process")
     if path is None and world_size > 1:
         raise ValueError("a distributed pilot needs a path for its shard files")
     config = dict(config or {}, num_prompts=int(num_prompts), seed=str(seed))
@@ -161,6 +192,8 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
     streams = np.random.SeedSequence(seed).spawn(num_prompts)
     bar = _progress(len(todo), progress, rank)
     for start in range(0, len(todo), batch_size):
+        if stop is not None and done is not None and stop(done):
+            break
         parts = []
         for p in todo[start:start + batch_size]:
             z, w = sample_prompt(p, streams[p])
