@@ -44,7 +44,7 @@ class Config:
     samples_per_prompt: int = field(default=16, metadata={"help": "M, rollouts per prompt"})
     batch_size: int = field(default=8, metadata={"help": "prompts between two checks of the stop rule"})
     max_prompts: int = field(default=1024, metadata={"help": "cap on prompts per pilot"})
-    min_prompts: int = field(default=24, metadata={"help": "prompts before the stop rule is first asked"})
+    min_prompts: int = field(default=128, metadata={"help": "prompts before the stop rule is first asked"})
     budget: int = field(default=256, metadata={"help": "rollouts per step N at which G* is reported"})
     seed: int = field(default=0, metadata={"help": "root seed (replicate r uses seed + r)"})
 

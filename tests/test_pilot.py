@@ -186,9 +186,9 @@ def test_adaptive_pilot_stops_when_the_interval_is_narrow_enough():
     sampler = BanditSampler(default_bandit(), 16)
     rule = width_rule(0.8, budget=256)
     st = run_pilot(sampler, num_prompts=1000, seed=4, batch_size=8, stop=rule)
-    assert 24 <= len(st) < 1000 and rule(st)
+    assert 128 <= len(st) < 1000 and rule(st)
     # one batch fewer would not have stopped (the rule is checked after every batch)
     full = run_pilot(sampler, num_prompts=len(st) - 8, seed=4, batch_size=8)
-    assert len(full) < 24 or not rule(full)
+    assert len(full) < 128 or not rule(full)
     with pytest.raises(ValueError, match="one process"):
         run_pilot(sampler, num_prompts=10, seed=0, path="unused.nc", stop=rule, rank=0, world_size=2)

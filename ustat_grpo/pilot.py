@@ -53,17 +53,23 @@ class BanditSampler:
         return s.rewards[0], s.scores[0]
 
 
-def width_rule(target: float, *, budget: int = 256, min_prompts: int = 24, level: float = 0.95) -> Callable:
+def width_rule(target: float, *, budget: int = 256, min_prompts: int = 128, level: float = 0.95) -> Callable:
     """Stop rule of an adaptive pilot: the ``level`` interval of ``G*_exact = 1 + sqrt(A3/A1)`` at
     ``budget`` is bounded and its relative width ``(high - low) / G*`` is at most ``target``
     (after at least ``min_prompts`` prompts).
+
+    Stopping on the data can make the final interval cover less than ``level``: a pilot that stops
+    as soon as its jackknife interval happens to be narrow keeps the unlucky ones.  Measured by
+    ``simulations/adaptive_pilot.py`` (200 pilots on the toy bandit, target 0.6, M = 16): with at
+    least 24 prompts the coverage of the exact G* was 0.905 (95% CP [0.856, 0.942]); with at least
+    128 prompts it is 0.955 ([0.916, 0.979]), nominal, for about the same median cost (272 prompts).
 
     Examples
     --------
     >>> from ustat_grpo.bandits import default_bandit
     >>> st = run_pilot(BanditSampler(default_bandit(), 16), num_prompts=400, seed=2, batch_size=8,
     ...                stop=width_rule(1.0))
-    >>> 24 <= len(st) < 400
+    >>> 128 <= len(st) < 400
     True
     """
     from .constants import constants_from_statistics
