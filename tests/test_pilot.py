@@ -192,3 +192,10 @@ def test_adaptive_pilot_stops_when_the_interval_is_narrow_enough():
     assert len(full) < 128 or not rule(full)
     with pytest.raises(ValueError, match="one process"):
         run_pilot(sampler, num_prompts=10, seed=0, path="unused.nc", stop=rule, rank=0, world_size=2)
+
+
+def test_cli_adaptive_pilot_reports_what_it_spent():
+    d = _cli_json(["--samples-per-prompt", "8", "--variant", "weak", "--projection-dim", "32", "--seed", "2",
+                   "--format", "json", "--target-width", "1000"])
+    # a huge target is met at the first check: the rule waits for 128 prompts
+    assert "128 LM prompts x 8 samples (adaptive pilot, target width 1000.0: 1024 rollouts" in d["constants_source"]

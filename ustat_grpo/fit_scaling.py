@@ -132,6 +132,9 @@ class Options:
         help="lm source: keep the per-prompt statistics in this NetCDF file, written per batch and "
              "resumed if it exists; under torchrun each rank writes a shard and rank 0 merges and "
              "reports (read it back later with: fit_scaling PILOT.nc)", metavar="PATH"))
+    target_width: float | None = field(default=None, metadata=dict(
+        help="lm source: adaptive pilot, add prompts (up to --num-prompts) until the 95%% interval of G* "
+             "at the budget has relative width (high - low) / G* at most this (after 128 prompts)"))
 
 
 def _check(opts: Options) -> Options:
@@ -287,11 +290,13 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
         return _from_task(opts, log)
     budget = int(opts.budget or 256)
     if opts.source == "lm":
-        log(f"sampling {opts.num_prompts} prompts x {opts.samples_per_prompt} rollouts from the LM ...")
+        log(f"sampling {'up to ' if opts.target_width else ''}{opts.num_prompts} prompts x "
+            f"{opts.samples_per_prompt} rollouts from the LM ...")
         try:
             m = measure_lm(opts.model, num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
                            seed=opts.seed, device=opts.device, projection_dim=opts.projection_dim,
-                           variant=opts.variant, level=opts.level, progress=True, pilot=opts.pilot)
+                           variant=opts.variant, level=opts.level, progress=True, pilot=opts.pilot,
+                           target_width=opts.target_width, budget=budget)
         except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
             if opts.debug:
                 raise

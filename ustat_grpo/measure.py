@@ -50,34 +50,40 @@ class Measurement:
 
 def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 64, seed: int = 0,
                device: str = "auto", projection_dim: int | None = 256, variant: str = "strong",
-               level: float = 0.95, progress: bool = False, pilot=None) -> Measurement | None:
+               level: float = 0.95, progress: bool = False, pilot=None, target_width: float | None = None,
+               budget: int = 256) -> Measurement | None:
     """Constants of a transformer policy on the arithmetic task (built-in model or a local HF dir).
 
     With ``pilot`` (a NetCDF path) the per-prompt statistics go through
     :func:`ustat_grpo.pilot.run_pilot`: written per batch, resumed if the file exists, sharded over
     ``torchrun`` ranks (rank 0 merges and gets the result; other ranks get ``None``).  The constants
-    are the same numbers either way.
+    are the same numbers either way.  ``target_width`` makes the pilot adaptive
+    (:func:`ustat_grpo.pilot.width_rule` at ``budget``; ``num_prompts`` is then the cap).
     """
     from . import lm
 
     kw = dict(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=seed, device=device,
               projection_dim=projection_dim, variant=variant)
-    if pilot is None:
+    if pilot is None and target_width is None:
         rewards, scores = lm.prompt_samples(model, progress=progress, **kw)
         est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
         k = np.shape(scores)[-1]
     else:
-        from .pilot import run_pilot
+        from .pilot import run_pilot, width_rule
 
         sampler = lm.arithmetic_sampler(model, **kw)
+        stop = None if target_width is None else width_rule(target_width, budget=budget, level=level)
         stats = run_pilot(sampler, num_prompts=num_prompts, path=pilot, seed=seed, config=sampler.describe(),
-                          progress=progress)
+                          progress=progress, stop=stop)
         if stats is None:
             return None
         est, k = constants_from_statistics(stats, level=level), stats.g.shape[1]
+        num_prompts = len(stats)
     who = model if model is not None else f"built-in {variant} model"
+    spent = "" if target_width is None else (f" (adaptive pilot, target width {target_width}: "
+                                             f"{num_prompts * samples_per_prompt} rollouts and backward passes)")
     return Measurement(constants=est, source=f"lm ({who}, arithmetic task; ustat_grpo.lm.prompt_samples)",
-                       description=f"{num_prompts} LM prompts x {samples_per_prompt} samples, unbiased "
+                       description=f"{num_prompts} LM prompts x {samples_per_prompt} samples{spent}, unbiased "
                                    f"U-statistics + jackknife; scores sketched to {k} dims (unbiased)")
 
 
