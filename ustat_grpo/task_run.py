@@ -100,25 +100,8 @@ def _completion_values(tok, comp, fmt):
     return texts, special, completions
 
 
-def measure(model, reward_funcs, *, train_dataset, args, processing_class, peft_config, reward_weights,
-            params, num_prompts, samples_per_prompt, num_generations, budget, seed, device,
-            projection_dim, level, on_reward_error, prompt_column, split, progress, log):
-    from tqdm import tqdm
-
-    from . import lm
-    from .constants import estimate_constants
-    from .measure import Measurement
-    from .pool import pool_mse, score_mean_check
-    from .score import Sketch, per_sample_scores
-
-    data = tk.load_task(train_dataset, prompt_column=prompt_column, split=split)
-    P = min(len(data), 64) if num_prompts is None else int(num_prompts)
-    if P > len(data):
-        raise InputError(f"num_prompts = {P} but the dataset has {len(data)} rows")
-    if P < 3 or samples_per_prompt < 4:
-        raise InputError("need at least 3 prompts and 4 samples per prompt")
-    rows = data.rows[:P]
-    sampling = tk.SamplingConfig.from_args(args)
+def _reward_setup(reward_funcs, reward_weights, args):
+    """Reward functions wrapped once, and their weights (``args.reward_weights`` when not given)."""
     if reward_weights is None:
         reward_weights = (args.get("reward_weights") if isinstance(args, dict)
                           else getattr(args, "reward_weights", None))
@@ -126,14 +109,19 @@ def measure(model, reward_funcs, *, train_dataset, args, processing_class, peft_
                                                  else [reward_funcs])]
     if not funcs:
         raise InputError("at least one reward function is needed (--reward)")
-    pol = _policy(model, processing_class, sampling, device, peft_config)
+    return funcs, reward_weights
+
+
+def _sample_rows(pol, rows, streams, M, *, data, funcs, sampling, names, sketch, reward_weights, on_reward_error,
+                 progress):
+    """Sample, reward and score ``M`` completions of every row -> ``rewards (P, M)``, ``scores (P, M, k)``,
+    the per-prompt reward tables and the sampler diagnostics."""
+    from tqdm import tqdm
+
+    from . import lm
+    from .score import per_sample_scores
+
     tok = pol.tokenizer
-    names = resolve_params(pol.model, params)
-    d = sum(pol.model.get_parameter(n).numel() for n in names)
-    sketch = None if projection_dim is None or d <= projection_dim else Sketch(d, int(projection_dim), seed=seed)
-    ss = seed_sequence(seed)
-    streams = ss.spawn(P)
-    M = int(samples_per_prompt)
     all_r, all_s, tables, diag = [], [], [], dict(trunc=[], mass=[], logr=[], length=[], empty=[])
     for row, stream in tqdm(list(zip(rows, streams)), desc=f"{pol.name}: sample + score", unit="prompt",
                             disable=not progress, file=sys.stderr):
@@ -159,7 +147,37 @@ def measure(model, reward_funcs, *, train_dataset, args, processing_class, peft_
         lengths = comp.completion_mask.sum(1).numpy()
         diag["length"].append(lengths)
         diag["empty"].append(np.array([t == "" for t in texts]))
-    r, s = np.stack(all_r), np.stack(all_s)  # (P, M), (P, M, k)
+    return np.stack(all_r), np.stack(all_s), tables, diag  # (P, M), (P, M, k)
+
+
+def measure(model, reward_funcs, *, train_dataset, args, processing_class, peft_config, reward_weights,
+            params, num_prompts, samples_per_prompt, num_generations, budget, seed, device,
+            projection_dim, level, on_reward_error, prompt_column, split, progress, log):
+    from .constants import estimate_constants
+    from .measure import Measurement
+    from .pool import pool_mse, score_mean_check
+    from .score import Sketch
+
+    data = tk.load_task(train_dataset, prompt_column=prompt_column, split=split)
+    P = min(len(data), 64) if num_prompts is None else int(num_prompts)
+    if P > len(data):
+        raise InputError(f"num_prompts = {P} but the dataset has {len(data)} rows")
+    if P < 3 or samples_per_prompt < 4:
+        raise InputError("need at least 3 prompts and 4 samples per prompt")
+    rows = data.rows[:P]
+    sampling = tk.SamplingConfig.from_args(args)
+    funcs, reward_weights = _reward_setup(reward_funcs, reward_weights, args)
+    pol = _policy(model, processing_class, sampling, device, peft_config)
+    tok = pol.tokenizer
+    names = resolve_params(pol.model, params)
+    d = sum(pol.model.get_parameter(n).numel() for n in names)
+    sketch = None if projection_dim is None or d <= projection_dim else Sketch(d, int(projection_dim), seed=seed)
+    ss = seed_sequence(seed)
+    streams = ss.spawn(P)
+    M = int(samples_per_prompt)
+    r, s, tables, diag = _sample_rows(pol, rows, streams, M, data=data, funcs=funcs, sampling=sampling, names=names,
+                                      sketch=sketch, reward_weights=reward_weights,
+                                      on_reward_error=on_reward_error, progress=progress)
     ok = ~np.isnan(r).any(1)
     if ok.sum() < 3:
         raise InputError(f"only {int(ok.sum())} prompts have every completion scorable (need 3); "
