@@ -231,5 +231,7 @@ def test_prompt_constants_unbiased_by_exact_enumeration():
 
 
 def test_prompt_constants_bad_shapes():
-    with pytest.raises(ValueError, match="need rewards"):
+    with pytest.raises(ValueError, match="at least 4 samples per prompt"):
         constants.prompt_constants(np.zeros((2, 3)), np.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match="need rewards"):
+        constants.prompt_constants(np.zeros((2, 5)), np.zeros((2, 4, 1)))

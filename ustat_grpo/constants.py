@@ -128,6 +128,18 @@ def prompt_pieces(rewards, scores):
     return g, g2, st, t1 - st
 
 
+def pool_arrays(rewards, scores, *, min_samples: int = 4, finite: bool = True):
+    """Validated ``rewards (P, M)`` and ``scores (P, M, d)`` as float arrays (one clear error otherwise)."""
+    z, w = np.asarray(rewards, float), np.asarray(scores, float)
+    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape:
+        raise ValueError(f"need rewards (P, M) and scores (P, M, d), got {z.shape} and {w.shape}")
+    if z.shape[1] < min_samples:
+        raise ValueError(f"need at least {min_samples} samples per prompt, got {z.shape[1]}")
+    if finite and not (np.all(np.isfinite(z)) and np.all(np.isfinite(w))):
+        raise ValueError("rewards and scores must be finite")
+    return z, w
+
+
 def prompt_constants(rewards, scores):
     """Unbiased per-prompt constants ``A2(x), A3(x)`` of Theorem 2 (arXiv 2603.01162).
 
@@ -145,9 +157,7 @@ def prompt_constants(rewards, scores):
         U-statistics of ``A2(x)``, ``A3(x)`` and ``||g(x)||^2`` (unbiased; may be negative for
         small ``M``).
     """
-    z, w = np.asarray(rewards, float), np.asarray(scores, float)
-    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape or z.shape[1] < 4:
-        raise ValueError(f"need rewards (P, M >= 4) and scores (P, M, d), got {z.shape} and {w.shape}")
+    z, w = pool_arrays(rewards, scores, finite=False)
     _, g2, st, zzq = prompt_pieces(z, w)
     return zzq - g2, st + g2, g2
 
@@ -301,15 +311,8 @@ def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.9
     >>> est.params.shape
     (3,)
     """
-    z = np.asarray(rewards, float)
-    w = np.asarray(scores, float)
-    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape:
-        raise ValueError(f"need rewards (P, M) and scores (P, M, d), got {z.shape} and {w.shape}")
+    z, w = pool_arrays(rewards, scores)
     P, M = z.shape
-    if M < 4:
-        raise ValueError(f"need at least 4 samples per prompt, got {M}")
-    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(w))):
-        raise ValueError("rewards and scores must be finite")
     probs = None
     if prompt_probs is not None:
         probs = np.asarray(prompt_probs, float)
@@ -417,11 +420,7 @@ def prompt_statistics(rewards, scores, *, prompt_ids=None) -> PromptStatistics:
     >>> bool(np.array_equal(constants_from_statistics(merge_statistics(b, a), n_groups=6).unconstrained, whole))
     True
     """
-    z, w = np.asarray(rewards, float), np.asarray(scores, float)
-    if z.ndim != 2 or w.ndim != 3 or w.shape[:2] != z.shape or z.shape[1] < 4:
-        raise ValueError(f"need rewards (P, M >= 4) and scores (P, M, d), got {z.shape} and {w.shape}")
-    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(w))):
-        raise ValueError("rewards and scores must be finite")
+    z, w = pool_arrays(rewards, scores)
     P, M = z.shape
     ids = np.arange(P, dtype=np.int64) if prompt_ids is None else np.asarray(list(prompt_ids), np.int64)
     if ids.shape != (P,) or len(np.unique(ids)) != P:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import estimators as est
+from .constants import pool_arrays
 from .kernels import Kernel
 from .ustat import ustatistic
 
@@ -153,10 +154,7 @@ def pool_mse(rewards, scores, *, budget: int, num_generations=None, estimators=(
         Draw group members *with* replacement: a deliberately wrong resampler (biased), for
         negative controls only.
     """
-    r = np.asarray(rewards, float)
-    s = np.asarray(scores, float)
-    if r.ndim != 2 or s.ndim != 3 or s.shape[:2] != r.shape:
-        raise ValueError(f"rewards (P, M) and scores (P, M, d) expected, got {r.shape} and {s.shape}")
+    r, s = pool_arrays(rewards, scores, min_samples=2, finite=False)
     P, M = r.shape
     if P < 3:
         raise ValueError("at least 3 prompts are needed (cross-prompt products and a jackknife)")
