@@ -202,7 +202,7 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     calls = {}
 
     def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, device, projection_dim,
-                       variant, progress):
+                       variant, progress, template=None, first_question=0):
         calls.update(num_prompts=num_prompts, seed=rng, model=model, variant=variant)
         s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
         return s.rewards, s.scores

@@ -355,3 +355,36 @@ def test_hook_scores_honour_the_temperature():
     torch.testing.assert_close(hooks, ref, rtol=1e-5, atol=1e-6)
     plain = lm.per_sample_scores(model, ids, mask, method="hooks")
     assert (hooks - plain).norm() > 1e-3 * plain.norm()            # control: T changes the score
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_sequence_logprob_is_what_the_scores_differentiate(arch):
+    # the public training log-probability: its per-sequence gradient is per_sample_scores' row
+    rng = np.random.default_rng(11)
+    model = _tiny(arch)
+    ids, mask = _batch(rng, n=3)
+    scores = lm.per_sample_scores(model, ids, mask, temperature=0.8)
+    names = lm.parameter_names(model)
+    for i in range(3):
+        model.zero_grad(set_to_none=True)
+        lm.sequence_logprob(model, ids[i:i + 1], mask[i:i + 1], temperature=0.8).sum().backward()
+        g = torch.cat([dict(model.named_parameters())[n].grad.reshape(-1) for n in names])
+        torch.testing.assert_close(scores[i], g, rtol=1e-5, atol=1e-6)
+    lp = lm.sequence_logprob(model, ids, mask)
+    assert lp.shape == (3,) and bool((lp < 0).all())
+
+
+def test_saved_builtin_checkpoint_with_its_compact_template(tmp_path):
+    # issue 15: a saved built-in checkpoint has 128 positions; the paper's few-shot prompt does not fit
+    from ustat_grpo import fit_scaling as fs
+    pol = lm.load_policy(None, variant="weak", device="cpu")
+    pol.model.save_pretrained(tmp_path)
+    pol.tokenizer.save_pretrained(tmp_path)
+    argv = ["--model", str(tmp_path), "--num-prompts", "4", "--samples-per-prompt", "8", "--projection-dim", "16",
+            "--format", "json", "--template", "compact_zero_shot", "--first-question", "100"]
+    assert fs.main(argv) == 0
+    rewards, _ = lm.prompt_samples(str(tmp_path), num_prompts=4, samples_per_prompt=8, rng=0, device="cpu",
+                                   projection_dim=16, template="compact_zero_shot", first_question=496)
+    assert rewards.shape == (4, 8)
+    with pytest.raises(ValueError, match="not all in the 500"):
+        lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=497, device="cpu")

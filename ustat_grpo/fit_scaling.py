@@ -132,6 +132,15 @@ class Options:
         help="lm source: keep the per-prompt statistics in this NetCDF file, written per batch and "
              "resumed if it exists; under torchrun each rank writes a shard and rank 0 merges and "
              "reports (read it back later with: fit_scaling PILOT.nc)", metavar="PATH"))
+    template: str | None = field(default=None, metadata=dict(
+        help="lm source: prompt format (default: few_shot for --model, the variant's compact format for "
+             "the built-in model; compact_* for a saved built-in checkpoint)",
+        choices=("zero_shot", "few_shot", "compact_zero_shot", "compact_few_shot")))
+    first_question: int = field(default=0, metadata=dict(
+        help="lm source: measure questions FIRST .. FIRST + num_prompts - 1 of the 500 (a split of the task)"))
+    threads: int | None = field(default=None, metadata=dict(
+        help="torch CPU threads of this process (default: torch's; one per process when several share "
+             "the cores)"))
     target_width: float | None = field(default=None, metadata=dict(
         help="lm source: adaptive pilot, add prompts (up to --num-prompts) until the 95%% interval of G* "
              "at the budget has relative width (high - low) / G* at most this (after 128 prompts)"))
@@ -165,6 +174,9 @@ def _check(opts: Options) -> Options:
                          "directory is expected; nothing is downloaded)")
     if source == "lm" and opts.num_prompts > 500:
         raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), got {opts.num_prompts}")
+    if source == "lm" and not 0 <= opts.first_question <= 500 - opts.num_prompts:
+        raise InputError(f"--first-question {opts.first_question} + --num-prompts {opts.num_prompts} must stay "
+                         "within the 500 questions of the arithmetic set")
     return opts
 
 
@@ -296,7 +308,8 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
             m = measure_lm(opts.model, num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
                            seed=opts.seed, device=opts.device, projection_dim=opts.projection_dim,
                            variant=opts.variant, level=opts.level, progress=True, pilot=opts.pilot,
-                           target_width=opts.target_width, budget=budget)
+                           target_width=opts.target_width, budget=budget, template=opts.template,
+                           first_question=opts.first_question)
         except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
             if opts.debug:
                 raise
@@ -406,6 +419,10 @@ def main(argv=None) -> int:
     opts = options_from_args(Options, ns)
     log = lambda s: print(s, file=sys.stderr)
     t0 = time.perf_counter()
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(int(opts.threads))
     _init_distributed(opts)
     try:
         rec = run(opts, log=log)

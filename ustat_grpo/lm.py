@@ -45,7 +45,7 @@ import torch
 from . import arithmetic
 from ._random import default_rng, seed_sequence, torch_generator
 from .policy import Sample
-from .score import Sketch, gram, parameter_names, per_sample_scores, squared_errors
+from .score import Sketch, gram, parameter_names, per_sample_scores, sequence_logprob, squared_errors
 
 __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
@@ -530,12 +530,20 @@ def arithmetic_sampler(model: Policy | str | os.PathLike | None = None, *, num_p
                        samples_per_prompt: int = 64, rng=0, device: str = "auto",
                        projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                        params: str | list | None = None, variant: str = "strong", dataset_seed: int = 0,
-                       chunk_size: int = 32) -> ArithmeticSampler:
-    """The :class:`ArithmeticSampler` of :func:`prompt_samples` (same arguments, same streams)."""
-    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device)
-    problems = arithmetic.make_dataset(500, seed=dataset_seed)[:num_prompts]
-    if len(problems) < num_prompts:
-        raise ValueError(f"num_prompts must be <= 500, got {num_prompts}")
+                       chunk_size: int = 32, template: str | None = None,
+                       first_question: int = 0) -> ArithmeticSampler:
+    """The :class:`ArithmeticSampler` of :func:`prompt_samples` (same arguments, same streams).
+
+    ``template`` chooses the prompt format (see :class:`Policy`; e.g. ``"compact_zero_shot"`` for a
+    saved built-in checkpoint loaded as a user model); ``first_question`` measures questions
+    ``first_question .. first_question + num_prompts - 1`` of the 500 (a split of the task).
+    """
+    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device,
+                                                                 template=template)
+    problems = arithmetic.make_dataset(500, seed=dataset_seed)[first_question:first_question + num_prompts]
+    if first_question < 0 or len(problems) < num_prompts:
+        raise ValueError(f"questions {first_question}..{first_question + num_prompts - 1} are not all in "
+                         "the 500 of the arithmetic set")
     d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
     if projection_dim == "auto":
         projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
@@ -552,7 +560,7 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
                    projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                    params: str | list | None = None, variant: str = "strong",
                    dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False,
-                   progress: bool = False):
+                   progress: bool = False, template: str | None = None, first_question: int = 0):
     """Per-prompt samples (rewards, scores) of a transformer policy on the arithmetic set.
 
     Parameters
@@ -588,7 +596,8 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     """
     sampler = arithmetic_sampler(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=rng,
                                  device=device, projection_dim=projection_dim, projection_kind=projection_kind,
-                                 params=params, variant=variant, dataset_seed=dataset_seed, chunk_size=chunk_size)
+                                 params=params, variant=variant, dataset_seed=dataset_seed, chunk_size=chunk_size,
+                                 template=template, first_question=first_question)
     from tqdm import tqdm
 
     rewards, scores = [], []

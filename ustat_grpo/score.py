@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-__all__ = ["parameter_names", "per_sample_scores", "Sketch", "gram", "squared_errors"]
+__all__ = ["sequence_logprob", "parameter_names", "per_sample_scores", "Sketch", "gram", "squared_errors"]
 
 
 def parameter_names(model, params: str | list | None = None) -> list[str]:
@@ -63,6 +63,26 @@ def _logprob_fn(model, frozen: dict, emb_name: str, temperature: float = 1.0):
         return _masked_logprob(logits, ids[None], mask[None], temperature)[0]
 
     return f
+
+
+def sequence_logprob(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
+                     temperature: float = 1.0) -> torch.Tensor:
+    """``log pi_T(y_i | x_i)`` of every sequence, differentiable: what GRPO trainers differentiate.
+
+    One batched forward of ``sequences (N, T)`` (prompt + completion, right-padded; causal attention
+    makes the padding irrelevant) and the masked sum over completion tokens of
+    ``log_softmax(z / T)`` (:func:`per_sample_scores` is the per-sequence gradient of this).
+
+    Returns
+    -------
+    Tensor (N,)
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    dev = next(model.parameters()).device
+    ids, mask = sequences.to(dev), completion_mask.to(dev)
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits   # (N, T, V)
+    return _masked_logprob(logits, ids, mask, temperature)
 
 
 def _masked_logprob(logits, ids, mask, temperature: float = 1.0):
