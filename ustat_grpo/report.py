@@ -264,7 +264,7 @@ def plot_mse_curve(rec, path: str) -> str:
     if obs:
         yerr = obs.get("mse_se")
         ax.errorbar(obs["num_generations"], obs["mse"], yerr=(None if yerr is None else [1.96 * s for s in yerr]),
-                    fmt="o", color="k", ms=4, label="measured (Monte Carlo)")
+                    fmt="o", color="k", ms=4, label="measured (95% error bars)" if yerr is not None else "measured")
     if rec.exact is not None:
         ec = rec.exact.curve
         ax.plot(ec.num_generations, ec.mse, "--", color="C2", label="exact (toy)")
