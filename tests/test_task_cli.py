@@ -49,6 +49,7 @@ def _cli(model_dir, gsm8k, *extra):
 
 
 def test_cli_end_to_end_lora_temperature(model_dir, gsm8k, tmp_path, capsys):
+    pytest.importorskip("peft")                               # the [task] extra
     out = tmp_path / "rec.json"
     rc = fit_scaling.main(_cli(model_dir, gsm8k, "--temperature", "0.7", "--lora-r", "2",
                                "--lora-target-modules", "q_proj", "v_proj", "--num-generations", "2,4,8",
