@@ -170,6 +170,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
     (["--model", "/nonexistent/model"], "/nonexistent/model: not a directory"),
     (["--source", "bandit", "--model", "/tmp"], "--model is only used with --source lm"),
     (["--num-prompts", "501"], "--num-prompts must be <= 500"),
+    (["--source", "bandit", "--target-width", "0.5"], "options of the lm source"),
     (["--variant", "huge"], "invalid choice"),
 ])
 def test_bad_usage_exit_2(capsys, argv, msg):

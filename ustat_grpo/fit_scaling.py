@@ -156,6 +156,8 @@ def _check(opts: Options) -> Options:
         raise InputError(f"--level must be in (0, 1), got {opts.level}")
     if opts.measurements and opts.source:
         raise InputError("give a measurements FILE or --source, not both")
+    if (opts.pilot or opts.target_width) and (opts.measurements or opts.dataset or opts.source not in (None, "lm")):
+        raise InputError("--pilot and --target-width are options of the lm source (a pilot file is read as FILE)")
     if opts.measurements:
         return opts
     if opts.dataset or opts.source == "task":
