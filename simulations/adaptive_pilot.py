@@ -15,7 +15,6 @@ built-in contextual bandit, whose exact G* is known (``ustat_grpo.mse.constants`
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from scipy import stats
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
 from ustat_grpo.bandits import default_bandit  # noqa: E402
 from ustat_grpo.constants import constants_from_statistics  # noqa: E402
 from ustat_grpo.mse import constants as exact_constants  # noqa: E402
@@ -80,7 +79,7 @@ def _cp(k, n):
 
 def main(argv=None) -> int:
     parser = parser_from_dataclass(Config, prog="simulations/adaptive_pilot.py", description=__doc__.split("\n\n")[0])
-    cfg = Config(**{f.name: getattr(parser.parse_args(argv), f.name) for f in dataclasses.fields(Config)})
+    cfg = options_from_args(Config, parser.parse_args(argv))
     out = simulate(cfg)
     n, M = cfg.replicates, cfg.samples_per_prompt
     k, kf = int(out["hits"].sum()), int(out["fixed_hits"].sum())

@@ -50,7 +50,8 @@ from .score import Sketch, gram, parameter_names, per_sample_scores, sequence_lo
 __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
     "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
-    "per_sample_scores", "Sketch", "gram", "squared_errors", "prompt_samples", "resolve_device",
+    "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "prompt_samples",
+    "resolve_device", "ArithmeticSampler", "arithmetic_sampler",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_lm"

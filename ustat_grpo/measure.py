@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._random import seed_sequence
 from .bandits import default_bandit
 from .constants import ScalingConstants, constants_from_statistics, estimate_constants
 from .estimators import leave_one_out
@@ -142,7 +143,7 @@ def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group
     -------
     dict of ndarrays ``num_prompts``, ``num_generations``, ``mse``, ``mse_se`` (one entry per cell).
     """
-    seq = np.random.SeedSequence(rng) if not isinstance(rng, np.random.SeedSequence) else rng
+    seq = seed_sequence(rng)
     theta, grad = policy.theta, policy.gradient()
     gs = [g for g in range(2, budget + 1) if budget % g == 0 and g <= max_group_size]
     rows = []

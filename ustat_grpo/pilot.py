@@ -191,10 +191,11 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
     config = dict(config or {}, num_prompts=int(num_prompts), seed=str(seed))
     target = None if path is None else shard_path(path, rank, world_size)
     done, old = _read(target) if target is not None else (None, {})
-    if old and old.get("config") != provenance_attrs(seed=seed, config=config)["config"]:
-        raise ValueError(f"{target}: a pilot with another configuration; remove it or use another path")
     attrs = _attrs(seed, config, num_prompts, old.get("created", created))
-    todo = [p for p in range(rank, num_prompts, world_size) if done is None or p not in set(done.prompt.tolist())]
+    if old and old.get("config") != attrs["config"]:
+        raise ValueError(f"{target}: a pilot with another configuration; remove it or use another path")
+    finished = set() if done is None else set(done.prompt.tolist())
+    todo = [p for p in range(rank, num_prompts, world_size) if p not in finished]
     streams = np.random.SeedSequence(seed).spawn(num_prompts)
     bar = _progress(len(todo), progress, rank)
     for start in range(0, len(todo), batch_size):

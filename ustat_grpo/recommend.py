@@ -131,7 +131,7 @@ class Recommendation:
     @property
     def g_star_paper(self) -> float:
         """``sqrt(c3/c1)`` (paper form; from the paper-form fit when there is one)."""
-        return (self.optimum if self.form == "paper" else self.optimum_exact).g_star_paper
+        return self.optimum.g_star_paper
 
     @property
     def g_star(self) -> float | None:
@@ -144,8 +144,7 @@ class Recommendation:
     def g_star_interval(self) -> ConfidenceInterval | None:
         if self.kind == "performance":
             return self._performance_g_star()[1]
-        res = self.optimum_exact if self.form == "exact" else self.optimum
-        return res.confidence_interval(which=self.form)
+        return self.optimum.confidence_interval(which=self.form)
 
     def _performance_g_star(self):
         pf = self.performance
@@ -185,7 +184,6 @@ class Recommendation:
     def _mse_dict(self) -> dict:
         A, m = self.constants, self.model
         ci_a, ci_c = A.confidence_interval(self.level), m.confidence_interval(self.level)
-        paper_src = self.optimum if self.form == "paper" else self.optimum_exact  # g_star_paper's source
         out = dict(kind="mse", form=self.form, budget=int(self.budget), level=self.level,
                    divisors_only=self.divisors_only, constants_source=self.constants_source,
                    c_convention=C_CONVENTION, bounded=bool(self.optimum.bounded))
@@ -194,8 +192,8 @@ class Recommendation:
         for i, k in enumerate(("c1", "c2", "c3")):
             out[k], out[k + "_interval"] = json_float(m.params[i]), json_interval(ci_c[m.names[i]])
         out.update(
-            g_star_paper=json_float(paper_src.g_star_paper),
-            g_star_paper_interval=json_interval(paper_src.g_star_paper_interval),
+            g_star_paper=json_float(self.g_star_paper),
+            g_star_paper_interval=json_interval(self.optimum.g_star_paper_interval),
             g_star_exact=json_float(self.optimum_exact.g_star_exact),
             g_star_exact_interval=json_interval(self.optimum_exact.g_star_exact_interval),
             g_star_integer=int(self.num_generations),
@@ -360,7 +358,7 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
     kw = dict(budget=budget, divisors_only=divisors_only, level=level)
     opt_exact = estimate.optimal_group_size(**kw)
     model = paper_fit if (form == "paper" and paper_fit is not None) else estimate
-    opt = model.optimal_group_size(**kw, form=form)
+    opt = opt_exact if form == "exact" else model.optimal_group_size(**kw, form=form)
     g_rec = int(opt.g_star_integer)
     extra = [g_rec] + list(observed["num_generations"] if observed else [])
     gs = candidate_group_sizes(budget, divisors_only, extra=extra)
