@@ -291,7 +291,8 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
     dtype : torch dtype or its name, optional
         Parameter dtype (default float32).
     max_new_tokens : int, optional
-        Default 8 for the built-in models, 16 otherwise.
+        Default 8 for the built-in models and the compact templates (a saved built-in checkpoint),
+        16 otherwise.
     attn_implementation : str
         ``"eager"`` by default: ``vmap`` has no batching rule for the fused CPU attention kernels.
     """
@@ -315,7 +316,8 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
                                                    **{_dtype_keyword(): dtype})
         default_template = "few_shot"
         name, chat = str(path), bool(getattr(tok, "chat_template", None))
-        max_new_tokens = max_new_tokens or 16
+        # The compact formats are the built-in models' (short answers): their budget, 8 tokens.
+        max_new_tokens = max_new_tokens or (8 if (template or "").startswith("compact") else 16)
     net = net.to(device=dev, dtype=dtype).eval()
     return Policy(model=net, tokenizer=tok, template=template or default_template, name=name,
                   use_chat_template=chat, max_new_tokens=max_new_tokens, device=dev)
@@ -413,6 +415,10 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
                        warn: bool = True) -> Completions:
     """Sample completions (ancestral sampling with a KV cache) as a GRPO trainer configures it.
 
+    ``prompt_ids`` is one prompt (a list of ids) or several prompts of equal length (a list of such
+    lists, ``(P, Tp)``); each is sampled ``num_samples`` times, rows grouped by prompt
+    (``P * num_samples`` rows).
+
     The default (temperature 1, nothing else) samples from pi_theta itself.  With ``temperature``
     T alone the sampler is ``pi_T = softmax(z / T)``, whose score is
     ``per_sample_scores(..., temperature=T)``.  ``repetition_penalty`` (applied to the raw logits
@@ -432,7 +438,9 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     generator = torch_generator(rng, dev)
     eos, pad = policy.eos_token_ids, _pad_id(policy.tokenizer)
     eos_t = torch.tensor(eos, dtype=torch.long, device=dev)
-    prompt = torch.tensor(prompt_ids, device=dev).repeat(num_samples, 1)  # (M, Tp)
+    prompt = torch.tensor(prompt_ids, device=dev)
+    prompt = (prompt[None] if prompt.ndim == 1 else prompt).repeat_interleave(num_samples, 0)  # (M, Tp)
+    num_rows = prompt.shape[0]
     # Finished rows keep being fed pad tokens whose outputs are discarded; an all-ones mask
     # keeps transformers from guessing that the batch is padded.
     attn = torch.ones_like(prompt)  # (M, Tp)
@@ -440,10 +448,10 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
     key = cache_keyword(type(base))
     out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
     past, logits = getattr(out, key), out.logits[:, -1]
-    done = torch.zeros(num_samples, dtype=torch.bool, device=dev)
+    done = torch.zeros(num_rows, dtype=torch.bool, device=dev)
     new, mask = [], []
-    lost = torch.zeros(num_samples, dtype=torch.float64, device=dev)  # sum_t (1 - Z_t)
-    log_ratio = torch.zeros(num_samples, dtype=torch.float64, device=dev)
+    lost = torch.zeros(num_rows, dtype=torch.float64, device=dev)  # sum_t (1 - Z_t)
+    log_ratio = torch.zeros(num_rows, dtype=torch.float64, device=dev)
     for _ in range(policy.max_new_tokens):
         raw = logits.float()
         if repetition_penalty != 1.0:

@@ -15,7 +15,7 @@ from scipy import optimize, stats
 from .interval import ConfidenceInterval, json_float, json_interval
 from .optimum import fieller_ratio_interval
 
-__all__ = ["PerformanceFit", "fit_performance_table"]
+__all__ = ["PerformanceFit", "fit_performance_table", "GroupSizeComparison", "compare_group_sizes"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,3 +378,111 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
                           budgets=tuple(int(b) for b in budgets), n_obs=n,
                           higher_is_better=higher_is_better, mse_shape=mse_shape,
                           preferred_shape=preferred, effect_pvalue=effect_p, best_adjusted=best_adj)
+
+
+# ============================================================================ paired comparison of G
+
+@dataclass(frozen=True, kw_only=True)
+class GroupSizeComparison:
+    """Result of :func:`compare_group_sizes`.
+
+    Attributes
+    ----------
+    groups : tuple of int
+    mean, se : ndarray (k,)
+        Mean score per G over seeds and its standard error.
+    best : int
+        The G with the best mean.
+    best_set : tuple of int
+        The G not significantly worse than any other (contains the truly best G with probability
+        at least ``level``).
+    pvalue_worse : dict
+        Per G: the smallest one-sided paired p-value of "some other G scores higher", before the
+        Bonferroni factor ``k - 1``.
+    effect_pvalue : float
+        F-test of G in the two-way additive ANOVA with seeds as blocks.
+    seeds_needed : dict
+        Per G outside ``best``: seeds for 80% power to declare it worse than ``best`` at the
+        measured paired effect size (``inf`` when the measured difference has the wrong sign).
+    """
+
+    groups: tuple
+    mean: np.ndarray
+    se: np.ndarray
+    best: int
+    best_set: tuple
+    pvalue_worse: dict
+    effect_pvalue: float
+    seeds_needed: dict
+    num_seeds: int
+    level: float
+
+    def to_dict(self) -> dict:
+        return {"groups": list(self.groups), "mean": self.mean.tolist(), "se": self.se.tolist(),
+                "best": self.best, "best_set": list(self.best_set),
+                "pvalue_worse": {str(g): json_float(p) for g, p in self.pvalue_worse.items()},
+                "effect_pvalue": json_float(self.effect_pvalue),
+                "seeds_needed": {str(g): json_float(n) for g, n in self.seeds_needed.items()},
+                "num_seeds": self.num_seeds, "level": self.level}
+
+
+def compare_group_sizes(groups, scores, *, level: float = 0.95, higher_is_better: bool = True,
+                        power: float = 0.8) -> GroupSizeComparison:
+    """Which group sizes are not significantly worse than the best, from runs paired by seed.
+
+    Parameters
+    ----------
+    groups : array_like of int, shape (k,)
+    scores : array_like, shape (k, n)
+        ``scores[i, s]``: the outcome (e.g. area under the learning curve) of G = ``groups[i]``
+        with seed ``s``; runs with the same seed share their randomness where they can (same
+        questions), so differences are taken within a seed.
+    level : float
+        ``1 - alpha``.
+
+    Notes
+    -----
+    Subset selection by paired one-sided t-tests with a Bonferroni factor (Gupta's subset
+    selection; Hsu 1996, ch. 4, "multiple comparisons with the best"): G_i is declared worse when,
+    for some j, the test of ``mu_j <= mu_i`` against ``mu_j > mu_i`` rejects at ``alpha / (k - 1)``.
+    For the truly best G every one of its ``k - 1`` null hypotheses is true, so it is excluded
+    with probability at most ``alpha``: ``best_set`` covers the best G at level ``1 - alpha``.
+    """
+    from statsmodels.stats.power import TTestPower
+
+    g = np.asarray(groups, int)
+    y = np.asarray(scores, float) * (1.0 if higher_is_better else -1.0)
+    if y.ndim != 2 or y.shape[0] != g.size or g.size < 2:
+        raise ValueError(f"scores must have shape (k >= 2, n) with k = len(groups); got {y.shape}")
+    k, n = y.shape
+    if n < 2 or not np.all(np.isfinite(y)):
+        raise ValueError("need at least two finite seeds per group size")
+    alpha = 1.0 - level
+    d = y[None, :, :] - y[:, None, :]                       # d[i, j, s] = y_j - y_i
+    md, sd = d.mean(-1), d.std(-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = md / (sd / math.sqrt(n))
+    p = stats.t.sf(t, n - 1)                                # H1: mu_j > mu_i
+    p = np.where(sd > 0, p, np.where(md > 0, 0.0, 1.0))
+    np.fill_diagonal(p, 1.0)
+    pmin = p.min(1)
+    worse = pmin <= alpha / (k - 1)
+    mean = y.mean(1)
+    b = int(np.argmax(mean))
+    seeds = {}
+    for i in range(k):
+        if i == b:
+            continue
+        es = md[i, b] / sd[i, b] if sd[i, b] > 0 else math.inf
+        seeds[int(g[i])] = (math.inf if not es > 0 else 2.0 if not math.isfinite(es) else
+                            float(math.ceil(TTestPower().solve_power(effect_size=es, alpha=alpha / (k - 1),
+                                                                     power=power, alternative="larger"))))
+    blocks = np.repeat(np.arange(n)[None], k, 0).ravel()
+    pv, _ = _group_size_effect(blocks, np.repeat(g, n), y.ravel(), np.arange(n), np.sort(g))
+    sign = 1.0 if higher_is_better else -1.0
+    return GroupSizeComparison(groups=tuple(int(x) for x in g), mean=sign * mean,
+                               se=y.std(1, ddof=1) / math.sqrt(n), best=int(g[b]),
+                               best_set=tuple(int(x) for x in g[~worse]),
+                               pvalue_worse={int(x): float(v) for x, v in zip(g, pmin)},
+                               effect_pvalue=float("nan") if pv is None else pv, seeds_needed=seeds,
+                               num_seeds=n, level=level)

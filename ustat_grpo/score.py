@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-__all__ = ["sequence_logprob", "parameter_names", "per_sample_scores", "Sketch", "gram", "squared_errors"]
+__all__ = ["sequence_logprob", "token_logprobs", "parameter_names", "per_sample_scores", "Sketch", "gram",
+           "squared_errors"]
 
 
 def parameter_names(model, params: str | list | None = None) -> list[str]:
@@ -77,26 +78,43 @@ def sequence_logprob(model, sequences: torch.Tensor, completion_mask: torch.Tens
     -------
     Tensor (N,)
     """
+    return token_logprobs(model, sequences, completion_mask, temperature=temperature).sum(-1)
+
+
+def token_logprobs(model, sequences: torch.Tensor, completion_mask: torch.Tensor, *,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """Per-token ``mask_t log pi_T(y_t | x, y_<t)``, differentiable, shape ``(N, T - 1)``.
+
+    Entry ``t`` belongs to token ``t + 1`` of ``sequences``; masked (prompt, padding) entries are 0,
+    so ``token_logprobs(...).sum(-1) == sequence_logprob(...)``.  Token-level importance ratios
+    (Algorithm 2, PPO clipping) and per-token KL estimators need this form.
+    """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     dev = next(model.parameters()).device
     ids, mask = sequences.to(dev), completion_mask.to(dev)
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits   # (N, T, V)
-    return _masked_logprob(logits, ids, mask, temperature)
+    return _masked_token_logprobs(logits, ids, mask, temperature)
 
 
-def _masked_logprob(logits, ids, mask, temperature: float = 1.0):
-    """``sum_t mask_t log pi_T(ids_t | ids_<t)`` per row: logits (n, T, V), ids and mask (n, T) -> (n,).
+def _masked_token_logprobs(logits, ids, mask, temperature: float = 1.0):
+    """``mask_t log pi_T(ids_t | ids_<t)``: logits (n, T, V), ids and mask (n, T) -> (n, T - 1).
 
-    The one definition of the sequence log-probability, shared by the vmap and the hook paths:
-    ``pi_T = softmax(z / T)`` over the full vocabulary (logits in float32, float64 for a float64 model).
+    The one definition of the token log-probability, shared by the vmap and the hook paths and by
+    training: ``pi_T = softmax(z / T)`` over the full vocabulary (logits in float32, float64 for a
+    float64 model).
     """
     z = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # (n, T-1, V)
     if temperature != 1.0:
         z = z / temperature
     logp = torch.log_softmax(z, -1)  # (n, T-1, V)
     tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (n, T-1)
-    return (tok * mask[:, 1:].to(tok.dtype)).sum(-1)
+    return tok * mask[:, 1:].to(tok.dtype)
+
+
+def _masked_logprob(logits, ids, mask, temperature: float = 1.0):
+    """``sum_t mask_t log pi_T(ids_t | ids_<t)`` per row: logits (n, T, V), ids and mask (n, T) -> (n,)."""
+    return _masked_token_logprobs(logits, ids, mask, temperature).sum(-1)
 
 
 # --------------------------------------------------------------------------- per-sample grads by hooks

@@ -1,0 +1,354 @@
+"""Does the recommended G train best?  GRPO training across group sizes at a fixed rollout budget.
+
+The practical claim behind the tool: the G that minimises the gradient's MSE at a fixed budget
+``N = B G`` (``G* = 1 + sqrt(A3/A1)``) is the G that makes training progress fastest per rollout.
+This script tests it on a built-in transformer policy (weak by default):
+
+1. The constants ``A1..A3`` are measured on the initial checkpoint (``measure_lm``, the path of
+   ``python -m ustat_grpo.fit_scaling --variant weak``) and turned into the recommendation at
+   budget N among the divisors of N, and into the predicted MSE of every G.
+2. For every G of the grid (divisors of N), advantage (``rloo`` = the paper's leave-one-out GRPO,
+   ``grpo`` = TRL's std-normalised default), learning rate and seed, GRPO trains the same initial
+   checkpoint (:func:`ustat_grpo.lm_train.train_grpo`: fresh questions every step from the task
+   generator, the same questions for every G at a seed) and is evaluated every ``eval_every``
+   steps on a fixed question set by ``p_canonical``, the exact probability of the correct answer.
+   Cells run in parallel through the Monte Carlo scheduler (process pool or a Dask address).
+3. Per (advantage, learning rate): the area under the ``p_canonical``-vs-rollouts curve (AUC)
+   per G and seed, compared by :func:`ustat_grpo.performance.compare_group_sizes` (paired by
+   seed, Bonferroni subset selection of the G not significantly worse than the best), the
+   two-way ANOVA p-value of G, the Spearman correlation between predicted MSE and AUC, and the
+   seeds that would be needed to separate each G from the best.
+4. With ``--drift STEPS``: one more run at the recommended G saves checkpoints (local HF
+   directories) at those steps, and the constants are re-measured on each: how G* moves as the
+   policy improves, and the predicted MSE of a G schedule that follows it against the fixed G.
+
+Outputs in ``--out``: ``train_vs_g.nc`` (per-step and per-evaluation arrays, AUC, constants,
+provenance), ``summary.json`` and ``train_vs_g.png``.  Usage::
+
+    python simulations/train_vs_g.py                     # the default grid, about an hour on 2 cores
+    python simulations/train_vs_g.py --quick             # seconds: keeps the script working (tests)
+    python -m paper_checks --only Gstar-training         # the check on the stored result
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from ustat_grpo import lm_train  # noqa: E402
+from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo._scheduler import executor_map, scheduler_iv  # noqa: E402
+from ustat_grpo.performance import compare_group_sizes  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Config:
+    groups: str = field(default="2,4,8,16,32", metadata={"help": "comma-separated group sizes G (divisors of the budget)"})
+    budget: int = field(default=64, metadata={"help": "rollouts per step N = B G"})
+    steps: int = field(default=300, metadata={"help": "training steps per run"})
+    seeds: int = field(default=10, metadata={"help": "seeds per cell (runs paired by seed)"})
+    advantages: str = field(default="rloo,grpo", metadata={"help": "advantage presets (rloo = leave-one-out GRPO, grpo = TRL std-normalised)"})
+    learning_rates: str = field(default="3e-4,1e-3", metadata={"help": "comma-separated learning rates (a small sweep)"})
+    optimizer: str = field(default="adam", metadata={"help": "adam or sgd", "choices": ("adam", "sgd")})
+    eval_every: int = field(default=10, metadata={"help": "evaluate every this many steps"})
+    num_eval: int = field(default=256, metadata={"help": "evaluation questions (make_dataset(num_eval, seed=1))"})
+    variant: str = field(default="weak", metadata={"help": "built-in policy variant", "choices": ("weak", "strong", "fewshot")})
+    constants_prompts: int = field(default=500, metadata={"help": "questions for the constants (first P of the 500)"})
+    constants_samples: int = field(default=64, metadata={"help": "completions per question for the constants"})
+    drift: str = field(default="0,100,200,300", metadata={"help": "checkpoint steps at which G* is re-measured ('' = no drift study)"})
+    drift_samples: int = field(default=32, metadata={"help": "completions per question when re-measuring the constants"})
+    seed: int = field(default=20261129, metadata={"help": "root seed"})
+    workers: int = field(default=0, metadata={"help": "processes (0: all cores)"})
+    threads: int = field(default=1, metadata={"help": "torch threads per process (the main one and each worker)"})
+    scheduler: str = field(default="processes", metadata={"help": "processes, serial or a Dask address"})
+    level: float = field(default=0.95, metadata={"help": "confidence level"})
+    out: str = field(default="results/train_vs_g", metadata={"help": "output directory"})
+    quick: bool = field(default=False, metadata={"help": "tiny grid (seconds), to keep the script working"})
+    no_plot: bool = field(default=False, metadata={"help": "skip the PNG"})
+
+
+QUICK = dict(groups="2,4,8", budget=16, steps=6, seeds=3, advantages="rloo", learning_rates="1e-3", eval_every=3,
+             num_eval=32, constants_prompts=24, constants_samples=8, drift="0,6", drift_samples=8, workers=1)
+
+
+def _ints(s):
+    return [int(x) for x in str(s).split(",") if x.strip()]
+
+
+def _floats(s):
+    return [float(x) for x in str(s).split(",") if x.strip()]
+
+
+def _strs(s):
+    return [x.strip() for x in str(s).split(",") if x.strip()]
+
+
+def measure_constants(cfg: Config, model=None, *, samples=None, seed_offset=0):
+    """Constants and the recommendation at ``cfg.budget`` among its divisors (the fit_scaling path)."""
+    from ustat_grpo.measure import measure_lm
+    from ustat_grpo.recommend import recommend
+
+    meas = measure_lm(model, num_prompts=cfg.constants_prompts, samples_per_prompt=samples or cfg.constants_samples,
+                      seed=cfg.seed + seed_offset, device="cpu", variant=cfg.variant, budget=cfg.budget,
+                      level=cfg.level, template="compact_zero_shot" if model is not None else None)
+    rec = recommend(meas.constants, budget=cfg.budget, divisors_only=True, level=cfg.level)
+    return meas, rec
+
+
+def predicted_mse(A, groups, budget):
+    """``MSE(G) = (A1 G + A2 + A3 / (G - 1)) / N`` at ``N = B G``."""
+    g = np.asarray(groups, float)
+    return (A[0] * g + A[1] + A[2] / (g - 1)) / budget
+
+
+def _tasks(cfg: Config, groups, advs, lrs):
+    tasks = []
+    for a in advs:
+        for lr in lrs:
+            for g in groups:
+                for s in range(cfg.seeds):
+                    tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=g, advantage=a,
+                                              optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
+                                              num_eval=cfg.num_eval)
+                    tasks.append(dict(variant=cfg.variant, config=asdict(tc), seed=cfg.seed, seed_key=(s,),
+                                      threads=cfg.threads, key=(a, lr, g, s)))
+    return tasks
+
+
+def run_grid(cfg: Config, progress=True):
+    """Every training cell; returns the arrays of the NetCDF file."""
+    from tqdm import tqdm
+
+    groups, advs, lrs = _ints(cfg.groups), _strs(cfg.advantages), _floats(cfg.learning_rates)
+    tasks = _tasks(cfg, groups, advs, lrs)
+    shape = (len(advs), len(lrs), len(groups), cfg.seeds)
+    n_eval = len(lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=groups[0],
+                                      eval_every=cfg.eval_every).eval_steps)
+    arr = {k: np.full(shape + (cfg.steps,), np.nan) for k in ("reward", "frac_reward_zero_std", "grad_norm")}
+    arr["p_canonical"] = np.full(shape + (n_eval,), np.nan)
+    arr["seconds"] = np.full(shape, np.nan)
+    eval_steps = None
+    workers = cfg.workers or os.cpu_count() or 1
+    bar = tqdm(total=len(tasks), desc="train_vs_g cells", unit="run", disable=not progress, file=sys.stderr)
+    for i, out in executor_map(lm_train.run_cell, tasks, scheduler_iv(cfg.scheduler), workers):
+        a, lr, g, s = tasks[i]["key"]
+        idx = (advs.index(a), lrs.index(lr), groups.index(g), s)
+        for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical"):
+            arr[k][idx] = out[k]
+        arr["seconds"][idx] = out["seconds"]
+        eval_steps = np.asarray(out["eval_steps"])
+        bar.update()
+    bar.close()
+    return dict(groups=groups, advantages=advs, learning_rates=lrs, eval_steps=eval_steps, **arr)
+
+
+def auc(p, eval_steps):
+    """Trapezoid area under ``p`` vs rollouts over the last axis, divided by the rollouts spent."""
+    x = np.asarray(eval_steps, float)
+    return ((p[..., 1:] + p[..., :-1]) * np.diff(x)).sum(-1) / 2 / x[-1]
+
+
+def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
+    """Per (advantage, lr): the paired comparison, ANOVA, rank agreement and the power guard."""
+    from scipy import stats
+
+    groups = np.asarray(grid["groups"])
+    a = auc(grid["p_canonical"], grid["eval_steps"])                    # (adv, lr, G, seed)
+    mse_pred = np.asarray(mse_pred, float)
+    far = groups[mse_pred >= 2 * mse_pred.min()]
+    out = {}
+    for i, adv in enumerate(grid["advantages"]):
+        for j, lr in enumerate(grid["learning_rates"]):
+            cmp = compare_group_sizes(groups, a[i, j], level=level)
+            rho = stats.spearmanr(-mse_pred, cmp.mean).statistic
+            guard_effect = bool(cmp.effect_pvalue < 1 - level)
+            guard_far = bool(all(int(g) not in cmp.best_set for g in far))
+            out[f"{adv}/lr={lr:g}"] = dict(
+                advantage=adv, learning_rate=lr, comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
+                recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
+                far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
+                                                                   far_groups_excluded=guard_far),
+                passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far))
+    return out
+
+
+def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
+    """One run at the recommended G saving checkpoints; G* re-measured on each."""
+    from ustat_grpo.lm import load_policy
+
+    steps = _ints(cfg.drift)
+    tc = lm_train.TrainConfig(num_steps=max(steps), budget=cfg.budget, num_generations=rec_g,
+                              advantage=_strs(cfg.advantages)[0], optimizer=cfg.optimizer,
+                              learning_rate=_floats(cfg.learning_rates)[0], eval_every=cfg.eval_every,
+                              num_eval=cfg.num_eval)
+    pol = load_policy(variant=cfg.variant, device="cpu")
+    ckdir = os.path.join(out_dir, "checkpoints")
+    res = lm_train.train_grpo(pol, tc, rng=np.random.SeedSequence(cfg.seed, spawn_key=(0,)),
+                              checkpoint_steps=steps, checkpoint_dir=ckdir, progress=progress)
+    rows = []
+    for s in steps:
+        ck = load_policy(res.checkpoints[s], template="compact_zero_shot", device="cpu")
+        meas, rec = measure_constants(cfg, ck, samples=cfg.drift_samples, seed_offset=1)
+        opt = rec.optimum_exact
+        A = np.asarray(meas.constants.params, float)
+        rows.append(dict(step=s, A=A.tolist(), g_star=opt.g_star_exact,
+                         g_star_interval=[opt.g_star_exact_interval.low, opt.g_star_exact_interval.high],
+                         recommended=int(rec.num_generations),
+                         p_canonical=float(res.p_canonical[list(res.eval_steps).index(s)])
+                         if s in res.eval_steps else float("nan")))
+    # Predicted MSE along the run of the fixed G against the per-checkpoint best divisor.
+    groups = _ints(cfg.groups)
+    ratio = []
+    for r in rows:
+        m = predicted_mse(np.asarray(r["A"]), groups, cfg.budget)
+        ratio.append(float(m[groups.index(rec_g)] / m.min()) if rec_g in groups else float("nan"))
+        r["best_divisor"] = int(groups[int(np.argmin(m))])
+    return dict(steps=steps, rows=rows, fixed_g=rec_g, fixed_over_schedule_mse=ratio,
+                checkpoints={str(k): v for k, v in res.checkpoints.items()})
+
+
+def to_dataset(cfg: Config, grid: dict, consts: dict, analysis: dict, drift: dict | None):
+    import xarray as xr
+
+    dims = ("advantage", "learning_rate", "num_generations", "seed")
+    coords = dict(advantage=grid["advantages"], learning_rate=grid["learning_rates"],
+                  num_generations=grid["groups"], seed=np.arange(cfg.seeds), step=np.arange(1, cfg.steps + 1),
+                  eval_step=grid["eval_steps"])
+    ds = xr.Dataset(
+        {k: (dims + ("step",), grid[k]) for k in ("reward", "frac_reward_zero_std", "grad_norm")}
+        | {"p_canonical": (dims + ("eval_step",), grid["p_canonical"]),
+           "auc": (dims, auc(grid["p_canonical"], grid["eval_steps"])),
+           "predicted_mse": (("num_generations",), np.asarray(consts["predicted_mse"]))},
+        coords=coords)
+    ds["p_canonical"].attrs["long_name"] = "exact probability of the canonical correct completion (evaluation set)"
+    ds["auc"].attrs["long_name"] = "area under p_canonical vs rollouts / rollouts"
+    ds.attrs["constants"] = json.dumps(consts, sort_keys=True)
+    ds.attrs["analysis"] = json.dumps(analysis, sort_keys=True)
+    ds.attrs["drift"] = json.dumps(drift, sort_keys=True) if drift else ""
+    return ds
+
+
+def plot(ds, summary: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    advs, lrs = list(ds.advantage.values), list(ds.learning_rate.values)
+    groups = ds.num_generations.values
+    rec = summary["constants"]["recommended"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    ax = axes[0]
+    x = ds.eval_step.values * int(summary["config"]["budget"])
+    p = ds.p_canonical.sel(advantage=advs[0], learning_rate=lrs[0])
+    for g in groups:
+        m = p.sel(num_generations=g).mean("seed")
+        ax.plot(x, m, label=f"G = {g}" + (" (recommended)" if g == rec else ""), lw=2.5 if g == rec else 1.2)
+    ax.set(xlabel="rollouts", ylabel="p(correct answer), evaluation set",
+           title=f"learning curves ({advs[0]}, lr {lrs[0]:g}; mean of {ds.sizes['seed']} seeds)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for i, a in enumerate(advs):
+        for j, lr in enumerate(lrs):
+            au = ds.auc.sel(advantage=a, learning_rate=lr)
+            m, se = au.mean("seed"), au.std("seed", ddof=1) / math.sqrt(ds.sizes["seed"])
+            off = (i * len(lrs) + j - (len(advs) * len(lrs) - 1) / 2) * 0.04
+            ax.errorbar(groups * 2 ** off, m, yerr=1.96 * se, marker="o", capsize=3, label=f"{a}, lr {lr:g}")
+    ax.axvline(rec, color="k", ls="--", lw=1, label=f"recommended G = {rec}")
+    gi = summary["constants"]["g_star_interval"]
+    ax.axvspan(max(gi[0], groups[0] / 1.5), min(gi[1], groups[-1] * 1.5), color="k", alpha=0.08,
+               label="95% CI of G*")
+    ax.set(xscale="log", xlabel="G (log scale)", ylabel="AUC of p(correct) (mean, 95% CI)",
+           title=f"area under the curve vs G at N = {summary['config']['budget']}")
+    ax.set_xticks(groups, [str(g) for g in groups])
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    ax.plot(groups, ds.predicted_mse.values, "o-k")
+    ax.axvline(rec, color="k", ls="--", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="G (log scale)", ylabel="predicted MSE of the gradient",
+           title="prediction from A1..A3 at the initial checkpoint")
+    ax.set_xticks(groups, [str(g) for g in groups])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(summary: dict) -> str:
+    c = summary["constants"]
+    lines = [f"Recommendation at N = {summary['config']['budget']} (divisors): G = {c['recommended']}; "
+             f"G* = {c['g_star']:.2f} [{c['g_star_interval'][0]:.2f}, {c['g_star_interval'][1]:.2f}]; "
+             f"A = {', '.join(f'{a:.4g}' for a in c['A'])}",
+             "predicted MSE x N: " + ", ".join(f"G={g}: {m * summary['config']['budget']:.4g}"
+                                                for g, m in zip(c['groups'], c['predicted_mse']))]
+    for key, r in summary["analysis"].items():
+        cmp = r["comparison"]
+        means = ", ".join(f"G={g}: {m:.4f}+-{1.96 * s:.4f}" for g, m, s in zip(cmp["groups"], cmp["mean"], cmp["se"]))
+        lines += [f"[{key}] AUC {means}",
+                  f"    best G = {cmp['best']}; not significantly worse (level {cmp['level']}, paired, Bonferroni): "
+                  f"{cmp['best_set']}; ANOVA p(G) = {cmp['effect_pvalue']:.3g}; Spearman(-MSE, AUC) = "
+                  f"{r['spearman_mse_auc']:.2f}",
+                  f"    seeds needed to separate from the best (80% power): {cmp['seeds_needed']}",
+                  f"    recommended G = {r['recommended']} in the set: {r['recommended_in_best_set']}; power guard "
+                  f"{r['power_guard']} (G with predicted MSE >= 2x min: {r['far_groups']}) -> "
+                  f"{'PASS' if r['passed'] else 'FAIL'}"]
+    d = summary.get("drift")
+    if d:
+        lines.append(f"Drift of G* along one run at G = {d['fixed_g']}:")
+        for r, q in zip(d["rows"], d["fixed_over_schedule_mse"]):
+            lines.append(f"    step {r['step']:4d}: p_canonical {r['p_canonical']:.4f}, G* = {r['g_star']:.2f} "
+                         f"[{r['g_star_interval'][0]:.2f}, {r['g_star_interval'][1]:.2f}], best divisor "
+                         f"{r['best_divisor']}; MSE(fixed G)/MSE(best divisor) = {q:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = parser_from_dataclass(Config, prog="train_vs_g.py", description=__doc__.split("\n\n")[0])
+    args = p.parse_args(argv)
+    cfg = Config(**{k: getattr(args, k) for k in Config.__dataclass_fields__})
+    if cfg.quick:
+        cfg = replace(cfg, **QUICK)
+    groups = _ints(cfg.groups)
+    if any(cfg.budget % g or g < 2 for g in groups):
+        p.error(f"every G in --groups must be >= 2 and divide --budget {cfg.budget}")
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    meas, rec = measure_constants(cfg)
+    A = np.asarray(meas.constants.params, float)
+    mse = predicted_mse(A, groups, cfg.budget)
+    opt = rec.optimum_exact
+    consts = dict(A=A.tolist(), recommended=int(rec.num_generations), g_star=opt.g_star_exact,
+                  g_star_interval=[opt.g_star_exact_interval.low, opt.g_star_exact_interval.high],
+                  groups=groups, predicted_mse=mse.tolist(), description=meas.description)
+    print(f"constants measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    grid = run_grid(cfg)
+    analysis = analyse(grid, consts["recommended"], mse, cfg.level)
+    drift = drift_study(cfg, consts["recommended"], cfg.out) if cfg.drift else None
+    summary = dict(config=asdict(cfg), constants=consts, analysis=analysis, drift=drift,
+                   seconds=time.perf_counter() - t0, cell_seconds=float(np.nansum(grid["seconds"])))
+    ds = to_dataset(cfg, grid, consts, analysis, drift)
+    os.makedirs(cfg.out, exist_ok=True)
+    write_netcdf(ds, os.path.join(cfg.out, "train_vs_g.nc"),
+                 provenance=provenance_attrs(seed=cfg.seed, config=asdict(cfg)))
+    with open(os.path.join(cfg.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True, default=float)
+    if not cfg.no_plot:
+        plot(ds, summary, os.path.join(cfg.out, "train_vs_g.png"))
+    print(report(summary))
+    print(f"wall time {summary['seconds']:.0f} s; training cells {summary['cell_seconds']:.0f} s of CPU; "
+          f"outputs in {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
