@@ -31,7 +31,6 @@ provenance), ``summary.json`` and ``train_vs_g.png``.  Usage::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -73,6 +72,7 @@ class Config:
     level: float = field(default=0.95, metadata={"help": "confidence level"})
     out: str = field(default="results/train_vs_g", metadata={"help": "output directory"})
     quick: bool = field(default=False, metadata={"help": "tiny grid (seconds), to keep the script working"})
+    reanalyse: str = field(default="", metadata={"help": "re-analyse and re-plot a stored train_vs_g.nc (no training)", "metavar": "NC"})
     no_plot: bool = field(default=False, metadata={"help": "skip the PNG"})
 
 
@@ -104,6 +104,28 @@ def measure_constants(cfg: Config, model=None, *, samples=None, seed_offset=0):
     return meas, rec
 
 
+def initial_constants(cfg: Config, groups) -> dict:
+    """Constants, recommendation and predicted MSE at the initial checkpoint (cached in ``out/``)."""
+    from ustat_grpo._cli import sha256_json
+
+    key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
+    path = os.path.join(cfg.out, f"constants-{sha256_json(key)[:16]}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            consts = json.load(f)
+    else:
+        meas, rec = measure_constants(cfg)
+        A = np.asarray(meas.constants.params, float)
+        opt = rec.optimum_exact
+        consts = dict(A=A.tolist(), recommended=int(rec.num_generations), g_star=opt.g_star_exact,
+                      g_star_interval=[opt.g_star_exact_interval.low, opt.g_star_exact_interval.high],
+                      description=meas.description)
+        os.makedirs(cfg.out, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(consts, f, default=float)
+    return dict(consts, groups=groups, predicted_mse=predicted_mse(consts["A"], groups, cfg.budget).tolist())
+
+
 def predicted_mse(A, groups, budget):
     """``MSE(G) = (A1 G + A2 + A3 / (G - 1)) / N`` at ``N = B G``."""
     g = np.asarray(groups, float)
@@ -111,11 +133,12 @@ def predicted_mse(A, groups, budget):
 
 
 def _tasks(cfg: Config, groups, advs, lrs):
+    """One task per (learning rate, advantage, seed, G), the first learning rate's cells first."""
     tasks = []
-    for a in advs:
-        for lr in lrs:
-            for g in groups:
-                for s in range(cfg.seeds):
+    for lr in lrs:
+        for a in advs:
+            for s in range(cfg.seeds):
+                for g in groups:
                     tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=g, advantage=a,
                                               optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
                                               num_eval=cfg.num_eval)
@@ -124,28 +147,61 @@ def _tasks(cfg: Config, groups, advs, lrs):
     return tasks
 
 
+def _cell_path(cache_dir, task) -> str:
+    """Cache file of a cell: named by a hash of everything that determines its result."""
+    from ustat_grpo._cli import sha256_json
+
+    what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
+    return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
+
+
 def run_grid(cfg: Config, progress=True):
-    """Every training cell; returns the arrays of the NetCDF file."""
+    """Every training cell; returns the arrays of the NetCDF file.
+
+    Finished cells are kept in ``out/cells/`` (one JSON file each, written atomically, named by a
+    hash of the cell's settings and seed), so an interrupted grid resumes where it stopped and a
+    grid that shares cells with an earlier one reuses them.  Results do not depend on the order.
+    """
     from tqdm import tqdm
 
     groups, advs, lrs = _ints(cfg.groups), _strs(cfg.advantages), _floats(cfg.learning_rates)
     tasks = _tasks(cfg, groups, advs, lrs)
+    cache = os.path.join(cfg.out, "cells")
+    os.makedirs(cache, exist_ok=True)
     shape = (len(advs), len(lrs), len(groups), cfg.seeds)
-    n_eval = len(lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=groups[0],
-                                      eval_every=cfg.eval_every).eval_steps)
     arr = {k: np.full(shape + (cfg.steps,), np.nan) for k in ("reward", "frac_reward_zero_std", "grad_norm")}
-    arr["p_canonical"] = np.full(shape + (n_eval,), np.nan)
+    arr["p_canonical"] = np.full(shape + (len(lm_train.TrainConfig(
+        num_steps=cfg.steps, budget=cfg.budget, num_generations=groups[0], eval_every=cfg.eval_every).eval_steps),),
+        np.nan)
     arr["seconds"] = np.full(shape, np.nan)
     eval_steps = None
-    workers = cfg.workers or os.cpu_count() or 1
-    bar = tqdm(total=len(tasks), desc="train_vs_g cells", unit="run", disable=not progress, file=sys.stderr)
-    for i, out in executor_map(lm_train.run_cell, tasks, scheduler_iv(cfg.scheduler), workers):
-        a, lr, g, s = tasks[i]["key"]
+
+    def store(task, out):
+        nonlocal eval_steps
+        a, lr, g, s = task["key"]
         idx = (advs.index(a), lrs.index(lr), groups.index(g), s)
         for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical"):
             arr[k][idx] = out[k]
         arr["seconds"][idx] = out["seconds"]
         eval_steps = np.asarray(out["eval_steps"])
+
+    todo = []
+    for t in tasks:
+        path = _cell_path(cache, t)
+        if os.path.exists(path):
+            with open(path) as f:
+                store(t, json.load(f))
+        else:
+            todo.append(t)
+    workers = cfg.workers or os.cpu_count() or 1
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="train_vs_g cells", unit="run",
+               disable=not progress, file=sys.stderr)
+    for i, out in executor_map(lm_train.run_cell, todo, scheduler_iv(cfg.scheduler), workers):
+        store(todo[i], out)
+        path = _cell_path(cache, todo[i])
+        with open(path + ".tmp", "w") as f:
+            json.dump(out, f)
+        os.replace(path + ".tmp", path)
         bar.update()
     bar.close()
     return dict(groups=groups, advantages=advs, learning_rates=lrs, eval_steps=eval_steps, **arr)
@@ -237,6 +293,18 @@ def to_dataset(cfg: Config, grid: dict, consts: dict, analysis: dict, drift: dic
     return ds
 
 
+def load(path):
+    """``(grid, constants, config)`` back from a ``train_vs_g.nc`` (re-analysis needs no training)."""
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    grid = dict(groups=[int(g) for g in ds.num_generations.values], advantages=[str(a) for a in ds.advantage.values],
+                learning_rates=[float(x) for x in ds.learning_rate.values], eval_steps=ds.eval_step.values,
+                **{k: ds[k].values for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical")})
+    return grid, json.loads(ds.attrs["constants"]), json.loads(ds.attrs["config"]), ds
+
+
 def plot(ds, summary: dict, path: str) -> None:
     import matplotlib
 
@@ -310,12 +378,27 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def reanalyse(cfg: Config) -> int:
+    """Analysis, report and figure again from a stored NetCDF file."""
+    grid, consts, stored, ds = load(cfg.reanalyse)
+    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"])
+    drift = json.loads(ds.attrs["drift"]) if ds.attrs.get("drift") else None
+    summary = dict(config=stored, constants=consts, analysis=analysis, drift=drift)
+    if not cfg.no_plot:
+        os.makedirs(cfg.out, exist_ok=True)
+        plot(ds, summary, os.path.join(cfg.out, "train_vs_g.png"))
+    print(report(summary))
+    return 0
+
+
 def main(argv=None) -> int:
     p = parser_from_dataclass(Config, prog="train_vs_g.py", description=__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
     cfg = Config(**{k: getattr(args, k) for k in Config.__dataclass_fields__})
     if cfg.quick:
         cfg = replace(cfg, **QUICK)
+    if cfg.reanalyse:
+        return reanalyse(cfg)
     groups = _ints(cfg.groups)
     if any(cfg.budget % g or g < 2 for g in groups):
         p.error(f"every G in --groups must be >= 2 and divide --budget {cfg.budget}")
@@ -323,16 +406,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    meas, rec = measure_constants(cfg)
-    A = np.asarray(meas.constants.params, float)
-    mse = predicted_mse(A, groups, cfg.budget)
-    opt = rec.optimum_exact
-    consts = dict(A=A.tolist(), recommended=int(rec.num_generations), g_star=opt.g_star_exact,
-                  g_star_interval=[opt.g_star_exact_interval.low, opt.g_star_exact_interval.high],
-                  groups=groups, predicted_mse=mse.tolist(), description=meas.description)
-    print(f"constants measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    consts = initial_constants(cfg, groups)
+    print(f"constants ready after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     grid = run_grid(cfg)
-    analysis = analyse(grid, consts["recommended"], mse, cfg.level)
+    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], cfg.level)
     drift = drift_study(cfg, consts["recommended"], cfg.out) if cfg.drift else None
     summary = dict(config=asdict(cfg), constants=consts, analysis=analysis, drift=drift,
                    seconds=time.perf_counter() - t0, cell_seconds=float(np.nansum(grid["seconds"])))

@@ -80,3 +80,61 @@ def test_table2_has_no_significant_effect_of_g():
     N = np.repeat([1024, 2048, 4096], 6)
     fit = performance.fit_performance_table(N, G, TABLE2.ravel(), rng=0, n_boot=100)
     assert fit.effect_pvalue > 0.05 and not fit.effect_detected
+
+
+# ---------------------------------------------------------------------------- compare_group_sizes
+
+def test_compare_group_sizes_pvalues_match_scipy_paired_t():
+    from scipy import stats as st
+
+    from ustat_grpo.performance import compare_group_sizes
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(4, 9)) + np.array([0.0, 3.0, 1.0, -1.0])[:, None]
+    cmp = compare_group_sizes([2, 4, 8, 16], y)
+    for i, g in enumerate(cmp.groups):
+        ref = min(st.ttest_rel(y[j], y[i], alternative="greater").pvalue for j in range(4) if j != i)
+        assert cmp.pvalue_worse[g] == pytest.approx(ref, rel=1e-10)
+    assert cmp.best == 4 and 4 in cmp.best_set
+    worse = {g for g in cmp.groups if cmp.pvalue_worse[g] <= 0.05 / 3}
+    assert set(cmp.best_set) == set(cmp.groups) - worse
+    # lower-is-better on negated scores: the same decision
+    neg = compare_group_sizes([2, 4, 8, 16], -y, higher_is_better=False)
+    assert neg.best_set == cmp.best_set and neg.best == cmp.best
+
+
+def test_compare_group_sizes_covers_the_best_and_detects_clear_losers():
+    """Seeded Monte Carlo: the set holds the true best in >= 95% of replicates (binomial bound),
+    a clearly worse G is excluded nearly always, and a wrong rule (no Bonferroni, best sample
+    mean as the reference) loses coverage when the top two are tied."""
+    from scipy import stats as st
+
+    from ustat_grpo.performance import compare_group_sizes
+
+    rng = np.random.default_rng(1)
+    means = np.array([0.0, 0.0, -0.1, -3.0])          # G=2 and G=4 tied for best, G=16 far worse
+    R, n = 400, 6
+    cover = excluded = naive_cover = 0
+    for _ in range(R):
+        y = means[:, None] + rng.normal(size=(1, n)) + rng.normal(size=(4, n))   # seed effect + noise
+        cmp = compare_group_sizes([2, 4, 8, 16], y)
+        cover += 2 in cmp.best_set and 4 in cmp.best_set
+        excluded += 16 not in cmp.best_set
+        b = int(np.argmax(y.mean(1)))
+        naive = [i for i in range(4) if i == b or st.ttest_rel(y[b], y[i], alternative="greater").pvalue > 0.3]
+        naive_cover += 0 in naive and 1 in naive
+    lo = st.binom.ppf(1e-4, R, 0.90) / R                # both tied bests kept: each >= 95%, jointly >= 90%
+    assert cover / R >= lo
+    assert excluded / R >= 0.95
+    assert naive_cover / R < lo                         # the negative control fails the same bound
+
+
+def test_compare_group_sizes_rejects_bad_input():
+    from ustat_grpo.performance import compare_group_sizes
+
+    with pytest.raises(ValueError):
+        compare_group_sizes([2, 4], np.ones((3, 5)))
+    with pytest.raises(ValueError):
+        compare_group_sizes([2, 4], np.ones((2, 1)))
+    with pytest.raises(ValueError):
+        compare_group_sizes([2, 4], np.array([[1.0, np.nan], [1.0, 2.0]]))
