@@ -12,7 +12,7 @@ script checks the prediction against an independent computation and measures ``M
 * built-in model (``--lm``): one pilot of ``lm_prompts x lm_samples`` -> ``M*`` and its table.
 
     python simulations/samples_per_prompt.py              # bandit only, ~40 s on 2 cores
-    python simulations/samples_per_prompt.py --lm         # + built-in model, ~1.5 min more
+    python simulations/samples_per_prompt.py --lm         # + built-in model, ~4 min more
 """
 from __future__ import annotations
 
