@@ -15,6 +15,9 @@ embarrassingly parallel over prompts:
 
 ``python -m ustat_grpo.fit_scaling pilot.nc`` reports from a pilot file (or several shard files)
 without touching a model.
+
+How many samples per prompt a pilot should draw is measured from a pilot's own samples by
+:func:`ustat_grpo.pilot_design.choose_samples_per_prompt`.
 """
 from __future__ import annotations
 
