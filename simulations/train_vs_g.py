@@ -7,13 +7,14 @@ This script tests it on a built-in transformer policy (weak by default):
 1. The constants ``A1..A3`` are measured on the initial checkpoint (``measure_lm``, the path of
    ``python -m ustat_grpo.fit_scaling --variant weak``) and turned into the recommendation at
    budget N among the divisors of N, and into the predicted MSE of every G.
-2. For every G of the grid (divisors of N), advantage (``rloo`` = the paper's leave-one-out GRPO,
-   ``grpo`` = TRL's std-normalised default), learning rate and seed, GRPO trains the same initial
+2. For every G of the grid (divisors of N), setting (advantage and learning rate: ``rloo`` = the
+   paper's leave-one-out GRPO, ``grpo`` = TRL's std-normalised default; by default both at Adam
+   3e-4, and ``rloo`` also at 1e-3, the learning-rate sweep) and seed, GRPO trains the same initial
    checkpoint (:func:`ustat_grpo.lm_train.train_grpo`: fresh questions every step from the task
    generator, the same questions for every G at a seed) and is evaluated every ``eval_every``
    steps on a fixed question set by ``p_canonical``, the exact probability of the correct answer.
    Cells run in parallel through the Monte Carlo scheduler (process pool or a Dask address).
-3. Per (advantage, learning rate): the area under the ``p_canonical``-vs-rollouts curve (AUC)
+3. Per setting: the area under the ``p_canonical``-vs-rollouts curve (AUC)
    per G and seed, compared by :func:`ustat_grpo.performance.compare_group_sizes` (paired by
    seed, Bonferroni subset selection of the G not significantly worse than the best), the
    two-way ANOVA p-value of G, the Spearman correlation between predicted MSE and AUC, and the
@@ -55,8 +56,7 @@ class Config:
     budget: int = field(default=64, metadata={"help": "rollouts per step N = B G"})
     steps: int = field(default=300, metadata={"help": "training steps per run"})
     seeds: int = field(default=10, metadata={"help": "seeds per cell (runs paired by seed)"})
-    advantages: str = field(default="rloo,grpo", metadata={"help": "advantage presets (rloo = leave-one-out GRPO, grpo = TRL std-normalised)"})
-    learning_rates: str = field(default="3e-4,1e-3", metadata={"help": "comma-separated learning rates (a small sweep)"})
+    settings: str = field(default="rloo:3e-4,grpo:3e-4,rloo:1e-3", metadata={"help": "comma-separated ADVANTAGE:LR pairs (rloo = leave-one-out GRPO, grpo = TRL std-normalised); the first is the primary one"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd", "choices": ("adam", "sgd")})
     eval_every: int = field(default=10, metadata={"help": "evaluate every this many steps"})
     num_eval: int = field(default=256, metadata={"help": "evaluation questions (make_dataset(num_eval, seed=1))"})
@@ -76,7 +76,7 @@ class Config:
     no_plot: bool = field(default=False, metadata={"help": "skip the PNG"})
 
 
-QUICK = dict(groups="2,4,8", budget=16, steps=6, seeds=3, advantages="rloo", learning_rates="1e-3", eval_every=3,
+QUICK = dict(groups="2,4,8", budget=16, steps=6, seeds=3, settings="rloo:1e-3", eval_every=3,
              num_eval=32, constants_prompts=24, constants_samples=8, drift="0,6", drift_samples=8, workers=1)
 
 
@@ -132,18 +132,29 @@ def predicted_mse(A, groups, budget):
     return (A[0] * g + A[1] + A[2] / (g - 1)) / budget
 
 
-def _tasks(cfg: Config, groups, advs, lrs):
-    """One task per (learning rate, advantage, seed, G), the first learning rate's cells first."""
+def _settings(cfg: Config) -> list[tuple[str, float]]:
+    out = []
+    for item in _strs(cfg.settings):
+        adv, _, lr = item.partition(":")
+        out.append((adv.strip(), float(lr)))
+    return out
+
+
+def _label(adv, lr) -> str:
+    return f"{adv}/lr={lr:g}"
+
+
+def _tasks(cfg: Config, groups, settings):
+    """One task per (setting, seed, G), in the order of the settings."""
     tasks = []
-    for lr in lrs:
-        for a in advs:
-            for s in range(cfg.seeds):
-                for g in groups:
-                    tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=g, advantage=a,
-                                              optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
-                                              num_eval=cfg.num_eval)
-                    tasks.append(dict(variant=cfg.variant, config=asdict(tc), seed=cfg.seed, seed_key=(s,),
-                                      threads=cfg.threads, key=(a, lr, g, s)))
+    for a, lr in settings:
+        for s in range(cfg.seeds):
+            for g in groups:
+                tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=g, advantage=a,
+                                          optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
+                                          num_eval=cfg.num_eval)
+                tasks.append(dict(variant=cfg.variant, config=asdict(tc), seed=cfg.seed, seed_key=(s,),
+                                  threads=cfg.threads, key=((a, lr), g, s)))
     return tasks
 
 
@@ -164,11 +175,11 @@ def run_grid(cfg: Config, progress=True):
     """
     from tqdm import tqdm
 
-    groups, advs, lrs = _ints(cfg.groups), _strs(cfg.advantages), _floats(cfg.learning_rates)
-    tasks = _tasks(cfg, groups, advs, lrs)
+    groups, settings = _ints(cfg.groups), _settings(cfg)
+    tasks = _tasks(cfg, groups, settings)
     cache = os.path.join(cfg.out, "cells")
     os.makedirs(cache, exist_ok=True)
-    shape = (len(advs), len(lrs), len(groups), cfg.seeds)
+    shape = (len(settings), len(groups), cfg.seeds)
     arr = {k: np.full(shape + (cfg.steps,), np.nan) for k in ("reward", "frac_reward_zero_std", "grad_norm")}
     arr["p_canonical"] = np.full(shape + (len(lm_train.TrainConfig(
         num_steps=cfg.steps, budget=cfg.budget, num_generations=groups[0], eval_every=cfg.eval_every).eval_steps),),
@@ -178,8 +189,8 @@ def run_grid(cfg: Config, progress=True):
 
     def store(task, out):
         nonlocal eval_steps
-        a, lr, g, s = task["key"]
-        idx = (advs.index(a), lrs.index(lr), groups.index(g), s)
+        st, g, s = task["key"]
+        idx = (settings.index(st), groups.index(g), s)
         for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical"):
             arr[k][idx] = out[k]
         arr["seconds"][idx] = out["seconds"]
@@ -204,7 +215,7 @@ def run_grid(cfg: Config, progress=True):
         os.replace(path + ".tmp", path)
         bar.update()
     bar.close()
-    return dict(groups=groups, advantages=advs, learning_rates=lrs, eval_steps=eval_steps, **arr)
+    return dict(groups=groups, settings=settings, eval_steps=eval_steps, **arr)
 
 
 def auc(p, eval_steps):
@@ -214,26 +225,25 @@ def auc(p, eval_steps):
 
 
 def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
-    """Per (advantage, lr): the paired comparison, ANOVA, rank agreement and the power guard."""
+    """Per setting: the paired comparison, ANOVA, rank agreement and the power guard."""
     from scipy import stats
 
     groups = np.asarray(grid["groups"])
-    a = auc(grid["p_canonical"], grid["eval_steps"])                    # (adv, lr, G, seed)
+    a = auc(grid["p_canonical"], grid["eval_steps"])                    # (setting, G, seed)
     mse_pred = np.asarray(mse_pred, float)
     far = groups[mse_pred >= 2 * mse_pred.min()]
     out = {}
-    for i, adv in enumerate(grid["advantages"]):
-        for j, lr in enumerate(grid["learning_rates"]):
-            cmp = compare_group_sizes(groups, a[i, j], level=level)
-            rho = stats.spearmanr(-mse_pred, cmp.mean).statistic
-            guard_effect = bool(cmp.effect_pvalue < 1 - level)
-            guard_far = bool(all(int(g) not in cmp.best_set for g in far))
-            out[f"{adv}/lr={lr:g}"] = dict(
-                advantage=adv, learning_rate=lr, comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
-                recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
-                far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
-                                                                   far_groups_excluded=guard_far),
-                passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far))
+    for i, (adv, lr) in enumerate(grid["settings"]):
+        cmp = compare_group_sizes(groups, a[i], level=level)
+        rho = stats.spearmanr(-mse_pred, cmp.mean).statistic
+        guard_effect = bool(cmp.effect_pvalue < 1 - level)
+        guard_far = bool(all(int(g) not in cmp.best_set for g in far))
+        out[_label(adv, lr)] = dict(
+            advantage=adv, learning_rate=lr, comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
+            recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
+            far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
+                                                               far_groups_excluded=guard_far),
+            passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far))
     return out
 
 
@@ -243,8 +253,8 @@ def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
 
     steps = _ints(cfg.drift)
     tc = lm_train.TrainConfig(num_steps=max(steps), budget=cfg.budget, num_generations=rec_g,
-                              advantage=_strs(cfg.advantages)[0], optimizer=cfg.optimizer,
-                              learning_rate=_floats(cfg.learning_rates)[0], eval_every=cfg.eval_every,
+                              advantage=_settings(cfg)[0][0], optimizer=cfg.optimizer,
+                              learning_rate=_settings(cfg)[0][1], eval_every=cfg.eval_every,
                               num_eval=cfg.num_eval)
     pol = load_policy(variant=cfg.variant, device="cpu")
     ckdir = os.path.join(out_dir, "checkpoints")
@@ -275,8 +285,10 @@ def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
 def to_dataset(cfg: Config, grid: dict, consts: dict, analysis: dict, drift: dict | None):
     import xarray as xr
 
-    dims = ("advantage", "learning_rate", "num_generations", "seed")
-    coords = dict(advantage=grid["advantages"], learning_rate=grid["learning_rates"],
+    dims = ("setting", "num_generations", "seed")
+    coords = dict(setting=[_label(a, lr) for a, lr in grid["settings"]],
+                  advantage=("setting", [a for a, _ in grid["settings"]]),
+                  learning_rate=("setting", [lr for _, lr in grid["settings"]]),
                   num_generations=grid["groups"], seed=np.arange(cfg.seeds), step=np.arange(1, cfg.steps + 1),
                   eval_step=grid["eval_steps"])
     ds = xr.Dataset(
@@ -299,8 +311,9 @@ def load(path):
 
     with xr.open_dataset(path) as ds:
         ds = ds.load()
-    grid = dict(groups=[int(g) for g in ds.num_generations.values], advantages=[str(a) for a in ds.advantage.values],
-                learning_rates=[float(x) for x in ds.learning_rate.values], eval_steps=ds.eval_step.values,
+    grid = dict(groups=[int(g) for g in ds.num_generations.values],
+                settings=[(str(a), float(lr)) for a, lr in zip(ds.advantage.values, ds.learning_rate.values)],
+                eval_steps=ds.eval_step.values,
                 **{k: ds[k].values for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical")})
     return grid, json.loads(ds.attrs["constants"]), json.loads(ds.attrs["config"]), ds
 
@@ -311,26 +324,25 @@ def plot(ds, summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    advs, lrs = list(ds.advantage.values), list(ds.learning_rate.values)
+    labels = [str(x) for x in ds.setting.values]
     groups = ds.num_generations.values
     rec = summary["constants"]["recommended"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     ax = axes[0]
     x = ds.eval_step.values * int(summary["config"]["budget"])
-    p = ds.p_canonical.sel(advantage=advs[0], learning_rate=lrs[0])
+    p = ds.p_canonical.sel(setting=labels[0])
     for g in groups:
         m = p.sel(num_generations=g).mean("seed")
         ax.plot(x, m, label=f"G = {g}" + (" (recommended)" if g == rec else ""), lw=2.5 if g == rec else 1.2)
     ax.set(xlabel="rollouts", ylabel="p(correct answer), evaluation set",
-           title=f"learning curves ({advs[0]}, lr {lrs[0]:g}; mean of {ds.sizes['seed']} seeds)")
+           title=f"learning curves ({labels[0]}; mean of {ds.sizes['seed']} seeds)")
     ax.legend(fontsize=8)
     ax = axes[1]
-    for i, a in enumerate(advs):
-        for j, lr in enumerate(lrs):
-            au = ds.auc.sel(advantage=a, learning_rate=lr)
-            m, se = au.mean("seed"), au.std("seed", ddof=1) / math.sqrt(ds.sizes["seed"])
-            off = (i * len(lrs) + j - (len(advs) * len(lrs) - 1) / 2) * 0.04
-            ax.errorbar(groups * 2 ** off, m, yerr=1.96 * se, marker="o", capsize=3, label=f"{a}, lr {lr:g}")
+    for i, lab in enumerate(labels):
+        au = ds.auc.sel(setting=lab)
+        m, se = au.mean("seed"), au.std("seed", ddof=1) / math.sqrt(ds.sizes["seed"])
+        off = (i - (len(labels) - 1) / 2) * 0.04
+        ax.errorbar(groups * 2 ** off, m, yerr=1.96 * se, marker="o", capsize=3, label=lab)
     ax.axvline(rec, color="k", ls="--", lw=1, label=f"recommended G = {rec}")
     gi = summary["constants"]["g_star_interval"]
     ax.axvspan(max(gi[0], groups[0] / 1.5), min(gi[1], groups[-1] * 1.5), color="k", alpha=0.08,

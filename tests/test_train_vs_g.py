@@ -22,8 +22,8 @@ def test_quick_grid_writes_netcdf_summary_and_figure(quick):
     for name in ("train_vs_g.nc", "summary.json", "train_vs_g.png"):
         assert (quick / name).stat().st_size > 0
     with xr.open_dataset(quick / "train_vs_g.nc") as ds:
-        assert dict(ds.sizes) == {"advantage": 1, "learning_rate": 1, "num_generations": 3, "seed": 3, "step": 6,
-                                  "eval_step": 3}
+        assert dict(ds.sizes) == {"setting": 1, "num_generations": 3, "seed": 3, "step": 6, "eval_step": 3}
+        assert list(ds.advantage.values) == ["rloo"] and list(ds.learning_rate.values) == [1e-3]
         assert np.all(np.isfinite(ds.p_canonical)) and np.all((ds.p_canonical > 0) & (ds.p_canonical < 1))
         assert np.all(np.isfinite(ds.auc)) and ds.attrs["seed"] == str(T.Config().seed)
         np.testing.assert_allclose(ds.auc, T.auc(ds.p_canonical.values, ds.eval_step.values))
