@@ -148,14 +148,17 @@ def _one_prompt_policies():
     yield SoftmaxBandit(np.array([0.0, 1.0, 0.5]), theta=[0.0, 0.5, -0.5])     # rewards that never vary
 
 
-@pytest.mark.parametrize("nbins", [None, 16])
-def test_fused_one_prompt_sampler_equals_block_sampler(nbins, monkeypatch):
+@pytest.mark.parametrize("nbins, rbits", [(None, None), (16, None), (None, 1), (16, 2)])
+def test_fused_one_prompt_sampler_equals_block_sampler(nbins, rbits, monkeypatch):
     """Same histogram and the same stream consumption as the unfused (per-pull) block sampler.
 
-    ``nbins = 16`` leaves most table bins undecided, so most groups go through the exact redo.
+    ``nbins = 16`` leaves most arm bins undecided and ``rbits = 1, 2`` most reward bins, so most
+    pulls go through the exact resolution.
     """
     if nbins is not None:
         monkeypatch.setattr(finite_action._OnePromptSampler, "NBINS", nbins)
+    if rbits is not None:
+        monkeypatch.setattr(finite_action._OnePromptSampler, "RBITS", rbits)
     for pol in _one_prompt_policies():
         fam = finite_action.FiniteActionModel.from_policy(pol)
         samplers = finite_action.samplers_for(fam)
@@ -165,6 +168,89 @@ def test_fused_one_prompt_sampler_equals_block_sampler(nbins, monkeypatch):
             fused = samplers[-2](a, R, B, G)
             np.testing.assert_array_equal(fused, finite_action._draw_histograms(fam, b, R, B, G, samplers, ws)[3])
             assert a.random() == b.random()                               # same draws consumed
+
+
+def test_raw_words_are_the_uniforms():
+    """The fused sampler reads words: ``Generator.random`` is ``(w >> 11) * 2**-53`` of the same
+    words, and ``advance(n)`` consumes what ``n`` uniforms would."""
+    a, b = np.random.default_rng(31), np.random.default_rng(31)
+    u = a.random(1000)
+    np.testing.assert_array_equal(u, (b.bit_generator.random_raw(1000) >> np.uint64(11)) * 2.0 ** -53)
+    a.random(37)
+    b.bit_generator.advance(37)
+    np.testing.assert_array_equal(a.random(5), b.random(5))
+
+
+def test_one_prompt_tables_equal_searchsorted():
+    """The arm table of the fused sampler (runs of arms between change points) equals the naive
+    per-bin searchsorted, also with CDF points on bin edges and empty arms."""
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        K = int(rng.integers(2, 30))
+        p = rng.dirichlet(np.ones(K) * rng.uniform(0.05, 3))
+        if trial % 3 == 0:
+            p = np.round(p * 64) / 64                                  # CDF points on bin edges
+            p[p == 0] = 1e-300                                         # (nearly) empty arms
+            p /= p.sum()
+        fam = finite_action.FiniteActionModel.from_policy(
+            SoftmaxBandit(rng.uniform(size=K), theta=np.log(p)))
+        one = finite_action.samplers_for(fam)[-2]
+        nb, nr = one.NBINS, 2 ** one.RBITS
+        edges = np.arange(nb) / nb
+        lo = np.searchsorted(one.cdf, edges, side="right")
+        hi = np.searchsorted(one.cdf, edges + 1.0 / nb, side="left")
+        np.testing.assert_array_equal(one.arm_lut, np.where(hi == lo, lo, K) * nr)
+        left = np.arange(nr) / nr                                      # reward table, row by row
+        for a in range(K):
+            f = fam.reward_probs[0, a, 0]
+            want = np.where(left + 1 / nr <= f, 2 * a, np.where(left >= f, 2 * a + 1, 2 * K))
+            np.testing.assert_array_equal(one.cell_lut[a * nr:(a + 1) * nr], want)
+        assert (one.cell_lut[K * nr:] == 2 * K).all()
+
+
+def test_block_errors_batched_equal_per_block_twin(monkeypatch):
+    """Several blocks per call give, bit for bit, the errors of one ``errors_finite`` per block
+    (unequal block sizes, B > 1, a non-power-of-two G, M = 1 and every affine estimator)."""
+    names = ("vanilla", "leave_one_out", "oracle", "group_mean", "std_normalized")
+    pols = [SoftmaxBandit([0.2, 0.9, 0.5, 0.7], theta=[0.0, 0.5, -0.5, 1.0]),
+            SoftmaxBandit(rewards=[0.0, 1.0, 0.5], theta=[0.3, 0.1, -0.2])]
+    for pol in pols:
+        fam = finite_action.FiniteActionModel.from_policy(pol)
+        for G, B, sizes in [(8, 1, [50, 50, 50, 13]), (5, 3, [40, 40, 7]), (16, 2, [1, 30])]:
+            task = mc._Task(policy=pol, estimators=names, funcs=None, G=G, B=B, num_replicates=sum(sizes),
+                            block_size=max(sizes), seed=0, gradient=fam.gradient(), values=fam.value(),
+                            fam=fam, affine=frozenset(names))
+            kids = np.random.SeedSequence(G * B).spawn(len(sizes))
+            errors = finite_action.BlockErrors(task)
+            assert errors.fused
+            with np.errstate(all="ignore"):
+                batched = errors([np.random.default_rng(k) for k in kids], sizes)
+                samplers = finite_action.samplers_for(fam)
+                twin = np.concatenate([finite_action.errors_finite(
+                    task, np.random.default_rng(k), r, samplers, finite_action.workspace((r, B, G)))
+                    for k, r in zip(kids, sizes)], axis=1)
+            np.testing.assert_array_equal(batched, twin)
+    # and through run_grid: one block per call vs the default batching, same bytes
+    kw = dict(num_generations=(4, 7), num_prompts=(1, 2), num_replicates=2000, seed=12, block_size=150,
+              estimators=names, scheduler="serial", progress=False)
+    batched = mc.run_grid(pols[0], **kw)
+    monkeypatch.setattr(finite_action.BlockErrors, "BATCH_GENERATIONS", 1)
+    data_equal(batched, mc.run_grid(pols[0], **kw))
+
+
+def test_pool_blocks_equals_chan_block_by_block():
+    rng = np.random.default_rng(4)
+    for sizes in ([64, 64, 64], [64, 64, 17], [5]):
+        err = rng.exponential(size=(3, sum(sizes)))
+        start = (np.zeros(3, np.int64), np.full(3, np.nan), np.full(3, np.nan))
+        for acc in (start, mc._chan(*start, *mc._block_stats(rng.exponential(size=(3, 9))))):
+            want, lo = acc, 0
+            for r in sizes:
+                want = mc._chan(*want, *mc._block_stats(err[:, lo:lo + r].copy()))
+                lo += r
+            got = mc._pool_blocks(acc, err, sizes)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
 
 
 def test_fast_path_histograms_match_stored_hash():

@@ -12,6 +12,12 @@ Streams.  :func:`errors_finite` consumes a block's generator in the order of
 ``(R, B, G)`` and, for random rewards, per reward ``(R, B, G)`` -- so for those bandits it
 reproduces the generic path of :mod:`ustat_grpo.montecarlo` to rounding.  Each affine form is
 checked against the estimator functions before a run (:func:`mismatched_affine`).
+
+One prompt, at most two reward values, only affine estimators (the fused path): the block's
+stream is read as raw 64-bit words, which are exactly its uniforms (:class:`_OnePromptSampler`),
+and :class:`BlockErrors` takes several blocks per call -- each block from its own stream and its
+own histogram -> sums matmul, every later step per replicate -- so the errors are those of one
+:func:`errors_finite` per block, bit for bit (tests check both against their twins).
 """
 from __future__ import annotations
 
@@ -182,70 +188,120 @@ def workspace(shape):
 class _OnePromptSampler:
     """Fused block sampler for one prompt (``P = 1``) and at most two reward values (``M <= 2``).
 
-    Draws the block's uniforms in the stream order of :func:`_draw_histograms` (prompt slots,
-    arms, rewards) and returns the same histogram ``(R*B, K*M)`` in fewer passes: the arm table
-    gives the histogram cell ``a * M`` directly, and a bin that contains a CDF point (so one table
-    lookup cannot decide, ``_CategoricalSampler.steps``) maps to an extra per-group cell
-    ``K * M``.  Groups that hit it (a fraction of about ``G * (K - 1) / NBINS``) are redone
-    exactly by ``np.searchsorted`` (the sampler's naive twin), so no comparison pass runs over the
-    block.
+    Reads the block's stream in the order of :func:`_draw_histograms` (prompt slots, arms,
+    rewards) as raw 64-bit words: ``Generator.random`` maps a word ``w`` to ``(w >> 11) * 2**-53``,
+    so ``floor(u * 2**k) = w >> (64 - k)`` and the words carry exactly the uniforms of the unfused
+    sampler.  Per pull, the top ``log2(NBINS)`` bits of the arm word index a table that gives the
+    arm (or "undecided" if a CDF point lies in that bin), and with the top ``RBITS`` bits of the
+    reward word a second table gives the histogram cell ``a * M + m`` (or "undecided" if
+    ``P(m = 0 | a)`` lies in that bin); one ``bincount`` over ``(group, cell)`` gives the histogram
+    ``(R*B, K*M + 1)`` whose last column counts undecided pulls (a fraction of about
+    ``(K - 1) / NBINS + 1 / 2**RBITS``).  Only those are classified exactly, by :meth:`resolve`
+    from their words with ``np.searchsorted`` (the naive twin), so no comparison pass runs over
+    the block.  The prompt slots are skipped with ``advance`` (``P = 1``: they decide nothing).
     """
 
-    NBINS = 2 ** 16       # (K-1)/NBINS of the pulls land in an undecided bin; the table stays in L2
+    NBINS = 2 ** 16       # arm bins: (K-1)/NBINS of the pulls land in an undecided bin
+    RBITS = 12            # reward bins 2**RBITS: 1/2**RBITS of the pulls undecided; table (K+1) 2**RBITS
 
     def __init__(self, fam, arm, fail):
         K = fam.score_table.shape[1]
-        self.M = fam.reward_values.shape[-1]
+        self.K, self.M = K, fam.reward_values.shape[-1]
         self.KM = K * self.M
         self.cdf = arm.cdf[0]                                           # (K-1,)
-        edges = np.arange(self.NBINS) / self.NBINS                      # exact binary fractions
-        lo = np.searchsorted(self.cdf, edges, side="right")             # category at the left edge
-        hi = np.searchsorted(self.cdf, edges + 1.0 / self.NBINS, side="left")   # just below the right
-        self.lut = np.where(hi == lo, lo * self.M, self.KM).astype(np.int32)    # (NBINS,)
         self.fail = fail                                                # (K,) or None (M = 1)
-        if fail is not None:                                            # indexed by cell a * M
-            self.fail_cells = np.full(self.KM + 1, np.inf)
-            self.fail_cells[:self.KM:self.M] = fail
+        bits = int(self.NBINS).bit_length() - 1
+        if self.NBINS != 2 ** bits or not 0 < bits <= 53 or not 0 < self.RBITS <= 53:
+            raise ValueError("NBINS must be a power of two 2**k, 0 < k <= 53, and 0 < RBITS <= 53")
+        self.arm_shift, self.reward_shift = 64 - bits, 64 - self.RBITS
+        # bin j is [j, j + 1) / NBINS; with x = cdf * NBINS (exact, non-decreasing): the arm at its
+        # left edge is #{x <= j} = #{ceil(x) <= j}, just below its right edge #{x < j + 1} =
+        # #{floor(x) <= j}; each is a run of arm k from the k-th to the (k+1)-th change point
+        x = self.cdf * self.NBINS
+        lo, hi = (np.repeat(np.arange(K), np.diff(np.concatenate(
+            [[0], np.minimum(f(x), self.NBINS), [self.NBINS]]).astype(np.intp))) for f in (np.ceil, np.floor))
+        arm_of_bin = np.where(hi == lo, lo, K)                          # K: undecided
+        if fail is None:                                                # M = 1: the arm is the cell
+            self.arm_lut = arm_of_bin.astype(np.intp)                   # (NBINS,), K = KM undecided
+            self.cell_lut = None
+        else:                                                           # row a of the second table
+            nr = 2 ** self.RBITS
+            self.arm_lut = (arm_of_bin * nr).astype(np.intp)            # (NBINS,)
+            left = np.arange(nr) / nr                                   # reward bins [left, left + 1/nr)
+            m0 = left[None, :] + 1.0 / nr <= fail[:, None]              # (K, nr) all u < P(0): m = 0
+            m1 = left[None, :] >= fail[:, None]                         # all u >= P(0): m = 1
+            a2 = 2 * np.arange(K)[:, None]
+            cells = np.where(m0, a2, np.where(m1, a2 + 1, self.KM))    # (K, nr)
+            self.cell_lut = np.concatenate([cells, np.full((1, nr), self.KM)]).astype(np.intp).ravel()
         self._ws = {}
 
-    def _workspace(self, R, B, G):
-        key = (R, B, G)
+    def _workspace(self, n, G):
+        key = (n, G)
         if key not in self._ws:
             self._ws.clear()
-            n = R * B
-            idx = np.int32 if n * (self.KM + 1) < 2 ** 31 else np.intp
-            off = np.repeat(np.arange(n, dtype=idx) * idx(self.KM + 1), G).reshape(n, G)
-            # contiguous same-type offsets: a broadcast or mixed-type add costs 3-5x more
-            self._ws[key] = (np.empty((1 if self.fail is None else 2, n, G)),   # uniforms
-                             np.empty((n, G)), np.empty((n, G), np.int32),      # f, j
-                             np.empty((n, G), np.int32), np.empty((n, G), idx),   # cell, cell + offset
-                             np.empty((n, G), bool), off)                       # mask, (n, G) offsets
+            off = np.repeat(np.arange(n, dtype=np.intp) * (self.KM + 1), G)   # (n*G,) group offsets
+            self._ws[key] = (np.empty(n * G, np.intp), np.empty(n * G, np.intp), off)
         return self._ws[key]
+
+    def block(self, gen, R, B, G):
+        """One block: ``hist (R*B, K*M + 1)`` (int64; last column: undecided pulls) and the
+        undecided pulls' ``groups (k,)`` and ``words (1 or 2, k)``."""
+        n = R * B
+        nm = 1 if self.fail is None else 2
+        a, b, off = self._workspace(n, G)
+        bg = gen.bit_generator
+        bg.advance(n)                                                   # prompt slots (stream order)
+        w = bg.random_raw(nm * n * G)                                   # (nm*n*G,) arms, then rewards
+        np.right_shift(w[:n * G], self.arm_shift, out=a.view(np.uint64))       # arm bin
+        np.take(self.arm_lut, a, out=b, mode="clip")                   # clip: unbuffered; in range
+        if self.cell_lut is not None:
+            np.right_shift(w[n * G:], self.reward_shift, out=a.view(np.uint64))  # reward bin
+            np.add(b, a, out=b)
+            np.take(self.cell_lut, b, out=a, mode="clip")              # cell a*M + m, or KM
+            b = a
+        np.add(b, off, out=b)                                           # (n*G,) + group offsets
+        hist = np.bincount(b, minlength=n * (self.KM + 1)).reshape(n, self.KM + 1)
+        redo = np.flatnonzero(hist[:, self.KM])                         # groups with undecided pulls
+        gi, pj = np.nonzero(b.reshape(n, G)[redo] == (redo * (self.KM + 1) + self.KM)[:, None])
+        groups = redo[gi]
+        return hist, groups, w.reshape(nm, n, G)[:, groups, pj]
+
+    def resolve(self, hist, groups, words):
+        """Count the undecided pulls ``(groups (k,), words (1 or 2, k))`` in ``hist`` (in place).
+
+        Each pull's cell comes from its uniforms by ``np.searchsorted`` on the CDF and one
+        comparison, as in :func:`_draw_histograms` (the naive twin).
+        """
+        if not groups.size:
+            return hist
+        u = (words >> np.uint64(11)).astype(float)                      # (1 or 2, k), exact
+        u *= 2.0 ** -53                                                 # = Generator.random
+        c = np.searchsorted(self.cdf, u[0], side="right")               # (k,) arms
+        if self.fail is not None:
+            c = c * self.M + (u[1] >= self.fail[c])
+        np.add.at(hist, (groups, c), 1)
+        return hist
 
     def __call__(self, gen, R, B, G):
         """Histogram ``(R*B, K*M)`` (int64) of one block's groups."""
-        u, f, j, cell, flat, mask, off = self._workspace(R, B, G)
-        n, KM1 = R * B, self.KM + 1
-        gen.random((R, B))                                              # prompt slots (stream order)
-        gen.random(out=u)                                               # arms, then rewards
-        np.multiply(u[0], self.NBINS, out=f)
-        np.copyto(j, f, casting="unsafe")                               # floor: u >= 0
-        np.take(self.lut, j, out=cell, mode="clip")                     # a * M, or KM if undecided
-        if self.fail is not None:
-            np.take(self.fail_cells, cell, out=f, mode="clip")
-            np.greater_equal(u[1], f, out=mask)                         # reward index 1 iff u >= P(0)
-            cell += mask
-        np.add(cell, off, out=flat)                                     # (n, G) group offsets
-        hist = np.bincount(flat.ravel(), minlength=n * KM1).reshape(n, KM1)
-        redo = np.flatnonzero(hist[:, -1])
-        if redo.size:                                                   # exact, group by group
-            ur = u[:, redo]                                             # (1 or 2, r, G)
-            c = np.searchsorted(self.cdf, ur[0], side="right")          # (r, G) arms
-            if self.fail is not None:
-                c = c * self.M + (ur[1] >= self.fail[c])
-            c += off[:redo.size]
-            hist[redo] = np.bincount(c.ravel(), minlength=redo.size * KM1).reshape(-1, KM1)
-        return hist[:, :-1]
+        return self.resolve(*self.block(gen, R, B, G))[:, :-1]
+
+    def histograms(self, gens, sizes, B, G, *, out=None):
+        """Histograms ``(sum(sizes)*B, K*M)`` (float) of consecutive blocks, one per generator.
+
+        The same counts as one :meth:`__call__` per block; the undecided pulls of all blocks are
+        resolved together, which saves their per-call overhead.
+        """
+        out = np.empty((sum(sizes) * B, self.KM)) if out is None else out
+        groups, words = [], []
+        row = 0
+        for gen, R in zip(gens, sizes):
+            h, g, w = self.block(gen, R, B, G)
+            np.copyto(out[row:row + R * B], h[:, :-1])
+            groups.append(g + row)
+            words.append(w)
+            row += R * B
+        return self.resolve(out, np.concatenate(groups), np.concatenate(words, axis=1))
 
 
 def samplers_for(fam):
@@ -366,41 +422,102 @@ def _groups(fam, gen, R, B, G, samplers, ws, *, fused=False) -> _Groups:
                    zbar=zs.sum(-1) / G, n=n, zs=zs)
 
 
+def _fused_groups(fam, hist, maps, sizes, B, G, *, Y=None) -> _Groups:
+    """:func:`_groups` of consecutive fused blocks from their histograms ``hist (sum(sizes)*B, KM)``.
+
+    The histogram -> sums matmul runs block by block: the same BLAS call on the same shapes as
+    one block at a time (BLAS results can depend on the number of rows), so the same bits.
+    """
+    d = fam.score_table.shape[-1]
+    KM = hist.shape[-1]
+    R = sum(sizes)
+    Y = np.empty((hist.shape[0], maps.shape[1])) if Y is None else Y    # (R*B, 2d + 1)
+    lo = 0
+    for r in sizes:
+        np.matmul(hist[lo:lo + r * B], maps, out=Y[lo:lo + r * B])
+        lo += r * B
+    return _Groups(x=None, ids=None, cat=None, hist=hist.reshape(R, B, KM),
+                   vals=fam.reward_values[0].reshape(1, 1, KM), zbar=Y[:, 2 * d].reshape(R, B) / G,
+                   ZW=Y[:, :d].reshape(R, B, d), NW=Y[:, d:2 * d].reshape(R, B, d))
+
+
+class _Scratch:
+    """Reusable flat buffers by name: fresh multi-MB temporaries cost page faults on every call."""
+
+    def __init__(self):
+        self._bufs = {}
+        self._tiles = {}
+
+    def __call__(self, name, shape, dtype=float):
+        size = int(np.prod(shape))
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(size, dtype)
+        return buf[:size].reshape(shape)
+
+    def tile(self, v, n):
+        """``np.tile(v, n)``, kept between calls."""
+        t = self._tiles.get(n)
+        if t is None or not np.array_equal(t[:v.size], v):
+            self._tiles.clear()
+            t = self._tiles[n] = np.tile(v, n)
+        return t
+
+
 def _times(w, X, out):
-    """``w[:, None] * X`` into ``out (R, d)``: one scalar product when ``w (R,)`` is constant."""
+    """``w[:, None] * X`` into ``out (R, d)``: one scalar product when ``w (R,)`` is constant.
+
+    Elementwise either way (``x * w == w * x``); a non-constant ``w`` is repeated to the layout of
+    ``X`` first, since a broadcast over a short last axis runs numpy's inner loop once per row.
+    """
     w0 = w[0]
     if not (w == w0).all():
-        return np.multiply(w[:, None], X, out=out)
+        return np.multiply(np.repeat(w, X.shape[-1]).reshape(X.shape), X, out=out)
     if w0 == 1:                                       # 1 * x == x
         np.copyto(out, X)
         return out
     return np.multiply(X, w0, out=out)
 
 
-def _affine_errors_one_prompt(task, grp, fast, values):
-    """Squared errors ``(E', R)`` of the affine estimators ``fast`` at once (``P = 1``)."""
+def _affine_errors_one_prompt(task, grp, fast, values, scratch=None):
+    """Squared errors ``(E', R)`` of the affine estimators ``fast`` at once (``P = 1``).
+
+    ``scratch``: an optional :class:`_Scratch` for the ``(R, d)`` temporaries.
+    """
+    scratch = _Scratch() if scratch is None else scratch
     G, B = task.G, task.B
     coefs = [_affine_coefficients(task.estimators[i], grp.zbar, lambda: grp.std(G), values, G)
              for i in fast]
     if B == 1:
         # The einsums of B > 1 sum over one b: the same products, in fewer and contiguous passes.
         # A coefficient that is constant over replicates is a scalar, and c = 0 adds nothing
-        # (x + 0 == x but for the sign of a zero, which the squares drop).
-        ZW = np.ascontiguousarray(grp.ZW[:, 0])                         # (R, d)
-        NW = np.ascontiguousarray(grp.NW[:, 0])
-        est = np.empty((len(fast),) + ZW.shape)                         # (E', R, d)
-        tmp = np.empty(ZW.shape)
+        # (x + 0 == x but for the sign of a zero, which the squares drop); with a = 1 as well the
+        # copy of ZW and the scaling below are one pass (1 * x / G == x / G).
+        R, d = grp.ZW.shape[0], grp.ZW.shape[-1]
+        ZW = scratch("ZW", (R, d))
+        np.copyto(ZW, grp.ZW[:, 0])
+        NW = None
+        est = scratch("est", (len(fast), R, d))                        # (E', R, d)
+        tmp = scratch("tmp", (R, d))
+        pow2 = G & (G - 1) == 0                       # x / 2**k == x * 2**-k exactly
+
+        def scale(x, out):
+            return np.multiply(x, 1.0 / G, out=out) if pow2 else np.divide(x, G, out=out)
+
         for e, (a, c) in enumerate(coefs):
-            _times(a[:, 0], ZW, est[e])
+            a, c = a[:, 0], c[:, 0]
+            if not (c != 0).any() and (a == 1).all():
+                scale(ZW, est[e])
+                continue
+            _times(a, ZW, est[e])
             if (c != 0).any():
-                est[e] += _times(c[:, 0], NW, tmp)
-        BG = G
-        if BG & (BG - 1) == 0:                        # x / 2**k == x * 2**-k exactly
-            est *= 1.0 / BG
-        else:
-            est /= BG
+                if NW is None:
+                    NW = scratch("NW", (R, d))
+                    np.copyto(NW, grp.NW[:, 0])
+                est[e] += _times(c, NW, tmp)
+            scale(est[e], est[e])
         flat = est.reshape(len(fast), -1)                               # (E', R * d)
-        flat -= np.tile(task.gradient, ZW.shape[0])
+        flat -= scratch.tile(task.gradient, R)
         return np.einsum("erd,erd->er", est, est)
     ca = np.stack([c[0] for c in coefs])                                # (E', R, B)
     cc = np.stack([c[1] for c in coefs])
@@ -437,16 +554,21 @@ def errors_finite(task, gen, R, samplers, ws):
 
     ``task`` is a ``montecarlo._Task`` with ``fam`` set; ``samplers`` come from
     :func:`samplers_for`, ``ws`` from :func:`workspace` (scratch of shape ``(R, B, G)`` reused
-    across blocks).
+    across blocks).  :class:`BlockErrors` runs several fused blocks per call; this one-block
+    function is its twin.
     """
-    P = task.fam.score_table.shape[0]
     fused = samplers[-2] is not None and all(name in task.affine for name in task.estimators)
-    grp = _groups(task.fam, gen, R, task.B, task.G, samplers, ws, fused=fused)
+    return _errors(task, _groups(task.fam, gen, R, task.B, task.G, samplers, ws, fused=fused), R)
+
+
+def _errors(task, grp, R, scratch=None):
+    """Squared errors ``(E, R)`` of the estimators of ``task`` on the reduced groups ``grp``."""
+    P = task.fam.score_table.shape[0]
     values = task.values[np.zeros((R, task.B), dtype=np.intp) if grp.x is None else grp.x]   # (R, B)
     out = np.empty((len(task.estimators), R))
     fast = [i for i, name in enumerate(task.estimators) if name in task.affine] if P == 1 else []
     if fast:                                   # all affine estimators at once: sum_b sum_g w_bg W_bg
-        out[fast] = _affine_errors_one_prompt(task, grp, fast, values)
+        out[fast] = _affine_errors_one_prompt(task, grp, fast, values, scratch)
     for i, name in enumerate(task.estimators):
         if i in fast:
             continue
@@ -456,3 +578,49 @@ def errors_finite(task, gen, R, samplers, ws):
             diff = _table_diff(task, grp, name, values, R)
         out[i] = np.einsum("rd,rd->r", diff, diff)
     return out
+
+
+class BlockErrors:
+    """Squared errors of consecutive blocks of one grid cell: ``errors(gens, sizes) -> (E, sum(sizes))``.
+
+    One generator per block, in block order.  On the fused path (``P = 1``, ``M <= 2``, only
+    affine estimators) several blocks go through one call: each block is still drawn from its own
+    stream into its own histogram, and every step after the histograms is per replicate (the
+    matmul per block, :func:`_fused_groups`), so the errors equal one :func:`errors_finite` per
+    block bit for bit, with numpy's per-call overhead paid once per call rather than per block.
+    Elsewhere one block per call.
+    """
+
+    #: Generations per call on the fused path: 4 blocks of the default size, the fastest of
+    #: 2**16..2**20 in interleaved timings of bench_mc.py's problem (larger calls page-fault on
+    #: their multi-MB scratch); amortises numpy's per-call overhead over ~4k-row arrays.
+    BATCH_GENERATIONS = 2 ** 18
+
+    def __init__(self, task):
+        self.task = task
+        self.samplers = samplers_for(task.fam)
+        self.fused = self.samplers[-2] is not None and all(n in task.affine for n in task.estimators)
+        self._ws = None
+        self._scratch = _Scratch()
+
+    def blocks_per_call(self, block_size):
+        """How many blocks of ``block_size`` replicates one call should take."""
+        if not self.fused:
+            return 1
+        return max(1, self.BATCH_GENERATIONS // (block_size * self.task.B * self.task.G))
+
+    def __call__(self, gens, sizes):
+        task = self.task
+        if self.fused:
+            n, s = sum(sizes) * task.B, self._scratch
+            hist = self.samplers[-2].histograms(gens, sizes, task.B, task.G,
+                                                out=s("hist", (n, self.samplers[-1].shape[0])))
+            grp = _fused_groups(task.fam, hist, self.samplers[-1], sizes, task.B, task.G,
+                                Y=s("Y", (n, self.samplers[-1].shape[1])))
+            return _errors(task, grp, sum(sizes), s)
+        out = []
+        for gen, r in zip(gens, sizes):
+            if self._ws is None or self._ws[0].shape[0] != r:
+                self._ws = workspace((r, task.B, task.G))
+            out.append(errors_finite(task, gen, r, self.samplers, self._ws))
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
