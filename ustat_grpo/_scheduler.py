@@ -24,7 +24,8 @@ def executor_map(fn, tasks, scheduler, max_workers):
         workers = max_workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(tasks)))
         ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                                 initargs=(os.getpid(),))
         try:
             futs = {ex.submit(fn, t): i for i, t in enumerate(tasks)}
             for fut in as_completed(futs):
@@ -47,6 +48,36 @@ def executor_map(fn, tasks, scheduler, max_workers):
     finally:
         if own:
             client.close()
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """Worker initializer: a daemon thread ends this worker once ``parent`` has died.
+
+    A parent killed by a signal (SIGTERM, SIGKILL, preemption) runs no cleanup, and a forkserver
+    worker outlives it and keeps computing queued cells nobody will read.
+    """
+    import threading
+    import time
+
+    def alive() -> bool:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:          # the pid exists (reused by another user's process)
+            return True
+        try:                             # a dead parent not yet reaped is a zombie
+            with open(f"/proc/{parent}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return True
+
+    def watch():
+        while alive():
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def scheduler_iv(scheduler):
