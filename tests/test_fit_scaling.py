@@ -203,7 +203,7 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     calls = {}
 
     def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, device, projection_dim,
-                       variant, progress, template=None, first_question=0):
+                       variant, progress, template=None, first_question=0, device_map=None):
         calls.update(num_prompts=num_prompts, seed=rng, model=model, variant=variant)
         s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
         return s.rewards, s.scores
@@ -218,6 +218,28 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     d = json.loads(out)
     assert calls == {"num_prompts": 64, "seed": 3, "model": None, "variant": "strong"}
     assert d["g_star_exact_interval"][0] <= 1 + (A[2] / A[0]) ** 0.5 <= float(d["g_star_exact_interval"][1])
+
+
+def test_device_map_reaches_the_lm_sampler(capsys, monkeypatch, tmp_path):
+    """``--model DIR --device-map MAP`` hands the map (a name, or a JSON object as a dict) to prompt_samples."""
+    from ustat_grpo.bandits import default_bandit
+    policy, seen = default_bandit(), []
+
+    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, device_map=None, **_):
+        seen.append(device_map)
+        s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
+        return s.rewards, s.scores
+
+    fake = types.ModuleType("ustat_grpo.lm")
+    fake.prompt_samples = prompt_samples
+    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
+    import ustat_grpo
+    monkeypatch.setitem(vars(ustat_grpo), "lm", fake)
+    for arg in ("auto", '{"": 0}'):
+        rc, _, err = _run(capsys, ["--model", str(tmp_path), "--device-map", arg, "--num-prompts", "16",
+                                   "--format", "json"])
+        assert rc == 0, err
+    assert seen == ["auto", {"": 0}]
 
 
 def test_no_argument_default_is_the_builtin_lm(capsys):

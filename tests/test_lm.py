@@ -388,3 +388,107 @@ def test_saved_builtin_checkpoint_with_its_compact_template(tmp_path):
     assert rewards.shape == (4, 8)
     with pytest.raises(ValueError, match="not all in the 500"):
         lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=497, device="cpu")
+
+
+# --------------------------------------------------------------------------- device_map (accelerate)
+
+def _saved_weak(path):
+    pol = lm.load_policy(None, variant="weak", device="cpu")
+    pol.model.save_pretrained(path)
+    pol.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _same_samples(a, b, *, exact=True):
+    """Same completions (rewards) and scores from the same seed under two loads of one checkpoint."""
+    ra, sa = lm.prompt_samples(a, num_prompts=3, samples_per_prompt=8, rng=3, projection_dim=32)
+    rb, sb = lm.prompt_samples(b, num_prompts=3, samples_per_prompt=8, rng=3, projection_dim=32)
+    np.testing.assert_array_equal(ra, rb)
+    if exact:
+        np.testing.assert_array_equal(sa, sb)
+    else:
+        np.testing.assert_allclose(sa, sb, rtol=1e-4, atol=1e-6)
+
+
+def test_device_map_auto_on_cpu_equals_a_plain_load(tmp_path):
+    """A saved built-in checkpoint loaded with device_map="auto" (accelerate; all on the CPU here) has
+    the same theta and samples the same completions and scores as a plain load, bit for bit."""
+    pytest.importorskip("accelerate")
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU, auto places the model there: test_gpu_device_map_* cover it")
+    path = _saved_weak(tmp_path)
+    plain = lm.load_policy(path, template="compact_zero_shot", device="cpu")
+    mapped = lm.load_policy(path, template="compact_zero_shot", device_map="auto")
+    assert mapped.device == torch.device("cpu") and mapped.max_new_tokens == plain.max_new_tokens
+    assert {p.device.type for p in mapped.model.parameters()} == {"cpu"}
+    np.testing.assert_array_equal(mapped.theta, plain.theta)
+    _same_samples(plain, mapped)
+    again = mapped.with_theta(plain.theta)               # parameter by parameter (one device or several)
+    np.testing.assert_array_equal(again.theta, plain.theta)
+
+
+def test_device_map_errors_are_clear(tmp_path, monkeypatch):
+    import importlib.util
+
+    with pytest.raises(ValueError, match="built-in models fit on one device"):
+        lm.load_policy(None, device_map="auto")
+    with pytest.raises(ValueError, match="not both"):
+        lm.load_policy(str(tmp_path), device="cpu", device_map="auto")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "accelerate" else real(name, *a))
+    with pytest.raises(ImportError, match="pip install accelerate"):
+        lm.load_policy(str(tmp_path), device_map="auto")
+
+
+def test_cli_device_map_usage_errors(capsys, tmp_path):
+    from ustat_grpo import fit_scaling as fs
+
+    for argv, msg in [(["--device-map", "auto"], "needs --model PATH"),
+                      (["--model", str(tmp_path), "--device-map", "auto", "--device", "cpu"], "not both"),
+                      (["--model", str(tmp_path), "--device-map", "{0: 1}"], "not a JSON object"),
+                      (["--source", "bandit", "--device-map", "auto"], "option of the lm source")]:
+        assert fs.main(argv) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, err
+
+
+@pytest.mark.gpu
+def test_gpu_device_map_auto_equals_a_plain_gpu_load(tmp_path):
+    """On one GPU, device_map="auto" puts the whole model there: same theta, same samples as device="cuda"."""
+    pytest.importorskip("accelerate")
+    path = _saved_weak(tmp_path)
+    plain = lm.load_policy(path, template="compact_zero_shot", device="cuda:0")
+    mapped = lm.load_policy(path, template="compact_zero_shot", device_map="auto")
+    assert mapped.device == torch.device("cuda", 0)
+    np.testing.assert_array_equal(mapped.theta, plain.theta)
+    _same_samples(plain, mapped)
+
+
+@pytest.mark.gpu
+def test_gpu_device_map_over_two_gpus(tmp_path):
+    """A real multi-device map (layer 0 on cuda:0, layer 1 and the final norm on cuda:1): the
+    parameters sit on both GPUs, theta is the checkpoint's, and the samples are a one-GPU load's
+    (same completions; scores to 1e-4)."""
+    pytest.importorskip("accelerate")
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    path = _saved_weak(tmp_path)
+    split = {"transformer.wte": 0, "transformer.wpe": 0, "transformer.drop": 0, "transformer.h.0": 0,
+             "transformer.h.1": 1, "transformer.ln_f": 1, "lm_head": 0}   # lm_head is tied to wte
+    plain = lm.load_policy(path, template="compact_zero_shot", device="cuda:0")
+    mapped = lm.load_policy(path, template="compact_zero_shot", device_map=split)
+    assert {str(p.device) for p in mapped.model.parameters()} == {"cuda:0", "cuda:1"}
+    assert mapped.device == torch.device("cuda", 0)
+    np.testing.assert_array_equal(mapped.theta, plain.theta)
+    _same_samples(plain, mapped, exact=False)
+
+
+@pytest.mark.gpu
+def test_gpu_device_map_with_cpu_offload_is_refused(tmp_path):
+    """Offloaded layers have no resident parameters to score: a clear error, not wrong numbers."""
+    pytest.importorskip("accelerate")
+    path = _saved_weak(tmp_path)
+    split = {"transformer.wte": 0, "transformer.wpe": 0, "transformer.drop": 0, "transformer.h.0": 0,
+             "transformer.h.1": "cpu", "transformer.ln_f": "cpu", "lm_head": 0}
+    with pytest.raises(ValueError, match="offloads layers"):
+        lm.load_policy(path, template="compact_zero_shot", device_map=split)

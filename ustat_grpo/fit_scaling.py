@@ -88,6 +88,10 @@ class Options:
     variant: str = field(default="strong", metadata=dict(
         help="lm source: built-in model variant", choices=("weak", "strong", "fewshot")))
     device: str = field(default="auto", metadata=dict(help="lm source: torch device (auto: cuda if present)"))
+    device_map: str | None = field(default=None, metadata=dict(
+        help="lm source with --model: spread a model too large for one GPU over the GPUs of this process "
+             "with accelerate: auto, balanced, sequential, ... or a JSON object {module: device}; replaces "
+             "--device; one process (not under torchrun); offload to cpu/disk is refused", metavar="MAP"))
     projection_dim: int = field(default=256, metadata=dict(
         help="lm source: random projection dimension of per-sample scores"))
     dataset: str | None = field(default=None, metadata=dict(
@@ -158,6 +162,8 @@ def _check(opts: Options) -> Options:
         raise InputError("give a measurements FILE or --source, not both")
     if (opts.pilot or opts.target_width) and (opts.measurements or opts.dataset or opts.source not in (None, "lm")):
         raise InputError("--pilot and --target-width are options of the lm source (a pilot file is read as FILE)")
+    if opts.device_map is not None and (opts.measurements or opts.dataset or opts.source not in (None, "lm")):
+        raise InputError("--device-map is an option of the lm source with --model PATH")
     if opts.measurements:
         return opts
     if opts.dataset or opts.source == "task":
@@ -174,12 +180,37 @@ def _check(opts: Options) -> Options:
     if source == "lm" and opts.model is not None and not os.path.isdir(opts.model):
         raise InputError(f"--model {opts.model}: not a directory (a local Hugging Face model "
                          "directory is expected; nothing is downloaded)")
+    if opts.device_map is not None:
+        _device_map(opts)
     if source == "lm" and opts.num_prompts > 500:
         raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), got {opts.num_prompts}")
     if source == "lm" and not 0 <= opts.first_question <= 500 - opts.num_prompts:
         raise InputError(f"--first-question {opts.first_question} + --num-prompts {opts.num_prompts} must stay "
                          "within the 500 questions of the arithmetic set")
     return opts
+
+
+def _device_map(opts: Options) -> str | dict | None:
+    """``--device-map`` as ``from_pretrained`` takes it (a name or a dict); usage errors are exit 2."""
+    if opts.device_map is None:
+        return None
+    if opts.source != "lm" or opts.model is None:
+        raise InputError("--device-map needs --model PATH (lm source): the built-in models fit on one device")
+    if opts.device != "auto":
+        raise InputError(f"give --device or --device-map, not both (--device {opts.device})")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise InputError("--device-map spreads one model over the GPUs of one process; under torchrun each "
+                         "rank already takes its own GPU: use one or the other")
+    text = opts.device_map.strip()
+    if not text.startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--device-map: not a JSON object ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise InputError("--device-map: a JSON object {module: device} is expected")
+    return value
 
 
 def _check_task(opts: Options) -> Options:
@@ -311,7 +342,7 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
                            seed=opts.seed, device=opts.device, projection_dim=opts.projection_dim,
                            variant=opts.variant, level=opts.level, progress=True, pilot=opts.pilot,
                            target_width=opts.target_width, budget=budget, template=opts.template,
-                           first_question=opts.first_question)
+                           first_question=opts.first_question, device_map=_device_map(opts))
         except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
             if opts.debug:
                 raise

@@ -114,7 +114,8 @@ class Policy:
     Attributes
     ----------
     model : transformers.PreTrainedModel
-        In eval mode (no dropout), on ``device``.
+        In eval mode (no dropout), on ``device`` (or spread over several by a ``device_map``;
+        ``device`` is then that of the input embeddings, where prompts go).
     tokenizer : transformers tokenizer
     template : str
         ``"zero_shot"`` / ``"few_shot"`` (paper, verbatim) or ``"compact_zero_shot"`` /
@@ -175,9 +176,10 @@ class Policy:
 
     @property
     def theta(self) -> np.ndarray:
-        """All parameters as one float64 vector ``(d,)`` (a copy)."""
-        vec = torch.nn.utils.parameters_to_vector(self.model.parameters())
-        return vec.detach().double().cpu().numpy()
+        """All parameters as one float64 vector ``(d,)`` (a copy; the parameters may sit on several
+        devices, as under a ``device_map``)."""
+        with torch.no_grad():
+            return torch.cat([p.detach().reshape(-1).double().cpu() for p in self.model.parameters()]).numpy()
 
     def with_theta(self, theta) -> Policy:
         """The same policy with a deep copy of the model holding parameters ``theta (d,)``."""
@@ -185,9 +187,11 @@ class Policy:
         if t.shape != (self.dim,):
             raise ValueError(f"theta must have shape ({self.dim},), got {t.shape}")
         model = copy.deepcopy(self.model)
-        ref = next(model.parameters())
-        vec = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
-        torch.nn.utils.vector_to_parameters(vec, model.parameters())
+        start = 0
+        with torch.no_grad():
+            for p in model.parameters():                 # each on its own device (device_map)
+                p.copy_(torch.as_tensor(t[start:start + p.numel()]).view_as(p))
+                start += p.numel()
         return dataclasses.replace(self, model=model)
 
     def sample(self, num_prompts: int, num_generations: int, *, rng=None, problems=None,
@@ -271,10 +275,25 @@ def _load_builtin(variant: str, attn_implementation: str):
     return net, AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True), template
 
 
+def _check_device_map(model, device, device_map) -> None:
+    """One clear error for a ``device_map`` that cannot be honoured."""
+    import importlib.util
+
+    if model is None:
+        raise ValueError("device_map is for a model directory (model=PATH); the built-in models fit on one device")
+    if str(device) != "auto":
+        raise ValueError(f"give device or device_map, not both (device={device!r}, device_map={device_map!r})")
+    if not isinstance(device_map, (dict, str)):
+        raise ValueError(f"device_map must be a string such as 'auto' or a dict, got {type(device_map).__name__}")
+    if importlib.util.find_spec("accelerate") is None:
+        raise ImportError(f"device_map={device_map!r} needs the accelerate package (pip install accelerate), "
+                          "which places the model's layers over the available devices")
+
+
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
                 template: str | None = None, device: str | torch.device = "auto",
                 dtype: torch.dtype | str | None = None, max_new_tokens: int | None = None,
-                attn_implementation: str = "eager") -> Policy:
+                attn_implementation: str = "eager", device_map: str | dict | None = None) -> Policy:
     """Load the built-in policy (``model=None``) or a local Hugging Face causal-LM directory.
 
     Parameters
@@ -295,11 +314,20 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
         16 otherwise.
     attn_implementation : str
         ``"eager"`` by default: ``vmap`` has no batching rule for the fused CPU attention kernels.
+    device_map : "auto", dict or None
+        For a model too large for one device: passed to ``AutoModelForCausalLM.from_pretrained``
+        (needs ``accelerate``), which places the layers over the GPUs itself; the model is not
+        moved afterwards and :attr:`Policy.device` is the device of its input embeddings.
+        ``device`` must then stay ``"auto"``.  A map that offloads layers to CPU or disk is refused
+        (``ValueError``): offloaded parameters are not resident, so their scores cannot be taken.
+        Not for the built-in models (they fit anywhere).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if device_map is not None:
+        _check_device_map(model, device, device_map)
     dev = resolve_device(device)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
@@ -311,14 +339,24 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
     else:
         path = Path(model)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        placed = {} if device_map is None else {"device_map": device_map}
         net = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
                                                    attn_implementation=attn_implementation,
-                                                   **{_dtype_keyword(): dtype})
+                                                   **{_dtype_keyword(): dtype}, **placed)
         default_template = "few_shot"
         name, chat = str(path), bool(getattr(tok, "chat_template", None))
         # The compact formats are the built-in models' (short answers): their budget, 8 tokens.
         max_new_tokens = max_new_tokens or (8 if (template or "").startswith("compact") else 16)
-    net = net.to(device=dev, dtype=dtype).eval()
+    if device_map is None:
+        net = net.to(device=dev, dtype=dtype).eval()
+    else:                                                # placed by accelerate: moving it would undo that
+        net = net.eval()
+        if any(p.device.type == "meta" for p in net.parameters()):
+            raise ValueError(f"device_map={device_map!r} offloads layers to CPU or disk "
+                             f"({getattr(net, 'hf_device_map', device_map)}); "
+                             "per-sample scores need every parameter resident on a device: more GPUs, or a "
+                             "map without 'cpu'/'disk' entries")
+        dev = net.get_input_embeddings().weight.device
     return Policy(model=net, tokenizer=tok, template=template or default_template, name=name,
                   use_chat_template=chat, max_new_tokens=max_new_tokens, device=dev)
 
@@ -540,15 +578,16 @@ def arithmetic_sampler(model: Policy | str | os.PathLike | None = None, *, num_p
                        projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                        params: str | list | None = None, variant: str = "strong", dataset_seed: int = 0,
                        chunk_size: int = 32, template: str | None = None,
-                       first_question: int = 0) -> ArithmeticSampler:
+                       first_question: int = 0, device_map: str | dict | None = None) -> ArithmeticSampler:
     """The :class:`ArithmeticSampler` of :func:`prompt_samples` (same arguments, same streams).
 
     ``template`` chooses the prompt format (see :class:`Policy`; e.g. ``"compact_zero_shot"`` for a
     saved built-in checkpoint loaded as a user model); ``first_question`` measures questions
-    ``first_question .. first_question + num_prompts - 1`` of the 500 (a split of the task).
+    ``first_question .. first_question + num_prompts - 1`` of the 500 (a split of the task);
+    ``device_map`` (with a model path) goes to :func:`load_policy`.
     """
     policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device,
-                                                                 template=template)
+                                                                 template=template, device_map=device_map)
     problems = arithmetic.make_dataset(500, seed=dataset_seed)[first_question:first_question + num_prompts]
     if first_question < 0 or len(problems) < num_prompts:
         raise ValueError(f"questions {first_question}..{first_question + num_prompts - 1} are not all in "
@@ -569,7 +608,8 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
                    projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
                    params: str | list | None = None, variant: str = "strong",
                    dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False,
-                   progress: bool = False, template: str | None = None, first_question: int = 0):
+                   progress: bool = False, template: str | None = None, first_question: int = 0,
+                   device_map: str | dict | None = None):
     """Per-prompt samples (rewards, scores) of a transformer policy on the arithmetic set.
 
     Parameters
@@ -588,6 +628,8 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
         an int, else by a 32-bit word of ``ss`` drawn after the spawn; ``None``
         keeps all d parameters; ``"auto"``: None when P*M*d <= 2**26 entries, else 512.
     params : parameter subset (see :func:`parameter_names`).
+    device_map : "auto", dict or None
+        With a model path: spread the model over several devices (:func:`load_policy`).
     progress : bool
         Show a tqdm progress bar over questions on stderr.
 
@@ -606,7 +648,7 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     sampler = arithmetic_sampler(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=rng,
                                  device=device, projection_dim=projection_dim, projection_kind=projection_kind,
                                  params=params, variant=variant, dataset_seed=dataset_seed, chunk_size=chunk_size,
-                                 template=template, first_question=first_question)
+                                 template=template, first_question=first_question, device_map=device_map)
     from tqdm import tqdm
 
     rewards, scores = [], []

@@ -52,7 +52,8 @@ class Measurement:
 def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 64, seed: int = 0,
                device: str = "auto", projection_dim: int | None = 256, variant: str = "strong",
                level: float = 0.95, progress: bool = False, pilot=None, target_width: float | None = None,
-               budget: int = 256, template: str | None = None, first_question: int = 0) -> Measurement | None:
+               budget: int = 256, template: str | None = None, first_question: int = 0,
+               device_map: str | dict | None = None) -> Measurement | None:
     """Constants of a transformer policy on the arithmetic task (built-in model or a local HF dir).
 
     With ``pilot`` (a NetCDF path) the per-prompt statistics go through
@@ -60,11 +61,14 @@ def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int = 
     ``torchrun`` ranks (rank 0 merges and gets the result; other ranks get ``None``).  The constants
     are the same numbers either way.  ``target_width`` makes the pilot adaptive
     (:func:`ustat_grpo.pilot.width_rule` at ``budget``; ``num_prompts`` is then the cap).
+    ``device_map`` (``"auto"`` or a dict, needs ``accelerate``) spreads a model directory too large
+    for one GPU over several (:func:`ustat_grpo.lm.load_policy`).
     """
     from . import lm
 
     kw = dict(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=seed, device=device,
-              projection_dim=projection_dim, variant=variant, template=template, first_question=first_question)
+              projection_dim=projection_dim, variant=variant, template=template, first_question=first_question,
+              device_map=device_map)
     if pilot is None and target_width is None:
         rewards, scores = lm.prompt_samples(model, progress=progress, **kw)
         est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
