@@ -314,7 +314,8 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
                     gnorm[s], first = float(norm), False
                 opt.step()
         evaluate(s + 1)
-    return TrainResult(config=cfg, seed=str(ss.entropy), reward=reward, frac_reward_zero_std=zero, grad_norm=gnorm,
+    seed = str(ss.entropy) + (f" spawn_key={tuple(ss.spawn_key)}" if ss.spawn_key else "")
+    return TrainResult(config=cfg, seed=seed, reward=reward, frac_reward_zero_std=zero, grad_norm=gnorm,
                        eval_steps=cfg.eval_steps, p_canonical=np.asarray(p_can), accuracy=np.asarray(acc),
                        seconds=time.perf_counter() - t0, checkpoints=ckpts)
 
