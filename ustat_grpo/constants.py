@@ -26,8 +26,8 @@ from .mse import CONSTANT_NAMES, paper_constants
 from .optimum import ConstantsEstimate
 
 __all__ = ["KERNELS", "ScalingConstants", "estimate_constants", "prompt_constants", "prompt_pieces",
-           "prompt_pieces_engine", "prompt_pseudo_values", "top_share", "PromptStatistics", "prompt_statistics", "merge_statistics",
-           "constants_from_statistics"]
+           "prompt_pieces_engine", "prompt_pseudo_values", "top_share", "PromptStatistics",
+           "prompt_statistics", "merge_statistics", "constants_from_statistics"]
 
 
 def _split(x):
