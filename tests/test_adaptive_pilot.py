@@ -105,3 +105,26 @@ def test_simulate_lm_source_on_a_cached_pool(tmp_path):
     ds = xr.load_dataset(tmp_path / "out.nc", engine="h5netcdf")
     np.testing.assert_array_equal(ds["num_prompts"].values, out["sizes"])
     assert ds.attrs["g_true"] == out["g_true"] and json.loads(ds.attrs["config"])["source"] == "lm"
+
+
+def test_ratio_interval_compare_runs_three_intervals_on_the_same_pilots():
+    """simulations/ratio_interval_compare.py: every method gives an ordered, non-negative interval."""
+    from simulations.ratio_interval_compare import Config as CmpConfig, METHODS, simulate as cmp_simulate
+
+    out = cmp_simulate(CmpConfig(source="bandit", num_prompts=64, replicates=3, bootstrap=49))
+    assert set(out["intervals"]) == set(METHODS)
+    for v in out["intervals"].values():
+        assert v.shape == (3, 2) and np.all(v[:, 0] <= v[:, 1]) and np.all(v[:, 0] >= 0)
+
+
+def test_adaptive_pilot_help_and_interval_option(capsys):
+    """--help works (a bare '%' in a help string broke argparse) and --interval is threaded."""
+    import pytest
+
+    from simulations.adaptive_pilot import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "fieller_skew" in capsys.readouterr().out
+    out = simulate(Config(replicates=2, max_prompts=160, interval="fieller_skew", fixed_prompts=130))
+    assert out["fixed_prompts"] == 130 and out["intervals"].shape == (2, 3)

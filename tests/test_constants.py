@@ -235,3 +235,37 @@ def test_prompt_constants_bad_shapes():
         constants.prompt_constants(np.zeros((2, 3)), np.zeros((2, 3, 1)))
     with pytest.raises(ValueError, match="need rewards"):
         constants.prompt_constants(np.zeros((2, 5)), np.zeros((2, 4, 1)))
+
+
+def test_prompt_pseudo_values_equal_delete_one_recomputation():
+    """Naive twin: psi_p = P A(all) - (P-1) A(without p) with A recomputed from the pieces."""
+    from ustat_grpo.constants import _constants_from_pieces, prompt_pieces, prompt_pseudo_values
+
+    rng = np.random.default_rng(4)
+    z = rng.binomial(1, 0.5, size=(9, 12)).astype(float)
+    w = rng.standard_normal((9, 12, 3)) + z[..., None] * rng.standard_normal((9, 1, 3))
+    pieces = prompt_pieces(z, w)
+    P = z.shape[0]
+    full = _constants_from_pieces(*pieces, None)
+    naive = np.array([P * full - (P - 1) * _constants_from_pieces(*(x[np.arange(P) != p] for x in pieces), None)
+                      for p in range(P)])
+    np.testing.assert_allclose(prompt_pseudo_values(*pieces), naive, rtol=1e-12, atol=1e-12)
+
+
+def test_sampled_prompts_carry_pseudo_values_concentration_and_skew_interval():
+    from ustat_grpo.constants import estimate_constants, prompt_pieces, top_share
+
+    rng = np.random.default_rng(5)
+    z = rng.binomial(1, 0.5, size=(100, 16)).astype(float)
+    w = rng.standard_normal((100, 16, 3)) + z[..., None] * rng.lognormal(0, 1.5, (100, 1, 3))
+    est = estimate_constants(z, w)
+    g2 = prompt_pieces(z, w)[1]
+    assert est.pseudo_values.shape == (100, 3)
+    assert est.concentration == top_share(g2) == pytest.approx(np.sort(g2)[-2:].sum() / g2.sum())
+    assert "top 2% of prompts carry" in est.summary() and est.to_dict()["concentration"] == est.concentration
+    res = est.optimal_group_size(budget=256, interval="fieller_skew")
+    assert res.interval == "fieller_skew" and res.g_star_exact == est.optimal_group_size(budget=256).g_star_exact
+    fixed = estimate_constants(z, w, prompt_probs=np.full(100, 0.01))
+    assert fixed.pseudo_values is None and fixed.concentration is None
+    with pytest.raises(ValueError, match="pseudo_values"):
+        fixed.optimal_group_size(interval="fieller_skew")

@@ -26,8 +26,8 @@ from .mse import CONSTANT_NAMES, paper_constants
 from .optimum import ConstantsEstimate
 
 __all__ = ["KERNELS", "ScalingConstants", "estimate_constants", "prompt_constants", "prompt_pieces",
-           "prompt_pieces_engine", "PromptStatistics", "prompt_statistics", "merge_statistics",
-           "constants_from_statistics"]
+           "prompt_pieces_engine", "prompt_pseudo_values", "top_share", "PromptStatistics",
+           "prompt_statistics", "merge_statistics", "constants_from_statistics"]
 
 
 def _split(x):
@@ -182,6 +182,40 @@ def _constants_from_pieces(g, g2, st, zzq, probs):
     return np.array([A1, f @ a2, f @ a3])
 
 
+def prompt_pseudo_values(g, g2, st, zzq) -> np.ndarray:
+    """Delete-one-prompt jackknife pseudo-values of ``(A1, A2, A3)`` in closed form, ``O(P d)``.
+
+    ``psi_p = P A(all) - (P - 1) A(without prompt p)`` with ``A`` of :func:`constants_from_statistics`
+    (prompts sampled, equal weights).  ``A2`` and ``A3`` are means, so their pseudo-values are the
+    per-prompt pieces; ``A1`` has cross products over distinct prompts.  Their mean is the estimate
+    for ``A2, A3``; their spread and skewness are those of the per-prompt contributions, which is
+    what ``interval="fieller_skew"`` uses.
+
+    Parameters
+    ----------
+    g : (P, d) ; g2, st, zzq : (P,) per-prompt pieces (:func:`prompt_pieces`), ``P >= 3``.
+
+    Returns
+    -------
+    psi : (P, 3)
+    """
+    P = g.shape[0]
+    gg = np.einsum("pd,pd->p", g, g)                     # (P,)
+    sg = g.sum(0)                                        # (d,)
+    rest = sg[None] - g                                  # (P, d): sum over the other prompts
+    cross_wo = (np.einsum("pd,pd->p", rest, rest) - (gg.sum() - gg)) / ((P - 1) * (P - 2))
+    a1_wo = (g2.sum() - g2) / (P - 1) - cross_wo         # (P,) A1 without prompt p
+    a1 = g2.mean() - (sg @ sg - gg.sum()) / (P * (P - 1))
+    return np.stack([P * a1 - (P - 1) * a1_wo, zzq - g2, st + g2], axis=-1)
+
+
+def top_share(values, fraction: float = 0.02) -> float:
+    """Share of ``sum(values)`` carried by the ``max(1, round(fraction n))`` largest of ``n`` values."""
+    v = np.sort(np.asarray(values, float))[::-1]
+    top = max(1, round(fraction * v.size))
+    return float(v[:top].sum() / v.sum())
+
+
 def _plugin_pieces(rewards, scores):
     """Per-prompt pieces of the plug-in estimates: ``mean((Z-V)^2 |W|^2)``, ``s^2``, ``mean |W|^2``."""
     z, w = rewards, scores
@@ -220,6 +254,10 @@ class ScalingConstants(ConstantsEstimate):
     num_prompts, samples_per_prompt : P and M.
     design : "fixed prompt set" (``prompt_probs`` given: population = these prompts, jackknife
         over blocks of samples) or "sampled prompts" (jackknife over groups of prompts).
+    concentration : share of ``sum_x ||g(x)||^2`` (the U-statistic pieces of ``A1``) carried by
+        the top 2% of prompts (:func:`top_share`), ``None`` for a fixed prompt set.  A large share
+        (tens of percent) means a heavy-tailed ``A1``: the plain Fieller interval of ``G*`` then
+        undercovers on its low side (``interval="fieller_skew"``).
     """
 
     form: str = "exact"
@@ -229,6 +267,7 @@ class ScalingConstants(ConstantsEstimate):
     samples_per_prompt: int
     design: str
     n_groups: int
+    concentration: float | None = None
 
     @property
     def c(self) -> np.ndarray:
@@ -246,6 +285,9 @@ class ScalingConstants(ConstantsEstimate):
                          f"[{ci[n].low:.4g}, {ci[n].high:.4g}]".ljust(58) + f"{self.plugin[i]:.5g}")
         lines.append("  A1: prompt-sampling variance; A2: oracle variance; A3: U-statistic residual"
                      " (c_i := A_i)")
+        if self.concentration is not None:
+            lines.append(f"  concentration: the top 2% of prompts carry {self.concentration:.0%} of "
+                         "sum ||g(x)||^2 (A1)")
         return "\n".join(lines)
 
     __str__ = summary
@@ -261,7 +303,8 @@ class ScalingConstants(ConstantsEstimate):
                     plugin={n: json_float(self.plugin[i]) for i, n in enumerate(self.names)},
                     covariance=[[json_float(v) for v in row] for row in self.covariance],
                     num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
-                    level=self.level)
+                    level=self.level, concentration=json_float(self.concentration)
+                    if self.concentration is not None else None)
 
 
 def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.95,
@@ -472,4 +515,6 @@ def constants_from_statistics(stats: PromptStatistics, *, level: float = 0.95,
     return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
                             df=float(K - 1), level=level, plugin=plugin, num_prompts=P,
                             samples_per_prompt=int(M[0]) if len(M) == 1 else int(np.median(stats.num_samples)),
-                            design="sampled prompts", n_groups=K)
+                            design="sampled prompts", n_groups=K,
+                            pseudo_values=prompt_pseudo_values(*pieces),
+                            concentration=top_share(stats.g_norm2))

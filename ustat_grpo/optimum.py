@@ -40,11 +40,16 @@ from .interval import ConfidenceInterval, json_float, json_interval
 
 
 __all__ = [
-    "FORMS", "mse_design", "integer_optimum",
-    "fieller_ratio_interval", "GroupSizeResult", "optimal_group_size", "ConstantsEstimate",
+    "FORMS", "INTERVALS", "mse_design", "integer_optimum",
+    "fieller_ratio_interval", "skew_corrected_t", "skew_fieller_ratio_interval",
+    "GroupSizeResult", "optimal_group_size", "ConstantsEstimate",
 ]
 
 FORMS = ("exact", "paper")
+#: intervals of ``rho = A3/A1``: Fieller's (t pivot), or Fieller's with a skewness-corrected pivot
+INTERVALS = ("fieller", "fieller_skew")
+#: grid of directions on which the skewness-corrected Fieller set is located before refinement
+_SKEW_GRID = 4097
 
 
 def mse_design(num_prompts, num_generations, *, form: str = "exact") -> np.ndarray:
@@ -154,6 +159,143 @@ def fieller_ratio_interval(num: float, den: float, var_num: float, var_den: floa
     return ConfidenceInterval(low, math.inf), False
 
 
+def skew_corrected_t(t, skewness, *, transform: str = "hall"):
+    """Skewness-corrected t statistic of a mean (Johnson 1978; Hall 1992).
+
+    Parameters
+    ----------
+    t : array_like
+        ``(mean - mu0) / standard_error``.
+    skewness : array_like, broadcastable with ``t``
+        Skewness of the *estimator*, ``kappa = gamma / sqrt(n)`` with ``gamma = mu3 / s^3`` the
+        skewness of the ``n`` observations (the corrections depend on ``gamma`` and ``n`` only
+        through ``kappa``).
+    transform : {"hall", "johnson"}
+        ``johnson``: ``t + kappa/6 + kappa t^2/3`` -- Johnson's (1978) modified t
+        ``[m + mu3/(6 s^2 n) + mu3 m^2/(3 s^4)] / (s/sqrt(n))`` written in ``t`` and ``kappa``;
+        not monotone in ``t``.  ``hall``: ``t + kappa t^2/3 + kappa^2 t^3/27 + kappa/6`` (Hall 1992,
+        ``a = 1/3, b = 1/6``), which adds the cubic term that makes it monotone:
+        ``((1 + kappa t/3)^3 - 1)/kappa + kappa/6``.
+
+    Returns
+    -------
+    ndarray : compare with the same t (or normal) quantile as ``t``.
+
+    References
+    ----------
+    N. J. Johnson (1978), Modified t tests and confidence intervals for asymmetrical populations,
+    JASA 73, 536-544.  P. Hall (1992), On the removal of skewness by transformation, JRSS B 54,
+    221-228.
+    """
+    t, k = np.asarray(t, float), np.asarray(skewness, float)
+    if transform == "johnson":
+        return t + k / 6.0 + k * t * t / 3.0
+    if transform == "hall":
+        return t + k * t * t / 3.0 + k * k * t ** 3 / 27.0 + k / 6.0
+    raise ValueError(f"transform must be 'hall' or 'johnson', got {transform!r}")
+
+
+def _pseudo_moments(pseudo_values):
+    """``(n, S, M)``: ``S[j] = sum u^(2-j) v^j`` and ``M[j] = sum u^(3-j) v^j`` of the centred
+    pseudo-values ``(u, v)`` of ``(num, den)``, shape (n, 2)."""
+    dev = pseudo_values - pseudo_values.mean(0)          # (n, 2)
+    u, v = dev[:, 0], dev[:, 1]
+    return (dev.shape[0], np.array([u @ u, u @ v, v @ v]),
+            np.array([(u ** (3 - j) * v ** j).sum() for j in range(4)]))
+
+
+def _direction_t(theta, num, den, var_num, var_den, cov, moments):
+    """t statistic and estimator skewness of ``cos(theta) num - sin(theta) den`` (one per theta).
+
+    ``rho = tan(theta)``: the statistic of ``num - rho den`` up to the positive factor
+    ``cos(theta)``, so both are continuous through ``rho = inf`` (``theta = pi/2``).
+    ``moments``: :func:`_pseudo_moments` of the per-observation pseudo-values; the variance and
+    third central moment of ``psi = a u - b v`` are their binomial expansions (``O(1)`` per theta).
+    """
+    n, S, M = moments
+    a, b = np.cos(theta), np.sin(theta)                 # (T,)
+    est = a * num - b * den
+    var = a * a * var_num - 2 * a * b * cov + b * b * var_den
+    s2 = (a * a * S[0] - 2 * a * b * S[1] + b * b * S[2]) / (n - 1)
+    mu3 = (a ** 3 * M[0] - 3 * a * a * b * M[1] + 3 * a * b * b * M[2] - b ** 3 * M[3]) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = est / np.sqrt(var)
+        kappa = np.where(s2 > 0, mu3 / s2 ** 1.5, 0.0) / math.sqrt(n)
+    return t, kappa
+
+
+def skew_fieller_ratio_interval(num: float, den: float, var_num: float, var_den: float, cov: float,
+                                pseudo_values, *, level: float = 0.95, df: float | None = None,
+                                nonnegative: bool = True,
+                                transform: str = "hall") -> tuple[ConfidenceInterval, bool]:
+    """Fieller set for ``rho = num_true / den_true`` with a skewness-corrected pivot.
+
+    Fieller's set is ``{rho : |T(rho)| <= q}``, ``T(rho) = (num - rho den) / se(num - rho den)``
+    (:func:`fieller_ratio_interval`).  Here ``T`` is replaced by :func:`skew_corrected_t` of
+    ``T(rho)`` with the skewness ``kappa(rho)`` of the estimator ``num - rho den``, estimated from
+    per-observation pseudo-values ``psi_i(rho) = psi_num_i - rho psi_den_i``:
+    ``kappa = mu3 / s^3 / sqrt(n)`` (``mu3`` the third central moment, ``s^2`` the variance with
+    ``n - 1``).  The standard error is still that of ``var_num, var_den, cov`` (e.g. a
+    delete-a-group jackknife), so with symmetric pseudo-values the set is Fieller's exactly (the
+    closed form is returned).
+
+    The set is located on a grid of directions ``theta = arctan(rho)`` in ``[0, pi/2]`` (all of
+    ``(-pi/2, pi/2]`` without ``nonnegative``), its end points refined by root finding; the
+    interval returned is the hull of the accepted directions.  If ``rho = inf`` is accepted (the
+    denominator is not significantly non-zero) the set is unbounded: ``(low, inf)``,
+    ``bounded=False``, as in :func:`fieller_ratio_interval`.
+
+    Parameters
+    ----------
+    num, den, var_num, var_den, cov : float
+        Estimates and their covariance, as in :func:`fieller_ratio_interval`.
+    pseudo_values : array_like, shape (n, 2)
+        Per-observation pseudo-values of ``(num, den)`` (e.g. delete-one-prompt jackknife
+        pseudo-values); only their third and second central moments are used.
+    level, df, nonnegative
+        As in :func:`fieller_ratio_interval`.
+    transform : {"hall", "johnson"}
+        Skewness correction (:func:`skew_corrected_t`).
+
+    Returns
+    -------
+    interval : ConfidenceInterval
+    bounded : bool
+    """
+    from scipy.optimize import brentq
+
+    psi = np.asarray(pseudo_values, float)
+    if psi.ndim != 2 or psi.shape[1] != 2 or psi.shape[0] < 3:
+        raise ValueError(f"pseudo_values must be (n >= 3, 2), got {psi.shape}")
+    mom = _pseudo_moments(psi)
+    scale = (np.abs(psi - psi.mean(0)) ** 3).sum(0).max()
+    if not np.any(np.abs(mom[2]) > 1e-13 * scale):      # symmetric: Fieller's closed form
+        return fieller_ratio_interval(num, den, var_num, var_den, cov, level=level, df=df,
+                                      nonnegative=nonnegative)
+    q = stats.norm.isf((1 - level) / 2) if df is None else stats.t.isf((1 - level) / 2, df)
+    stat = lambda th: np.abs(skew_corrected_t(*_direction_t(np.atleast_1d(th), num, den, var_num,
+                                                            var_den, cov, mom), transform=transform)) - q
+    th0 = 0.0 if nonnegative else -math.pi / 2
+    grid = np.linspace(th0, math.pi / 2, _SKEW_GRID)
+    rho_hat = num / den if den != 0 else math.inf
+    th_hat = math.atan(rho_hat)
+    if th0 < th_hat < math.pi / 2:
+        grid = np.unique(np.append(grid, th_hat))
+    f = stat(grid)                                       # (T,) accepted where <= 0
+    ok = np.flatnonzero(np.nan_to_num(f, nan=1.0) <= 0)
+    floor = 0.0 if nonnegative else -math.inf
+    if ok.size == 0:                                     # a point: the (clipped) estimate
+        r = max(rho_hat, floor) if math.isfinite(rho_hat) else math.inf
+        return ConfidenceInterval(r, r), math.isfinite(r)
+    edge = lambda i, j: brentq(lambda th: float(stat(th)[0]), grid[i], grid[j], xtol=1e-15, rtol=1e-15)
+    i, j = ok[0], ok[-1]
+    lo = floor if i == 0 else math.tan(edge(i - 1, i))
+    if j == grid.size - 1:
+        return ConfidenceInterval(max(lo, floor), math.inf), False
+    hi = math.tan(edge(j, j + 1))
+    return ConfidenceInterval(max(lo, floor), max(hi, floor)), True
+
+
 @dataclass(frozen=True, kw_only=True)
 class GroupSizeResult:
     """Optimal group size at a fixed rollout budget (arXiv 2603.01162, Theorem 7, eq. (12)).
@@ -168,6 +310,7 @@ class GroupSizeResult:
     g_star_integer : integer minimiser of the fitted fixed-budget MSE (``G >= 2``).
     budget : rollouts per iteration ``N = B G`` (``None``: no cap).
     level : confidence level of the intervals.
+    interval : "fieller" or "fieller_skew" (:data:`INTERVALS`): how ``ratio_interval`` was made.
     """
 
     form: str
@@ -183,6 +326,7 @@ class GroupSizeResult:
     budget: int | None
     divisors_only: bool
     level: float
+    interval: str = "fieller"
 
     @property
     def interior(self) -> bool:
@@ -209,7 +353,8 @@ class GroupSizeResult:
     def summary(self) -> str:
         pct = f"{100 * self.level:g}%"
         hi = lambda ci: "inf" if math.isinf(ci.high) else f"{ci.high:.3g}"
-        lines = [f"optimal group size ({self.form} form, budget={self.budget or 'any'})"]
+        lines = [f"optimal group size ({self.form} form, budget={self.budget or 'any'})"
+                 + ("" if self.interval == "fieller" else f"; {self.interval} intervals")]
         if not self.bounded:
             lines.append(f"  no interior optimum can be certified: the prompt-variance constant "
                          f"is not significantly > 0 ({pct} Fieller set for G* is unbounded)")
@@ -236,12 +381,14 @@ class GroupSizeResult:
                     g_star_paper_interval=json_interval(self.g_star_paper_interval),
                     g_star_exact_interval=json_interval(self.g_star_exact_interval),
                     g_star_integer_interval=json_interval(self.g_star_integer_interval),
-                    budget=self.budget, divisors_only=self.divisors_only, level=self.level)
+                    budget=self.budget, divisors_only=self.divisors_only, level=self.level,
+                    interval=self.interval)
 
 
 def optimal_group_size(constants, covariance=None, *, form: str = "exact", budget: int | None = None,
                        divisors_only: bool = False, level: float = 0.95,
-                       df: float | None = None) -> GroupSizeResult:
+                       df: float | None = None, interval: str = "fieller",
+                       pseudo_values=None) -> GroupSizeResult:
     """Optimal group size from the three constants and their covariance.
 
     Parameters
@@ -262,6 +409,12 @@ def optimal_group_size(constants, covariance=None, *, form: str = "exact", budge
         Confidence level (Fieller interval for ``rho``; ``G*`` intervals are its monotone images).
     df : float, optional
         Degrees of freedom for Student-t quantiles (when the covariance scale was estimated).
+    interval : {"fieller", "fieller_skew"}
+        ``fieller``: :func:`fieller_ratio_interval`; ``fieller_skew``:
+        :func:`skew_fieller_ratio_interval` (Hall's skewness-corrected pivot), which needs
+        ``pseudo_values``.
+    pseudo_values : array_like, shape (n, 3), optional
+        Per-observation pseudo-values of ``constants`` (``fieller_skew`` only).
 
     Returns
     -------
@@ -281,6 +434,10 @@ def optimal_group_size(constants, covariance=None, *, form: str = "exact", budge
     (5.0, 5)
     """
     _check_form(form)
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    if interval == "fieller_skew" and covariance is not None and pseudo_values is None:
+        raise ValueError("interval='fieller_skew' needs per-observation pseudo_values")
     c = np.asarray(constants, float).reshape(3)
     if budget is not None and (budget != int(budget) or budget < 2):
         raise ValueError(f"budget must be an integer >= 2, got {budget}")
@@ -291,7 +448,12 @@ def optimal_group_size(constants, covariance=None, *, form: str = "exact", budge
         rci, bounded = ConfidenceInterval(rho, rho), math.isfinite(rho)
     else:
         V = np.asarray(covariance, float).reshape(3, 3)
-        rci, bounded = fieller_ratio_interval(c[2], c[0], V[2, 2], V[0, 0], V[0, 2], level=level, df=df)
+        if interval == "fieller":
+            rci, bounded = fieller_ratio_interval(c[2], c[0], V[2, 2], V[0, 0], V[0, 2], level=level, df=df)
+        else:
+            psi = np.asarray(pseudo_values, float)[:, [2, 0]]        # (n, 2): (A3, A1) pieces
+            rci, bounded = skew_fieller_ratio_interval(c[2], c[0], V[2, 2], V[0, 0], V[0, 2], psi,
+                                                       level=level, df=df)
     gp = _continuous_optimum(rho, "paper")
     ge = _continuous_optimum(rho, "exact")
     gi = integer_optimum(rho, form=form, budget=budget, divisors_only=divisors_only)
@@ -303,7 +465,8 @@ def optimal_group_size(constants, covariance=None, *, form: str = "exact", budge
         g_star_paper=gp, g_star_exact=ge, g_star_integer=gi,
         g_star_paper_interval=img(lambda r: _continuous_optimum(r, "paper")),
         g_star_exact_interval=img(lambda r: _continuous_optimum(r, "exact")),
-        g_star_integer_interval=img(iint), budget=budget, divisors_only=divisors_only, level=level)
+        g_star_integer_interval=img(iint), budget=budget, divisors_only=divisors_only, level=level,
+        interval=interval)
 
 
 
@@ -321,6 +484,8 @@ class ConstantsEstimate:
     covariance : covariance of ``unconstrained``, shape (3, 3).
     df : degrees of freedom of Student-t quantiles (``None``: normal quantiles).
     level : default confidence level.
+    pseudo_values : per-observation (e.g. delete-one-prompt jackknife) pseudo-values of the three
+        constants, shape (n, 3), or ``None``; needed by ``interval="fieller_skew"``.
     """
 
     form: str
@@ -330,6 +495,7 @@ class ConstantsEstimate:
     covariance: np.ndarray
     df: float | None
     level: float
+    pseudo_values: np.ndarray | None = None
 
     @property
     def standard_error(self) -> np.ndarray:
@@ -349,18 +515,22 @@ class ConstantsEstimate:
                 for i, n in enumerate(self.names)}
 
     def optimal_group_size(self, *, budget: int | None = None, divisors_only: bool = False,
-                           level: float | None = None, form: str | None = None) -> GroupSizeResult:
+                           level: float | None = None, form: str | None = None,
+                           interval: str = "fieller") -> GroupSizeResult:
         """:func:`optimal_group_size` at the point estimate with this estimate's covariance.
 
         ``form`` (default: the estimate's own) chooses the shape that defines the integer
         optimum; with exact-form constants and ``form="paper"`` the paper's ``c_i := A_i``.
+        ``interval="fieller_skew"`` corrects the Fieller pivot for the skewness of
+        ``A3 - rho A1`` estimated from :attr:`pseudo_values` (:func:`skew_fieller_ratio_interval`).
         """
         level = self.level if level is None else level
         form = self.form if form is None else form
         # Fieller uses the unconstrained estimate (the sampling law behind the covariance); the
         # point G* uses the non-negative estimate.
         res = optimal_group_size(self.unconstrained, self.covariance, form=form, budget=budget,
-                                 divisors_only=divisors_only, level=level, df=self.df)
+                                 divisors_only=divisors_only, level=level, df=self.df,
+                                 interval=interval, pseudo_values=self.pseudo_values)
         pt = optimal_group_size(self.params, None, form=form, budget=budget,
                                 divisors_only=divisors_only, level=level)
         return GroupSizeResult(**{**res.__dict__, "ratio": pt.ratio, "g_star_paper": pt.g_star_paper,
