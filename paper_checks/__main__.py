@@ -59,6 +59,9 @@ def main(argv=None) -> int:
             print(fmt.format(*["-" * w for w in widths]))
             for b in body:
                 print(fmt.format(*[s if len(s) <= 60 else s[:57] + "..." for s in b]))
+            if args.only:                         # the checks asked for by name: their full text
+                for r in rows:
+                    print(f"\n{r['id']}: {r['claim']}\n  expected: {r['expected']}\n  observed: {r['observed']}")
         n_pass = sum(r["passed"] for r in rows)
         print(f"\n{n_pass} passed, {len(rows) - n_pass} failed")
     return 0 if all(r["passed"] for r in rows) else 1

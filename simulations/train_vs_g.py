@@ -350,13 +350,16 @@ def plot(ds, summary: dict, path: str) -> None:
     ax.set(xscale="log", xlabel="G (log scale)", ylabel="AUC of p(correct) (mean, 95% CI)",
            title=f"area under the curve vs G at N = {summary['config']['budget']}")
     ax.set_xticks(groups, [str(g) for g in groups])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     ax = axes[2]
-    ax.plot(groups, ds.predicted_mse.values, "o-k")
+    mse = ds.predicted_mse.values
+    ax.plot(groups, mse / mse.min(), "o-k")
     ax.axvline(rec, color="k", ls="--", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="G (log scale)", ylabel="predicted MSE of the gradient",
+    ax.set(xscale="log", xlabel="G (log scale)", ylabel="predicted MSE / its minimum",
            title="prediction from A1..A3 at the initial checkpoint")
     ax.set_xticks(groups, [str(g) for g in groups])
+    ax.minorticks_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
