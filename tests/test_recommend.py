@@ -102,3 +102,21 @@ def test_bandit_grid_cells_do_not_depend_on_each_other():
     np.testing.assert_array_equal(small["mse"], full["mse"][:3])
     other = bandit_mse_grid(policy, 32, 50, rng=8, max_group_size=8)
     assert not np.array_equal(small["mse"], other["mse"])
+
+
+def test_heavy_tailed_prompts_are_flagged_and_light_tailed_ones_are_not():
+    from ustat_grpo.constants import estimate_constants
+    from ustat_grpo.recommend import CONCENTRATION_WARNING, recommend
+
+    rng = np.random.default_rng(3)
+    P, M, d = 200, 8, 5
+    z = (rng.random((P, M)) < 0.5).astype(float)
+    mu = rng.normal(size=(P, 1, d))
+    light = estimate_constants(z, mu * z[..., None] + rng.normal(size=(P, M, d)))      # g(x) = mu(x) Var Z
+    mu_heavy = mu.copy()
+    mu_heavy[:4] *= 30.0                                  # 2% of prompts with huge gradients
+    heavy = estimate_constants(z, mu_heavy * z[..., None] + rng.normal(size=(P, M, d)))
+    assert light.concentration < CONCENTRATION_WARNING < heavy.concentration
+    warn = [w for w in recommend(heavy, budget=64).warnings if w.startswith("heavy-tailed prompts")]
+    assert len(warn) == 1 and f"{heavy.concentration:.0%}" in warn[0]
+    assert not [w for w in recommend(light, budget=64).warnings if w.startswith("heavy-tailed")]

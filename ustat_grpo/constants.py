@@ -210,10 +210,15 @@ def prompt_pseudo_values(g, g2, st, zzq) -> np.ndarray:
 
 
 def top_share(values, fraction: float = 0.02) -> float:
-    """Share of ``sum(values)`` carried by the ``max(1, round(fraction n))`` largest of ``n`` values."""
-    v = np.sort(np.asarray(values, float))[::-1]
+    """Share of the positive mass of ``values`` carried by the ``max(1, round(fraction n))`` largest.
+
+    The per-prompt pieces are unbiased estimates and can be negative; negative values count as 0,
+    so the share lies in [0, 1] (NaN when no value is positive).
+    """
+    v = np.sort(np.clip(np.asarray(values, float), 0.0, None))[::-1]
     top = max(1, round(fraction * v.size))
-    return float(v[:top].sum() / v.sum())
+    total = v.sum()
+    return float(v[:top].sum() / total) if total > 0 else float("nan")
 
 
 def _plugin_pieces(rewards, scores):

@@ -25,9 +25,10 @@ completion ``" <answer><eos>"`` (one teacher-forced forward; a lower bound on th
 probability, which also counts e.g. ``" 040"``), and optionally the sampled accuracy.
 
 Randomness: one SeedSequence per run; step ``s`` draws its questions from the stream with spawn
-key ``(0, s)`` and the completions of question ``b`` from ``(1, s, b)``, so runs with different
-``G`` at the same seed see the same questions in the same order (the first ``B`` of each step's
-stream): common random numbers, which the paired comparison across ``G`` uses.
+key ``(0, s)`` and the completions of its questions whose prompts are ``L`` tokens long (sampled
+as one batch) from ``(1, s, L)``, so runs with different ``G`` at the same seed see the same
+questions in the same order (the first ``B`` of each step's stream): common random numbers, which
+the paired comparison across ``G`` uses.
 """
 from __future__ import annotations
 
