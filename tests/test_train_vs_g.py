@@ -64,3 +64,15 @@ def test_bad_group_grid_is_a_usage_error():
     with pytest.raises(SystemExit) as e:
         T.main(["--groups", "2,3", "--budget", "16"])
     assert e.value.code == 2
+
+
+def test_stored_result_passes_the_gstar_training_check(monkeypatch):
+    """The committed grid (docs/results/train_vs_g.nc) re-analysed by today's code: the check passes."""
+    from paper_checks import load_all, run_check
+    from paper_checks.check_training import STORED
+
+    monkeypatch.delenv("USTAT_GRPO_TRAIN_VS_G", raising=False)
+    assert os.path.exists(STORED), "docs/results/train_vs_g.nc is missing"
+    out = run_check(load_all()["Gstar-training"])
+    assert out.passed, out.observed
+    assert out.details["num_seeds"] == 10 and out.details["constants"]["recommended"] == 4
