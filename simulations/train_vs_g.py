@@ -127,9 +127,11 @@ def initial_constants(cfg: Config, groups) -> dict:
 
 
 def predicted_mse(A, groups, budget):
-    """``MSE(G) = (A1 G + A2 + A3 / (G - 1)) / N`` at ``N = B G``."""
+    """``MSE(G) = (A1 G + A2 + A3 / (G - 1)) / N`` at ``N = B G`` (the scaling law's exact form)."""
+    from ustat_grpo.optimum import mse_design
+
     g = np.asarray(groups, float)
-    return (A[0] * g + A[1] + A[2] / (g - 1)) / budget
+    return mse_design(budget / g, g) @ np.asarray(A, float)
 
 
 def _settings(cfg: Config) -> list[tuple[str, float]]:
@@ -252,9 +254,9 @@ def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
     from ustat_grpo.lm import load_policy
 
     steps = _ints(cfg.drift)
+    advantage, lr = _settings(cfg)[0]
     tc = lm_train.TrainConfig(num_steps=max(steps), budget=cfg.budget, num_generations=rec_g,
-                              advantage=_settings(cfg)[0][0], optimizer=cfg.optimizer,
-                              learning_rate=_settings(cfg)[0][1], eval_every=cfg.eval_every,
+                              advantage=advantage, optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
                               num_eval=cfg.num_eval)
     pol = load_policy(variant=cfg.variant, device="cpu")
     ckdir = os.path.join(out_dir, "checkpoints")

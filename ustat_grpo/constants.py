@@ -170,16 +170,28 @@ def _constants_from_pieces(g, g2, st, zzq, probs):
     if probs is None:
         if P < 2:
             raise ValueError("need at least two prompts to estimate the between-prompt variance A1")
-        # E||g(X)||^2 - ||E g(X)||^2 with distinct-prompt cross products (independent, unbiased)
-        sg = g.sum(0)
-        cross = (sg @ sg - np.einsum("pd,pd->", g, g)) / (P * (P - 1))
-        A1 = g2.mean() - cross
-        return np.array([A1, a2.mean(), a3.mean()])
+        return np.array([_a1_sampled(g, g2), a2.mean(), a3.mean()])
     f = probs
     fg = f @ g                                           # (d,)
     cross = fg @ fg - np.einsum("p,pd,pd->", f * f, g, g)  # sum_{x != y} f_x f_y g_x.g_y
     A1 = f @ g2 - (cross + (f * f) @ g2)
     return np.array([A1, f @ a2, f @ a3])
+
+
+def _a1_sampled(g, g2) -> float:
+    """``A1 = E||g(X)||^2 - ||E g(X)||^2`` with distinct-prompt cross products (independent, unbiased)."""
+    P = g.shape[0]
+    sg = g.sum(0)
+    return float(g2.mean() - (sg @ sg - np.einsum("pd,pd->", g, g)) / (P * (P - 1)))
+
+
+def _a1_without_each(g, g2) -> np.ndarray:
+    """``A1`` (prompts sampled) recomputed without prompt ``p``, for every ``p``: ``(P,)`` in ``O(P d)``."""
+    P = g.shape[0]
+    gg = np.einsum("pd,pd->p", g, g)                     # (P,)
+    rest = g.sum(0)[None] - g                            # (P, d): sum over the other prompts
+    cross_wo = (np.einsum("pd,pd->p", rest, rest) - (gg.sum() - gg)) / ((P - 1) * (P - 2))
+    return (g2.sum() - g2) / (P - 1) - cross_wo
 
 
 def prompt_pseudo_values(g, g2, st, zzq) -> np.ndarray:
@@ -200,13 +212,8 @@ def prompt_pseudo_values(g, g2, st, zzq) -> np.ndarray:
     psi : (P, 3)
     """
     P = g.shape[0]
-    gg = np.einsum("pd,pd->p", g, g)                     # (P,)
-    sg = g.sum(0)                                        # (d,)
-    rest = sg[None] - g                                  # (P, d): sum over the other prompts
-    cross_wo = (np.einsum("pd,pd->p", rest, rest) - (gg.sum() - gg)) / ((P - 1) * (P - 2))
-    a1_wo = (g2.sum() - g2) / (P - 1) - cross_wo         # (P,) A1 without prompt p
-    a1 = g2.mean() - (sg @ sg - gg.sum()) / (P * (P - 1))
-    return np.stack([P * a1 - (P - 1) * a1_wo, zzq - g2, st + g2], axis=-1)
+    a1_wo = _a1_without_each(g, g2)
+    return np.stack([P * _a1_sampled(g, g2) - (P - 1) * a1_wo, zzq - g2, st + g2], axis=-1)
 
 
 def top_share(values, fraction: float = 0.02) -> float:

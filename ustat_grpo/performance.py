@@ -473,10 +473,13 @@ def compare_group_sizes(groups, scores, *, level: float = 0.95, higher_is_better
     for i in range(k):
         if i == b:
             continue
-        es = md[i, b] / sd[i, b] if sd[i, b] > 0 else math.inf
-        seeds[int(g[i])] = (math.inf if not es > 0 else 2.0 if not math.isfinite(es) else
-                            float(math.ceil(TTestPower().solve_power(effect_size=es, alpha=alpha / (k - 1),
-                                                                     power=power, alternative="larger"))))
+        if not md[i, b] > 0:                                # no measured advantage of the best: never
+            seeds[int(g[i])] = math.inf
+        elif not sd[i, b] > 0:                              # a constant positive difference: two seeds
+            seeds[int(g[i])] = 2.0
+        else:
+            seeds[int(g[i])] = float(math.ceil(TTestPower().solve_power(
+                effect_size=md[i, b] / sd[i, b], alpha=alpha / (k - 1), power=power, alternative="larger")))
     blocks = np.repeat(np.arange(n)[None], k, 0).ravel()
     pv, _ = _group_size_effect(blocks, np.repeat(g, n), y.ravel(), np.arange(n), np.sort(g))
     sign = 1.0 if higher_is_better else -1.0

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ._random import default_rng
-from .constants import pool_arrays, prompt_pieces
+from .constants import _a1_sampled, _a1_without_each, _jackknife_cov, pool_arrays, prompt_pieces
 
 __all__ = ["SamplesPerPromptResult", "choose_samples_per_prompt", "hoeffding_basis", "jackknife_constants"]
 
@@ -70,20 +70,7 @@ def jackknife_constants(g, g_norm2, a3):
         prompt ``p`` (the naive twin recomputes them with prompt ``p`` removed).
     """
     P = g.shape[0]
-    gg = np.einsum("pd,pd->p", g, g)
-    sg = g.sum(0)                                        # (d,)
-    rest = sg[None] - g                                  # (P, d): sum over the other prompts
-    cross = (np.einsum("pd,pd->p", rest, rest) - (gg.sum() - gg)) / ((P - 1) * (P - 2))
-    A1 = (g_norm2.sum() - g_norm2) / (P - 1) - cross
-    A3 = (a3.sum() - a3) / (P - 1)
-    return np.stack([A1, A3], axis=-1)
-
-
-def _jackknife_cov(reps):
-    """``(n-1)/n sum (r - rbar)(r - rbar)^T`` over the first axis of ``reps (n, 2)``."""
-    n = reps.shape[0]
-    dev = reps - reps.mean(0)
-    return (n - 1) / n * dev.T @ dev
+    return np.stack([_a1_without_each(g, g_norm2), (a3.sum() - a3) / (P - 1)], axis=-1)
 
 
 def _log_gstar_gradient(A1, A3):
@@ -94,10 +81,7 @@ def _log_gstar_gradient(A1, A3):
 
 
 def _point(g, g_norm2, a3):
-    P = g.shape[0]
-    sg = g.sum(0)
-    A1 = g_norm2.mean() - (sg @ sg - np.einsum("pd,pd->", g, g)) / (P * (P - 1))
-    return A1, a3.mean()
+    return _a1_sampled(g, g_norm2), a3.mean()
 
 
 @dataclass(frozen=True, kw_only=True)
