@@ -185,6 +185,14 @@ def workspace(shape):
             np.empty(shape, np.int32), np.empty(shape, bool))
 
 
+def _thresholds(c):
+    """``ceil(c * 2**53)`` as uint64, clipped to ``[0, 2**53]`` (NaN: ``2**53``): for a word
+    ``w`` with uniform ``u = (w >> 11) 2**-53``, ``u >= c`` iff ``(w >> 11) >= threshold``."""
+    t = np.ceil(np.asarray(c, dtype=np.float64) * 2.0 ** 53)            # exact scaling
+    t = np.where(np.isnan(t), 2.0 ** 53, np.clip(t, 0.0, 2.0 ** 53))
+    return np.ascontiguousarray(t.astype(np.uint64))
+
+
 class _OnePromptSampler:
     """Fused block sampler for one prompt (``P = 1``) and at most two reward values (``M <= 2``).
 
@@ -234,6 +242,68 @@ class _OnePromptSampler:
             cells = np.where(m0, a2, np.where(m1, a2 + 1, self.KM))    # (K, nr)
             self.cell_lut = np.concatenate([cells, np.full((1, nr), self.KM)]).astype(np.intp).ravel()
         self._ws = {}
+        self._c = self._c_setup()
+
+    #: Table bits of the C kernel's arm lookup: 2**12 int32 entries stay in L1.
+    C_LUT_BITS = 12
+
+    def _c_setup(self):
+        """Arguments of the C kernel (:mod:`ustat_grpo._ckernel`), or ``None`` to run numpy.
+
+        The kernel compares ``k = w >> 11`` (``u = k 2**-53``) with integer thresholds:
+        ``u >= c`` iff ``k >= ceil(c 2**53)`` for any double ``c`` (the scaling is exact), so
+        ``athr`` (the CDF points, then a sentinel) and ``rthr`` (``P(m = 0 | a)``) decide exactly
+        what ``searchsorted`` and ``u >= fail`` decide.  Its scan ``while athr[a] <= k`` is
+        ``searchsorted(side="right")`` only on a sorted CDF, so an unsorted or non-finite one
+        (not a distribution) stays on numpy.
+        """
+        from . import _ckernel
+
+        cdf = np.asarray(self.cdf, dtype=np.float64)
+        if not (np.isfinite(cdf).all() and (np.diff(cdf) >= 0).all()):
+            return None
+        lib = _ckernel.load()
+        if lib is None:
+            return None
+        nb = 2 ** self.C_LUT_BITS
+        lut = np.searchsorted(cdf, np.arange(nb) / nb, side="right").astype(np.int32)  # left edges
+        athr = np.append(_thresholds(cdf), np.iinfo(np.uint64).max)      # (K,): sentinel
+        rthr = None if self.fail is None else _thresholds(self.fail)
+        return {"lib": lib, "athr": athr, "lut": lut, "rthr": rthr, "arms": np.empty(0, np.int32)}
+
+    @property
+    def kernel(self) -> str:
+        """``"C"`` when the compiled kernel draws the histograms, else ``"numpy"``."""
+        return "numpy" if self._c is None else "C"
+
+    def _c_block(self, gen, R, B, G, out):
+        """One block's histogram ``(R*B, K*M)`` into ``out`` (float64, C-contiguous) by the C
+        kernel: the counts of :meth:`__call__`, bit for bit, from the same stream, and the
+        generator left in the same state.  A numpy ``PCG64`` is stepped inline on a copy of its
+        state (checked against ``random_raw`` when the kernel loads), any other bit generator
+        through its C interface (``next_raw``, what ``random_raw`` calls)."""
+        from . import _ckernel
+
+        c = self._c
+        n = R * B
+        if c["arms"].size < n * G:
+            c["arms"] = np.empty(n * G, np.int32)
+        if out.shape != (n, self.KM) or out.dtype != np.float64 or not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous float64 array of shape (R*B, K*M)")
+        rthr = c["rthr"]
+        args = (n, G, c["athr"].ctypes.data, self.K, c["lut"].ctypes.data, self.C_LUT_BITS,
+                None if rthr is None else rthr.ctypes.data, c["arms"].ctypes.data, out.ctypes.data)
+        bg, lib = gen.bit_generator, c["lib"]
+        if lib.pcg64_inline and type(bg) is np.random.PCG64:
+            words = _ckernel.pcg64_words(bg)
+            rc = lib.ustat_hist_block_pcg64(words.ctypes.data, *args)
+            if rc == 0:
+                _ckernel.set_pcg64_state(bg, words)
+        else:
+            rc = lib.ustat_hist_block(_ckernel.bitgen_address(bg), *args)
+        if rc != 0:
+            raise RuntimeError(f"C kernel failed ({rc})")
+        return out
 
     def _workspace(self, n, G):
         key = (n, G)
@@ -283,7 +353,10 @@ class _OnePromptSampler:
         return hist
 
     def __call__(self, gen, R, B, G):
-        """Histogram ``(R*B, K*M)`` (int64) of one block's groups."""
+        """Histogram ``(R*B, K*M)`` of one block's groups (int64 counts; float64 from the C
+        kernel, the same values)."""
+        if self._c is not None:
+            return self._c_block(gen, R, B, G, np.empty((R * B, self.KM)))
         return self.resolve(*self.block(gen, R, B, G))[:, :-1]
 
     def histograms(self, gens, sizes, B, G, *, out=None):
@@ -293,6 +366,12 @@ class _OnePromptSampler:
         resolved together, which saves their per-call overhead.
         """
         out = np.empty((sum(sizes) * B, self.KM)) if out is None else out
+        if self._c is not None:
+            row = 0
+            for gen, R in zip(gens, sizes):
+                self._c_block(gen, R, B, G, out[row:row + R * B])
+                row += R * B
+            return out
         groups, words = [], []
         row = 0
         for gen, R in zip(gens, sizes):
