@@ -69,6 +69,11 @@ def _setup(lib):
         f.restype = ctypes.c_int
     lib.ustat_pcg64_raw.argtypes = [vp, i64, vp]
     lib.ustat_pcg64_raw.restype = ctypes.c_int
+    lib.ustat_pcg64_jump.argtypes = [vp, ctypes.c_uint64]
+    lib.ustat_pcg64_jump.restype = ctypes.c_int
+    lib.ustat_affine_diff.argtypes = [i64, i64, i64, vp, i64, vp, i64, vp, vp, vp,
+                                      ctypes.c_double, ctypes.c_int, vp, vp]
+    lib.ustat_affine_diff.restype = ctypes.c_int
     lib.pcg64_inline = _pcg64_agrees(lib)
     return lib
 
@@ -110,12 +115,14 @@ def _pcg64_agrees(lib) -> bool:
 def load():
     """The compiled kernel (a ``ctypes.CDLL``) or ``None`` (module notes).  Cached per process
     and per setting of ``CC``, the cache directory and ``USTAT_GRPO_NO_CKERNEL``."""
-    if os.environ.get("USTAT_GRPO_NO_CKERNEL", "") not in ("", "0"):
+    env = os.environ
+    if env.get("USTAT_GRPO_NO_CKERNEL", "") not in ("", "0"):
         return None
-    cc = os.environ.get("CC") or "cc"
+    raw = (env.get("CC"), env.get("USTAT_GRPO_CACHE"), env.get("XDG_CACHE_HOME"), env.get("HOME"))
+    if raw in _cache:                         # per call of the engine: a few dict lookups
+        return _cache[raw]
+    cc = raw[0] or "cc"
     key = (cc, _cache_dir())
-    if key in _cache:
-        return _cache[key]
     lib = None
     try:
         with open(_SOURCE, "rb") as f:
@@ -129,7 +136,7 @@ def load():
     except Exception as e:  # noqa: BLE001  (no compiler, no cache dir, bad binary: numpy twin)
         log.debug("ustat_grpo C kernel unavailable (%s); using the numpy path", e)
         lib = None
-    _cache[key] = lib
+    _cache[raw] = lib
     return lib
 
 

@@ -216,3 +216,43 @@ int ustat_hist_block_pcg64(uint64_t *s, int64_t n, int64_t G, const uint64_t *at
                            const int32_t *lut, int lut_bits, const uint64_t *rthr, int32_t *arms,
                            double *hist) { return -2; }
 #endif
+
+/* The per-replicate differences g_hat - g of E affine estimators at B = 1, element by element as
+ * finite_action._affine_errors_one_prompt computes them (the same IEEE operations in the same
+ * order, so the same bits): t = a[e,r] * ZW[r,k]; with use_c[e], t = t + c[e,r] * NW[r,k]; then
+ * t * (1/G) (pow2: G a power of two) or t / G; out[e,r,k] = t - grad[k].  ZW and NW are rows of
+ * d doubles, ldz / ldn doubles apart.  (A = 1 or a constant a is the same product: x * 1 == x,
+ * x * a == a * x.)  The squared norms stay in numpy (its einsum's summation order). */
+int ustat_affine_diff(int64_t E, int64_t R, int64_t d, const double *ZW, int64_t ldz,
+                      const double *NW, int64_t ldn, const double *a, const double *c,
+                      const int32_t *use_c, double G, int pow2, const double *grad, double *out)
+{
+    if (E < 0 || R < 0 || d < 0)
+        return -1;
+    const double inv = 1.0 / G;
+    for (int64_t e = 0; e < E; e++) {
+        const double *ae = a + e * R, *ce = c + e * R;
+        double *oe = out + e * R * d;
+#define AFFINE_ROWS(EXPR)                                                                      \
+        for (int64_t r = 0; r < R; r++) {                                                      \
+            const double *z = ZW + r * ldz, *w = NW + r * ldn;                                 \
+            double *o = oe + r * d;                                                            \
+            const double ar = ae[r], cr = ce[r];                                               \
+            (void)w;                                                                           \
+            (void)cr;                                                                          \
+            for (int64_t k = 0; k < d; k++)                                                    \
+                o[k] = (EXPR) - grad[k];                                                       \
+        }
+        if (use_c[e] && pow2) {
+            AFFINE_ROWS((ar * z[k] + cr * w[k]) * inv)
+        } else if (use_c[e]) {
+            AFFINE_ROWS((ar * z[k] + cr * w[k]) / G)
+        } else if (pow2) {
+            AFFINE_ROWS((ar * z[k]) * inv)
+        } else {
+            AFFINE_ROWS((ar * z[k]) / G)
+        }
+#undef AFFINE_ROWS
+    }
+    return 0;
+}

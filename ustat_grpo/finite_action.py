@@ -567,6 +567,8 @@ def _affine_errors_one_prompt(task, grp, fast, values, scratch=None):
     G, B = task.G, task.B
     coefs = [_affine_coefficients(task.estimators[i], grp.zbar, lambda: grp.std(G), values, G)
              for i in fast]
+    if B == 1 and (lib := _c_affine_lib(grp)) is not None:
+        return _affine_errors_one_prompt_c(lib, task, grp, coefs, scratch)
     if B == 1:
         # The einsums of B > 1 sum over one b: the same products, in fewer and contiguous passes.
         # A coefficient that is constant over replicates is a scalar, and c = 0 adds nothing
@@ -603,6 +605,43 @@ def _affine_errors_one_prompt(task, grp, fast, values, scratch=None):
     est = np.einsum("erb,rbd->erd", ca, grp.ZW) + np.einsum("erb,rbd->erd", cc, grp.NW)   # (E', R, d)
     diff = est / (B * G) - task.gradient
     return np.einsum("erd,erd->er", diff, diff)
+
+
+def _c_affine_lib(grp):
+    """The C kernel if it can take ``grp``'s ``ZW``, ``NW`` (float64 rows of contiguous
+    elements), else ``None``."""
+    from . import _ckernel
+
+    lib = _ckernel.load()
+    if lib is None:
+        return None
+    for X in (grp.ZW, grp.NW):
+        if X.dtype != np.float64 or X.ndim != 3 or X.strides[-1] != 8 or X.strides[0] % 8:
+            return None
+    return lib
+
+
+def _affine_errors_one_prompt_c(lib, task, grp, coefs, scratch):
+    """:func:`_affine_errors_one_prompt` at ``B = 1`` with ``g_hat - g`` from the C kernel: the
+    same elementwise IEEE operations in the same order (``_mc_kernel.c``), so the same bits; the
+    squared norms are numpy's einsum, as there."""
+    G = task.G
+    R, d = grp.ZW.shape[0], grp.ZW.shape[-1]
+    E = len(coefs)
+    a, c = scratch("c_a", (E, R)), scratch("c_c", (E, R))
+    use_c = np.empty(E, np.int32)
+    for e, (ae, ce) in enumerate(coefs):
+        a[e], c[e] = ae[:, 0], ce[:, 0]
+        use_c[e] = bool((c[e] != 0).any())          # as the numpy path: c = 0 adds nothing
+    est = scratch("est", (E, R, d))
+    grad = np.ascontiguousarray(task.gradient, dtype=np.float64)
+    rc = lib.ustat_affine_diff(E, R, d, grp.ZW.ctypes.data, grp.ZW.strides[0] // 8,
+                               grp.NW.ctypes.data, grp.NW.strides[0] // 8, a.ctypes.data,
+                               c.ctypes.data, use_c.ctypes.data, float(G), int(G & (G - 1) == 0),
+                               grad.ctypes.data, est.ctypes.data)
+    if rc != 0:
+        raise RuntimeError(f"C kernel failed ({rc})")
+    return np.einsum("erd,erd->er", est, est)
 
 
 def _affine_diff_contextual(task, grp, name, values, R):
