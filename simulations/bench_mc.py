@@ -12,21 +12,28 @@ fast path reads the same streams as raw 64-bit words (``random_raw``; the unifor
 is ``(w >> 11) * 2**-53``, bit for bit) and skips the prompt slots with ``advance`` when there is
 one prompt; the third row times exactly those draws, so "x raw" is the engine's own overhead.
 
-Where the time goes (issue 14; one block of 1024 x 64 pulls on this project's 2-core machine,
-shared with other jobs, so every figure moves by 2x or more with the load; medians of
-interleaved runs): drawing the uniforms (the floor) 390 us on a quiet machine, 600-1000 us under
-load; ``random_raw`` draws the same words for 10-30% less.  After the draws the fused sampler makes
-two shift passes, two table gathers (the arm table; an (arm, reward bin) table, so no comparison
-pass), two integer adds and one ``bincount``: with hot caches ~14 + 57 + 14 + 13 + 57 + 13 + 90 us
-(~0.7x a quiet floor), but in the pipeline, under load, the sampler with its draws is 1.9-2.2x the
-floor on its own (each pass streams ~0.5-1 MB while the floor's buffer stays in L2, so load
-hurts it more).  About 25 pulls per block fall in an undecided table bin and are classified
-exactly by ``searchsorted``.  Per replicate, several blocks per call: the histogram -> sums
-matmul (one BLAS call per block: same shapes as one block at a time, hence the same bits), the
-three estimators' squared errors (their einsum alone ~65 us per block) and the block statistics,
-0.25-0.7x the floor; run_grid's fixed cost (git describe, xarray, tables) ~15-20 ms per call.
-So numpy passes leave the fast path at ~2.6-3.3x the floor here; a fused compiled kernel (one
-pass per pull) or drawing the next block in a second thread would be needed for 2x.
+Where the time goes (issue 14; this project's 2-core machine is shared with other jobs, so every
+figure moves by up to 2x with the load; medians and minima of interleaved runs).  Before the C
+kernel (numpy only, still the path without a compiler): one ``run_grid`` of 200,000 replicates
+took ~0.23-0.27 s against a floor of ~0.07-0.08 s (ratio 2.6-3.5): the fused sampler's draws
+plus seven numpy passes per block (two shifts, two table gathers, two adds, one ``bincount``)
+~0.19 s, the B = 1 affine errors ~0.036 s (~0.85 ms per 4-block call, of which the einsum
+~0.1 ms), the histogram -> sums matmuls ~0.008 s, the block statistics ~0.006 s, the per-block
+``default_rng`` ~0.004 s, run_grid's fixed cost ~0.01-0.02 s (git describe ~4-6 ms, xarray
+~2 ms, tables ~2 ms).  Numpy passes alone were ~1.3x the draws, so 2x needed compiled code.
+
+With the C kernel (``ustat_grpo/_mc_kernel.c``, compiled on first use; the ``kernel:`` line
+says which ran): one pass per pull counts the histogram, reading the block's words in the
+stream order above (PCG64 stepped in C as four chains started by jump-ahead at their stream
+positions; checked against ``random_raw``) with integer thresholds ``ceil(c 2**53)`` in place
+of the float comparisons: ~0.55-0.65 ms per block of 1024 x 64 pulls, about ``Generator.random``
+on the same 131k words (0.5-0.65 ms; one PCG64 chain is latency-bound at ~2.6 ns a word, four
+chains reach ~1.5-2.2 ns on a quiet core, less when the other job shares it), i.e. ~1.0x the
+floor over the run.  The B = 1 errors' ``g_hat - g`` is one C pass (~0.13 ms per call, the
+same elementwise operations as numpy's) before numpy's einsum (~0.085 ms), ~0.02 s in all; the
+matmuls, block statistics and fixed cost are unchanged (numpy/BLAS, for the same bits).  Measured
+here: floor 0.074-0.079 s, fast path 0.122-0.134 s, ratio 1.54-1.74 (1.95 once under load); the
+numbers are the same bits as without the kernel (tests/test_ckernel.py).
 
 stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
 Usage: ``python simulations/bench_mc.py`` (about 15 s).
@@ -45,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from ustat_grpo import finite_action  # noqa: E402
 from ustat_grpo import montecarlo as mc  # noqa: E402
 from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
 from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
@@ -108,6 +116,8 @@ def bench(cfg: Config) -> dict:
             bg.advance(r * B)                  # prompt slots
             bg.random_raw(2 * r * B * G)       # arms, then rewards
 
+    fam = finite_action.FiniteActionModel.from_policy(policy)
+    kernel = finite_action.samplers_for(fam)[-2].kernel if K > 1 else "numpy"     # this process
     kw = dict(num_generations=G, num_prompts=B, estimators=names, seed=cfg.seed, scheduler="serial",
               progress=False, exact=None)
     Rg = cfg.generic_replicates
@@ -126,7 +136,7 @@ def bench(cfg: Config) -> dict:
         "engine, generic path (scaled)": t_gen_scaled,
     }
     return {
-        "config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens,
+        "config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens, "kernel": kernel,
         "seconds": rows,
         "ns_per_generation": {k: v / gens * 1e9 for k, v in rows.items()},
         "ratio_to_floor": {k: v / t_floor for k, v in rows.items()},
@@ -155,6 +165,8 @@ def main(argv=None) -> int:
     for k, v in res["seconds"].items():
         print(f"{k:40s} {v:9.3f} {res['ns_per_generation'][k]:8.2f} {res['ratio_to_floor'][k]:8.2f} "
               f"{res['ratio_to_one_call'][k]:8.2f} {res['ratio_to_raw_words'][k]:8.2f}")
+    print(f"kernel: {res['kernel']} (fast path's sampler and B = 1 errors; 'numpy' without a C "
+          "compiler or with USTAT_GRPO_NO_CKERNEL=1: same bits)")
     print(f"target (fast path <= 2 x floor): {'met' if res['target_met'] else 'NOT met'}")
     return 0
 

@@ -139,6 +139,19 @@ def test_categorical_sampler_equals_searchsorted():
     np.testing.assert_array_equal(per_element, ids)
 
 
+@pytest.fixture(params=["C", "numpy"])
+def kernel(request, monkeypatch):
+    """Run a test with the compiled kernel (ustat_grpo._ckernel; skipped without a compiler) and
+    with the numpy path: they must give the same bits."""
+    from ustat_grpo import _ckernel
+
+    if request.param == "numpy":
+        monkeypatch.setenv("USTAT_GRPO_NO_CKERNEL", "1")
+    elif _ckernel.load() is None:
+        pytest.skip("no C compiler")
+    return request.param
+
+
 def _one_prompt_policies():
     rng = np.random.default_rng(7)
     yield SoftmaxBandit([0.2, 0.9, 0.5, 0.7], theta=[0.0, 0.5, -0.5, 1.0])
@@ -149,7 +162,7 @@ def _one_prompt_policies():
 
 
 @pytest.mark.parametrize("nbins, rbits", [(None, None), (16, None), (None, 1), (16, 2)])
-def test_fused_one_prompt_sampler_equals_block_sampler(nbins, rbits, monkeypatch):
+def test_fused_one_prompt_sampler_equals_block_sampler(nbins, rbits, monkeypatch, kernel):
     """Same histogram and the same stream consumption as the unfused (per-pull) block sampler.
 
     ``nbins = 16`` leaves most arm bins undecided and ``rbits = 1, 2`` most reward bins, so most
@@ -162,6 +175,7 @@ def test_fused_one_prompt_sampler_equals_block_sampler(nbins, rbits, monkeypatch
     for pol in _one_prompt_policies():
         fam = finite_action.FiniteActionModel.from_policy(pol)
         samplers = finite_action.samplers_for(fam)
+        assert samplers[-2].kernel == kernel
         for R, B, G in [(50, 1, 64), (7, 3, 5), (40, 2, 1)]:
             ws = finite_action.workspace((R, B, G))
             a, b = np.random.default_rng(R * G + B), np.random.default_rng(R * G + B)
@@ -208,7 +222,7 @@ def test_one_prompt_tables_equal_searchsorted():
         assert (one.cell_lut[K * nr:] == 2 * K).all()
 
 
-def test_block_errors_batched_equal_per_block_twin(monkeypatch):
+def test_block_errors_batched_equal_per_block_twin(monkeypatch, kernel):
     """Several blocks per call give, bit for bit, the errors of one ``errors_finite`` per block
     (unequal block sizes, B > 1, a non-power-of-two G, M = 1 and every affine estimator)."""
     names = ("vanilla", "leave_one_out", "oracle", "group_mean", "std_normalized")
@@ -253,7 +267,7 @@ def test_pool_blocks_equals_chan_block_by_block():
                 np.testing.assert_array_equal(g, w)
 
 
-def test_fast_path_histograms_match_stored_hash():
+def test_fast_path_histograms_match_stored_hash(kernel):
     """The stream -> histogram map of the fast path is pinned (integer counts: no BLAS in the hash)."""
     import hashlib
     pol = SoftmaxBandit([0.2, 0.9, 0.5, 0.7], theta=[0.0, 0.5, -0.5, 1.0])
@@ -270,7 +284,7 @@ def test_fast_path_histograms_match_stored_hash():
     assert h_fused.hexdigest() == h_blocks.hexdigest() == stored
 
 
-def test_one_prompt_affine_errors_equal_einsum_twin():
+def test_one_prompt_affine_errors_equal_einsum_twin(kernel):
     """The B = 1 shortcut (scalars, skipped products and zeros, 2**-k scaling) gives the same bits."""
     pol = SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5])
     fam = finite_action.FiniteActionModel.from_policy(pol)

@@ -49,6 +49,12 @@ static inline int64_t arm_of(uint64_t w, const uint64_t *athr, const int32_t *lu
     return a;
 }
 
+/* The histogram cell a*2 + m of arm a and reward word w (M = 2). */
+static inline int64_t reward_cell(int64_t a, uint64_t w, const uint64_t *rthr)
+{
+    return 2 * a + ((w >> 11) >= rthr[a]);
+}
+
 static inline void flush_group(double *h, int32_t *cnt, int64_t KM)
 {
     for (int64_t c = 0; c < KM; c++) {
@@ -89,7 +95,7 @@ int ustat_hist_block(bitgen_t *bg, int64_t n, int64_t G, const uint64_t *athr, i
                 c = arm_of(w, athr, lut, lut_shift);
             } else {
                 int32_t a = *ap++;
-                c = 2 * a + ((w >> 11) >= rthr[a]);
+                c = reward_cell(a, w, rthr);
             }
             if (small)
                 cnt[c]++;
@@ -150,12 +156,13 @@ int ustat_pcg64_jump(uint64_t *s, uint64_t delta)
     return 0;
 }
 
-/* One pull of group row h: its arm word from chain *a, its reward word (M = 2) from chain *r. */
+/* One pull of group row h: its arm word from chain a, its reward word (M = 2) from chain r (the
+   cell functions are those of ustat_hist_block, which tests drive with chosen words). */
 #define PULL(a, r, cnt, h)                                                                     \
     do {                                                                                       \
         int64_t c_ = arm_of(pcg64_next(&(a), inc), athr, lut, lut_shift);                      \
         if (M == 2)                                                                            \
-            c_ = 2 * c_ + ((pcg64_next(&(r), inc) >> 11) >= rthr[c_]);                         \
+            c_ = reward_cell(c_, pcg64_next(&(r), inc), rthr);                                 \
         if (small)                                                                             \
             (cnt)[c_]++;                                                                       \
         else                                                                                   \

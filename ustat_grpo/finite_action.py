@@ -18,6 +18,15 @@ stream is read as raw 64-bit words, which are exactly its uniforms (:class:`_One
 and :class:`BlockErrors` takes several blocks per call -- each block from its own stream and its
 own histogram -> sums matmul, every later step per replicate -- so the errors are those of one
 :func:`errors_finite` per block, bit for bit (tests check both against their twins).
+
+C kernel.  Where a C compiler exists, :mod:`ustat_grpo._ckernel` compiles ``_mc_kernel.c`` on
+first use, and the fused sampler's histograms (one pass per pull, reading the same words of the
+same stream, with integer thresholds that decide exactly what the float comparisons decide) and
+the ``B = 1`` affine errors' ``g_hat - g`` (the same elementwise IEEE operations in the same
+order; the squared norms stay numpy's einsum, the sums numpy's BLAS matmul) come from it.  It
+gives the numpy path's bits and leaves each generator in the same state, so results do not depend
+on whether a compiler exists (``tests/test_ckernel.py``); ``USTAT_GRPO_NO_CKERNEL=1`` turns it
+off.  :attr:`_OnePromptSampler.kernel` says which ran.
 """
 from __future__ import annotations
 
@@ -185,6 +194,11 @@ def workspace(shape):
             np.empty(shape, np.int32), np.empty(shape, bool))
 
 
+#: Bit generators whose ``Generator.random`` is ``(next_raw() >> 11) * 2**-53`` (MT19937's raw
+#: words are 32-bit): the C kernel reads only these.
+_WORD_IS_UNIFORM = (np.random.PCG64, np.random.PCG64DXSM, np.random.SFC64, np.random.Philox)
+
+
 def _thresholds(c):
     """``ceil(c * 2**53)`` as uint64, clipped to ``[0, 2**53]`` (NaN: ``2**53``): for a word
     ``w`` with uniform ``u = (w >> 11) 2**-53``, ``u >= c`` iff ``(w >> 11) >= threshold``."""
@@ -294,6 +308,9 @@ class _OnePromptSampler:
         args = (n, G, c["athr"].ctypes.data, self.K, c["lut"].ctypes.data, self.C_LUT_BITS,
                 None if rthr is None else rthr.ctypes.data, c["arms"].ctypes.data, out.ctypes.data)
         bg, lib = gen.bit_generator, c["lib"]
+        if type(bg) not in _WORD_IS_UNIFORM:                            # e.g. MT19937: numpy path
+            np.copyto(out, self.resolve(*self.block(gen, R, B, G))[:, :-1])
+            return out
         if lib.pcg64_inline and type(bg) is np.random.PCG64:
             words = _ckernel.pcg64_words(bg)
             rc = lib.ustat_hist_block_pcg64(words.ctypes.data, *args)

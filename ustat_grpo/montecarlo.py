@@ -28,8 +28,9 @@ Design (STYLE.md, "Monte Carlo outputs"):
   against ``policy.moments()``.  ``sampler="generic"`` uses ``policy.sample`` and the estimators as
   given.  The fast path consumes each block's stream in the order of
   ``ContextualSoftmaxBandit.sample``, so for those bandits it reproduces the generic path to
-  rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~3x the cost of merely
-  drawing its uniforms (2.6-3.3x, with the machine's load), the generic path at ~45x.
+  rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~1.5-1.7x the cost of
+  merely drawing its uniforms with the optional C kernel (same bits; 2.6-3.5x with numpy alone,
+  when no C compiler exists), the generic path at ~45x.
 * **Output.** The dataset carries the attributes of :func:`ustat_grpo.provenance.provenance_attrs`;
   write it with :func:`ustat_grpo.provenance.write_netcdf`.
 """
