@@ -303,7 +303,7 @@ def test_cache_compiles_once_and_in_parallel(monkeypatch, tmp_path):
 
     def build():
         try:
-            _ckernel._compile("cc", b"", path)
+            _ckernel._compile("cc", path)
         except Exception as e:  # noqa: BLE001
             errs.append(e)
 

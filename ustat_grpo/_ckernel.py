@@ -47,7 +47,8 @@ def _cache_dir() -> str:
     return d
 
 
-def _compile(cc: str, src: bytes, path: str) -> None:
+def _compile(cc: str, path: str) -> None:
+    """Compile the kernel into ``path``: a temporary file in its directory, then ``os.replace``."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=os.path.dirname(path))
     os.close(fd)
@@ -122,16 +123,16 @@ def load():
     if raw in _cache:                         # per call of the engine: a few dict lookups
         return _cache[raw]
     cc = raw[0] or "cc"
-    key = (cc, _cache_dir())
     lib = None
     try:
         with open(_SOURCE, "rb") as f:
             src = f.read()
         tag = hashlib.sha256(b"\0".join([src, cc.encode(), " ".join(CFLAGS).encode(),
-                                         sys.platform.encode(), platform.machine().encode()])).hexdigest()[:16]
-        path = os.path.join(key[1], f"_mc_kernel-{tag}.so")
+                                         sys.platform.encode(), platform.machine().encode()]))
+        tag = tag.hexdigest()[:16]
+        path = os.path.join(_cache_dir(), f"_mc_kernel-{tag}.so")
         if not os.path.exists(path):
-            _compile(cc, src, path)
+            _compile(cc, path)
         lib = _setup(ctypes.CDLL(path))
     except Exception as e:  # noqa: BLE001  (no compiler, no cache dir, bad binary: numpy twin)
         log.debug("ustat_grpo C kernel unavailable (%s); using the numpy path", e)

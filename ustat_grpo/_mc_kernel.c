@@ -38,7 +38,8 @@ typedef struct bitgen {
    (written to hist once per group), else straight into hist (zeroed first). */
 #define SMALL_KM 256
 
-#define BAD_ARGS (n < 0 || G < 0 || K < 1 || K > (1 << 28) || lut_bits < 1 || lut_bits > 32)
+#define BAD_ARGS                                                                               \
+    (n < 0 || G < 0 || G > INT32_MAX || K < 1 || K > (1 << 28) || lut_bits < 1 || lut_bits > 32)
 
 static inline int64_t arm_of(uint64_t w, const uint64_t *athr, const int32_t *lut, int lut_shift)
 {

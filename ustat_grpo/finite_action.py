@@ -274,7 +274,7 @@ class _OnePromptSampler:
         from . import _ckernel
 
         cdf = np.asarray(self.cdf, dtype=np.float64)
-        if not (np.isfinite(cdf).all() and (np.diff(cdf) >= 0).all()):
+        if not (np.isfinite(cdf).all() and (np.diff(cdf) >= 0).all()) or self.K > 2 ** 28:
             return None
         lib = _ckernel.load()
         if lib is None:
@@ -308,7 +308,7 @@ class _OnePromptSampler:
         args = (n, G, c["athr"].ctypes.data, self.K, c["lut"].ctypes.data, self.C_LUT_BITS,
                 None if rthr is None else rthr.ctypes.data, c["arms"].ctypes.data, out.ctypes.data)
         bg, lib = gen.bit_generator, c["lib"]
-        if type(bg) not in _WORD_IS_UNIFORM:                            # e.g. MT19937: numpy path
+        if type(bg) not in _WORD_IS_UNIFORM or G >= 2 ** 31:           # e.g. MT19937: numpy path
             np.copyto(out, self.resolve(*self.block(gen, R, B, G))[:, :-1])
             return out
         if lib.pcg64_inline and type(bg) is np.random.PCG64:
