@@ -32,8 +32,9 @@ chains reach ~1.5-2.2 ns on a quiet core, less when the other job shares it), i.
 floor over the run.  The B = 1 errors' ``g_hat - g`` is one C pass (~0.13 ms per call, the
 same elementwise operations as numpy's) before numpy's einsum (~0.085 ms), ~0.02 s in all; the
 matmuls, block statistics and fixed cost are unchanged (numpy/BLAS, for the same bits).  Measured
-here: floor 0.074-0.079 s, fast path 0.122-0.134 s, ratio 1.54-1.74 (1.95 once under load); the
-numbers are the same bits as without the kernel (tests/test_ckernel.py).
+here in 14 runs: floor 0.073-0.079 s quiet (0.12-0.15 s under load), fast path 0.115-0.13 s
+(0.16-0.21 s), ratio 1.24-1.66 in 13 and 2.26 once; the numbers are the same bits as without
+the kernel (tests/test_ckernel.py).
 
 stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
 Usage: ``python simulations/bench_mc.py`` (about 15 s).
