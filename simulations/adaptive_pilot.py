@@ -20,26 +20,38 @@ Two sources:
   simulated pilot then runs ``run_pilot`` with the same stop rule on prompts resampled from the
   pool, so no model call is needed per pilot (~0.5 s each).
 
-Measured (``--source lm --target 0.5 --replicates 300``, pool seed 0): coverage 0.880, 95% CP
-[0.838, 0.915], below nominal; fixed pilots of the median 368 prompts 0.917 [0.879, 0.945]; 35 of
-36 misses above the truth G* = 3.40; pilots at the cap (85) 0.80.  2% of the pool's prompts carry
-64% of A1 (skewness of the per-prompt ``||g(x)||^2`` about 13), so a pilot that draws few of them
-underestimates A1 and its jackknife spread together.  ``--interval fieller_skew`` (Hall's
-skewness-corrected pivot, in the stop rule and the coverage) does not restore it: 0.890 [0.849,
-0.923] adaptive (median 208 prompts), 0.900 [0.860, 0.932] fixed (``--fixed-prompts 368``); on the
-bandit 0.930 [0.885, 0.961] adaptive.
+Measured on the built-in model (``--source lm --target 0.5 --replicates 300``, pool seed 0, whose
+G* = 3.40 is the truth; 2% of the pool's prompts carry 64% of A1, three prompts of middling
+success rate 40%, skewness of the per-prompt ``||g(x)||^2`` about 13):
+
+* ``M = 8`` (the lm default, ``pilot.ADAPTIVE_SAMPLES_PER_PROMPT``), ``--max-prompts 1024``:
+  coverage 0.943, 95% CP [0.911, 0.967] (median 656 prompts, 5,248 rollouts = 0.64% of a Table-2
+  run; fixed pilots of 656 prompts 0.967); with ``--seed 1000`` 0.967 [0.940, 0.984] (median 648;
+  fixed 0.933); both: 573/600 = 0.955 [0.935, 0.970] (stored in
+  ``docs/results/adaptive_pilot_lm_m8_t0.5_seed{0,1000}.nc``).  Cap 500 (fit_scaling's on the
+  500-question task): 0.937 [0.903, 0.961], median 4,000 rollouts (201 of 300 pilots at the cap).
+* ``M = 16``, cap 500: 0.880 [0.838, 0.915], below nominal (median 368 prompts; 35 of 36 misses
+  above the truth; fixed pilots of 368 prompts 0.917 [0.879, 0.945]): a pilot that draws few of the
+  heavy prompts underestimates A1 and its jackknife spread together, and at a fixed cost ``M = 16``
+  draws half as many prompts.  ``--interval fieller_skew`` (Hall's skewness-corrected pivot, in the
+  stop rule and the coverage) does not restore it: 0.890 [0.849, 0.923] adaptive, 0.900 [0.860,
+  0.932] fixed (``--fixed-prompts 368``).
+
+On the toy bandit (``M = 16`` by default, target 0.6) 0.955 [0.916, 0.979]; with ``M = 8``, far
+below its measured ``M* > 32``, 0.895 [0.844, 0.934] (half the pilots at the cap of 1024): choose
+``M`` by measurement (``pilot_design.choose_samples_per_prompt``).
 
     python simulations/adaptive_pilot.py                      # bandit, ~1-2 min on 2 cores
     python simulations/adaptive_pilot.py --replicates 400 --target 0.5
-    python simulations/adaptive_pilot.py --source lm --target 0.5 --replicates 300 \
-        --output results/adaptive_pilot_lm_t0.5_r300.nc             # ~6 min + the pool
+    python simulations/adaptive_pilot.py --source lm --target 0.5 --replicates 300 --max-prompts 1024 \
+        --output results/adaptive_pilot_lm_m8_t0.5_r300.nc          # ~8 min + the pool
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy import stats
@@ -50,7 +62,7 @@ from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E4
 from ustat_grpo.bandits import default_bandit  # noqa: E402
 from ustat_grpo.constants import constants_from_statistics, estimate_constants, prompt_pieces  # noqa: E402
 from ustat_grpo.mse import constants as exact_constants  # noqa: E402
-from ustat_grpo.pilot import BanditSampler, run_pilot, width_rule  # noqa: E402
+from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler, run_pilot, width_rule  # noqa: E402
 from ustat_grpo.provenance import provenance_attrs  # noqa: E402
 
 #: one training run of arXiv 2603.01162's Table 2: 800 steps x 1024 rollouts
@@ -68,7 +80,9 @@ class Config:
     replicates: int = field(default=200, metadata={"help": "independent adaptive pilots"})
     target: float = field(default=0.6, metadata={"help": "stop when (high - low) / G* of the 95 percent "
                                                          "interval is at most this"})
-    samples_per_prompt: int = field(default=16, metadata={"help": "M, rollouts per prompt"})
+    samples_per_prompt: int | None = field(default=None, metadata={"help": "M, rollouts per prompt (None: 16 "
+                                                                       "bandit, 8 lm = fit_scaling "
+                                                                       "--target-width's default)"})
     batch_size: int | None = field(default=None, metadata={"help": "prompts between two checks of the stop "
                                                                   "rule (None: 8 bandit, 16 lm = run_pilot's "
                                                                   "default, as fit_scaling --target-width)"})
@@ -218,8 +232,16 @@ def _source(cfg: Config):
     return PoolSampler(z, w, cfg.samples_per_prompt), A, f"built-in {cfg.variant} model, pool", (16, 500), extra
 
 
+def with_defaults(cfg: Config) -> Config:
+    """``cfg`` with ``samples_per_prompt`` set: 16 on the bandit, ``ADAPTIVE_SAMPLES_PER_PROMPT`` (8) on lm."""
+    if cfg.samples_per_prompt is not None:
+        return cfg
+    return replace(cfg, samples_per_prompt=16 if cfg.source == "bandit" else ADAPTIVE_SAMPLES_PER_PROMPT)
+
+
 def simulate(cfg: Config) -> dict:
     """``replicates`` adaptive pilots (seeds ``seed + r``) and as many fixed pilots of their median size."""
+    cfg = with_defaults(cfg)
     sampler, A, what, (batch, cap), extra = _source(cfg)
     batch, cap = cfg.batch_size or batch, cfg.max_prompts or cap
     g_true = 1 + np.sqrt(A[2] / A[0])
@@ -263,7 +285,7 @@ def _cp(k, n):
 
 def main(argv=None) -> int:
     parser = parser_from_dataclass(Config, prog="simulations/adaptive_pilot.py", description=__doc__.split("\n\n")[0])
-    cfg = options_from_args(Config, parser.parse_args(argv))
+    cfg = with_defaults(options_from_args(Config, parser.parse_args(argv)))
     out = simulate(cfg)
     n, M = cfg.replicates, cfg.samples_per_prompt
     k, kf = int(out["hits"].sum()), int(out["fixed_hits"].sum())

@@ -41,8 +41,11 @@ class Config:
 
     sources: str = field(default="bandit,lm", metadata={"help": "comma-separated: bandit, lm"})
     target: float = field(default=0.5, metadata={"help": "stop when (high - low) / G* of the 95% interval is at most this"})
-    samples_per_prompt: int = field(default=16, metadata={"help": "M, rollouts per prompt"})
-    max_prompts: int = field(default=500, metadata={"help": "cap on prompts (the LM's arithmetic set has 500)"})
+    samples_per_prompt: int | None = field(default=None, metadata={"help": "M, rollouts per prompt (None: 16 on "
+                                                                       "the bandit, 8 on the LM, as "
+                                                                       "fit_scaling --target-width)"})
+    max_prompts: int = field(default=1024, metadata={"help": "cap on prompts (fit_scaling --target-width's; "
+                                                             "1024 x 8 rollouts = 1% of a Table-2 run)"})
     budget: int = field(default=256, metadata={"help": "rollouts per step N at which G* is reported"})
     seed: int = field(default=0, metadata={"help": "pilot seed"})
 
@@ -91,21 +94,24 @@ def bandit_row(cfg: Config) -> Row:
     from ustat_grpo.constants import constants_from_statistics
     from ustat_grpo.pilot import BanditSampler, run_pilot, width_rule
 
+    M = cfg.samples_per_prompt or 16
     t0 = time.perf_counter()
-    st = run_pilot(BanditSampler(default_bandit(), cfg.samples_per_prompt), num_prompts=cfg.max_prompts,
+    st = run_pilot(BanditSampler(default_bandit(), M), num_prompts=cfg.max_prompts,
                    seed=cfg.seed, stop=width_rule(cfg.target, budget=cfg.budget))
-    return Row(source="toy bandit, adaptive", num_prompts=len(st), samples_per_prompt=cfg.samples_per_prompt,
+    return Row(source="toy bandit, adaptive", num_prompts=len(st), samples_per_prompt=M,
                wall_s=time.perf_counter() - t0, **_gstar(constants_from_statistics(st), cfg))
 
 
 def lm_row(cfg: Config) -> Row:
     from ustat_grpo.measure import measure_lm
+    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT
 
+    M = cfg.samples_per_prompt or ADAPTIVE_SAMPLES_PER_PROMPT
     t0 = time.perf_counter()
-    m = measure_lm(num_prompts=cfg.max_prompts, samples_per_prompt=cfg.samples_per_prompt, seed=cfg.seed,
+    m = measure_lm(num_prompts=cfg.max_prompts, samples_per_prompt=M, seed=cfg.seed,
                    projection_dim=256, target_width=cfg.target, budget=cfg.budget)
     return Row(source="built-in model, adaptive", num_prompts=m.constants.num_prompts,
-               samples_per_prompt=cfg.samples_per_prompt, wall_s=time.perf_counter() - t0, **_gstar(m.constants, cfg))
+               samples_per_prompt=M, wall_s=time.perf_counter() - t0, **_gstar(m.constants, cfg))
 
 
 def benchmark(cfg: Config) -> list[Row]:

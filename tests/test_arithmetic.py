@@ -75,3 +75,19 @@ def test_verify_binary_reward():
         assert ar.verify(f" {p.answer}\n", p.answer) == 1.0
         assert ar.verify(f"{p.text} {p.answer}", p.answer) == 1.0
         assert ar.verify(f" {p.answer + 1}", p.answer) == 0.0
+
+
+def test_question_set_extends_the_paper_set_prefix_stably():
+    """Questions 0..499 are the paper's set; each further block of 500 is another balanced, seeded
+    set; a shorter request is a prefix of a longer one (so a pilot's prompt p keeps its question)."""
+    from collections import Counter
+
+    from ustat_grpo.arithmetic import CATEGORIES, make_dataset, question_set
+
+    q = question_set(1100, seed=3)
+    assert q[:500] == make_dataset(500, seed=3)
+    assert q[500:1000] == make_dataset(500, seed=[3, 1]) != q[:500]
+    assert question_set(731, seed=3) == q[:731] and question_set(0) == []
+    assert Counter(p.category for p in q[500:1000]) == {c: 100 for c in CATEGORIES}
+    with pytest.raises(ValueError):
+        question_set(-1)

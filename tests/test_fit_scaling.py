@@ -169,7 +169,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
     (["--form", "weird"], "invalid choice"),
     (["--model", "/nonexistent/model"], "/nonexistent/model: not a directory"),
     (["--source", "bandit", "--model", "/tmp"], "--model is only used with --source lm"),
-    (["--num-prompts", "501"], "--num-prompts must be <= 500"),
+    (["--first-question", "-1"], "--first-question must be >= 0"),
     (["--source", "bandit", "--target-width", "0.5"], "options of the lm source"),
     (["--variant", "huge"], "invalid choice"),
 ])
@@ -218,6 +218,42 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     d = json.loads(out)
     assert calls == {"num_prompts": 64, "seed": 3, "model": None, "variant": "strong"}
     assert d["g_star_exact_interval"][0] <= 1 + (A[2] / A[0]) ** 0.5 <= float(d["g_star_exact_interval"][1])
+
+
+@pytest.mark.parametrize("kw, m", [({}, 64), ({"target_width": 0.5}, 8),
+                                   ({"target_width": 0.5, "samples_per_prompt": 16}, 16)])
+def test_adaptive_lm_pilot_defaults_to_eight_samples_per_prompt(monkeypatch, kw, m):
+    """``--target-width`` without ``--samples-per-prompt`` spreads the pilot over more prompts (M = 8,
+    whose intervals covered on the built-in model where M = 16 did not); a given M is kept."""
+    from ustat_grpo.bandits import default_bandit
+    from ustat_grpo.measure import measure_lm
+    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler
+
+    assert ADAPTIVE_SAMPLES_PER_PROMPT == 8
+    opts = fs._check(fs.Options(**kw))
+    assert opts.samples_per_prompt == m and opts.num_prompts == (1024 if kw else 500)
+    seen = []
+
+    class Sampler(BanditSampler):
+        def describe(self):
+            return {}
+
+    def arithmetic_sampler(model=None, *, samples_per_prompt, **_):
+        seen.append(samples_per_prompt)
+        return Sampler(default_bandit(), samples_per_prompt)
+
+    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, **_):
+        seen.append(samples_per_prompt)
+        s = default_bandit().sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
+        return s.rewards, s.scores
+
+    fake = types.ModuleType("ustat_grpo.lm")
+    fake.arithmetic_sampler, fake.prompt_samples = arithmetic_sampler, prompt_samples
+    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
+    import ustat_grpo
+    monkeypatch.setitem(vars(ustat_grpo), "lm", fake)
+    res = measure_lm(num_prompts=24, **kw)              # a cap below the rule's 128 prompts
+    assert seen == [m] and f"x {m} samples" in res.description
 
 
 def test_device_map_reaches_the_lm_sampler(capsys, monkeypatch, tmp_path):

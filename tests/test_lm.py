@@ -386,8 +386,12 @@ def test_saved_builtin_checkpoint_with_its_compact_template(tmp_path):
     rewards, _ = lm.prompt_samples(str(tmp_path), num_prompts=4, samples_per_prompt=8, rng=0, device="cpu",
                                    projection_dim=16, template="compact_zero_shot", first_question=496)
     assert rewards.shape == (4, 8)
-    with pytest.raises(ValueError, match="not all in the 500"):
-        lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=497, device="cpu")
+    # past the paper's 500: the next seeded set (arithmetic.question_set), a prefix of any longer run
+    s = lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=498, device="cpu")
+    assert [p.text for p in s.problems] == [p.text for p in arithmetic.question_set(502)[498:]]
+    assert [p.text for p in s.problems[:2]] == [p.text for p in arithmetic.make_dataset(500)[498:]]
+    with pytest.raises(ValueError, match=">= 0"):
+        lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=-1, device="cpu")
 
 
 # --------------------------------------------------------------------------- device_map (accelerate)

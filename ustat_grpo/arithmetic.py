@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "CATEGORIES", "Problem", "make_problem", "make_dataset", "ZERO_SHOT_TEMPLATE",
+    "CATEGORIES", "Problem", "make_problem", "make_dataset", "question_set", "ZERO_SHOT_TEMPLATE",
     "FEW_SHOT_TEMPLATE", "format_prompt", "extract_answer", "verify",
 ]
 
@@ -150,6 +150,34 @@ def make_dataset(num_questions: int = 500, *, seed: int = 0) -> list[Problem]:
     problems = [make_problem(c, rng) for c in cats]
     order = rng.permutation(num_questions)
     return [problems[i] for i in order]
+
+
+#: Questions per block of :func:`question_set`: the size of the paper's set.
+SET_SIZE = 500
+
+
+def question_set(num_questions: int, *, seed: int = 0) -> list[Problem]:
+    """The first ``num_questions`` questions of the task: the paper's set, then more of the same.
+
+    Questions ``0 .. 499`` are ``make_dataset(500, seed=seed)``, the paper's set; block ``k = 1, 2,
+    ...`` (questions ``500 k .. 500 k + 499``) is ``make_dataset(500, seed=[seed, k])``, another
+    balanced, shuffled set of the five categories.  A prefix does not depend on how many questions
+    are asked for, so a pilot's prompt ``p`` gets the same question whatever its cap.
+
+    Examples
+    --------
+    >>> question_set(500) == make_dataset(500)
+    True
+    >>> question_set(1200)[:700] == question_set(700)
+    True
+    """
+    if num_questions < 0:
+        raise ValueError(f"num_questions must be >= 0, got {num_questions}")
+    blocks = -(-num_questions // SET_SIZE)
+    out = []
+    for k in range(blocks):
+        out += make_dataset(SET_SIZE, seed=seed if k == 0 else [seed, k])
+    return out[:num_questions]
 
 
 def format_prompt(problem: Problem | str, template: str = "zero_shot") -> str:

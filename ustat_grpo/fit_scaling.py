@@ -38,12 +38,14 @@ from .grid_fit import fit_mse_grid
 from .measure import measure_bandit, measure_lm
 from .measurements import load_measurements
 from .performance import fit_performance_table
+from .pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
 from .recommend import Recommendation, recommend
 
 __all__ = ["Options", "main", "run"]
 
 
-#: default (prompts, rollouts per prompt) of each source; lm: ~50 s on 2 CPU cores
+#: default (prompts, rollouts per prompt) of each source; lm: ~50 s on 2 CPU cores (an adaptive lm
+#: pilot, --target-width, draws up to pilot.ADAPTIVE_MAX_PROMPTS x ADAPTIVE_SAMPLES_PER_PROMPT instead)
 SOURCE_DEFAULTS = {"lm": (500, 64), "bandit": (128, 256)}
 
 
@@ -79,9 +81,11 @@ class Options:
     replicates: int = field(default=4000, metadata=dict(
         help="bandit source: Monte Carlo replicates per grid cell (0 = skip the grid check)"))
     num_prompts: int | None = field(default=None, metadata=dict(
-        help="sources: prompts drawn to measure the constants (lm: 500, bandit: 128)"))
+        help="sources: prompts drawn to measure the constants (lm: 500, or at most 1024 with --target-width; "
+             "bandit: 128)"))
     samples_per_prompt: int | None = field(default=None, metadata=dict(
-        help="sources: rollouts per prompt used to measure the constants, M >> G (lm: 64, bandit: 256)"))
+        help="sources: rollouts per prompt used to measure the constants, M >= 4 (lm: 64, or 8 with "
+             "--target-width; bandit: 256)"))
     model: str | None = field(default=None, metadata=dict(
         help="lm source: a local Hugging Face causal-LM directory (default: the built-in model)",
         metavar="PATH"))
@@ -141,13 +145,15 @@ class Options:
              "the built-in model; compact_* for a saved built-in checkpoint)",
         choices=("zero_shot", "few_shot", "compact_zero_shot", "compact_few_shot")))
     first_question: int = field(default=0, metadata=dict(
-        help="lm source: measure questions FIRST .. FIRST + num_prompts - 1 of the 500 (a split of the task)"))
+        help="lm source: measure questions FIRST .. FIRST + num_prompts - 1 (a split of the task: the "
+             "paper's 500, then further seeded sets of 500, arithmetic.question_set)"))
     threads: int | None = field(default=None, metadata=dict(
         help="torch CPU threads of this process (default: torch's; one per process when several share "
              "the cores)"))
     target_width: float | None = field(default=None, metadata=dict(
-        help="lm source: adaptive pilot, add prompts (up to --num-prompts) until the 95%% interval of G* "
-             "at the budget has relative width (high - low) / G* at most this (after 128 prompts)"))
+        help="lm source: adaptive pilot, add prompts (up to --num-prompts, default 1024, x 8 samples) until "
+             "the 95%% interval of G* at the budget has relative width (high - low) / G* at most this (after "
+             "128 prompts)"))
 
 
 def _check(opts: Options) -> Options:
@@ -171,8 +177,10 @@ def _check(opts: Options) -> Options:
     if opts.reward:
         raise InputError("--reward needs --dataset (the task it scores)")
     source = opts.source or "lm"
-    opts = dataclasses.replace(opts, source=source, num_prompts=opts.num_prompts or SOURCE_DEFAULTS[source][0],
-                               samples_per_prompt=opts.samples_per_prompt or SOURCE_DEFAULTS[source][1])
+    default_p, default_m = ((ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT) if opts.target_width
+                            else SOURCE_DEFAULTS[source])
+    opts = dataclasses.replace(opts, source=source, num_prompts=opts.num_prompts or default_p,
+                               samples_per_prompt=opts.samples_per_prompt or default_m)
     if opts.num_prompts < 3 or opts.samples_per_prompt < 4:
         raise InputError("--num-prompts must be >= 3 and --samples-per-prompt >= 4")
     if source != "lm" and opts.model is not None:
@@ -182,11 +190,8 @@ def _check(opts: Options) -> Options:
                          "directory is expected; nothing is downloaded)")
     if opts.device_map is not None:
         _device_map(opts)
-    if source == "lm" and opts.num_prompts > 500:
-        raise InputError(f"--num-prompts must be <= 500 for --source lm (the arithmetic set), got {opts.num_prompts}")
-    if source == "lm" and not 0 <= opts.first_question <= 500 - opts.num_prompts:
-        raise InputError(f"--first-question {opts.first_question} + --num-prompts {opts.num_prompts} must stay "
-                         "within the 500 questions of the arithmetic set")
+    if source == "lm" and opts.first_question < 0:
+        raise InputError(f"--first-question must be >= 0, got {opts.first_question}")
     return opts
 
 

@@ -583,15 +583,15 @@ def arithmetic_sampler(model: Policy | str | os.PathLike | None = None, *, num_p
 
     ``template`` chooses the prompt format (see :class:`Policy`; e.g. ``"compact_zero_shot"`` for a
     saved built-in checkpoint loaded as a user model); ``first_question`` measures questions
-    ``first_question .. first_question + num_prompts - 1`` of the 500 (a split of the task);
+    ``first_question .. first_question + num_prompts - 1`` of :func:`arithmetic.question_set` (the
+    paper's 500, then further seeded sets of 500; a split of the task);
     ``device_map`` (with a model path) goes to :func:`load_policy`.
     """
     policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device,
                                                                  template=template, device_map=device_map)
-    problems = arithmetic.make_dataset(500, seed=dataset_seed)[first_question:first_question + num_prompts]
-    if first_question < 0 or len(problems) < num_prompts:
-        raise ValueError(f"questions {first_question}..{first_question + num_prompts - 1} are not all in "
-                         "the 500 of the arithmetic set")
+    if first_question < 0 or num_prompts < 0:
+        raise ValueError(f"first_question and num_prompts must be >= 0, got {first_question}, {num_prompts}")
+    problems = arithmetic.question_set(first_question + num_prompts, seed=dataset_seed)[first_question:]
     d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
     if projection_dim == "auto":
         projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
@@ -617,8 +617,8 @@ def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_promp
     model : Policy, path, or None
         ``None``: the built-in model of ``variant``; a path: a local HF causal LM.
     num_prompts, samples_per_prompt : int
-        P questions (the first P of ``arithmetic.make_dataset(500, seed=dataset_seed)``, a uniform
-        random subset) and M completions each.
+        P questions (the first P of ``arithmetic.question_set(P, seed=dataset_seed)``: of the paper's
+        500 while ``P <= 500``, a uniform random subset) and M completions each.
     rng : int, SeedSequence, numpy.random.Generator or None
         Sampling seed, read as :func:`numpy.random.default_rng` reads it: question ``p`` uses
         ``ss.spawn(P)[p]`` with ``ss = SeedSequence(rng)`` for an int (a Generator gives ``ss``

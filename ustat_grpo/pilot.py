@@ -17,7 +17,8 @@ embarrassingly parallel over prompts:
 without touching a model.
 
 How many samples per prompt a pilot should draw is measured from a pilot's own samples by
-:func:`ustat_grpo.pilot_design.choose_samples_per_prompt`.
+:func:`ustat_grpo.pilot_design.choose_samples_per_prompt`; adaptive pilots of a language model
+default to :data:`ADAPTIVE_SAMPLES_PER_PROMPT` (:func:`width_rule` says why).
 """
 from __future__ import annotations
 
@@ -30,7 +31,16 @@ import numpy as np
 from .constants import PromptStatistics, merge_statistics, prompt_statistics
 from .provenance import provenance_attrs, write_netcdf
 
-__all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler", "width_rule"]
+__all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler", "width_rule",
+           "ADAPTIVE_SAMPLES_PER_PROMPT", "ADAPTIVE_MAX_PROMPTS"]
+
+#: Samples per prompt of an adaptive language-model pilot (``fit_scaling --target-width`` without
+#: ``--samples-per-prompt``): near the built-in model's measured ``M* = 10`` and, unlike 16, with
+#: intervals that cover at their nominal level there (:func:`width_rule`).
+ADAPTIVE_SAMPLES_PER_PROMPT = 8
+#: Default cap on the prompts of an adaptive language-model pilot: 1024 x 8 = 8,192 rollouts, 1% of
+#: one training run of the paper's Table 2 (800 steps x 1,024 rollouts).
+ADAPTIVE_MAX_PROMPTS = 1024
 
 #: NetCDF attribute that marks a pilot file (and holds its total number of prompts)
 PILOT_ATTR = "ustat_grpo_pilot_num_prompts"
@@ -64,15 +74,26 @@ def width_rule(target: float, *, budget: int = 256, min_prompts: int = 128, leve
 
     Stopping on the data can make the final interval cover less than ``level``: a pilot that stops
     as soon as its jackknife interval happens to be narrow keeps the unlucky ones.  Measured by
-    ``simulations/adaptive_pilot.py`` (200 pilots on the toy bandit, target 0.6, M = 16): with at
-    least 24 prompts the coverage of the exact G* was 0.905 (95% CP [0.856, 0.942]); with at least
-    128 prompts it is 0.955 ([0.916, 0.979]), nominal, for about the same median cost (272 prompts).
-    On the built-in transformer (``--source lm``: 300 pilots resampled from a 500 x 64 pool, target
-    0.5, M = 16, batches of 16) it is below nominal, 0.880 ([0.838, 0.915]), and fixed pilots of the
-    median size (368 prompts) cover 0.917 ([0.879, 0.945]): a few prompts carry most of ``A1``
-    (2% of them 64%), so the jackknife interval is too short on the low side of G*.  The
-    skewness-corrected interval (``interval="fieller_skew"``) does not fix this: 0.890
-    ([0.849, 0.923]) adaptive, 0.900 ([0.860, 0.932]) for fixed pilots of 368 prompts.
+    ``simulations/adaptive_pilot.py`` (the coverage of the true ``G*`` by the final 95% interval,
+    with its Clopper-Pearson interval):
+
+    * toy bandit, target 0.6, ``M = 16``, 200 pilots: 0.955 ([0.916, 0.979]) with at least 128
+      prompts, but 0.905 ([0.856, 0.942]) with at least 24; with ``M = 8`` (far below the bandit's
+      measured ``M* > 32``) 0.895 ([0.844, 0.934]).
+    * built-in transformer (300 pilots per row, resampled from a 500 x 64 pool whose ``G* = 3.40``
+      is the truth; target 0.5, batches of 16): with ``M = 16`` and a cap of 500 prompts 0.880
+      ([0.838, 0.915]), below nominal: a few prompts carry most of ``A1`` (the 2% with the largest
+      ``||g(x)||^2`` carry 64%, three prompts of middling success rate 40%), and a pilot of a median
+      368 prompts often draws too few of them, underestimating ``A1`` and its jackknife spread
+      together (the skewness-corrected ``interval="fieller_skew"`` does not fix this: 0.890).
+      The same rollouts spread over more prompts do: with ``M = 8`` (:data:`ADAPTIVE_SAMPLES_PER_PROMPT`,
+      near the measured ``M* = 10``) 0.943 ([0.911, 0.967]) and, with other seeds, 0.967
+      ([0.940, 0.984]) at a cap of 1024 prompts (median 656 prompts = 5,248 rollouts, 0.64% of one
+      training run of the paper's Table 2), and 0.937 ([0.903, 0.961]) at a cap of 500 (median
+      4,000 rollouts); fixed pilots of 1024 x 8 cover 0.975, of 512 x 16 0.935 (200 each).
+
+    So: keep ``min_prompts`` at 128 or more, and choose ``M`` by measurement
+    (:func:`ustat_grpo.pilot_design.choose_samples_per_prompt`), erring towards more prompts.
     ``interval`` is passed to :meth:`~ustat_grpo.optimum.ConstantsEstimate.optimal_group_size`
     (``"fieller_skew"``: the skewness-corrected interval judges the width).
 
