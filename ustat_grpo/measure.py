@@ -49,7 +49,7 @@ class Measurement:
     pool: object | None = None
 
 
-def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int | None = None, seed: int = 0,
+def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt: int | None = None, seed: int = 0,
                device: str = "auto", projection_dim: int | None = 256, variant: str = "strong",
                level: float = 0.95, progress: bool = False, pilot=None, target_width: float | None = None,
                budget: int = 256, template: str | None = None, first_question: int = 0,
@@ -61,14 +61,17 @@ def measure_lm(model=None, *, num_prompts: int = 500, samples_per_prompt: int | 
     ``torchrun`` ranks (rank 0 merges and gets the result; other ranks get ``None``).  The constants
     are the same numbers either way.  ``target_width`` makes the pilot adaptive
     (:func:`ustat_grpo.pilot.width_rule` at ``budget``; ``num_prompts`` is then the cap).
-    ``samples_per_prompt`` defaults to 64, or to :data:`ustat_grpo.pilot.ADAPTIVE_SAMPLES_PER_PROMPT`
-    (8) with ``target_width``, whose intervals were measured to cover (``width_rule``).
+    ``num_prompts x samples_per_prompt`` defaults to 500 x 64, or with ``target_width`` to
+    :data:`~ustat_grpo.pilot.ADAPTIVE_MAX_PROMPTS` x :data:`~ustat_grpo.pilot.ADAPTIVE_SAMPLES_PER_PROMPT`
+    (1024 x 8), whose intervals were measured to cover (``width_rule``).
     ``device_map`` (``"auto"`` or a dict, needs ``accelerate``) spreads a model directory too large
     for one GPU over several (:func:`ustat_grpo.lm.load_policy`).
     """
     from . import lm
-    from .pilot import ADAPTIVE_SAMPLES_PER_PROMPT
+    from .pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
 
+    if num_prompts is None:
+        num_prompts = 500 if target_width is None else ADAPTIVE_MAX_PROMPTS
     if samples_per_prompt is None:
         samples_per_prompt = 64 if target_width is None else ADAPTIVE_SAMPLES_PER_PROMPT
     kw = dict(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=seed, device=device,
