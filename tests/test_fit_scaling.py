@@ -218,6 +218,15 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
     d = json.loads(out)
     assert calls == {"num_prompts": 64, "seed": 3, "model": None, "variant": "strong"}
     assert d["g_star_exact_interval"][0] <= 1 + (A[2] / A[0]) ** 0.5 <= float(d["g_star_exact_interval"][1])
+    # the samples per prompt a next pilot should draw, measured on the same samples (independent call)
+    from ustat_grpo.pilot_design import choose_samples_per_prompt
+    s = policy.sample(64, 64, rng=np.random.default_rng(3))
+    ref = choose_samples_per_prompt(s.rewards, s.scores, rng=3)
+    assert d["samples_per_prompt"]["optimum"] == ref.optimum and d["samples_per_prompt"]["ratio"] == ref.ratio
+    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--seed", "3"])
+    assert rc == 0 and f"next pilot: samples per prompt: measured optimum M* = {ref.optimum}" in out
+    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "16", "--format", "json"])
+    assert rc == 0 and "samples_per_prompt" not in json.loads(out)       # too small a pilot to measure M*
 
 
 @pytest.mark.parametrize("kw, m", [({}, 64), ({"target_width": 0.5}, 8),

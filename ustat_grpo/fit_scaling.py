@@ -363,9 +363,10 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
                                 m.grid["mse_se"], level=opts.level)
     elif m.grid is not None:
         warns.append(f"budget {budget} has fewer than 3 divisors >= 2: grid check skipped")
-    return recommend(m.constants, budget=budget, form=opts.form, divisors_only=opts.divisors_only,
-                     grid_fit=grid_fit, exact=m.exact, observed=m.grid if grid_fit is not None else None,
-                     constants_source=m.description, warnings=warns), m.source
+    rec = recommend(m.constants, budget=budget, form=opts.form, divisors_only=opts.divisors_only,
+                    grid_fit=grid_fit, exact=m.exact, observed=m.grid if grid_fit is not None else None,
+                    constants_source=m.description, warnings=warns)
+    return dataclasses.replace(rec, samples_choice=m.samples_choice), m.source
 
 
 def run(opts: Options, *, log=lambda s: None) -> Recommendation | None:

@@ -38,6 +38,9 @@ class Measurement:
     grid : a Monte Carlo MSE grid ``{num_prompts, num_generations, mse, mse_se}``, or ``None``.
     card : the estimator card of a user's task (:func:`measure_task`), or ``None``.
     pool : :class:`~ustat_grpo.pool.PoolMSE` of several estimators (:func:`measure_task`), or ``None``.
+    samples_choice : :class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`, the samples per prompt
+        a next pilot should draw, measured on this one (:func:`measure_lm` without a pilot file), or
+        ``None``.
     """
 
     constants: ScalingConstants
@@ -47,6 +50,7 @@ class Measurement:
     grid: dict | None = None
     card: dict | None = None
     pool: object | None = None
+    samples_choice: object | None = None
 
 
 def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt: int | None = None, seed: int = 0,
@@ -77,10 +81,13 @@ def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt
     kw = dict(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=seed, device=device,
               projection_dim=projection_dim, variant=variant, template=template, first_question=first_question,
               device_map=device_map)
+    choice = None
     if pilot is None and target_width is None:
         rewards, scores = lm.prompt_samples(model, progress=progress, **kw)
-        est = estimate_constants(np.asarray(rewards, float), np.asarray(scores, float), level=level)
+        rewards, scores = np.asarray(rewards, float), np.asarray(scores, float)
+        est = estimate_constants(rewards, scores, level=level)
         k = np.shape(scores)[-1]
+        choice = _samples_choice(rewards, scores, seed)
     else:
         from .pilot import run_pilot, width_rule
 
@@ -97,7 +104,28 @@ def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt
                                              f"{num_prompts * samples_per_prompt} rollouts and backward passes)")
     return Measurement(constants=est, source=f"lm ({who}, arithmetic task; ustat_grpo.lm.prompt_samples)",
                        description=f"{num_prompts} LM prompts x {samples_per_prompt} samples{spent}, unbiased "
-                                   f"U-statistics + jackknife; scores sketched to {k} dims (unbiased)")
+                                   f"U-statistics + jackknife; scores sketched to {k} dims (unbiased)",
+                       samples_choice=choice)
+
+
+#: Smallest pilot whose samples per prompt :func:`measure_lm` measures for the next pilot
+#: (:func:`ustat_grpo.pilot_design.choose_samples_per_prompt` needs 5 subsample sizes and 16 groups).
+MIN_CHOICE_PROMPTS, MIN_CHOICE_SAMPLES = 32, 8
+
+
+def _samples_choice(rewards, scores, seed):
+    """``choose_samples_per_prompt`` of a fixed pilot's samples (seeded by ``seed``), or ``None`` for a
+    pilot smaller than ``MIN_CHOICE_PROMPTS x MIN_CHOICE_SAMPLES``, or when the pilot's ``A1`` or
+    ``A3`` is not positive (``G*`` and its log are undefined; the report says why elsewhere)."""
+    from .pilot_design import choose_samples_per_prompt
+
+    P, M = rewards.shape
+    if P < MIN_CHOICE_PROMPTS or M < MIN_CHOICE_SAMPLES:
+        return None
+    try:
+        return choose_samples_per_prompt(rewards, scores, rng=seed)
+    except (ValueError, FloatingPointError):
+        return None
 
 
 def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, processing_class=None,

@@ -95,6 +95,9 @@ class Recommendation:
         versions), or ``None``; JSON key ``card``, present only then.
     estimators : per-estimator MSE(G) from the pool and the G each recommends
         (:func:`compare_estimators`), or ``None``; JSON key ``estimators``, present only then.
+    samples_choice : the samples per prompt ``M*`` a next pilot should draw, measured on this one
+        (:class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`), or ``None``; JSON key
+        ``samples_per_prompt``, present only then.
     """
 
     kind: str
@@ -122,6 +125,7 @@ class Recommendation:
     provenance: dict = field(default_factory=dict)
     card: dict | None = None
     estimators: dict | None = None
+    samples_choice: object | None = None
 
     @property
     def g_star_exact(self) -> float:
@@ -179,6 +183,8 @@ class Recommendation:
             out["card"] = jsonable(self.card)
         if self.estimators is not None:
             out["estimators"] = jsonable(self.estimators)
+        if self.samples_choice is not None:
+            out["samples_per_prompt"] = self.samples_choice.to_dict()
         return out
 
     def _mse_dict(self) -> dict:

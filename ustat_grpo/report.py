@@ -146,6 +146,8 @@ def _sections(r, md):
         out += h("Constants (" + r.constants_source + ")")
         head = ["name", "estimate", f"{100 * r.level:g}% CI"] + (["exact (toy)"] if r.exact else [])
         out += _table(head, _constants_rows(r), md)
+        if getattr(r, "samples_choice", None) is not None:
+            out += ["", "  next pilot: " + r.samples_choice.line()]
         if r.grid_fit is not None:
             out += _grid_fit_lines(r, h, md)
         if r.exact is not None:
