@@ -35,7 +35,7 @@ __all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditS
            "ADAPTIVE_SAMPLES_PER_PROMPT", "ADAPTIVE_MAX_PROMPTS"]
 
 #: Samples per prompt of an adaptive language-model pilot (``fit_scaling --target-width`` without
-#: ``--samples-per-prompt``): near the built-in model's measured ``M* = 10`` and, unlike 16, with
+#: ``--samples-per-prompt``): near the built-in model's measured ``M* = 10-12`` and, unlike 16, with
 #: intervals that cover at their nominal level there (:func:`width_rule`).
 ADAPTIVE_SAMPLES_PER_PROMPT = 8
 #: Default cap on the prompts of an adaptive language-model pilot: 1024 x 8 = 8,192 rollouts, 1% of
@@ -87,7 +87,7 @@ def width_rule(target: float, *, budget: int = 256, min_prompts: int = 128, leve
       368 prompts often draws too few of them, underestimating ``A1`` and its jackknife spread
       together (the skewness-corrected ``interval="fieller_skew"`` does not fix this: 0.890).
       The same rollouts spread over more prompts do: with ``M = 8`` (:data:`ADAPTIVE_SAMPLES_PER_PROMPT`,
-      near the measured ``M* = 10``) 0.943 ([0.911, 0.967]) and, with other seeds, 0.967
+      near the measured ``M* = 10-12``) 0.943 ([0.911, 0.967]) and, with other seeds, 0.967
       ([0.940, 0.984]) at a cap of 1024 prompts (median 656 prompts = 5,248 rollouts, 0.64% of one
       training run of the paper's Table 2), and 0.937 ([0.903, 0.961]) at a cap of 500 (median
       4,000 rollouts); fixed pilots of 1024 x 8 cover 0.975, of 512 x 16 0.935 (200 each).
