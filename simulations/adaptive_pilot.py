@@ -20,31 +20,37 @@ Two sources:
   simulated pilot then runs ``run_pilot`` with the same stop rule on prompts resampled from the
   pool, so no model call is needed per pilot (~0.5 s each).
 
-Measured on the built-in model (``--source lm --target 0.5 --replicates 300``, pool seed 0, whose
-G* = 3.40 is the truth; 2% of the pool's prompts carry 64% of A1, three prompts of middling
-success rate 40%, skewness of the per-prompt ``||g(x)||^2`` about 13):
+Measured on the built-in models (``--source lm [--variant weak] --target 0.5 --max-prompts 1024
+--replicates 300``, seeds 0 and 1000; each model's pool drawn with seed 0).  The strong model's
+pool (G* = 3.40) is heavy-tailed: 2% of its prompts carry 64% of A1, three prompts of middling
+success rate 40% (skewness of the per-prompt ``||g(x)||^2`` about 13); the weak model's (G* =
+3.57) less so (37%, skewness 6.4).
 
-* ``M = 8`` (the lm default, ``pilot.ADAPTIVE_SAMPLES_PER_PROMPT``), ``--max-prompts 1024``:
-  coverage 0.943, 95% CP [0.911, 0.967] (median 656 prompts, 5,248 rollouts = 0.64% of a Table-2
-  run; fixed pilots of 656 prompts 0.967); with ``--seed 1000`` 0.967 [0.940, 0.984] (median 648;
-  fixed 0.933); both: 573/600 = 0.955 [0.935, 0.970] (stored in
-  ``docs/results/adaptive_pilot_lm_m8_t0.5_seed{0,1000}.nc``).  Cap 500 (fit_scaling's on the
-  500-question task): 0.937 [0.903, 0.961], median 4,000 rollouts (201 of 300 pilots at the cap).
-* ``M = 16``, cap 500: 0.880 [0.838, 0.915], below nominal (median 368 prompts; 35 of 36 misses
-  above the truth; fixed pilots of 368 prompts 0.917 [0.879, 0.945]): a pilot that draws few of the
-  heavy prompts underestimates A1 and its jackknife spread together, and at a fixed cost ``M = 16``
-  draws half as many prompts.  ``--interval fieller_skew`` (Hall's skewness-corrected pivot, in the
-  stop rule and the coverage) does not restore it: 0.890 [0.849, 0.923] adaptive, 0.900 [0.860,
-  0.932] fixed (``--fixed-prompts 368``).
+* The defaults (``M = 8``, ``pilot.ADAPTIVE_SAMPLES_PER_PROMPT``; at least 512 prompts,
+  ``pilot.ADAPTIVE_MIN_PROMPTS``): strong 0.933 [0.899, 0.959] and 0.963 [0.935, 0.982], 569/600 =
+  0.948 [0.927, 0.965] (median 688 / 672 prompts, 5,504 / 5,376 rollouts = 0.67% / 0.66% of a
+  Table-2 run; fixed pilots of 688 prompts 0.943); weak 0.957 [0.927, 0.977] and 0.950 [0.919,
+  0.972], 572/600 = 0.953 [0.933, 0.969] (512 prompts, 4,096 rollouts = 0.50%; fixed 512: 0.950).
+  Stored in ``docs/results/adaptive_pilot_lm_{strong,weak}_seed{0,1000}.nc``.
+* ``--min-prompts 128``: strong 0.943 [0.911, 0.967] and 0.967 [0.940, 0.984] (median 656 / 648
+  prompts), cap 500: 0.937 [0.903, 0.961]; but weak 0.920 [0.883, 0.948]: its pilots stop at a
+  median 160 prompts (fixed pilots of 160: 0.907 [0.868, 0.937]).
+* ``--samples-per-prompt 16 --min-prompts 128 --max-prompts 500`` (last session's defaults),
+  strong: 0.880 [0.838, 0.915], below nominal (median 368 prompts; 35 of 36 misses above the
+  truth; fixed pilots of 368 prompts 0.917 [0.879, 0.945]): a pilot that draws few of the heavy
+  prompts underestimates A1 and its jackknife spread together, and at a fixed cost ``M = 16``
+  draws half as many prompts.  ``--interval fieller_skew`` (Hall's skewness-corrected pivot, in
+  the stop rule and the coverage) does not restore it: 0.890 [0.849, 0.923] adaptive, 0.900
+  [0.860, 0.932] fixed (``--fixed-prompts 368``).
 
-On the toy bandit (``M = 16`` by default, target 0.6) 0.955 [0.916, 0.979]; with ``M = 8``, far
-below its measured ``M* > 32``, 0.895 [0.844, 0.934] (half the pilots at the cap of 1024): choose
-``M`` by measurement (``pilot_design.choose_samples_per_prompt``).
+On the toy bandit (``M = 16`` and at least 128 prompts by default, target 0.6) 0.955 [0.916,
+0.979]; with ``M = 8``, far below its measured ``M* > 32``, 0.895 [0.844, 0.934] (half the pilots
+at the cap of 1024): choose ``M`` by measurement (``pilot_design.choose_samples_per_prompt``).
 
     python simulations/adaptive_pilot.py                      # bandit, ~1-2 min on 2 cores
     python simulations/adaptive_pilot.py --replicates 400 --target 0.5
     python simulations/adaptive_pilot.py --source lm --target 0.5 --replicates 300 --max-prompts 1024 \
-        --output results/adaptive_pilot_lm_m8_t0.5_r300.nc          # ~8 min + the pool
+        --output results/adaptive_pilot_lm_strong_seed0.nc          # ~8 min + the pool (~1 min)
 """
 from __future__ import annotations
 
@@ -62,7 +68,8 @@ from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E4
 from ustat_grpo.bandits import default_bandit  # noqa: E402
 from ustat_grpo.constants import constants_from_statistics, estimate_constants, prompt_pieces  # noqa: E402
 from ustat_grpo.mse import constants as exact_constants  # noqa: E402
-from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler, run_pilot, width_rule  # noqa: E402
+from ustat_grpo.pilot import (ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS,  # noqa: E402
+                              ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler, run_pilot, width_rule)
 from ustat_grpo.provenance import provenance_attrs  # noqa: E402
 
 #: one training run of arXiv 2603.01162's Table 2: 800 steps x 1024 rollouts
@@ -87,8 +94,10 @@ class Config:
                                                                   "rule (None: 8 bandit, 16 lm = run_pilot's "
                                                                   "default, as fit_scaling --target-width)"})
     max_prompts: int | None = field(default=None, metadata={"help": "cap on prompts per pilot (None: 1024 bandit, "
-                                                                   "500 lm = fit_scaling's cap)"})
-    min_prompts: int = field(default=128, metadata={"help": "prompts before the stop rule is first asked"})
+                                                                   "1024 lm = fit_scaling --target-width's cap)"})
+    min_prompts: int | None = field(default=None, metadata={"help": "prompts before the stop rule is first asked "
+                                                                "(None: 128 bandit, 512 lm = fit_scaling "
+                                                                "--target-width's default)"})
     budget: int = field(default=256, metadata={"help": "rollouts per step N at which G* is reported"})
     seed: int = field(default=0, metadata={"help": "root seed (replicate r uses seed + r)"})
     variant: str = field(default="strong", metadata={"help": "--source lm: built-in model variant"})
@@ -229,14 +238,18 @@ def _source(cfg: Config):
              "heavy": (top, float(g2[:top].sum() / g2.sum()), float(stats.skew(g2))),
              "pool": f"{P0} x {z.shape[1]} of the built-in {cfg.variant} model, k = {w.shape[2]}, "
                      f"seed {cfg.pool_seed}, git {meta.get('git_describe')}"}
-    return PoolSampler(z, w, cfg.samples_per_prompt), A, f"built-in {cfg.variant} model, pool", (16, 500), extra
+    return PoolSampler(z, w, cfg.samples_per_prompt), A, f"built-in {cfg.variant} model, pool", (16, ADAPTIVE_MAX_PROMPTS), extra
 
 
 def with_defaults(cfg: Config) -> Config:
-    """``cfg`` with ``samples_per_prompt`` set: 16 on the bandit, ``ADAPTIVE_SAMPLES_PER_PROMPT`` (8) on lm."""
-    if cfg.samples_per_prompt is not None:
-        return cfg
-    return replace(cfg, samples_per_prompt=16 if cfg.source == "bandit" else ADAPTIVE_SAMPLES_PER_PROMPT)
+    """``cfg`` with ``samples_per_prompt`` and ``min_prompts`` set: 16 and 128 on the bandit,
+    ``ADAPTIVE_SAMPLES_PER_PROMPT`` (8) and ``ADAPTIVE_MIN_PROMPTS`` (512) on lm."""
+    bandit = cfg.source == "bandit"
+    if cfg.samples_per_prompt is None:
+        cfg = replace(cfg, samples_per_prompt=16 if bandit else ADAPTIVE_SAMPLES_PER_PROMPT)
+    if cfg.min_prompts is None:
+        cfg = replace(cfg, min_prompts=128 if bandit else ADAPTIVE_MIN_PROMPTS)
+    return cfg
 
 
 def simulate(cfg: Config) -> dict:

@@ -131,31 +131,36 @@ def test_adaptive_pilot_help_and_interval_option(capsys):
 
 
 def test_stored_lm_coverage_is_within_the_binomial_band_of_nominal():
-    """The committed adaptive-pilot runs on the built-in model (M = 8, target 0.5, cap 1024, seeds 0
-    and 1000; ``simulations/adaptive_pilot.py``) re-analysed: each interval's hit recomputed from its
-    bounds and the truth, the pooled Clopper-Pearson interval contains 0.95, and a pilot's median
-    cost is under 1% of one Table-2 training run (800 x 1024 rollouts)."""
+    """The committed adaptive-pilot runs on the built-in models (strong and weak; the defaults of
+    ``fit_scaling --target-width``: M = 8, at least 512 and at most 1024 prompts; target 0.5; seeds
+    0 and 1000; ``simulations/adaptive_pilot.py``) re-analysed: each interval's hit recomputed from
+    its bounds and the truth, the Clopper-Pearson interval of each model's 600 pilots contains 0.95,
+    and a pilot's median cost is under 1% of one Table-2 training run (800 x 1024 rollouts)."""
     import os
 
     import xarray as xr
     from scipy import stats
 
-    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT
+    from ustat_grpo.pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
 
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "results")
-    hits, rollouts = [], []
-    for seed in (0, 1000):
-        ds = xr.load_dataset(os.path.join(root, f"adaptive_pilot_lm_m8_t0.5_seed{seed}.nc"), engine="h5netcdf")
-        cfg = json.loads(ds.attrs["config"])
-        assert (cfg["source"], cfg["samples_per_prompt"], cfg["target"], cfg["max_prompts"], cfg["seed"]) == \
-            ("lm", ADAPTIVE_SAMPLES_PER_PROMPT, 0.5, 1024, seed)
-        g = ds.attrs["g_true"]
-        hit = (ds["low"].values <= g) & (g <= ds["high"].values)
-        np.testing.assert_array_equal(hit, ds["covers"].values.astype(bool))
-        hits.append(hit)
-        rollouts.append(ds["num_prompts"].values * cfg["samples_per_prompt"])
-    hits = np.concatenate(hits)
-    assert (hits.size, int(hits.sum())) == (600, 573)
-    ci = stats.binomtest(int(hits.sum()), hits.size).proportion_ci(0.95, method="exact")
-    assert ci.low <= 0.95 <= ci.high
-    assert np.median(np.concatenate(rollouts)) < 0.01 * 800 * 1024
+    counts = {}
+    for variant in ("strong", "weak"):
+        hits, rollouts = [], []
+        for seed in (0, 1000):
+            ds = xr.load_dataset(os.path.join(root, f"adaptive_pilot_lm_{variant}_seed{seed}.nc"), engine="h5netcdf")
+            cfg = json.loads(ds.attrs["config"])
+            assert (cfg["source"], cfg["variant"], cfg["samples_per_prompt"], cfg["min_prompts"], cfg["max_prompts"],
+                    cfg["target"], cfg["seed"]) == ("lm", variant, ADAPTIVE_SAMPLES_PER_PROMPT, ADAPTIVE_MIN_PROMPTS,
+                                                    ADAPTIVE_MAX_PROMPTS, 0.5, seed)
+            g = ds.attrs["g_true"]
+            hit = (ds["low"].values <= g) & (g <= ds["high"].values)
+            np.testing.assert_array_equal(hit, ds["covers"].values.astype(bool))
+            hits.append(hit)
+            rollouts.append(ds["num_prompts"].values * cfg["samples_per_prompt"])
+        hits = np.concatenate(hits)
+        counts[variant] = (hits.size, int(hits.sum()))
+        ci = stats.binomtest(int(hits.sum()), hits.size).proportion_ci(0.95, method="exact")
+        assert ci.low <= 0.95 <= ci.high, (variant, counts[variant])
+        assert np.median(np.concatenate(rollouts)) < 0.01 * 800 * 1024
+    assert counts == {"strong": (600, 569), "weak": (600, 572)}

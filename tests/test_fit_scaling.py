@@ -171,6 +171,8 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
     (["--source", "bandit", "--model", "/tmp"], "--model is only used with --source lm"),
     (["--first-question", "-1"], "--first-question must be >= 0"),
     (["--source", "bandit", "--target-width", "0.5"], "options of the lm source"),
+    (["--min-prompts", "64"], "--min-prompts is an option of --target-width"),
+    (["--target-width", "0.5", "--min-prompts", "2"], "--min-prompts must be >= 3"),
     (["--variant", "huge"], "invalid choice"),
 ])
 def test_bad_usage_exit_2(capsys, argv, msg):
@@ -261,8 +263,13 @@ def test_adaptive_lm_pilot_defaults_to_eight_samples_per_prompt(monkeypatch, kw,
     monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
     import ustat_grpo
     monkeypatch.setitem(vars(ustat_grpo), "lm", fake)
-    res = measure_lm(num_prompts=24, **kw)              # a cap below the rule's 128 prompts
+    res = measure_lm(num_prompts=24, **kw)              # a cap below the rule's 512 prompts
     assert seen == [m] and f"x {m} samples" in res.description
+    if kw:     # a target met as soon as the interval is bounded (M = 16 here): the rule waits for 512
+        res = measure_lm(num_prompts=600, target_width=1e3, samples_per_prompt=16)
+        assert res.constants.num_prompts == 512
+        res = measure_lm(num_prompts=600, target_width=1e3, samples_per_prompt=16, min_prompts=200)
+        assert 208 <= res.constants.num_prompts < 512    # asked from the first batch (16) past 200 on
 
 
 def test_device_map_reaches_the_lm_sampler(capsys, monkeypatch, tmp_path):

@@ -196,6 +196,6 @@ def test_adaptive_pilot_stops_when_the_interval_is_narrow_enough():
 
 def test_cli_adaptive_pilot_reports_what_it_spent():
     d = _cli_json(["--samples-per-prompt", "8", "--variant", "weak", "--projection-dim", "32", "--seed", "2",
-                   "--format", "json", "--target-width", "1000"])
-    # a huge target is met at the first check: the rule waits for 128 prompts
+                   "--format", "json", "--target-width", "1000", "--min-prompts", "128"])
+    # a huge target is met at the first check: the rule waits for --min-prompts (default 512)
     assert "128 LM prompts x 8 samples (adaptive pilot, target width 1000.0: 1024 rollouts" in d["constants_source"]

@@ -153,7 +153,10 @@ class Options:
     target_width: float | None = field(default=None, metadata=dict(
         help="lm source: adaptive pilot, add prompts (up to --num-prompts, default 1024, x 8 samples) until "
              "the 95%% interval of G* at the budget has relative width (high - low) / G* at most this (after "
-             "128 prompts)"))
+             "--min-prompts)"))
+    min_prompts: int | None = field(default=None, metadata=dict(
+        help="lm source with --target-width: prompts drawn before the stop rule is first asked (default 512; "
+             "fewer undercovered on heavy-tailed prompts, see README 'Do adaptive intervals cover?')"))
 
 
 def _check(opts: Options) -> Options:
@@ -168,6 +171,10 @@ def _check(opts: Options) -> Options:
         raise InputError("give a measurements FILE or --source, not both")
     if (opts.pilot or opts.target_width) and (opts.measurements or opts.dataset or opts.source not in (None, "lm")):
         raise InputError("--pilot and --target-width are options of the lm source (a pilot file is read as FILE)")
+    if opts.min_prompts is not None and not opts.target_width:
+        raise InputError("--min-prompts is an option of --target-width (an adaptive pilot)")
+    if opts.min_prompts is not None and opts.min_prompts < 3:
+        raise InputError(f"--min-prompts must be >= 3, got {opts.min_prompts}")
     if opts.device_map is not None and (opts.measurements or opts.dataset or opts.source not in (None, "lm")):
         raise InputError("--device-map is an option of the lm source with --model PATH")
     if opts.measurements:
@@ -347,7 +354,8 @@ def _from_source(opts: Options, log) -> tuple[Recommendation, str]:
                            seed=opts.seed, device=opts.device, projection_dim=opts.projection_dim,
                            variant=opts.variant, level=opts.level, progress=True, pilot=opts.pilot,
                            target_width=opts.target_width, budget=budget, template=opts.template,
-                           first_question=opts.first_question, device_map=_device_map(opts))
+                           first_question=opts.first_question, device_map=_device_map(opts),
+                           min_prompts=opts.min_prompts)
         except Exception as exc:  # the LM stack failing is an analysis failure (--debug: traceback)
             if opts.debug:
                 raise

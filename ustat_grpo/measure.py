@@ -57,7 +57,7 @@ def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt
                device: str = "auto", projection_dim: int | None = 256, variant: str = "strong",
                level: float = 0.95, progress: bool = False, pilot=None, target_width: float | None = None,
                budget: int = 256, template: str | None = None, first_question: int = 0,
-               device_map: str | dict | None = None) -> Measurement | None:
+               device_map: str | dict | None = None, min_prompts: int | None = None) -> Measurement | None:
     """Constants of a transformer policy on the arithmetic task (built-in model or a local HF dir).
 
     With ``pilot`` (a NetCDF path) the per-prompt statistics go through
@@ -67,12 +67,13 @@ def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt
     (:func:`ustat_grpo.pilot.width_rule` at ``budget``; ``num_prompts`` is then the cap).
     ``num_prompts x samples_per_prompt`` defaults to 500 x 64, or with ``target_width`` to
     :data:`~ustat_grpo.pilot.ADAPTIVE_MAX_PROMPTS` x :data:`~ustat_grpo.pilot.ADAPTIVE_SAMPLES_PER_PROMPT`
-    (1024 x 8), whose intervals were measured to cover (``width_rule``).
+    (1024 x 8), whose intervals were measured to cover (``width_rule``); the stop rule is first asked
+    after ``min_prompts`` prompts (default :data:`~ustat_grpo.pilot.ADAPTIVE_MIN_PROMPTS`, 512).
     ``device_map`` (``"auto"`` or a dict, needs ``accelerate``) spreads a model directory too large
     for one GPU over several (:func:`ustat_grpo.lm.load_policy`).
     """
     from . import lm
-    from .pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
+    from .pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
 
     if num_prompts is None:
         num_prompts = 500 if target_width is None else ADAPTIVE_MAX_PROMPTS
@@ -92,7 +93,9 @@ def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt
         from .pilot import run_pilot, width_rule
 
         sampler = lm.arithmetic_sampler(model, **kw)
-        stop = None if target_width is None else width_rule(target_width, budget=budget, level=level)
+        stop = None if target_width is None else width_rule(
+            target_width, budget=budget, level=level,
+            min_prompts=ADAPTIVE_MIN_PROMPTS if min_prompts is None else min_prompts)
         stats = run_pilot(sampler, num_prompts=num_prompts, path=pilot, seed=seed, config=sampler.describe(),
                           progress=progress, stop=stop)
         if stats is None:
