@@ -238,7 +238,8 @@ def _source(cfg: Config):
              "heavy": (top, float(g2[:top].sum() / g2.sum()), float(stats.skew(g2))),
              "pool": f"{P0} x {z.shape[1]} of the built-in {cfg.variant} model, k = {w.shape[2]}, "
                      f"seed {cfg.pool_seed}, git {meta.get('git_describe')}"}
-    return PoolSampler(z, w, cfg.samples_per_prompt), A, f"built-in {cfg.variant} model, pool", (16, ADAPTIVE_MAX_PROMPTS), extra
+    what = f"built-in {cfg.variant} model, pool"
+    return PoolSampler(z, w, cfg.samples_per_prompt), A, what, (16, ADAPTIVE_MAX_PROMPTS), extra
 
 
 def with_defaults(cfg: Config) -> Config:
