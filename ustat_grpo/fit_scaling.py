@@ -38,15 +38,15 @@ from .grid_fit import fit_mse_grid
 from .measure import measure_bandit, measure_lm
 from .measurements import load_measurements
 from .performance import fit_performance_table
-from .pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
+from .pilot import lm_pilot_size
 from .recommend import Recommendation, recommend
 
 __all__ = ["Options", "main", "run"]
 
 
-#: default (prompts, rollouts per prompt) of each source; lm: ~50 s on 2 CPU cores (an adaptive lm
-#: pilot, --target-width, draws up to pilot.ADAPTIVE_MAX_PROMPTS x ADAPTIVE_SAMPLES_PER_PROMPT instead)
-SOURCE_DEFAULTS = {"lm": (500, 64), "bandit": (128, 256)}
+#: default (prompts, rollouts per prompt) of the bandit source; the lm source's are
+#: pilot.lm_pilot_size's (500 x 64, ~50 s on 2 CPU cores; adaptive: up to 1024 x 8)
+BANDIT_DEFAULTS = (128, 256)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,10 +184,12 @@ def _check(opts: Options) -> Options:
     if opts.reward:
         raise InputError("--reward needs --dataset (the task it scores)")
     source = opts.source or "lm"
-    default_p, default_m = ((ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT) if opts.target_width
-                            else SOURCE_DEFAULTS[source])
-    opts = dataclasses.replace(opts, source=source, num_prompts=opts.num_prompts or default_p,
-                               samples_per_prompt=opts.samples_per_prompt or default_m)
+    if source == "lm":
+        P, M = lm_pilot_size(opts.num_prompts or None, opts.samples_per_prompt or None,
+                             adaptive=bool(opts.target_width))
+    else:
+        P, M = opts.num_prompts or BANDIT_DEFAULTS[0], opts.samples_per_prompt or BANDIT_DEFAULTS[1]
+    opts = dataclasses.replace(opts, source=source, num_prompts=P, samples_per_prompt=M)
     if opts.num_prompts < 3 or opts.samples_per_prompt < 4:
         raise InputError("--num-prompts must be >= 3 and --samples-per-prompt >= 4")
     if source != "lm" and opts.model is not None:

@@ -73,12 +73,10 @@ def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt
     for one GPU over several (:func:`ustat_grpo.lm.load_policy`).
     """
     from . import lm
-    from .pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
+    from .pilot import ADAPTIVE_MIN_PROMPTS, lm_pilot_size
 
-    if num_prompts is None:
-        num_prompts = 500 if target_width is None else ADAPTIVE_MAX_PROMPTS
-    if samples_per_prompt is None:
-        samples_per_prompt = 64 if target_width is None else ADAPTIVE_SAMPLES_PER_PROMPT
+    num_prompts, samples_per_prompt = lm_pilot_size(num_prompts, samples_per_prompt,
+                                                    adaptive=target_width is not None)
     kw = dict(num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=seed, device=device,
               projection_dim=projection_dim, variant=variant, template=template, first_question=first_question,
               device_map=device_map)

@@ -32,7 +32,8 @@ from .constants import PromptStatistics, merge_statistics, prompt_statistics
 from .provenance import provenance_attrs, write_netcdf
 
 __all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler", "width_rule",
-           "ADAPTIVE_SAMPLES_PER_PROMPT", "ADAPTIVE_MAX_PROMPTS", "ADAPTIVE_MIN_PROMPTS"]
+           "ADAPTIVE_SAMPLES_PER_PROMPT", "ADAPTIVE_MAX_PROMPTS", "ADAPTIVE_MIN_PROMPTS", "FIXED_LM_PILOT",
+           "lm_pilot_size"]
 
 #: Samples per prompt of an adaptive language-model pilot (``fit_scaling --target-width`` without
 #: ``--samples-per-prompt``): near the built-in model's measured ``M* = 10-12`` and, unlike 16, with
@@ -45,6 +46,20 @@ ADAPTIVE_MAX_PROMPTS = 1024
 #: at M = 8, 0.5% of a Table-2 run): with 128, pilots of the built-in weak model stopped at a median
 #: 160 prompts and covered 0.920 ([0.883, 0.948]); with 512, 0.953 ([0.933, 0.969]) (:func:`width_rule`).
 ADAPTIVE_MIN_PROMPTS = 512
+#: ``(prompts, samples per prompt)`` of a fixed language-model pilot: the paper's 500 x 64.
+FIXED_LM_PILOT = (500, 64)
+
+
+def lm_pilot_size(num_prompts: int | None = None, samples_per_prompt: int | None = None, *,
+                  adaptive: bool) -> tuple[int, int]:
+    """``(P, M)`` of a language-model pilot: the given values, else :data:`FIXED_LM_PILOT` or, for
+    an adaptive pilot, ``(ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT)`` (``P`` is then its cap).
+
+    >>> lm_pilot_size(adaptive=False), lm_pilot_size(adaptive=True), lm_pilot_size(64, adaptive=True)
+    ((500, 64), (1024, 8), (64, 8))
+    """
+    P, M = (ADAPTIVE_MAX_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT) if adaptive else FIXED_LM_PILOT
+    return (P if num_prompts is None else num_prompts), (M if samples_per_prompt is None else samples_per_prompt)
 
 #: NetCDF attribute that marks a pilot file (and holds its total number of prompts)
 PILOT_ATTR = "ustat_grpo_pilot_num_prompts"
