@@ -183,7 +183,7 @@ def pool_truth(rewards, scores) -> np.ndarray:
 def load_pool(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict]:
     """The pool ``rewards (P0, M0)``, ``scores (P0, M0, k)`` of the built-in model, cached as ``.npz``.
 
-    Drawn once by ``lm.prompt_samples(None, variant=..., num_prompts=pool_prompts,
+    Drawn once by ``sampler.prompt_samples(None, variant=..., num_prompts=pool_prompts,
     samples_per_prompt=pool_samples, rng=pool_seed, projection_dim=projection_dim, device="cpu")``;
     the file stores the provenance (:func:`ustat_grpo.provenance.provenance_attrs`) as JSON, and a
     cache whose recorded config differs from ``cfg``'s pool settings is redrawn.
@@ -196,15 +196,15 @@ def load_pool(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict]:
             meta = json.loads(str(f["provenance"]))
             if json.loads(meta["config"]) == pool_cfg:
                 return f["rewards"], f["scores"], meta
-    from ustat_grpo import lm
+    from ustat_grpo import sampler
 
     print(f"sampling the pool ({cfg.pool_prompts} x {cfg.pool_samples}) from the built-in {cfg.variant} "
           f"model -> {path}", file=sys.stderr)
-    z, w = lm.prompt_samples(None, variant=cfg.variant, num_prompts=cfg.pool_prompts,
-                             samples_per_prompt=cfg.pool_samples, rng=cfg.pool_seed,
-                             projection_dim=cfg.projection_dim, device="cpu", progress=True)
+    z, w = sampler.prompt_samples(None, variant=cfg.variant, num_prompts=cfg.pool_prompts,
+                                  samples_per_prompt=cfg.pool_samples, rng=cfg.pool_seed,
+                                  projection_dim=cfg.projection_dim, device="cpu", progress=True)
     meta = provenance_attrs(seed=cfg.pool_seed, config=pool_cfg,
-                            command="simulations/adaptive_pilot.py load_pool: ustat_grpo.lm.prompt_samples")
+                            command="simulations/adaptive_pilot.py load_pool: ustat_grpo.sampler.prompt_samples")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.npz"
     np.savez(tmp, rewards=z, scores=w, provenance=json.dumps(meta))

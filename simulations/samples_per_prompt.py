@@ -110,7 +110,7 @@ def bandit(cfg: Config) -> int:
 
 
 def lm(cfg: Config) -> int:
-    from ustat_grpo.lm import prompt_samples
+    from ustat_grpo.sampler import prompt_samples
 
     t0 = time.perf_counter()
     z, w = prompt_samples(None, num_prompts=cfg.lm_prompts, samples_per_prompt=cfg.lm_samples, rng=cfg.seed,

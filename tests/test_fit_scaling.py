@@ -163,14 +163,25 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["--budget", "0"], "--budget must be a positive integer"),
-    (["--budget", "-5"], "--budget must be a positive integer"),
+    (["--budget", "0"], "--budget must be at least 2"),
+    (["--budget", "-5"], "--budget must be at least 2"),
     (["/nonexistent/grid.csv"], "/nonexistent/grid.csv: no such file"),
     (["--form", "weird"], "invalid choice"),
     (["--model", "/nonexistent/model"], "/nonexistent/model: not a directory"),
-    (["--source", "bandit", "--model", "/tmp"], "--model is only used with --source lm"),
+    (["--source", "bandit", "--model", "/tmp"], "--model is not an option of the built-in toy bandit"),
     (["--first-question", "-1"], "--first-question must be >= 0"),
-    (["--source", "bandit", "--target-width", "0.5"], "options of the lm source"),
+    (["--source", "bandit", "--temperature", "0.5"], "--temperature is not an option of the built-in toy bandit"),
+    # an option the chosen mode does not use is an error naming the mode, never silently ignored
+    (["grid.csv", "--temperature", "0.7"], "--temperature is not an option of reading a measurements FILE"),
+    (["--dataset", "d.jsonl", "--reward", "arithmetic", "--template", "few_shot"],
+     "--template is not an option of your dataset"),
+    (["--dataset", "d.jsonl", "--reward", "arithmetic", "--first-question", "3"],
+     "--first-question is not an option of your dataset"),
+    (["--chat-template-kwargs", "{}"], "--chat-template-kwargs is not an option of the built-in arithmetic task"),
+    (["--model", "/tmp", "--variant", "weak"], "--variant chooses a built-in model"),
+    (["--lora-alpha", "8"], "options of --lora-r"),
+    (["--num-generations", "0,1"], "group sizes must be >= 2"),
+    (["--temperature", "-1", "--num-prompts", "3", "--samples-per-prompt", "4"], "temperature must be > 0"),
     (["--min-prompts", "64"], "--min-prompts is an option of --target-width"),
     (["--target-width", "0.5", "--min-prompts", "2"], "--min-prompts must be >= 3"),
     (["--variant", "huge"], "invalid choice"),
@@ -197,35 +208,51 @@ def test_lm_source_missing_module_exit_1(capsys, monkeypatch):
     assert rc == 1 and "ustat_grpo.lm" in err and "Traceback" not in err
 
 
-def test_lm_source_with_fake_sampler(capsys, monkeypatch):
+class _BanditTask:
+    """A stand-in sampler for the CLI's plumbing (the real one is tested end to end below)."""
+
+    def __init__(self, samples_per_prompt):
+        from ustat_grpo.bandits import default_bandit
+        from ustat_grpo.pilot import BanditSampler
+
+        self.inner = BanditSampler(default_bandit(), samples_per_prompt)
+        self.samples_per_prompt = samples_per_prompt
+        self.data = types.SimpleNamespace(source="toy")
+
+    def __call__(self, p, seq):
+        return self.inner(p, seq)
+
+    def describe(self):
+        return self.inner.describe()
+
+
+def test_lm_source_plumbing_and_samples_advice(capsys, monkeypatch):
+    """Seed and sizes reach the pilot; the samples-per-prompt advice is measured on the pilot's own
+    samples (checked against an independent call on the same per-prompt streams)."""
     from ustat_grpo.bandits import default_bandit
     from ustat_grpo.mse import constants
-    policy = default_bandit()
-    A = np.asarray(constants(policy.moments()))[:3]
+    from ustat_grpo.pilot_design import choose_samples_per_prompt
     calls = {}
 
-    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, device, projection_dim,
-                       variant, progress, template=None, first_question=0, device_map=None):
-        calls.update(num_prompts=num_prompts, seed=rng, model=model, variant=variant)
-        s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
-        return s.rewards, s.scores
+    def build(opts, mode):
+        calls.update(num_prompts=opts.num_prompts, seed=opts.seed, model=opts.model, mode=mode)
+        return _BanditTask(opts.samples_per_prompt or 64), opts.num_prompts
 
-    fake = types.ModuleType("ustat_grpo.lm")
-    fake.prompt_samples = prompt_samples
-    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
-    import ustat_grpo
-    monkeypatch.setitem(vars(ustat_grpo), "lm", fake)     # undone exactly (no lazy __getattr__ import)
-    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--format", "json", "--seed", "3"])
+    monkeypatch.setattr(fs, "build_sampler", build)
+    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--samples-per-prompt", "64",
+                                 "--format", "json", "--seed", "3"])
     assert rc == 0, err
     d = json.loads(out)
-    assert calls == {"num_prompts": 64, "seed": 3, "model": None, "variant": "strong"}
+    assert calls == {"num_prompts": 64, "seed": 3, "model": None, "mode": "builtin"}
+    A = np.asarray(constants(default_bandit().moments()))[:3]
     assert d["g_star_exact_interval"][0] <= 1 + (A[2] / A[0]) ** 0.5 <= float(d["g_star_exact_interval"][1])
-    # the samples per prompt a next pilot should draw, measured on the same samples (independent call)
-    from ustat_grpo.pilot_design import choose_samples_per_prompt
-    s = policy.sample(64, 64, rng=np.random.default_rng(3))
-    ref = choose_samples_per_prompt(s.rewards, s.scores, rng=3)
+    streams = np.random.SeedSequence(3).spawn(64)
+    draws = [_BanditTask(64)(p, streams[p]) for p in range(64)]
+    ref = choose_samples_per_prompt(np.stack([x.rewards for x in draws]), np.stack([x.scores for x in draws]), rng=3)
     assert d["samples_per_prompt"]["optimum"] == ref.optimum and d["samples_per_prompt"]["ratio"] == ref.ratio
-    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--seed", "3"])
+    assert d["command"].endswith("--num-prompts 64 --samples-per-prompt 64 --format json --seed 3")
+    assert d["options"]["seed"] == 3 and d["options"]["mode"] == "builtin"
+    rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "64", "--samples-per-prompt", "64", "--seed", "3"])
     assert rc == 0 and f"next pilot: samples per prompt: measured optimum M* = {ref.optimum}" in out
     rc, out, err = _run(capsys, ["--source", "lm", "--num-prompts", "16", "--format", "json"])
     assert rc == 0 and "samples_per_prompt" not in json.loads(out)       # too small a pilot to measure M*
@@ -236,35 +263,26 @@ def test_lm_source_with_fake_sampler(capsys, monkeypatch):
 def test_adaptive_lm_pilot_defaults_to_eight_samples_per_prompt(monkeypatch, kw, m):
     """``--target-width`` without ``--samples-per-prompt`` spreads the pilot over more prompts (M = 8,
     whose intervals covered on the built-in model where M = 16 did not); a given M is kept."""
-    from ustat_grpo.bandits import default_bandit
+    from ustat_grpo import sampler
     from ustat_grpo.measure import measure_lm
-    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler
+    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, lm_pilot_size
 
     assert ADAPTIVE_SAMPLES_PER_PROMPT == 8
-    opts = fs._check(fs.Options(**kw))
-    assert opts.samples_per_prompt == m and opts.num_prompts == (1024 if kw else 500)
+    P, M = lm_pilot_size(None, kw.get("samples_per_prompt"), adaptive="target_width" in kw)
+    assert M == m and P == (1024 if kw else 500)
     seen = []
 
-    class Sampler(BanditSampler):
-        def describe(self):
-            return {}
+    class Sampler(_BanditTask):
+        def check_prompts(self, num_prompts):
+            pass
 
     def arithmetic_sampler(model=None, *, samples_per_prompt, **_):
         seen.append(samples_per_prompt)
-        return Sampler(default_bandit(), samples_per_prompt)
+        return Sampler(samples_per_prompt)
 
-    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, **_):
-        seen.append(samples_per_prompt)
-        s = default_bandit().sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
-        return s.rewards, s.scores
-
-    fake = types.ModuleType("ustat_grpo.lm")
-    fake.arithmetic_sampler, fake.prompt_samples = arithmetic_sampler, prompt_samples
-    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
-    import ustat_grpo
-    monkeypatch.setitem(vars(ustat_grpo), "lm", fake)
+    monkeypatch.setattr(sampler, "arithmetic_sampler", arithmetic_sampler)
     res = measure_lm(num_prompts=24, **kw)              # a cap below the rule's 512 prompts
-    assert seen == [m] and f"x {m} samples" in res.description
+    assert seen == [m] and f"x {m} rollouts" in res.description
     if kw:     # a target met as soon as the interval is bounded (M = 16 here): the rule waits for 512
         res = measure_lm(num_prompts=600, target_width=1e3, samples_per_prompt=16)
         assert res.constants.num_prompts == 512
@@ -272,25 +290,19 @@ def test_adaptive_lm_pilot_defaults_to_eight_samples_per_prompt(monkeypatch, kw,
         assert 208 <= res.constants.num_prompts < 512    # asked from the first batch (16) past 200 on
 
 
-def test_device_map_reaches_the_lm_sampler(capsys, monkeypatch, tmp_path):
-    """``--model DIR --device-map MAP`` hands the map (a name, or a JSON object as a dict) to prompt_samples."""
-    from ustat_grpo.bandits import default_bandit
-    policy, seen = default_bandit(), []
+def test_device_map_reaches_the_lm_loader(capsys, monkeypatch, tmp_path):
+    """``--model DIR --device-map MAP`` hands the map (a name, or a JSON object as a dict) to the loader."""
+    from ustat_grpo import measure
+    seen = []
 
-    def prompt_samples(model=None, *, num_prompts, samples_per_prompt, rng, device_map=None, **_):
+    def task_policy(model=None, *, device_map=None, **_):
         seen.append(device_map)
-        s = policy.sample(num_prompts, samples_per_prompt, rng=np.random.default_rng(rng))
-        return s.rewards, s.scores
+        raise ValueError("stop here")
 
-    fake = types.ModuleType("ustat_grpo.lm")
-    fake.prompt_samples = prompt_samples
-    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", fake)
-    import ustat_grpo
-    monkeypatch.setitem(vars(ustat_grpo), "lm", fake)
+    monkeypatch.setattr(measure, "task_policy", task_policy)
     for arg in ("auto", '{"": 0}'):
-        rc, _, err = _run(capsys, ["--model", str(tmp_path), "--device-map", arg, "--num-prompts", "16",
-                                   "--format", "json"])
-        assert rc == 0, err
+        rc, _, err = _run(capsys, ["--model", str(tmp_path), "--device-map", arg, "--num-prompts", "16"])
+        assert rc == 2 and "stop here" in err, err
     assert seen == ["auto", {"": 0}]
 
 
@@ -301,9 +313,10 @@ def test_no_argument_default_is_the_builtin_lm(capsys):
     rc, out, err = _run(capsys, argv)
     assert rc == 0, err
     d = json.loads(out)
-    assert "built-in weak model" in d["source"] and "6 LM prompts x 8 samples" in d["constants_source"]
+    assert "builtin:weak" in d["source"] and "6 prompts x 8 completions" in d["constants_source"]
     assert np.isfinite([d["A1"], d["A2"], d["A3"]]).all() and d["A2"] > 0
-    assert "sample + score" in err                                   # progress bar on stderr
+    assert "pilot: 6 prompts x 8 completions" in err                  # progress on stderr
+    assert d["card"]["task"] == "arithmetic" and d["card"]["reward"]["names"] == ["arithmetic_reward"]
     rc2, out2, _ = _run(capsys, argv)                                  # same seed, same numbers
     d2 = json.loads(out2)
     assert rc2 == 0 and {k: v for k, v in d.items() if k != "runtime_s"} == \

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ustat_grpo import arithmetic, lm
+from ustat_grpo import arithmetic, lm, sampler
 
 torch.set_num_threads(1)
 
@@ -200,15 +200,15 @@ def test_truncation_warns(builtin):
 
 
 def test_prompt_samples_shapes_determinism_and_score_consistency(builtin):
-    r, s = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
+    r, s = sampler.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
                              projection_dim=None)
     assert r.shape == (2, 8) and s.shape == (2, 8, builtin.num_parameters)
     assert set(np.unique(r)) <= {0.0, 1.0}
-    r2, s2 = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
+    r2, s2 = sampler.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
                                projection_dim=None)
     np.testing.assert_array_equal(r, r2)
     np.testing.assert_array_equal(s, s2)
-    rp, sp = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
+    rp, sp = sampler.prompt_samples(builtin, num_prompts=2, samples_per_prompt=8, rng=7,
                                projection_dim=64)
     np.testing.assert_array_equal(r, rp)
     assert sp.shape == (2, 8, 64)
@@ -255,7 +255,7 @@ def test_load_user_model_directory(tmp_path):
     assert pol.template == "few_shot" and not pol.use_chat_template
     assert pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4, template="zero_shot")
-    r, s = lm.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, rng=0, projection_dim=16)
+    r, s = sampler.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, rng=0, projection_dim=16)
     assert r.shape == (1, 3) and s.shape == (1, 3, 16) and np.isfinite(s).all()
 
 
@@ -291,8 +291,8 @@ def test_gpu_prompt_samples_builtin_deterministic():
     """The built-in policy runs on CUDA end to end; the same seed gives the same numbers."""
     pol = lm.load_policy(None, variant="weak", device="cuda")
     assert pol.device.type == "cuda"
-    a = lm.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, rng=3, projection_dim=32)
-    b = lm.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, rng=3, projection_dim=32)
+    a = sampler.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, rng=3, projection_dim=32)
+    b = sampler.prompt_samples(pol, num_prompts=2, samples_per_prompt=8, rng=3, projection_dim=32)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
     assert a[1].shape == (2, 8, 32) and np.isfinite(a[1]).all()
@@ -318,7 +318,7 @@ def test_gpu_check_script_says_no_gpu(tmp_path):
 def test_prompt_samples_keep_the_per_question_seed_stream(builtin):
     """Question ``p`` of ``prompt_samples(rng=s)`` is sampled by the torch generator seeded with
     ``int(SeedSequence(s).spawn(P)[p].generate_state(1, uint64)[0]) >> 1`` (the published stream)."""
-    r, _ = lm.prompt_samples(builtin, num_prompts=2, samples_per_prompt=6, rng=5, projection_dim=16)
+    r, _ = sampler.prompt_samples(builtin, num_prompts=2, samples_per_prompt=6, rng=5, projection_dim=16)
     problems = arithmetic.make_dataset(500, seed=0)[:2]
     for p, ss in enumerate(np.random.SeedSequence(5).spawn(2)):
         gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0]) >> 1)
@@ -383,15 +383,17 @@ def test_saved_builtin_checkpoint_with_its_compact_template(tmp_path):
     argv = ["--model", str(tmp_path), "--num-prompts", "4", "--samples-per-prompt", "8", "--projection-dim", "16",
             "--format", "json", "--template", "compact_zero_shot", "--first-question", "100"]
     assert fs.main(argv) == 0
-    rewards, _ = lm.prompt_samples(str(tmp_path), num_prompts=4, samples_per_prompt=8, rng=0, device="cpu",
-                                   projection_dim=16, template="compact_zero_shot", first_question=496)
+    rewards, _ = sampler.prompt_samples(str(tmp_path), num_prompts=4, samples_per_prompt=8, rng=0, device="cpu",
+                                        projection_dim=16, template="compact_zero_shot", first_question=496)
     assert rewards.shape == (4, 8)
     # past the paper's 500: the next seeded set (arithmetic.question_set), a prefix of any longer run
-    s = lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=498, device="cpu")
-    assert [p.text for p in s.problems] == [p.text for p in arithmetic.question_set(502)[498:]]
-    assert [p.text for p in s.problems[:2]] == [p.text for p in arithmetic.make_dataset(500)[498:]]
+    s = sampler.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=498, device="cpu")
+    rows = s.data.rows
+    assert [r["answer"] for r in rows] == [p.answer for p in arithmetic.question_set(502)[498:]]
+    assert all(p.text in r["prompt"] for p, r in zip(arithmetic.question_set(502)[498:], rows))
+    assert all(p.text in r["prompt"] for p, r in zip(arithmetic.make_dataset(500)[498:], rows[:2]))
     with pytest.raises(ValueError, match=">= 0"):
-        lm.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=-1, device="cpu")
+        sampler.arithmetic_sampler(str(tmp_path), num_prompts=4, first_question=-1, device="cpu")
 
 
 # --------------------------------------------------------------------------- device_map (accelerate)
@@ -405,8 +407,8 @@ def _saved_weak(path):
 
 def _same_samples(a, b, *, exact=True):
     """Same completions (rewards) and scores from the same seed under two loads of one checkpoint."""
-    ra, sa = lm.prompt_samples(a, num_prompts=3, samples_per_prompt=8, rng=3, projection_dim=32)
-    rb, sb = lm.prompt_samples(b, num_prompts=3, samples_per_prompt=8, rng=3, projection_dim=32)
+    ra, sa = sampler.prompt_samples(a, num_prompts=3, samples_per_prompt=8, rng=3, projection_dim=32)
+    rb, sb = sampler.prompt_samples(b, num_prompts=3, samples_per_prompt=8, rng=3, projection_dim=32)
     np.testing.assert_array_equal(ra, rb)
     if exact:
         np.testing.assert_array_equal(sa, sb)

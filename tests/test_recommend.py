@@ -44,7 +44,7 @@ def test_recommendation_matches_brute_force_on_the_true_curve(divisors_only):
     assert rows[rec.num_generations].relative == pytest.approx(1.0)
     div = rec.best_divisor
     divs = np.array([g for g in range(2, 97) if 96 % g == 0], float)
-    assert div["num_generations"] == int(divs[np.argmin(mse_design(96 / divs, divs) @ A)])
+    assert div.num_generations == int(divs[np.argmin(mse_design(96 / divs, divs) @ A)])
 
 
 def test_to_dict_is_json_safe_with_stable_keys_and_infinities():
@@ -86,7 +86,9 @@ def test_performance_recommendation_renders_without_json():
     rec = recommend(fit, observed={"budget": N, "num_generations": G, "score": table.ravel()})
     assert rec.kind == "performance" and rec.num_generations is None
     d = rec.to_dict()
-    assert d["recommendation"] == {"num_generations": None, "distinguishable": False, "group_size_matters": False}
+    assert d["recommendation"] == {"num_generations": None, "distinguishable": False, "group_size_matters": False,
+                                   "reason": "the table cannot distinguish the candidate group sizes "
+                                             "(differences within run-to-run noise)"}
     json.dumps(d, allow_nan=False)
     assert "cannot distinguish" in report.render_text(rec)
     # the figure's curve is the fit's own prediction
@@ -98,10 +100,10 @@ def test_bandit_grid_cells_do_not_depend_on_each_other():
     policy = default_bandit()
     small = bandit_mse_grid(policy, 32, 50, rng=7, max_group_size=8)      # G = 2, 4, 8
     full = bandit_mse_grid(policy, 32, 50, rng=7)                          # G = 2, 4, 8, 16, 32
-    assert full["num_generations"].tolist() == [2, 4, 8, 16, 32]
-    np.testing.assert_array_equal(small["mse"], full["mse"][:3])
+    assert full.num_generations.tolist() == [2, 4, 8, 16, 32]
+    np.testing.assert_array_equal(small.mse, full.mse[:3])
     other = bandit_mse_grid(policy, 32, 50, rng=8, max_group_size=8)
-    assert not np.array_equal(small["mse"], other["mse"])
+    assert not np.array_equal(small.mse, other.mse)
 
 
 def test_heavy_tailed_prompts_are_flagged_and_light_tailed_ones_are_not():

@@ -14,7 +14,7 @@ _SUBMODULES = (
     "ustat", "kernels", "presets", "estimators", "advantages", "bandits", "policy", "mse", "montecarlo", "finite_action",
     "provenance", "interval", "optimum", "grid_fit", "constants", "performance", "recommend", "measure",
     "measurements", "optimize", "wchisq", "limits", "arithmetic", "lm", "score", "amplification",
-    "attractor", "nonparametric", "practical", "report", "testing", "task", "rewards", "pool", "task_run",
+    "attractor", "nonparametric", "practical", "report", "testing", "task", "rewards", "pool", "sampler", "card",
     "pilot", "pilot_design",
 )
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import typing
 
-__all__ = ["InputError", "AnalysisError", "parser_from_dataclass", "options_from_args",
+__all__ = ["InputError", "AnalysisError", "parser_from_dataclass", "options_from_args", "given_options",
            "sha256_file", "sha256_json"]
 
 
@@ -40,13 +40,14 @@ def _base_type(tp):
 
 
 def parser_from_dataclass(cls, *, prog: str, description: str, epilog: str = "",
-                          positional: tuple = ()) -> argparse.ArgumentParser:
+                          positional: tuple = (), suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with one option per field of the dataclass ``cls``.
 
     Field metadata: ``help`` (required), ``choices``, ``metavar``, and for list-valued fields
     ``type`` (of one element) with ``nargs`` or ``action`` (optional).
     Boolean fields become ``--flag`` switches; names in ``positional`` become optional
-    positional arguments (``nargs="?"``).
+    positional arguments (``nargs="?"``).  ``suppress_defaults``: options not given are absent from
+    the parsed namespace (:func:`given_options`).
     """
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +57,7 @@ def parser_from_dataclass(cls, *, prog: str, description: str, epilog: str = "",
         tp = _base_type(hints[f.name])
         default = f.default
         hlp = md.get("help", "") + (f" (default: {default})" if tp is not bool else "")
-        kw = dict(help=hlp, default=default)
+        kw = dict(help=hlp, default=argparse.SUPPRESS if suppress_defaults else default)
         if "type" in md:  # list-valued fields: element type with nargs / action (e.g. "append")
             tp = md["type"]
         for key in ("nargs", "action"):
@@ -69,10 +70,18 @@ def parser_from_dataclass(cls, *, prog: str, description: str, epilog: str = "",
         if f.name in positional:
             p.add_argument(f.name, nargs="?", type=tp, **kw)
         elif tp is bool:
-            p.add_argument("--" + f.name.replace("_", "-"), action="store_true", help=md.get("help", ""))
+            p.add_argument("--" + f.name.replace("_", "-"), action="store_true", help=md.get("help", ""),
+                           **({"default": argparse.SUPPRESS} if suppress_defaults else {}))
         else:
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=tp, **kw)
     return p
+
+
+def given_options(parser_factory, argv) -> set:
+    """Names of the options given on the command line ``argv`` (``parser_factory(suppress_defaults=True)``
+    builds the same parser with suppressed defaults)."""
+    ns, _ = parser_factory(suppress_defaults=True).parse_known_args(argv)
+    return set(vars(ns))
 
 
 def options_from_args(cls, ns: argparse.Namespace):

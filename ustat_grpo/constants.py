@@ -15,7 +15,7 @@ the pieces into unbiased ``A1..A3`` with jackknife intervals.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -397,6 +397,7 @@ def _jackknife_cov(reps) -> np.ndarray:
 # ------------------------------------------------------------------ mergeable per-prompt statistics
 
 _STAT_FIELDS = ("g", "g_norm2", "sigma2_trI", "zzq", "zzq_plugin", "reward_var", "mean_score_norm2")
+_EXTRA = "extra_"                                        # NetCDF name prefix of PromptStatistics.extras
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,6 +423,13 @@ class PromptStatistics:
         Plug-in pieces (``mean((Z-V)^2|W|^2)``, ``s^2``, ``mean |W|^2``) of the biased reference.
     rewards : ndarray (P, M) or None
         The reward vectors (kept for estimator-specific analyses), when every prompt has the same M.
+    scores : ndarray (P, M, d) or None
+        The (sketched) score vectors, kept by a pilot so that every analysis that needs the samples
+        themselves (per-estimator MSE(G), the samples-per-prompt advice) runs from its file alone;
+        stored in the dtype they were computed in (float32 for a transformer's scores).
+    extras : dict
+        Per-prompt diagnostics of the sampler, ``name -> (dims, ndarray)`` with ``dims[0] ==
+        "prompt"`` (xarray's variable form): completion lengths, truncation, per-function rewards.
     """
 
     prompt: np.ndarray
@@ -434,9 +442,22 @@ class PromptStatistics:
     reward_var: np.ndarray
     mean_score_norm2: np.ndarray
     rewards: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.prompt.shape[0])
+
+    def select(self, keep) -> "PromptStatistics":
+        """The statistics of the prompts where the boolean mask ``keep (P,)`` is true."""
+        keep = np.asarray(keep, bool)
+        if keep.shape != (len(self),):
+            raise ValueError(f"keep must be a boolean mask of shape ({len(self)},), got {keep.shape}")
+        pick = lambda a: None if a is None else a[keep]
+        return PromptStatistics(prompt=self.prompt[keep], num_samples=self.num_samples[keep],
+                                rewards=pick(self.rewards), scores=pick(self.scores),
+                                extras={k: (dims, a[keep]) for k, (dims, a) in self.extras.items()},
+                                **{k: getattr(self, k)[keep] for k in _STAT_FIELDS})
 
     def to_dataset(self):
         """``xarray.Dataset`` with dims ``prompt``, ``sketch`` (and ``sample`` for rewards)."""
@@ -446,6 +467,9 @@ class PromptStatistics:
         dv |= {k: ("prompt", getattr(self, k)) for k in _STAT_FIELDS[1:]}
         if self.rewards is not None:
             dv["rewards"] = (("prompt", "sample"), self.rewards)
+        if self.scores is not None:
+            dv["scores"] = (("prompt", "sample", "sketch"), self.scores)
+        dv |= {_EXTRA + k: v for k, v in self.extras.items()}
         return xr.Dataset(dv, coords={"prompt": self.prompt})
 
     @classmethod
@@ -454,17 +478,28 @@ class PromptStatistics:
         kw = {k: np.asarray(ds[k].values, float) for k in _STAT_FIELDS}
         return cls(prompt=np.asarray(ds["prompt"].values, np.int64),
                    num_samples=np.asarray(ds["num_samples"].values, np.int64),
-                   rewards=np.asarray(ds["rewards"].values, float) if "rewards" in ds else None, **kw)
+                   rewards=np.asarray(ds["rewards"].values, float) if "rewards" in ds else None,
+                   scores=np.asarray(ds["scores"].values) if "scores" in ds else None,
+                   extras={str(k)[len(_EXTRA):]: (tuple(ds[k].dims), np.asarray(ds[k].values))
+                           for k in ds.data_vars if str(k).startswith(_EXTRA)}, **kw)
 
 
-def prompt_statistics(rewards, scores, *, prompt_ids=None) -> PromptStatistics:
+def prompt_statistics(rewards, scores, *, prompt_ids=None, keep_scores: bool = False,
+                      extras: dict | None = None) -> PromptStatistics:
     """:class:`PromptStatistics` of ``P`` prompts with ``M >= 4`` samples each.
 
     Parameters
     ----------
     rewards : array_like (P, M) ; scores : array_like (P, M, d)
+        Rewards may be NaN where a completion could not be scored (a reward function returned
+        ``None``); that prompt's statistics are then NaN and analyses leave it out
+        (:meth:`PromptStatistics.select`).
     prompt_ids : array_like (P,) of int, optional
         Default ``0..P-1``.
+    keep_scores : bool
+        Keep ``scores`` themselves (in their own dtype) in the result.
+    extras : dict, optional
+        Per-prompt diagnostics ``name -> (dims, array (P, ...))`` to carry along.
 
     Examples
     --------
@@ -475,7 +510,10 @@ def prompt_statistics(rewards, scores, *, prompt_ids=None) -> PromptStatistics:
     >>> bool(np.array_equal(constants_from_statistics(merge_statistics(b, a), n_groups=6).unconstrained, whole))
     True
     """
-    z, w = pool_arrays(rewards, scores)
+    raw = np.asarray(scores)
+    z, w = pool_arrays(rewards, raw, finite=False)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("scores must be finite")
     P, M = z.shape
     ids = np.arange(P, dtype=np.int64) if prompt_ids is None else np.asarray(list(prompt_ids), np.int64)
     if ids.shape != (P,) or len(np.unique(ids)) != P:
@@ -483,10 +521,12 @@ def prompt_statistics(rewards, scores, *, prompt_ids=None) -> PromptStatistics:
     g, g2, st, zzq = prompt_pieces(z, w)
     order = np.argsort(ids, kind="stable")
     plug = _plugin_pieces(z, w)
+    extras = {k: (tuple(dims), np.asarray(a)[order]) for k, (dims, a) in (extras or {}).items()}
     return PromptStatistics(prompt=ids[order], num_samples=np.full(P, M, np.int64), g=g[order],
                             g_norm2=g2[order], sigma2_trI=st[order], zzq=zzq[order],
                             zzq_plugin=plug[0][order], reward_var=plug[1][order],
-                            mean_score_norm2=plug[2][order], rewards=z[order])
+                            mean_score_norm2=plug[2][order], rewards=z[order],
+                            scores=raw[order] if keep_scores else None, extras=extras)
 
 
 def merge_statistics(*parts: PromptStatistics) -> PromptStatistics:
@@ -502,8 +542,13 @@ def merge_statistics(*parts: PromptStatistics) -> PromptStatistics:
     order = np.argsort(ids, kind="stable")
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])[order]
     same_m = all(p.rewards is not None for p in parts) and len({p.rewards.shape[1] for p in parts}) == 1
+    scores = all(p.scores is not None for p in parts) and len({p.scores.shape[1:] for p in parts}) == 1
+    names = set.intersection(*(set(p.extras) for p in parts))
+    extras = {k: (parts[0].extras[k][0], np.concatenate([p.extras[k][1] for p in parts])[order])
+              for k in sorted(names) if len({p.extras[k][1].shape[1:] for p in parts}) == 1}
     return PromptStatistics(prompt=ids[order], num_samples=cat("num_samples"),
-                            rewards=cat("rewards") if same_m else None, **{k: cat(k) for k in _STAT_FIELDS})
+                            rewards=cat("rewards") if same_m else None, scores=cat("scores") if scores else None,
+                            extras=extras, **{k: cat(k) for k in _STAT_FIELDS})
 
 
 def constants_from_statistics(stats: PromptStatistics, *, level: float = 0.95,

@@ -34,7 +34,6 @@ import hashlib
 import inspect
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +42,15 @@ import numpy as np
 import torch
 
 from . import arithmetic
-from ._random import default_rng, seed_sequence, torch_generator
+from ._random import default_rng, torch_generator
 from .policy import Sample
 from .score import Sketch, gram, parameter_names, per_sample_scores, sequence_logprob, squared_errors
 
 __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
     "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
-    "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "prompt_samples",
-    "resolve_device", "ArithmeticSampler", "arithmetic_sampler",
+    "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "sample_prompt",
+    "resolve_device",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_lm"
@@ -538,126 +537,3 @@ def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int,
     comp = sample_completions(policy, policy.encode(problem), num_samples, rng=rng)
     rewards = np.array([arithmetic.verify(t, problem.answer) for t in comp.texts])
     return comp, rewards
-
-
-@dataclass(frozen=True)
-class ArithmeticSampler:
-    """``sample_prompt(p, seq) -> (rewards (M,), scores (M, k))`` of a transformer on the arithmetic set.
-
-    The per-prompt unit of :func:`prompt_samples` and of a pilot (:func:`ustat_grpo.pilot.run_pilot`):
-    question ``p`` sampled with the stream ``seq``, scored by :func:`per_sample_scores` and projected
-    by ``sketch``.  Build it with :func:`arithmetic_sampler`.
-    """
-
-    policy: Policy
-    problems: list
-    samples_per_prompt: int
-    sketch: Sketch | None
-    params: str | list | None
-    chunk_size: int
-
-    def __call__(self, p: int, seq) -> tuple[np.ndarray, np.ndarray]:
-        comp, r = sample_prompt(self.policy, self.problems[p], self.samples_per_prompt, rng=seq)
-        s = per_sample_scores(self.policy.model, comp.sequences, comp.completion_mask, params=self.params,
-                              chunk_size=self.chunk_size, projection=self.sketch)
-        return r, s.double().cpu().numpy()
-
-    def describe(self) -> dict:
-        """What the samples measure (stored with a pilot; a resumed pilot must match it)."""
-        cfg = self.policy.model.config.to_json_string(use_diff=False)
-        return {"model": self.policy.name, "model_config_sha256": hashlib.sha256(cfg.encode()).hexdigest(),
-                "task": "arithmetic", "num_questions": len(self.problems), "template": self.policy.template,
-                "samples_per_prompt": self.samples_per_prompt, "max_new_tokens": self.policy.max_new_tokens,
-                "sampler": "temperature 1, no truncation", "params": self.params,
-                "sketch": None if self.sketch is None else {"dim": self.sketch.k, "kind": self.sketch.kind,
-                                                            "seed": self.sketch.seed}}
-
-
-def arithmetic_sampler(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
-                       samples_per_prompt: int = 64, rng=0, device: str = "auto",
-                       projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
-                       params: str | list | None = None, variant: str = "strong", dataset_seed: int = 0,
-                       chunk_size: int = 32, template: str | None = None,
-                       first_question: int = 0, device_map: str | dict | None = None) -> ArithmeticSampler:
-    """The :class:`ArithmeticSampler` of :func:`prompt_samples` (same arguments, same streams).
-
-    ``template`` chooses the prompt format (see :class:`Policy`; e.g. ``"compact_zero_shot"`` for a
-    saved built-in checkpoint loaded as a user model); ``first_question`` measures questions
-    ``first_question .. first_question + num_prompts - 1`` of :func:`arithmetic.question_set` (the
-    paper's 500, then further seeded sets of 500; a split of the task);
-    ``device_map`` (with a model path) goes to :func:`load_policy`.
-    """
-    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device,
-                                                                 template=template, device_map=device_map)
-    if first_question < 0 or num_prompts < 0:
-        raise ValueError(f"first_question and num_prompts must be >= 0, got {first_question}, {num_prompts}")
-    problems = arithmetic.question_set(first_question + num_prompts, seed=dataset_seed)[first_question:]
-    d = sum(policy.model.get_parameter(n).numel() for n in parameter_names(policy.model, params))
-    if projection_dim == "auto":
-        projection_dim = None if num_prompts * samples_per_prompt * d <= 2 ** 26 else 512
-    ss = seed_sequence(rng)
-    sketch_seed = int(rng) if isinstance(rng, (int, np.integer)) else int(ss.generate_state(1)[0])
-    sketch = None if projection_dim is None else Sketch(d, int(projection_dim), kind=projection_kind,
-                                                        seed=sketch_seed)
-    return ArithmeticSampler(policy=policy, problems=problems, samples_per_prompt=samples_per_prompt,
-                             sketch=sketch, params=params, chunk_size=chunk_size)
-
-
-def prompt_samples(model: Policy | str | os.PathLike | None = None, *, num_prompts: int = 32,
-                   samples_per_prompt: int = 64, rng=0, device: str = "auto",
-                   projection_dim: int | str | None = "auto", projection_kind: str = "gaussian",
-                   params: str | list | None = None, variant: str = "strong",
-                   dataset_seed: int = 0, chunk_size: int = 32, return_problems: bool = False,
-                   progress: bool = False, template: str | None = None, first_question: int = 0,
-                   device_map: str | dict | None = None):
-    """Per-prompt samples (rewards, scores) of a transformer policy on the arithmetic set.
-
-    Parameters
-    ----------
-    model : Policy, path, or None
-        ``None``: the built-in model of ``variant``; a path: a local HF causal LM.
-    num_prompts, samples_per_prompt : int
-        P questions (the first P of ``arithmetic.question_set(P, seed=dataset_seed)``: of the paper's
-        500 while ``P <= 500``, a uniform random subset) and M completions each.
-    rng : int, SeedSequence, numpy.random.Generator or None
-        Sampling seed, read as :func:`numpy.random.default_rng` reads it: question ``p`` uses
-        ``ss.spawn(P)[p]`` with ``ss = SeedSequence(rng)`` for an int (a Generator gives ``ss``
-        from one draw).
-    projection_dim : int, None or "auto"
-        Project scores to this many dimensions with a :class:`Sketch` seeded by ``rng`` when it is
-        an int, else by a 32-bit word of ``ss`` drawn after the spawn; ``None``
-        keeps all d parameters; ``"auto"``: None when P*M*d <= 2**26 entries, else 512.
-    params : parameter subset (see :func:`parameter_names`).
-    device_map : "auto", dict or None
-        With a model path: spread the model over several devices (:func:`load_policy`).
-    progress : bool
-        Show a tqdm progress bar over questions on stderr.
-
-    Returns
-    -------
-    rewards : ndarray (P, M)
-    scores : ndarray (P, M, k)
-        ``grad log pi(y|x)`` (projected), float64; these feed ``scaling.estimate_constants``.
-    problems : list of Problem, only with ``return_problems=True``.
-
-    Notes
-    -----
-    With a Gaussian or Rademacher sketch every quadratic quantity of the scores (``|W|^2``,
-    ``|g|^2``, hence A1..A3) is unbiased over the draw of the sketch.
-    """
-    sampler = arithmetic_sampler(model, num_prompts=num_prompts, samples_per_prompt=samples_per_prompt, rng=rng,
-                                 device=device, projection_dim=projection_dim, projection_kind=projection_kind,
-                                 params=params, variant=variant, dataset_seed=dataset_seed, chunk_size=chunk_size,
-                                 template=template, first_question=first_question, device_map=device_map)
-    from tqdm import tqdm
-
-    rewards, scores = [], []
-    streams = seed_sequence(rng).spawn(num_prompts)
-    for p in tqdm(range(num_prompts), desc=f"{sampler.policy.name}: sample + score", unit="question",
-                  disable=not progress, file=sys.stderr):
-        r, s = sampler(p, streams[p])
-        rewards.append(r)
-        scores.append(s)
-    problems = sampler.problems
-    out = (np.stack(rewards), np.stack(scores))  # (P, M), (P, M, k)
-    return (*out, problems) if return_problems else out

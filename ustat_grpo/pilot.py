@@ -22,16 +22,18 @@ default to :data:`ADAPTIVE_SAMPLES_PER_PROMPT` (:func:`width_rule` says why).
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .constants import PromptStatistics, merge_statistics, prompt_statistics
 from .provenance import provenance_attrs, write_netcdf
 
-__all__ = ["run_pilot", "load_pilot", "shard_path", "distributed_rank", "BanditSampler", "width_rule",
+__all__ = ["run_pilot", "load_pilot", "check_pilot_file", "shard_path", "distributed_rank", "BanditSampler",
+           "PromptDraw", "width_rule", "scorable",
            "ADAPTIVE_SAMPLES_PER_PROMPT", "ADAPTIVE_MAX_PROMPTS", "ADAPTIVE_MIN_PROMPTS", "FIXED_LM_PILOT",
            "lm_pilot_size"]
 
@@ -65,6 +67,34 @@ def lm_pilot_size(num_prompts: int | None = None, samples_per_prompt: int | None
 PILOT_ATTR = "ustat_grpo_pilot_num_prompts"
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromptDraw:
+    """What a sampler returns for one prompt: ``M`` rewards, their scores, and diagnostics.
+
+    Attributes
+    ----------
+    rewards : ndarray (M,)
+        Total reward per completion (NaN where it could not be scored).
+    scores : ndarray (M, k)
+        Score vectors (sketched), in the dtype they were computed in.
+    extras : dict
+        ``name -> (dims, array)`` per-prompt diagnostics without the prompt axis (e.g.
+        ``("sample",)`` arrays of completion lengths); stored in the pilot file.
+    """
+
+    rewards: np.ndarray
+    scores: np.ndarray
+    extras: dict = field(default_factory=dict)
+
+
+def scorable(stats: PromptStatistics) -> np.ndarray:
+    """Mask ``(P,)`` of the prompts whose every completion has a finite reward (the ones the
+    constants use; a prompt with an unscorable completion is left out)."""
+    if stats.rewards is None:
+        return np.isfinite(stats.g_norm2)
+    return np.isfinite(stats.rewards).all(1)
+
+
 @dataclass(frozen=True)
 class BanditSampler:
     """``sample_prompt`` of a toy policy: prompt ``p`` is a context drawn from ``f`` with its ``M`` rollouts.
@@ -80,9 +110,14 @@ class BanditSampler:
     policy: object
     samples_per_prompt: int
 
-    def __call__(self, p: int, seq) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, p: int, seq) -> PromptDraw:
         s = self.policy.sample(1, self.samples_per_prompt, rng=np.random.default_rng(seq))
-        return s.rewards[0], s.scores[0]
+        return PromptDraw(rewards=s.rewards[0], scores=s.scores[0])
+
+    def describe(self) -> dict:
+        """What the samples measure (stored with a pilot; a resumed pilot must match it)."""
+        return {"task": "bandit", "policy": type(self.policy).__name__,
+                "samples_per_prompt": int(self.samples_per_prompt)}
 
 
 def width_rule(target: float, *, budget: int = 256, min_prompts: int = 128, level: float = 0.95,
@@ -134,7 +169,8 @@ def width_rule(target: float, *, budget: int = 256, min_prompts: int = 128, leve
     from .constants import constants_from_statistics
 
     def stop(stats) -> bool:
-        if len(stats) < min_prompts:
+        stats = stats.select(scorable(stats))
+        if len(stats) < max(min_prompts, 3):
             return False
         res = constants_from_statistics(stats, level=level).optimal_group_size(budget=budget, interval=interval)
         lo, hi = res.g_star_exact_interval
@@ -170,7 +206,11 @@ def _read(path) -> tuple[PromptStatistics | None, dict]:
 
     if not os.path.exists(path):
         return None, {}
-    ds = xr.load_dataset(path, engine="h5netcdf")
+    try:
+        ds = xr.load_dataset(path, engine="h5netcdf")
+    except Exception as exc:  # h5py/h5netcdf raise OSError, ValueError or their own types on a bad file
+        raise ValueError(f"{path}: not a readable pilot file (truncated or not NetCDF: "
+                         f"{type(exc).__name__}: {exc})") from None
     if PILOT_ATTR not in ds.attrs:
         raise ValueError(f"{path}: not a pilot file (no {PILOT_ATTR!r} attribute)")
     stats = PromptStatistics.from_dataset(ds) if ds.sizes.get("prompt", 0) else None
@@ -195,14 +235,50 @@ def load_pilot(paths: str | Sequence[str]) -> tuple[PromptStatistics, dict]:
         if not a:
             raise ValueError(f"{p}: no such file")
         if attrs is not None and a.get("config") != attrs.get("config"):
-            raise ValueError(f"{p}: a shard of a different pilot (its config differs from {paths[0]})")
+            raise ValueError(f"{p}: a shard of a different pilot ({config_difference(a.get('config'), attrs.get('config'))}"
+                             f" than {paths[0]})")
         attrs = attrs or a
         parts.append(stats)
     return merge_statistics(*parts), attrs
 
 
-def _attrs(seed, config, num_prompts, created):
-    attrs = provenance_attrs(seed=seed, config=config, command="ustat_grpo.pilot.run_pilot")
+def config_difference(found, wanted) -> str:
+    """Which settings differ between two pilot configurations (JSON strings or dicts), in words:
+    ``"temperature 0.7 (file) vs 1.0 (now); ..."``."""
+    load = lambda c: json.loads(c) if isinstance(c, str) else dict(c or {})
+    a, b = load(found), load(wanted)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "; ".join(f"{k} {a.get(k, '(unset)')!r} (file) vs {b.get(k, '(unset)')!r} (now)" for k in keys) or "none"
+
+
+def _pilot_config(config, num_prompts, seed) -> dict:
+    return dict(config or {}, num_prompts=int(num_prompts), seed=str(seed))
+
+
+def check_pilot_file(path, *, config: dict | None, num_prompts: int, seed: int = 0,
+                     world_size: int = 1) -> int:
+    """Check that the pilot file (or this process's shards) at ``path`` can be resumed by a pilot
+    of ``config``; return the prompts already done (0 when there is no file yet).
+
+    Raises ``ValueError`` naming the file and every setting that differs, or a file that cannot be
+    read (truncated, not NetCDF, not a pilot).
+    """
+    wanted = json.dumps(_pilot_config(config, num_prompts, seed), sort_keys=True, default=str)
+    done = 0
+    for rank in range(world_size):
+        target = shard_path(path, rank, world_size)
+        stats, old = _read(target)
+        if old and old.get("config") != wanted:
+            raise ValueError(f"{target}: a pilot with another configuration "
+                             f"({config_difference(old.get('config'), wanted)}); remove it or use another path")
+        done += 0 if stats is None else len(stats)
+    return done
+
+
+def _attrs(seed, config, num_prompts, created, command=None, cli=None):
+    attrs = provenance_attrs(seed=seed, config=config, command=command or "ustat_grpo.pilot.run_pilot")
+    if cli is not None:                                  # the resolved options of the command that ran it
+        attrs["cli"] = json.dumps(cli, sort_keys=True, default=str)
     if created is not None:
         attrs["created"] = created
     attrs[PILOT_ATTR] = int(num_prompts)
@@ -212,14 +288,17 @@ def _attrs(seed, config, num_prompts, created):
 def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int = 0, batch_size: int = 16,
               config: dict | None = None, created: str | None = None, rank: int | None = None,
               world_size: int | None = None, progress: bool = False,
-              stop: Callable | None = None) -> PromptStatistics | None:
+              stop: Callable | None = None, command: str | None = None,
+              cli: dict | None = None) -> PromptStatistics | None:
     """Run (or resume) a pilot and return the statistics of all prompts (``None`` on ranks > 0).
 
     Parameters
     ----------
     sample_prompt : callable
-        ``sample_prompt(p, rng) -> (rewards (M,), scores (M, k))`` for prompt ``p``, drawing all of
-        its randomness from ``rng`` (a ``numpy.random.SeedSequence``).
+        ``sample_prompt(p, rng) -> PromptDraw`` (or a ``(rewards (M,), scores (M, k))`` pair) for
+        prompt ``p``, drawing all of its randomness from ``rng`` (a ``numpy.random.SeedSequence``).
+        The statistics keep the scores and the draw's extras, so that every analysis runs from the
+        pilot file alone.
     num_prompts : int
         ``P``: prompts ``0..P-1``.
     path : path-like, optional
@@ -241,18 +320,22 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
     stop : callable, optional
         ``stop(statistics) -> bool``, asked after every batch (single process only): an adaptive
         pilot ends as soon as it says the constants are known well enough (:func:`width_rule`).
+    command, cli : optional
+        The command line and the resolved options of the tool that runs the pilot, recorded in the
+        file's attributes ``command`` and ``cli`` (not part of the configuration a resume checks).
     """
     rank, world_size = distributed_rank() if rank is None else (int(rank), int(world_size))
     if stop is not None and world_size > 1:
         raise ValueError("an adaptive pilot (stop=) runs in one process")
     if path is None and world_size > 1:
         raise ValueError("a distributed pilot needs a path for its shard files")
-    config = dict(config or {}, num_prompts=int(num_prompts), seed=str(seed))
+    config = _pilot_config(config, num_prompts, seed)
     target = None if path is None else shard_path(path, rank, world_size)
     done, old = _read(target) if target is not None else (None, {})
-    attrs = _attrs(seed, config, num_prompts, old.get("created", created))
+    attrs = _attrs(seed, config, num_prompts, old.get("created", created), command, cli)
     if old and old.get("config") != attrs["config"]:
-        raise ValueError(f"{target}: a pilot with another configuration; remove it or use another path")
+        raise ValueError(f"{target}: a pilot with another configuration "
+                         f"({config_difference(old.get('config'), attrs['config'])}); remove it or use another path")
     finished = set() if done is None else set(done.prompt.tolist())
     todo = [p for p in range(rank, num_prompts, world_size) if p not in finished]
     streams = np.random.SeedSequence(seed).spawn(num_prompts)
@@ -262,8 +345,7 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
             break
         parts = []
         for p in todo[start:start + batch_size]:
-            z, w = sample_prompt(p, streams[p])
-            parts.append(prompt_statistics(np.asarray(z, float)[None], np.asarray(w, float)[None], prompt_ids=[p]))
+            parts.append(_statistics(sample_prompt(p, streams[p]), p))
             bar.update(1)
         done = merge_statistics(done, *parts)
         if target is not None:
@@ -272,6 +354,17 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
     if world_size == 1:
         return done
     return _gather(path, world_size, rank, attrs)
+
+
+def _statistics(draw, p: int) -> PromptStatistics:
+    """One prompt's :class:`PromptStatistics` (scores and extras kept) from a sampler's return:
+    a :class:`PromptDraw` or a ``(rewards, scores)`` pair."""
+    if not isinstance(draw, PromptDraw):
+        draw = PromptDraw(rewards=draw[0], scores=draw[1])
+    scores = np.asarray(draw.scores)
+    extras = {k: (("prompt", *dims), np.asarray(a)[None]) for k, (dims, a) in draw.extras.items()}
+    return prompt_statistics(np.asarray(draw.rewards, float)[None], scores[None], prompt_ids=[p],
+                             keep_scores=True, extras=extras)
 
 
 def _gather(path, world_size, rank, attrs):

@@ -12,6 +12,7 @@ only format a :class:`Recommendation`; JSON-safe conversion happens once, in
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +22,12 @@ from .grid_fit import ScalingFit
 from .interval import ConfidenceInterval, json_float, json_interval
 from .mse import C_CONVENTION
 from .optimum import ConstantsEstimate, GroupSizeResult, mse_design, optimal_group_size
+from .card import EstimatorCard
 from .performance import PerformanceFit
+from .pilot_design import SamplesPerPromptResult
 
-__all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "recommend", "compare_estimators"]
+__all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "BestDivisor", "Observed", "Provenance",
+           "EstimatorBest", "EstimatorComparison", "recommend", "compare_estimators"]
 
 @dataclass(frozen=True, kw_only=True)
 class MSERow:
@@ -54,6 +58,101 @@ class Curve:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BestDivisor:
+    """The divisor ``G`` of the budget with the smallest predicted MSE (an integer ``B = N / G``);
+    ``relative``: its predicted MSE over the recommended ``G``'s."""
+
+    num_generations: int
+    num_prompts: int
+    relative: float
+
+    def to_dict(self) -> dict:
+        return dict(num_generations=self.num_generations, num_prompts=self.num_prompts,
+                    relative=json_float(self.relative))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """The measured cells of an MSE grid (``num_prompts, num_generations, mse[, mse_se]``) or the
+    rows of a performance table (``budget, num_generations, score``), as tuples of floats."""
+
+    num_generations: tuple
+    num_prompts: tuple | None = None
+    mse: tuple | None = None
+    mse_se: tuple | None = None
+    budget: tuple | None = None
+    score: tuple | None = None
+
+    @classmethod
+    def of(cls, columns) -> "Observed":
+        """From a dict (or an object with attributes) of columns; unknown columns are dropped."""
+        get = columns.get if isinstance(columns, dict) else (lambda k: getattr(columns, k, None))
+        return cls(**{k: tuple(float(x) for x in np.asarray(get(k)).ravel()) for k in cls.__dataclass_fields__
+                      if get(k) is not None})
+
+    def to_dict(self) -> dict:
+        return {k: jsonable(list(v)) for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provenance:
+    """How a recommendation was made: tool, version, source, the input's SHA-256, seed, the command
+    line and every option's resolved value, run time."""
+
+    tool: str = "ustat_grpo"
+    version: str = ""
+    source: str = ""
+    input_hash: str = ""
+    seed: int | None = None
+    command: str = ""
+    options: dict = field(default_factory=dict)
+    runtime_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return jsonable(dict(self.__dict__))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimatorBest:
+    """One estimator's best group size on the pool grid, with its MSE and standard error there."""
+
+    estimator: str
+    num_generations: int
+    mse: float
+    mse_se: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimatorComparison:
+    """Per estimator, MSE(G) resampled from the pilot's pool at the budget and the G each prefers
+    (:func:`compare_estimators`); the leave-one-out closed form ``G*`` beside them."""
+
+    budget: int
+    estimators: tuple
+    num_generations: tuple
+    mse: np.ndarray
+    mse_se: np.ndarray
+    best: tuple
+    targets: tuple
+    closed_form_g_star: float | None
+    closed_form_g_integer: int | None
+    agree: bool
+    note: str
+
+    def best_for(self, estimator: str) -> EstimatorBest | None:
+        return next((b for b in self.best if b.estimator == estimator), None)
+
+    def to_dict(self) -> dict:
+        return jsonable(dict(budget=self.budget, estimators=self.estimators, num_generations=self.num_generations,
+                             mse=self.mse, mse_se=self.mse_se, agree=self.agree, note=self.note,
+                             targets=dict(self.targets),
+                             best={b.estimator: dict(num_generations=b.num_generations, mse=b.mse, mse_se=b.mse_se)
+                                   for b in self.best},
+                             closed_form_g_star=self.closed_form_g_star,
+                             closed_form_g_integer=self.closed_form_g_integer))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExactAnswer:
     """The exact answer of a toy policy, and whether the measured intervals cover it."""
 
@@ -75,8 +174,10 @@ class Recommendation:
         performance tables.
     budget : rollouts per step ``N = B G`` (performance tables: the tuple of budgets).
     level : confidence level of every interval.
-    num_generations : the recommended integer ``G`` (``None`` when a table cannot locate one).
+    num_generations : the recommended integer ``G``; ``None`` when none can be certified (no
+        interior optimum, rewards that never vary, a table that cannot locate one): ``reason`` says why.
     interior : whether a bounded interior optimum was certified.
+    reason : why no ``G`` is recommended, else ``None``.
     constants : exact-form constants ``(A1, A2, A3)`` with covariance (``kind="mse"``).
     model : the estimate behind the predictions and ``c1..c3`` (``constants``, or the paper-form
         grid fit with ``form="paper"``).
@@ -91,10 +192,10 @@ class Recommendation:
     performance : the performance-table fit (``kind="performance"``).
     constants_source, warnings, provenance : how the numbers were measured; what to watch;
         tool, version, source, input hash, seed, command, runtime.
-    card : the estimator card of a user's task (sampler, score, case, rewards, parameters,
-        versions), or ``None``; JSON key ``card``, present only then.
-    estimators : per-estimator MSE(G) from the pool and the G each recommends
-        (:func:`compare_estimators`), or ``None``; JSON key ``estimators``, present only then.
+    card : the :class:`~ustat_grpo.card.EstimatorCard` of a language-model pilot (sampler, score,
+        case, rewards, parameters, versions), or ``None``; JSON key ``card``, present only then.
+    estimators : :class:`EstimatorComparison`, per-estimator MSE(G) from the pool and the G each
+        recommends, or ``None``; JSON key ``estimators``, present only then.
     samples_choice : the samples per prompt ``M*`` a next pilot should draw, measured on this one
         (:class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`), or ``None``; JSON key
         ``samples_per_prompt``, present only then.
@@ -107,35 +208,36 @@ class Recommendation:
     divisors_only: bool = False
     num_generations: int | None
     interior: bool
+    reason: str | None = None
     constants: ConstantsEstimate | None = None
     model: ConstantsEstimate | None = None
     optimum_exact: GroupSizeResult | None = None
     optimum: GroupSizeResult | None = None
     mse_table: tuple = ()
-    best_divisor: dict | None = None
+    best_divisor: BestDivisor | None = None
     curve: Curve | None = None
     grid_fit: ScalingFit | None = None
     grid_fit_optimum: GroupSizeResult | None = None
     grid_fit_is_primary: bool = False
     exact: ExactAnswer | None = None
-    observed: dict | None = None
+    observed: Observed | None = None
     performance: PerformanceFit | None = None
     constants_source: str = ""
     warnings: tuple = ()
-    provenance: dict = field(default_factory=dict)
-    card: dict | None = None
-    estimators: dict | None = None
-    samples_choice: object | None = None
+    provenance: Provenance = field(default_factory=Provenance)
+    card: EstimatorCard | None = None
+    estimators: EstimatorComparison | None = None
+    samples_choice: SamplesPerPromptResult | None = None
 
     @property
-    def g_star_exact(self) -> float:
+    def g_star_exact(self) -> float | None:
         """``1 + sqrt(A3/A1)`` (exact form)."""
-        return self.optimum_exact.g_star_exact
+        return None if self.optimum_exact is None else self.optimum_exact.g_star_exact
 
     @property
-    def g_star_paper(self) -> float:
+    def g_star_paper(self) -> float | None:
         """``sqrt(c3/c1)`` (paper form; from the paper-form fit when there is one)."""
-        return self.optimum.g_star_paper
+        return None if self.optimum is None else self.optimum.g_star_paper
 
     @property
     def g_star(self) -> float | None:
@@ -148,7 +250,7 @@ class Recommendation:
     def g_star_interval(self) -> ConfidenceInterval | None:
         if self.kind == "performance":
             return self._performance_g_star()[1]
-        return self.optimum.confidence_interval(which=self.form)
+        return None if self.optimum is None else self.optimum.confidence_interval(which=self.form)
 
     def _performance_g_star(self):
         pf = self.performance
@@ -167,9 +269,10 @@ class Recommendation:
                         f"{self.performance.effect_pvalue:.2g}; the optimum may lie beyond the tested range)")
             lo, hi = self.g_star_interval
             return f"use G = {self.num_generations} ({pct} CI for G*: [{lo:.3g}, {hi:.3g}], from a performance table)"
+        if self.num_generations is None:
+            return f"no group size recommended at N = {self.budget}: {self.reason}"
         lo, hi = self.optimum.g_star_integer_interval
-        head = "use" if self.interior else "no interior optimum certified; largest useful"
-        return (f"{head} G = {self.num_generations} at N = {self.budget} rollouts per step "
+        return (f"use G = {self.num_generations} at N = {self.budget} rollouts per step "
                 f"({pct} CI [{lo:g}, {hi:g}]; continuous G* = {self.g_star:.4g})")
 
     __str__ = summary
@@ -178,16 +281,25 @@ class Recommendation:
         """JSON-safe dict with the stable keys of ``fit_scaling --format json``."""
         out = self._performance_dict() if self.kind == "performance" else self._mse_dict()
         out["warnings"] = list(self.warnings)
-        out.update(self.provenance)
+        out["reason"] = self.reason
+        out.update(self.provenance.to_dict())
         if self.card is not None:
-            out["card"] = jsonable(self.card)
+            out["card"] = self.card.to_dict()
         if self.estimators is not None:
-            out["estimators"] = jsonable(self.estimators)
+            out["estimators"] = self.estimators.to_dict()
         if self.samples_choice is not None:
             out["samples_per_prompt"] = self.samples_choice.to_dict()
-        return out
+        return jsonable(out)
 
     def _mse_dict(self) -> dict:
+        if self.constants is None:                       # nothing measurable: the reason says why
+            keys = ("A1", "A2", "A3", "c1", "c2", "c3", "g_star_paper", "g_star_exact", "g_star_integer")
+            return dict({k: None for k in keys}, **{k + "_interval": None for k in keys},
+                        kind="mse", form=self.form, budget=int(self.budget), level=self.level,
+                        divisors_only=self.divisors_only, constants_source=self.constants_source,
+                        c_convention=C_CONVENTION, bounded=False, mse_table=[], curve=None,
+                        recommendation=dict(num_generations=None, num_prompts=None, budget=int(self.budget),
+                                            interior=False, best_divisor=None, reason=self.reason))
         A, m = self.constants, self.model
         ci_a, ci_c = A.confidence_interval(self.level), m.confidence_interval(self.level)
         out = dict(kind="mse", form=self.form, budget=int(self.budget), level=self.level,
@@ -202,12 +314,14 @@ class Recommendation:
             g_star_paper_interval=json_interval(self.optimum.g_star_paper_interval),
             g_star_exact=json_float(self.optimum_exact.g_star_exact),
             g_star_exact_interval=json_interval(self.optimum_exact.g_star_exact_interval),
-            g_star_integer=int(self.num_generations),
+            g_star_integer=int(self.optimum.g_star_integer),
             g_star_integer_interval=json_interval(self.optimum.g_star_integer_interval),
-            recommendation=dict(num_generations=int(self.num_generations),
-                                num_prompts=float(self.budget / self.num_generations),
+            recommendation=dict(num_generations=self.num_generations,
+                                num_prompts=None if self.num_generations is None else
+                                float(self.budget / self.num_generations),
                                 budget=int(self.budget), interior=bool(self.interior),
-                                best_divisor=self.best_divisor),
+                                best_divisor=None if self.best_divisor is None else self.best_divisor.to_dict(),
+                                reason=self.reason),
             mse_table=[r.__dict__.copy() for r in self.mse_table],
             curve=self.curve.to_dict())
         if self.grid_fit is not None:
@@ -226,7 +340,7 @@ class Recommendation:
                 out["exact"]["covered_by_grid_fit"] = ex.covered_by_grid_fit
             out["exact_curve"] = ex.curve.to_dict()
         if self.observed is not None:
-            out["observed"] = self.observed
+            out["observed"] = self.observed.to_dict()
         return out
 
     def _performance_dict(self) -> dict:
@@ -244,30 +358,39 @@ class Recommendation:
                     g_star_integer=self.num_generations, bounded=pf.bounded,
                     recommendation=dict(num_generations=self.num_generations,
                                         distinguishable=pf.distinguishable,
-                                        group_size_matters=pf.effect_detected),
-                    performance=pd, observed=self.observed)
+                                        group_size_matters=pf.effect_detected, reason=self.reason),
+                    performance=pd, observed=None if self.observed is None else self.observed.to_dict())
 
 
 # ---------------------------------------------------------------------------------- recommend
 
-def compare_estimators(rec: Recommendation, pool) -> dict:
-    """Side by side: the G each estimator's pool-resampled MSE(G) prefers, and the closed form.
+def compare_estimators(pool, *, g_star: float | None = None, g_integer: int | None = None) -> EstimatorComparison:
+    """Side by side: the G each estimator's pool-resampled MSE(G) prefers.
 
-    ``pool`` is a :class:`~ustat_grpo.pool.PoolMSE` at ``rec.budget``.  The leave-one-out row also
-    carries ``G*`` of the constants (``rec``); ``agree`` says whether every estimator's best grid
-    G is the same, and ``note`` says where they differ.
+    ``pool`` is a :class:`~ustat_grpo.pool.PoolMSE`; ``g_star`` and ``g_integer`` are the
+    leave-one-out closed form's ``G*`` and integer optimum (from the constants) shown beside it.
+    ``agree`` says whether every estimator's best grid G is the same, and ``note`` where they differ.
     """
-    out = pool.to_dict()
-    best = out["best"]
-    if "leave_one_out" in best:
-        best["leave_one_out"] = dict(best["leave_one_out"], closed_form_g_star=float(rec.g_star_exact),
-                                     closed_form_g_integer=int(rec.num_generations))
-    gs = {k: v.get("num_generations") for k, v in best.items() if "num_generations" in v}
-    out["agree"] = len(set(gs.values())) <= 1
-    out["note"] = ("all estimators prefer the same G on the grid" if out["agree"] else
-                   "estimators disagree: " + ", ".join(f"{k} G={g}" for k, g in gs.items())
-                   + " (the biased estimators trade bias for variance differently; see targets)")
-    return out
+    from .pool import POOL_ESTIMATORS
+
+    best = []
+    for e, name in enumerate(pool.estimators):
+        k = int(np.argmin(pool.mse[e]))
+        best.append(EstimatorBest(estimator=name, num_generations=int(pool.num_generations[k]),
+                                  mse=float(pool.mse[e, k]), mse_se=float(pool.mse_se[e, k])))
+    gs = {b.estimator: b.num_generations for b in best}
+    agree = len(set(gs.values())) <= 1
+    note = ("all estimators prefer the same G on the grid" if agree else
+            "estimators disagree: " + ", ".join(f"{k} G={g}" for k, g in gs.items())
+            + " (the biased estimators trade bias for variance differently; see targets)")
+    return EstimatorComparison(budget=int(pool.budget), estimators=tuple(pool.estimators),
+                               num_generations=tuple(int(g) for g in pool.num_generations), mse=pool.mse,
+                               mse_se=pool.mse_se, best=tuple(best),
+                               targets=tuple((k, POOL_ESTIMATORS[k][1]) for k in pool.estimators
+                                             if k in POOL_ESTIMATORS),
+                               closed_form_g_star=None if g_star is None else float(g_star),
+                               closed_form_g_integer=None if g_integer is None else int(g_integer),
+                               agree=agree, note=note)
 
 
 def candidate_group_sizes(budget: int, divisors_only: bool, extra=()) -> list[int]:
@@ -286,8 +409,8 @@ def _best_divisor(model, budget, g_rec, level):
     dm, _, _ = model.predict(divs, budget=budget, level=level)
     k = int(np.argmin(dm))
     rec_m, _, _ = model.predict(np.array([float(g_rec)]), budget=budget, level=level)
-    return dict(num_generations=int(divs[k]), num_prompts=int(budget // divs[k]),
-                relative=float(dm[k] / rec_m[0]))
+    return BestDivisor(num_generations=int(divs[k]), num_prompts=int(budget // divs[k]),
+                       relative=float(dm[k] / rec_m[0]))
 
 
 def _exact_answer(exact, rec_kwargs, cg, A, optimum_exact, grid_optimum):
@@ -331,14 +454,18 @@ def _concentration_warnings(estimate) -> tuple:
 
 def recommend(estimate, *, budget: int | None = None, form: str = "exact", divisors_only: bool = False,
               level: float | None = None, paper_fit: ScalingFit | None = None,
-              grid_fit: ScalingFit | None = None, exact=None, observed: dict | None = None,
-              constants_source: str = "", warnings: tuple = ()) -> Recommendation:
-    """Recommend a group size from constants of the scaling law or from a performance fit.
+              grid_fit: ScalingFit | None = None, exact=None, observed=None,
+              constants_source: str = "", warnings: tuple = (),
+              provenance: Provenance | None = None) -> Recommendation:
+    """Recommend a group size from a measurement, from constants of the scaling law or from a
+    performance fit: the whole result, ready to render.
 
     Parameters
     ----------
-    estimate : ConstantsEstimate (exact form) or PerformanceFit
-        The measured constants ``(A1, A2, A3)`` with their covariance (from samples or from an MSE
+    estimate : Measurement, ConstantsEstimate (exact form) or PerformanceFit
+        A :class:`~ustat_grpo.measure.Measurement` (constants, card, per-estimator pool, samples
+        advice, Monte Carlo grid and exact answer of a toy: all carried into the result), the
+        measured constants ``(A1, A2, A3)`` with their covariance (from samples or from an MSE
         grid), or a fitted performance-vs-G table.
     budget : int
         Rollouts per step ``N = B G`` (required for constants).
@@ -354,12 +481,15 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
         An MSE-grid fit: ``estimate`` itself for grid inputs, or a Monte Carlo check.
     exact : array_like (3,), optional
         Exact constants of a toy policy, reported with coverage of the intervals.
-    observed : dict of lists, optional
+    observed : dict of columns or :class:`Observed`, optional
         The measured grid cells or table rows (plotted and echoed in JSON).
+    provenance : Provenance, optional
 
     Returns
     -------
     Recommendation
+        ``num_generations`` is ``None``, with ``reason``, where no group size can be certified: no
+        interior optimum (``A1`` not significantly positive), or rewards that never vary.
 
     Examples
     --------
@@ -370,8 +500,16 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
     >>> rec.num_generations, round(rec.g_star, 3)
     (5, 5.0)
     """
+    from .measure import Measurement
+
+    provenance = provenance or Provenance()
+    if observed is not None and not isinstance(observed, Observed):
+        observed = Observed.of(observed)
+    if isinstance(estimate, Measurement):
+        return _recommend_measurement(estimate, budget=budget, form=form, divisors_only=divisors_only, level=level,
+                                      warnings=warnings, provenance=provenance)
     if isinstance(estimate, PerformanceFit):
-        return _recommend_performance(estimate, observed=observed, warnings=warnings)
+        return _recommend_performance(estimate, observed=observed, warnings=warnings, provenance=provenance)
     if grid_fit is estimate:
         warnings = tuple(warnings) + _grid_warnings(grid_fit)
     if budget is None or budget < 2:
@@ -383,8 +521,13 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
     opt_exact = estimate.optimal_group_size(**kw)
     model = paper_fit if (form == "paper" and paper_fit is not None) else estimate
     opt = opt_exact if form == "exact" else model.optimal_group_size(**kw, form=form)
-    g_rec = int(opt.g_star_integer)
-    extra = [g_rec] + list(observed["num_generations"] if observed else [])
+    g_point = int(opt.g_star_integer)
+    interior = bool(opt.interior)
+    reason = None if interior else (
+        f"no interior optimum can be certified at N = {budget}: the prompt-variance constant A1 is not "
+        f"significantly > 0, so the MSE keeps falling with G within the budget (point estimate G = {g_point}; "
+        "measure more prompts, or take the largest G your budget allows)")
+    extra = [g_point] + list(observed.num_generations if observed else [])
     gs = candidate_group_sizes(budget, divisors_only, extra=extra)
     mean, lo, hi = model.predict(np.array(gs, float), budget=budget, level=level)
     mmin = float(np.min(mean))
@@ -399,22 +542,52 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
                            estimate, opt_exact, grid_opt)
     return Recommendation(
         kind="mse", form=form, budget=budget, level=level, divisors_only=divisors_only,
-        num_generations=g_rec, interior=bool(opt.interior), constants=estimate, model=model,
-        optimum_exact=opt_exact, optimum=opt, mse_table=table,
-        best_divisor=_best_divisor(model, budget, g_rec, level),
+        num_generations=g_point if interior else None, interior=interior, reason=reason, constants=estimate,
+        model=model, optimum_exact=opt_exact, optimum=opt, mse_table=table,
+        best_divisor=_best_divisor(model, budget, g_point, level) if interior else None,
         curve=Curve(num_generations=cg, mse=cm, low=cl, high=ch), grid_fit=grid_fit,
-        grid_fit_optimum=grid_opt, grid_fit_is_primary=grid_fit is estimate, exact=ex,
-        observed=None if observed is None else {k: [float(x) for x in v] for k, v in observed.items()
-                                                if k != "run"},
-        constants_source=constants_source, warnings=tuple(warnings))
+        grid_fit_optimum=grid_opt, grid_fit_is_primary=grid_fit is estimate, exact=ex, observed=observed,
+        constants_source=constants_source, warnings=tuple(warnings), provenance=provenance)
 
 
-def _recommend_performance(fit: PerformanceFit, *, observed, warnings) -> Recommendation:
+def _recommend_measurement(m, *, budget, form, divisors_only, level, warnings, provenance) -> Recommendation:
+    """:func:`recommend` of a :class:`~ustat_grpo.measure.Measurement`: constants (or the reason
+    there are none), grid check, exact answer, card, estimator comparison, samples advice."""
+    from .grid_fit import fit_mse_grid
+
+    budget = int(budget or 256)
+    warnings = tuple(warnings) + (m.card.warnings() if m.card is not None else ())
+    if m.constants is None:
+        return Recommendation(kind="mse", form=form, budget=budget, level=level or 0.95, divisors_only=divisors_only,
+                              num_generations=None, interior=False, reason=m.reason,
+                              constants_source=m.description, warnings=warnings + (m.reason,),
+                              provenance=provenance, card=m.card)
+    grid_fit = None
+    if m.grid is not None and len(m.grid.num_generations) >= 3:
+        grid_fit = fit_mse_grid(m.grid.num_prompts, m.grid.num_generations, m.grid.mse, m.grid.mse_se,
+                                level=level or m.constants.level)
+    elif m.grid is not None:
+        warnings += (f"budget {budget} has fewer than 3 divisors >= 2: grid check skipped",)
+    rec = recommend(m.constants, budget=budget, form=form, divisors_only=divisors_only, level=level,
+                    grid_fit=grid_fit, exact=m.exact, observed=m.grid if grid_fit is not None else None,
+                    constants_source=m.description, warnings=warnings, provenance=provenance)
+    est = None
+    if m.pool is not None:
+        est = compare_estimators(m.pool, g_star=rec.g_star_exact, g_integer=rec.optimum.g_star_integer)
+    extra = () if est is None or est.agree else (est.note,)
+    return dataclasses.replace(rec, card=m.card, estimators=est, samples_choice=m.samples_choice,
+                               warnings=rec.warnings + extra)
+
+
+def _recommend_performance(fit: PerformanceFit, *, observed, warnings, provenance) -> Recommendation:
     # a located optimum; else, when G clearly matters, the best tested G (the optimum is at an edge)
     g_rec = (int(round(fit.recommended[0])) if fit.distinguishable else
              fit.best_adjusted if fit.effect_detected else None)
-    obs = None if observed is None else {k: [float(x) for x in observed[k]]
-                                         for k in ("budget", "num_generations", "score")}
+    obs = None if observed is None else Observed(num_generations=observed.num_generations,
+                                                 budget=observed.budget, score=observed.score)
+    reason = None if g_rec is not None else ("the table cannot distinguish the candidate group sizes "
+                                             "(differences within run-to-run noise)")
     return Recommendation(kind="performance", form="log-quadratic", budget=tuple(fit.budgets),
                           level=fit.level, num_generations=g_rec, interior=bool(fit.distinguishable),
-                          performance=fit, observed=obs, warnings=tuple(warnings))
+                          reason=reason, performance=fit, observed=obs, warnings=tuple(warnings),
+                          provenance=provenance)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 
+from .card import card_lines
+
 __all__ = ["render_text", "render_markdown", "plot_mse_curve", "plot_performance", "write_report"]
 
 
@@ -31,24 +33,24 @@ def _iv(ci, fmt=".3g"):
 def _headline(r) -> list[str]:
     pct = f"{100 * r.level:g}%"
     lines = []
-    if r.kind == "mse":
+    if r.kind == "mse" and r.constants is None:
+        lines.append(f"NO RECOMMENDATION for N = {r.budget}: {r.reason}.")
+    elif r.kind == "mse":
         n, g = r.budget, r.num_generations
-        if r.interior:
+        if g is not None:
             lines.append(f"RECOMMENDATION: use G = {g} generations per prompt "
                          f"(B = {_num(n / g, '.4g')} prompts) for a budget of N = {n} rollouts per step.")
             lines.append(f"  {pct} confidence interval for the optimal G: {_iv(r.optimum.g_star_integer_interval, 'g')}"
                          f" (continuous optimum {_num(r.g_star)}, {pct} CI {_iv(r.g_star_interval)}).")
             div = r.best_divisor
-            if div and div["num_generations"] != g:
+            if div and div.num_generations != g:
                 lines.append(f"  G = {g} does not divide N; the best divisor is G = "
-                             f"{div['num_generations']} (B = {div['num_prompts']}), predicted MSE "
-                             f"{100 * (div['relative'] - 1):.1f}% above the optimum.")
+                             f"{div.num_generations} (B = {div.num_prompts}), predicted MSE "
+                             f"{100 * (div.relative - 1):.1f}% above the optimum.")
+            lines += _trainer_line(r)
         else:
-            lines.append(f"RECOMMENDATION: no interior optimum can be certified for N = {n}: the "
-                         "prompt-variance constant A1 is not significantly > 0, so the MSE keeps falling "
-                         "with G within the budget.")
-            lines.append(f"  Largest useful G by the point estimate: {g}; "
-                         f"{pct} interval for G*: {_iv(r.optimum.g_star_integer_interval, 'g')}.")
+            lines.append(f"NO RECOMMENDATION: {r.reason}.")
+            lines.append(f"  {pct} interval for G*: {_iv(r.optimum.g_star_integer_interval, 'g')}.")
     else:
         pf = r.performance
         if pf.distinguishable:
@@ -67,6 +69,18 @@ def _headline(r) -> list[str]:
                          "differences in score are within run-to-run noise.")
             lines.append(f"  Best observed (not significant): {best}.")
     return lines
+
+
+def _trainer_line(r) -> list[str]:
+    """Where the trainer's own estimator is not leave-one-out: the G the pool prefers for it."""
+    c, est = r.card, r.estimators
+    if c is None or est is None or c.estimator == "leave_one_out":
+        return []
+    b = est.best_for(c.estimator)
+    if b is None:
+        return [f"  Your trainer's advantage is {c.estimator}, which the pool comparison does not cover."]
+    return [f"  Your trainer's advantage is {c.estimator}: on the pilot's pool its best G is {b.num_generations} "
+            "(see 'MSE(G) per estimator')."]
 
 
 def _why(r) -> list[str]:
@@ -142,7 +156,9 @@ def _sections(r, md):
     h = (lambda s: ["", "## " + s, ""]) if md else (lambda s: ["", s])
     out += _headline(r)
     out += [""] + _why(r)
-    if r.kind == "mse":
+    if r.kind == "mse" and r.constants is None:
+        out += h("Pilot (" + r.constants_source + ")")
+    elif r.kind == "mse":
         out += h("Constants (" + r.constants_source + ")")
         head = ["name", "estimate", f"{100 * r.level:g}% CI"] + (["exact (toy)"] if r.exact else [])
         out += _table(head, _constants_rows(r), md)
@@ -153,73 +169,47 @@ def _sections(r, md):
         if r.exact is not None:
             out += ["", _exact_line(r)]
         out += h(f"Predicted MSE per G at N = {r.budget} (band: {100 * r.level:g}% pointwise)")
+        mark = "<- recommended" if r.num_generations is not None else "<- point estimate (not certified)"
+        g_mark = r.num_generations if r.num_generations is not None else r.optimum.g_star_integer
         rows = [[t.num_generations, _num(t.num_prompts, ".4g"), _num(t.mse), _iv([t.low, t.high], ".3g"),
-                 _num(t.relative, ".3f"), "<- recommended" if t.num_generations == r.num_generations else ""]
+                 _num(t.relative, ".3f"), mark if t.num_generations == g_mark else ""]
                 for t in r.mse_table]
         out += _table(["G", "B", "MSE", "band", "MSE / min", ""], rows, md)
     else:
         out += h("Performance-table fit")
         out += ["  " + line for line in r.performance.summary().splitlines()]
-    if getattr(r, "estimators", None):
+    if r.estimators is not None:
         out += _estimator_lines(r.estimators, h, md)
-    if getattr(r, "card", None):
+    if r.card is not None:
         out += h("Estimator card")
-        out += _card_lines(r.card)
+        out += card_lines(r.card)
     pv = r.provenance
     out += h("Provenance")
-    out += [f"  source: {pv.get('source', '-')}; input sha256: {str(pv.get('input_hash', '-'))[:16]}...; "
-            f"form: {r.form}; seed: {pv.get('seed', '-')}; ustat_grpo {pv.get('version', '-')}"]
+    out += [f"  source: {pv.source or '-'}; input sha256: {(pv.input_hash or '-')[:16]}...; "
+            f"form: {r.form}; seed: {pv.seed if pv.seed is not None else '-'}; ustat_grpo {pv.version or '-'}"]
+    if pv.command:
+        out.append(f"  command: {pv.command}")
     for w in r.warnings:
         out.append(f"  warning: {w}")
     return out
 
 
 def _estimator_lines(est, h, md):
-    out = h(f"MSE(G) per estimator at N = {est['budget']} (pool-resampled, +- 1 s.e.)")
-    gs = est["num_generations"]
+    out = h(f"MSE(G) per estimator at N = {est.budget} (pool-resampled, +- 1 s.e.)")
     rows = []
-    for name, mse, se in zip(est["estimators"], est["mse"], est["mse_se"]):
-        b = est["best"][name]
-        rows.append([name] + [f"{_num(m)} +- {_num(s, '.2g')}" for m, s in zip(mse, se)] + [b["num_generations"]])
-    out += _table(["estimator"] + [f"G={g}" for g in gs] + ["best G"], rows, md)
-    loo = est["best"].get("leave_one_out", {})
-    if "closed_form_g_star" in loo:
-        out.append(f"  leave-one-out from the constants: G* = {_num(loo['closed_form_g_star'])} "
-                   f"(integer {loo['closed_form_g_integer']}); grid best {loo['num_generations']}.")
-    out.append(f"  {est['note']}.")
-    for name, target in est.get("targets", {}).items():
+    for e, name in enumerate(est.estimators):
+        b = est.best_for(name)
+        rows.append([name] + [f"{_num(float(m))} +- {_num(float(s), '.2g')}" for m, s in zip(est.mse[e], est.mse_se[e])]
+                    + [b.num_generations])
+    out += _table(["estimator"] + [f"G={g}" for g in est.num_generations] + ["best G"], rows, md)
+    loo = est.best_for("leave_one_out")
+    if loo is not None and est.closed_form_g_star is not None:
+        out.append(f"  leave-one-out from the constants: G* = {_num(est.closed_form_g_star)} "
+                   f"(integer {est.closed_form_g_integer}); grid best {loo.num_generations}.")
+    out.append(f"  {est.note}.")
+    for name, target in est.targets:
         out.append(f"  {name}: {target}")
     return out
-
-
-def _card_lines(c):
-    s, d, rw, pr = c["sampler"], c["drift"], c["reward"], c["params"]
-    chk = d["score_mean"]
-    rewards = "; ".join(f"{n} (w={w:g}, {st}, None {100 * nr:.1f}%, errors {e})" for n, w, st, nr, e in
-                        zip(rw["names"], rw["weights"], rw["styles"], rw["none_rate"], rw["error_count"]))
-    lora = pr.get("peft")
-    return [
-        f"  sampler: T = {s['temperature']:g}, top_p = {s['top_p']:g}, top_k = {s['top_k']}, min_p = {s['min_p']}, "
-        f"repetition_penalty = {s['repetition_penalty']:g}, max_completion_length = {s['max_completion_length']}; "
-        f"model generation_config {s['model_generation_config']}",
-        f"  score: {c['score_policy']}",
-        f"  case: {c['case']}; unbiased for: {c['unbiased_for']}",
-        f"  drift: mean truncated mass {_num(d['mean_truncated_mass'], '.3g')}, mean log(pi_T/q) "
-        f"{_num(d['mean_log_ratio'], '.3g')}; ||E S||^2 = {_num(chk['statistic'], '.3g')} +- "
-        f"{_num(chk['standard_error'], '.2g')} (z = {_num(chk['z'], '.2f')}): self-check {chk['verdict']}",
-        f"  prompts: {c['prompt_format']}, chat template sha256 {c['chat_template_hash'] or '-'}, "
-        f"kwargs {c['chat_template_kwargs'] or '{}'}, special tokens: {c['add_special_tokens']}",
-        f"  rewards: {rewards}; unscorable {100 * rw['unscorable_rate']:.1f}%; on error: {rw['on_error']}",
-        f"  completions: truncated {100 * c['truncated_fraction']:.1f}%, empty {100 * c['empty_fraction']:.1f}%, "
-        f"mean length {_num(c['mean_completion_length'], '.3g')} tokens; mask_truncated_completions "
-        f"{c['mask_truncated_completions']}",
-        f"  parameters: {pr['selection']} ({pr['count']} tensors, {pr['num_parameters']} scalars"
-        + (f", sketched to {pr['sketch_dim']}" if pr["sketch_dim"] else "") + ")"
-        + (f"; LoRA {lora}" if lora else ""),
-        f"  data: {c['dataset']['source']} ({c['num_prompts']} prompts x {c['samples_per_prompt']} samples, "
-        f"{c['prompts_left_out']} left out as unscorable)",
-        "  versions: " + ", ".join(f"{k} {v}" for k, v in c["versions"].items()),
-    ]
 
 
 def render_text(rec) -> str:
@@ -263,9 +253,9 @@ def plot_mse_curve(rec, path: str) -> str:
                     label=f"{100 * rec.level:g}% band")
     ax.plot(c.num_generations, c.mse, color="C0", lw=2, label="fitted MSE (exact form)")
     obs = rec.observed
-    if obs:
-        yerr = obs.get("mse_se")
-        ax.errorbar(obs["num_generations"], obs["mse"], yerr=(None if yerr is None else [1.96 * s for s in yerr]),
+    if obs is not None and obs.mse is not None:
+        yerr = obs.mse_se
+        ax.errorbar(obs.num_generations, obs.mse, yerr=(None if yerr is None else [1.96 * s for s in yerr]),
                     fmt="o", color="k", ms=4, label="measured (95% error bars)" if yerr is not None else "measured")
     if rec.exact is not None:
         ec = rec.exact.curve
@@ -274,11 +264,13 @@ def plot_mse_curve(rec, path: str) -> str:
     lo, hi = rec.optimum.g_star_integer_interval
     top = float(max(c.num_generations))
     ax.axvspan(lo, min(hi, top), color="C3", alpha=0.08, label=f"{100 * rec.level:g}% CI for G*")
-    ax.axvline(g, color="C3", lw=1.5, label=f"recommended G = {g}")
+    if g is not None:
+        ax.axvline(g, color="C3", lw=1.5, label=f"recommended G = {g}")
     ax.set_yscale("log")
+    title = f"MSE vs group size at N = {rec.budget} rollouts per step"
     return _finish(fig, ax, path, xlabel="group size G (B = N / G prompts)",
                    ylabel="gradient MSE at fixed budget",
-                   title=f"MSE vs group size at N = {rec.budget} rollouts per step")
+                   title=title if g is not None else title + "\n(no G recommended: no interior optimum certified)")
 
 
 def plot_performance(rec, path: str) -> str:
@@ -291,9 +283,9 @@ def plot_performance(rec, path: str) -> str:
 
     pf, obs = rec.performance, rec.observed
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    G = np.asarray(obs["num_generations"], float)
-    y = np.asarray(obs["score"], float)
-    N = np.asarray(obs["budget"], float)
+    G = np.asarray(obs.num_generations, float)
+    y = np.asarray(obs.score, float)
+    N = np.asarray(obs.budget, float)
     gg = np.geomspace(G.min(), G.max(), 100)
     for i, b in enumerate(pf.budgets):
         m = N == b
@@ -309,7 +301,9 @@ def write_report(rec, directory: str) -> str:
     """Write ``report.md`` and its figure(s) into ``directory``; return the Markdown path."""
     os.makedirs(directory, exist_ok=True)
     figs = []
-    if rec.kind == "mse":
+    if rec.kind == "mse" and rec.constants is None:
+        pass                                             # nothing to plot: the reason is the report
+    elif rec.kind == "mse":
         plot_mse_curve(rec, os.path.join(directory, "mse_vs_group_size.png"))
         figs.append("mse_vs_group_size.png")
     else:
