@@ -228,8 +228,7 @@ def build_card(config: dict, stats, keep) -> EstimatorCard:
     return EstimatorCard(
         model=config["model"], task=config.get("task", "dataset"), dataset_source=data["source"],
         num_rows=int(data["num_rows"]), prompt_format=data["prompt_format"], prompt_order=config["prompt_order"],
-        sampling={k: s[k] for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                                    "max_completion_length", "chat_template_kwargs")},
+        sampling=dict(s),
         case=case, unbiased_for=_unbiased_for(case, s["temperature"]),
         score_policy=f"grad log_softmax(z / T) over the full vocabulary, T = {s['temperature']:g}, summed over "
                      "completion tokens (TRL / verl / OpenRLHF training log-probabilities)",
