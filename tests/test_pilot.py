@@ -53,7 +53,7 @@ def test_pilot_equals_direct_sampling_and_one_rank_equals_two_ranks_bit_for_bit(
     # the same per-prompt streams drawn directly
     seqs = np.random.SeedSequence(3).spawn(20)
     direct = [sampler(p, seqs[p]) for p in range(20)]
-    z = np.stack([d[0] for d in direct]); w = np.stack([d[1] for d in direct])
+    z = np.stack([d.rewards for d in direct]); w = np.stack([d.scores for d in direct])
     np.testing.assert_array_equal(constants_from_statistics(st1).unconstrained,
                                   estimate_constants(z, w).unconstrained)
     # two ranks, run one after the other in this process (rank 0 merges after both shards exist)
@@ -135,13 +135,16 @@ _LM_ARGS = ["--num-prompts", "6", "--samples-per-prompt", "8", "--variant", "wea
             "--seed", "5", "--format", "json"]
 
 
-def _cli_json(argv, env=None):
+def _cli_json(argv, env=None, keep_provenance=False):
     out = subprocess.run([sys.executable, "-m", "ustat_grpo.fit_scaling", *argv], capture_output=True, text=True,
                          env=env or dict(os.environ, PYTHONPATH=REPO), timeout=300)
     assert out.returncode == 0, out.stderr
     import json
     d = json.loads(out.stdout)
     d.pop("runtime_s")
+    if not keep_provenance:                  # the command line, options and their hash differ by --pilot
+        for k in ("command", "options", "input_hash", "source"):
+            d.pop(k)
     return d
 
 
@@ -153,9 +156,7 @@ def test_cli_pilot_file_gives_the_same_recommendation_and_reports_from_the_file(
     again = _cli_json(_LM_ARGS + ["--pilot", str(path)])               # resumed: nothing left to do
     assert again == plain
     from_file = _cli_json([str(path), "--format", "json"])             # no model touched
-    for k in ("A1", "A2", "A3", "g_star_exact", "g_star_integer", "A1_interval"):
-        assert from_file[k] == plain[k]
-    assert "pilot file: 6 prompts x 8 samples" in from_file["constants_source"]
+    assert from_file == plain
 
 
 def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
@@ -172,8 +173,9 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     import json
     d = json.loads(out.stdout)
-    d.pop("runtime_s")
-    assert {k: v for k, v in d.items() if k != "input_hash"} == {k: v for k, v in ref.items() if k != "input_hash"}
+    for k in ("runtime_s", "command", "options", "input_hash", "source"):   # the paths differ
+        d.pop(k)
+    assert d == ref
     from ustat_grpo.pilot import load_pilot
     a, _ = load_pilot(str(one))
     b, _ = load_pilot(str(two))
@@ -198,4 +200,5 @@ def test_cli_adaptive_pilot_reports_what_it_spent():
     d = _cli_json(["--samples-per-prompt", "8", "--variant", "weak", "--projection-dim", "32", "--seed", "2",
                    "--format", "json", "--target-width", "1000", "--min-prompts", "128"])
     # a huge target is met at the first check: the rule waits for --min-prompts (default 512)
-    assert "128 LM prompts x 8 samples (adaptive pilot, target width 1000.0: 1024 rollouts" in d["constants_source"]
+    assert d["constants_source"].startswith("128 prompts x 8 completions")
+    assert "(adaptive pilot, target width 1000.0: 1024 rollouts" in d["constants_source"]
