@@ -17,8 +17,9 @@ directory (a ``DatasetDict`` needs ``split``).  Arrow readers (``pyarrow``; ``da
 directories, the ``task`` extra) are used when installed, so nested list/struct columns come back
 as plain Python lists and dicts (never numpy arrays) and struct keys missing in some rows are
 filled with ``None``, as ``datasets.load_dataset`` does; JSON lines and CSV fall back to the
-standard library without them.  Bad data raises :class:`~ustat_grpo._cli.InputError` with one
-line naming the file, row and column.
+standard library without them.  Bad data raises ``ValueError`` (a missing file
+``FileNotFoundError``, a missing optional reader ``ImportError``) with one line naming the file,
+row and column, or the parameter at fault; the command line maps these to exit code 2.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-
-from ._cli import InputError
 
 __all__ = ["RESERVED_COLUMNS", "TaskData", "load_task", "load_rows", "validate_rows",
            "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig"]
@@ -89,7 +88,7 @@ def _read_json(path: str) -> list[dict]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     else:
         rows = []
         for i, line in enumerate(text.splitlines(), 1):
@@ -98,10 +97,10 @@ def _read_json(path: str) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {i}: not valid JSON ({exc.msg})") from None
+                raise ValueError(f"{path}: line {i}: not valid JSON ({exc.msg})") from None
     bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
     if bad:
-        raise InputError(f"{path}: row {bad[0]}: expected a JSON object")
+        raise ValueError(f"{path}: row {bad[0]}: expected a JSON object")
     try:  # Arrow type unification as datasets.load_dataset("json") does (missing struct keys -> None)
         import pyarrow as pa
     except ImportError:
@@ -109,7 +108,7 @@ def _read_json(path: str) -> list[dict]:
     try:
         return _arrow_rows(pa.Table.from_pylist(rows))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"{path}: columns of mixed types ({exc})") from None
+        raise ValueError(f"{path}: columns of mixed types ({exc})") from None
 
 
 def _read_csv(path: str) -> list[dict]:
@@ -125,17 +124,18 @@ def _read_directory(path: str, split: str | None) -> list[dict]:
     try:
         import datasets
     except ImportError:
-        raise InputError(f"{path}: reading a save_to_disk directory needs the 'datasets' package "
+        raise ImportError(f"{path}: reading a save_to_disk directory needs the 'datasets' package "
                          "(pip install 'ustat_grpo[task]')") from None
     try:
         ds = datasets.load_from_disk(path)
     except FileNotFoundError as exc:
-        raise InputError(f"{path}: not a datasets save_to_disk directory ({exc})") from None
+        raise ValueError(f"{path}: not a datasets save_to_disk directory ({exc})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
-            raise InputError(f"{path}: a DatasetDict with splits {sorted(ds)}; choose one with --split")
+            raise ValueError(f"split=None: {path} is a DatasetDict with splits {sorted(ds)}; "
+                             "choose one with split= (or PATH@SPLIT)")
         if split not in ds:
-            raise InputError(f"{path}: no split {split!r} (have {sorted(ds)})")
+            raise ValueError(f"split={split!r}: {path} has no such split (have {sorted(ds)})")
         ds = ds[split]
     return ds.to_list()
 
@@ -149,7 +149,7 @@ def load_rows(path: str | os.PathLike, *, split: str | None = None) -> list[dict
     if "@" in path and not os.path.exists(path):
         path, split = path.rsplit("@", 1)
     if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory")
+        raise FileNotFoundError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         return _read_directory(path, split)
     ext = os.path.splitext(path)[1].lower()
@@ -161,40 +161,41 @@ def load_rows(path: str | os.PathLike, *, split: str | None = None) -> list[dict
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise InputError(f"{path}: reading Parquet needs pyarrow (pip install 'ustat_grpo[task]')") from None
+            raise ImportError(f"{path}: reading Parquet needs pyarrow (pip install 'ustat_grpo[task]')") from None
         return _arrow_rows(pq.read_table(path))
-    raise InputError(f"{path}: unknown dataset format {ext!r} (expected .jsonl, .json, .csv, .parquet "
+    raise ValueError(f"{path}: unknown dataset format {ext!r} (expected .jsonl, .json, .csv, .parquet "
                      "or a save_to_disk directory)")
 
 
 def _check_messages(prompt, where: str) -> None:
     for j, msg in enumerate(prompt):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise InputError(f"{where}: message {j} is not a {{'role', 'content'}} dict")
+            raise ValueError(f"{where}: message {j} is not a {{'role', 'content'}} dict")
         content = msg["content"]
         if isinstance(content, list):  # multimodal parts: only text is supported
             kinds = {p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content}
             if kinds - {"text"}:
-                raise InputError(f"{where}: message {j} has non-text parts {sorted(map(str, kinds - {'text'}))}; "
+                raise ValueError(f"{where}: message {j} has non-text parts {sorted(map(str, kinds - {'text'}))}; "
                                  "only text prompts are supported")
         elif not isinstance(content, str):
-            raise InputError(f"{where}: message {j} content is {type(content).__name__}, expected str")
+            raise ValueError(f"{where}: message {j} content is {type(content).__name__}, expected str")
 
 
 def validate_rows(rows, *, prompt_column: str = "prompt", source: str = "<in-memory>") -> TaskData:
     """Check rows as TRL would use them and return a :class:`TaskData`.
 
-    Raises :class:`~ustat_grpo._cli.InputError` for: no rows, a missing prompt column, a prompt
+    Raises ``ValueError`` (one line naming the source, row and column) for: no rows, a missing
+    prompt column, a prompt
     that is neither a string nor a list of messages, mixed formats, non-text message parts, and
     reserved column names.
     """
     rows = [dict(r) for r in rows]
     if not rows:
-        raise InputError(f"{source}: the dataset has no rows")
+        raise ValueError(f"{source}: the dataset has no rows")
     fmt = None
     for i, row in enumerate(rows):
         if prompt_column not in row:
-            raise InputError(f"{source}: row {i}: no prompt column {prompt_column!r} "
+            raise ValueError(f"{source}: row {i}: no prompt column {prompt_column!r} "
                              f"(columns: {', '.join(map(str, row))})")
         p = row.pop(prompt_column)
         row.pop("completion", None)
@@ -205,18 +206,18 @@ def validate_rows(rows, *, prompt_column: str = "prompt", source: str = "<in-mem
             kind = "conversational"
             _check_messages(p, where)
         else:
-            raise InputError(f"{where}: a prompt must be a string or a list of chat messages, "
+            raise ValueError(f"{where}: a prompt must be a string or a list of chat messages, "
                              f"got {type(p).__name__}")
         if fmt is None:
             fmt = kind
         elif kind != fmt:
-            raise InputError(f"{where}: mixed prompt formats ({fmt} rows before, {kind} here); "
+            raise ValueError(f"{where}: mixed prompt formats ({fmt} rows before, {kind} here); "
                              "TRL reads the format from each batch's first row, so use one format")
         row["prompt"] = p
     columns = [c for c in rows[0] if c != "prompt"]
     bad = sorted(set(c for r in rows for c in r) & set(RESERVED_COLUMNS))
     if bad:
-        raise InputError(f"{source}: column {bad[0]!r} collides with a reward-function keyword "
+        raise ValueError(f"{source}: column {bad[0]!r} collides with a reward-function keyword "
                          f"({', '.join(RESERVED_COLUMNS)}); rename it")
     return TaskData(rows=tuple(rows), prompt_format=fmt, columns=tuple(columns), source=source)
 
@@ -251,8 +252,8 @@ def encode_prompt(tokenizer, prompt, *, chat_template_kwargs: dict | None = None
     if isinstance(prompt, str):
         return list(tokenizer(text=prompt)["input_ids"])
     if not getattr(tokenizer, "chat_template", None):
-        raise InputError("conversational prompts need a tokenizer with a chat template "
-                         "(this tokenizer has none)")
+        raise ValueError("prompt: a conversational prompt (a list of messages) needs a tokenizer with a "
+                         "chat template, and this tokenizer has none")
     out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
                                         **(chat_template_kwargs or {}))
     ids = out["input_ids"]
@@ -303,17 +304,17 @@ class SamplingConfig:
 
     def __post_init__(self):
         if not self.temperature > 0:
-            raise InputError(f"temperature must be > 0, got {self.temperature}")
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k is not None and self.top_k < 0:
-            raise InputError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise InputError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
         if not self.repetition_penalty > 0:
-            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.max_completion_length < 1:
-            raise InputError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
+            raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
 
     @property
     def truncates(self) -> bool:
