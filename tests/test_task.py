@@ -297,3 +297,51 @@ def test_rewards_must_be_real_numbers_as_trl_casts_them(value, ok):
     else:
         t = rw.compute_rewards([my_reward], **_batch())
         assert t.per_function[1, 0] == ok and np.isnan(t.per_function[2, 0])
+
+
+# ----------------------------------------------------------------------------- trainer settings
+
+def test_trainer_settings_trl_defaults_and_estimator():
+    from types import SimpleNamespace
+
+    d = task.TrainerSettings.from_args(None)
+    assert (d.num_generations, d.scale_rewards, d.loss_type, d.num_iterations, d.epsilon, d.epsilon_high,
+            d.beta, d.bf16) == (8, "group", "dapo", 1, 0.2, 0.2, 0.0, True)
+    assert d.estimator() == "std_normalized" and d.preset == "grpo" and not d.batch_scaled
+    cases = [({"scale_rewards": "none"}, "group_mean", "dr_grpo", False),
+             ({"scale_rewards": False}, "group_mean", "dr_grpo", False),
+             ({"scale_rewards": True}, "std_normalized", "grpo", False),
+             ({"scale_rewards": "batch"}, "group_mean", "trl_grpo_batch", True)]
+    for args, name, preset, batch in cases:
+        for a in (args, SimpleNamespace(**args)):               # a dict, or a GRPOConfig stand-in
+            s = task.TrainerSettings.from_args(a)
+            assert (s.estimator(), s.preset, s.batch_scaled) == (name, preset, batch), args
+    cfg = SimpleNamespace(num_generations=16, scale_rewards="none", loss_type="grpo", num_iterations=4,
+                          epsilon=0.2, epsilon_high=0.28, beta=0.04, bf16=False, learning_rate=1e-6)
+    s = task.TrainerSettings.from_args(cfg)
+    assert s.num_generations == 16 and s.epsilon_high == 0.28 and s.length_normalized and not s.bf16
+    notes = " ".join(s.notes())
+    assert "num_iterations=4" in notes and "beta=0.04" in notes and "divided by its length" in notes
+    assert "bf16" not in notes
+    # bf16 left unset (None) is TRL's "not fp16"
+    assert task.TrainerSettings.from_args({"bf16": None, "fp16": True}).bf16 is False
+    d = s.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["estimator"] == "group_mean" and d["preset"] == "dr_grpo"
+    assert "group_mean" in str(s) and "\n" not in str(s)
+    # the estimator the settings name is the advantage TRL computes for them
+    from ustat_grpo import advantages as adv
+    r = np.array([1.0, 0, 0, 1, 0, 0, 0, 0])
+    for scale in ("group", "batch", "none", True, False):
+        s = task.TrainerSettings.from_args({"scale_rewards": scale, "num_generations": 4})
+        np.testing.assert_array_equal(adv.advantages(r, num_generations=4, preset=s.preset),
+                                      adv.advantages(r, num_generations=4, scale_rewards=scale))
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"scale_rewards": "std"}, "scale_rewards must be"), ({"loss_type": "ppo"}, "loss_type must be one of"),
+    ({"num_iterations": 0}, "num_iterations"), ({"num_generations": 1}, "num_generations"),
+    ({"beta": -1.0}, "beta"),
+])
+def test_trainer_settings_reject_bad_values(args, match):
+    with pytest.raises(ValueError, match=match):
+        task.TrainerSettings.from_args(args)

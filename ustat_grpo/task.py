@@ -30,7 +30,8 @@ import os
 from dataclasses import dataclass, field
 
 __all__ = ["RESERVED_COLUMNS", "TaskData", "load_task", "load_rows", "validate_rows",
-           "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig"]
+           "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig", "TrainerSettings",
+           "LOSS_TYPES"]
 
 #: keywords TRL passes to reward functions itself; a dataset column of that name would collide
 RESERVED_COLUMNS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra",
@@ -282,7 +283,8 @@ def chat_template_hash(tokenizer) -> str | None:
 #: TRL 1.16 ``GRPOConfig`` defaults of the fields read here
 TRL_DEFAULTS = dict(temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
                     max_completion_length=512, num_generations=8, chat_template_kwargs=None,
-                    reward_weights=None, scale_rewards="group")
+                    reward_weights=None, scale_rewards="group", loss_type="dapo", num_iterations=1,
+                    epsilon=0.2, epsilon_high=None, beta=0.0, bf16=None, fp16=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,3 +353,187 @@ class SamplingConfig:
                     chat_template_kwargs=dict(self.chat_template_kwargs), case=self.case,
                     order="repetition_penalty -> temperature -> top_k -> top_p -> min_p (transformers)",
                     model_generation_config="ignored")
+
+
+# --------------------------------------------------------------------------- trainer settings
+
+#: TRL 1.16 ``loss_type`` -> how a completion's summed token score enters the loss
+#: (grpo_frameworks.md §2.2): ``"sequence_mean"`` divides each completion by its own length;
+#: ``"batch_tokens"`` divides the batch sum by the number of completion tokens in the batch (one
+#: divisor for every completion); ``"constant"`` by ``B * max_completion_length``.
+LOSS_TYPES = {"grpo": "sequence_mean", "sapo": "sequence_mean", "bnpo": "batch_tokens", "dapo": "batch_tokens",
+              "cispo": "batch_tokens", "vespo": "batch_tokens", "dr_grpo": "constant", "luspo": "other"}
+
+
+def _get(args, key, default):
+    value = args.get(key, default) if isinstance(args, dict) else getattr(args, key, default)
+    return default if value is None and default is not None else value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerSettings:
+    """The ``GRPOConfig`` fields (TRL 1.16 names and defaults) that change what a trainer estimates.
+
+    Attributes
+    ----------
+    num_generations : int
+        ``G``, completions per prompt (default 8).
+    scale_rewards : {"group", "batch", "none"}
+        Advantage scaling (default ``"group"``; the legacy ``True``/``False`` are read as TRL
+        reads them, ``"group"``/``"none"``).  It decides the estimator: see :meth:`estimator`.
+    loss_type : str
+        Token aggregation (default ``"dapo"``), one of :data:`LOSS_TYPES`.
+    num_iterations : int
+        ``mu``, optimisation steps per generation batch (default 1).
+    epsilon, epsilon_high : float
+        PPO clip range (default 0.2; ``epsilon_high`` defaults to ``epsilon``).
+    beta : float
+        KL coefficient (default 0.0: no reference model).
+    bf16 : bool
+        bfloat16 autocast (TRL default: ``True`` unless ``fp16``).
+
+    Notes
+    -----
+    The variance constants of :mod:`ustat_grpo` are those of the policy-gradient estimate *at the
+    sampling policy*, ``(1/G) sum_g A_g W_g`` with ``W_g`` the summed token score of completion
+    ``g``.  Of the fields above:
+
+    * ``scale_rewards`` picks the estimator (:meth:`estimator`): ``"group"`` is
+      ``std_normalized``, ``"none"`` is ``group_mean`` (Dr. GRPO), ``"batch"`` is ``group_mean``
+      divided by one batch-wide std (a common scale of every prompt, nearly constant for large
+      batches: the same estimator up to that scale).
+    * ``loss_type`` changes the score that multiplies the advantage: ``"dr_grpo"`` divides by a
+      constant and ``"dapo"``/``"bnpo"``/``"cispo"``/``"vespo"`` by the number of completion tokens
+      in the batch (one divisor per batch, so the estimator's shape is unchanged);
+      ``"grpo"``/``"sapo"`` divide each completion's score by its own length, a different
+      estimator from the summed score that is measured (:attr:`length_normalized`).
+    * ``num_iterations > 1`` reuses one generation batch for ``mu`` steps: the first step's
+      gradient is the measured estimator (every importance ratio is 1); later steps are taken at
+      parameters that moved, with ratios and clipping, and are not what the constants describe.
+    * ``epsilon`` (clipping) is inactive at ratio 1, so it does not change the first step's
+      gradient; it shapes only the later inner steps (``num_iterations > 1``) and off-policy
+      samples (vLLM, async).
+    * ``beta > 0`` adds ``beta * grad KL(pi || pi_ref)``, estimated from the same completions; its
+      k3 estimate has zero gradient where the policy equals the reference (the first step) and
+      otherwise adds variance that the constants do not include.
+    * ``bf16`` autocast rounds the forward and backward passes (about 3 significant digits); the
+      constants are measured in float32/float64 and leave that rounding noise out.
+
+    So these settings change the *update*, not the gradient at the sampling policy, except
+    ``scale_rewards`` (the estimator) and a length-normalising ``loss_type`` (the score).
+
+    Examples
+    --------
+    >>> TrainerSettings.from_args({"scale_rewards": False, "loss_type": "dr_grpo"}).estimator()
+    'group_mean'
+    >>> TrainerSettings.from_args(None).preset
+    'grpo'
+    """
+
+    num_generations: int = 8
+    scale_rewards: str = "group"
+    loss_type: str = "dapo"
+    num_iterations: int = 1
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0
+    bf16: bool = True
+
+    def __post_init__(self):
+        from .presets import trl_scale_rewards
+
+        object.__setattr__(self, "scale_rewards", trl_scale_rewards(self.scale_rewards))
+        if self.epsilon_high is None:
+            object.__setattr__(self, "epsilon_high", float(self.epsilon))
+        if int(self.num_generations) != self.num_generations or self.num_generations < 2:
+            raise ValueError(f"num_generations must be an integer >= 2 (TRL requires it), got {self.num_generations}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {sorted(LOSS_TYPES)} (TRL 1.16), got {self.loss_type!r}")
+        if int(self.num_iterations) != self.num_iterations or self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be an integer >= 1, got {self.num_iterations}")
+        if not self.epsilon >= 0 or not self.epsilon_high >= 0:
+            raise ValueError(f"epsilon and epsilon_high must be >= 0, got {self.epsilon}, {self.epsilon_high}")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    @classmethod
+    def from_args(cls, args=None, **overrides) -> TrainerSettings:
+        """From a ``GRPOConfig`` (or any object with its attribute names), a dict or ``None``.
+
+        Missing fields take TRL 1.16's defaults; ``bf16=None`` is TRL's ``not fp16``.
+        Keyword ``overrides`` that are not ``None`` win.
+        """
+        keys = ("num_generations", "scale_rewards", "loss_type", "num_iterations", "epsilon", "epsilon_high",
+                "beta")
+        vals = {k: _get(args, k, TRL_DEFAULTS[k]) for k in keys}
+        bf16 = _get(args, "bf16", None)
+        vals["bf16"] = (not bool(_get(args, "fp16", False))) if bf16 is None else bool(bf16)
+        vals.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**vals)
+
+    @property
+    def preset(self) -> str:
+        """The key of :data:`ustat_grpo.presets.PRESETS` of the trainer's advantage."""
+        from .presets import framework_preset
+
+        return framework_preset("trl", scale_rewards=self.scale_rewards)
+
+    @property
+    def batch_scaled(self) -> bool:
+        """The advantages are divided by one batch-wide reward std (``scale_rewards="batch"``)."""
+        return self.scale_rewards == "batch"
+
+    @property
+    def length_normalized(self) -> bool:
+        """Each completion's score is divided by its own length (``loss_type`` grpo / sapo)."""
+        return LOSS_TYPES[self.loss_type] == "sequence_mean"
+
+    def estimator(self) -> str:
+        """The estimator of :data:`ustat_grpo.estimators.ESTIMATORS` that the trainer's advantage is.
+
+        ``"std_normalized"`` (``scale_rewards="group"``) or ``"group_mean"`` (``"none"``, and
+        ``"batch"``, where every advantage is further divided by one batch-wide std:
+        :attr:`batch_scaled`).
+        """
+        from .presets import PRESETS
+
+        return PRESETS[self.preset].estimator
+
+    def notes(self) -> tuple:
+        """One line per setting that makes the trainer's update differ from the measured estimator."""
+        out = []
+        if self.batch_scaled:
+            out.append("scale_rewards='batch': group_mean advantages divided by one batch-wide reward std "
+                       "(a common scale; the estimator's shape is group_mean's)")
+        if self.length_normalized:
+            out.append(f"loss_type={self.loss_type!r}: each completion's score is divided by its length; the "
+                       "constants are measured with the summed score (no length normalisation)")
+        elif LOSS_TYPES[self.loss_type] == "other":
+            out.append(f"loss_type={self.loss_type!r}: token aggregation not modelled by ustat_grpo")
+        if self.num_iterations > 1:
+            out.append(f"num_iterations={self.num_iterations}: only the first of the {self.num_iterations} steps "
+                       "per generation batch is taken at the sampling policy (ratio 1); the constants describe "
+                       "that step, and epsilon clipping acts on the later ones")
+        if self.beta > 0:
+            out.append(f"beta={self.beta:g}: the KL term's gradient is zero at the reference policy and adds "
+                       "variance elsewhere that the constants leave out")
+        if self.bf16:
+            out.append("bf16: autocast rounding of the trainer's log-probs is not in the measured constants "
+                       "(float32/float64 scores)")
+        return tuple(out)
+
+    def summary(self) -> str:
+        head = (f"TRL GRPOTrainer: scale_rewards={self.scale_rewards!r} -> {self.estimator()} "
+                f"(preset {self.preset!r}); loss_type={self.loss_type!r}; num_generations={self.num_generations}, "
+                f"num_iterations={self.num_iterations}, epsilon={self.epsilon:g}/{self.epsilon_high:g}, "
+                f"beta={self.beta:g}, bf16={self.bf16}")
+        return "; ".join((head, *self.notes()))
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(num_generations=int(self.num_generations), scale_rewards=self.scale_rewards,
+                    loss_type=self.loss_type, num_iterations=int(self.num_iterations), epsilon=float(self.epsilon),
+                    epsilon_high=float(self.epsilon_high), beta=float(self.beta), bf16=bool(self.bf16),
+                    estimator=self.estimator(), preset=self.preset, batch_scaled=self.batch_scaled,
+                    length_normalized=self.length_normalized, notes=list(self.notes()))
