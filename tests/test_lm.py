@@ -496,3 +496,51 @@ def test_gpu_device_map_with_cpu_offload_is_refused(tmp_path):
              "transformer.h.1": "cpu", "transformer.ln_f": "cpu", "lm_head": 0}
     with pytest.raises(ValueError, match="offloads layers"):
         lm.load_policy(path, template="compact_zero_shot", device_map=split)
+
+
+# --------------------------------------------------------------------------- model directories, context
+
+def test_directories_that_hold_no_causal_lm_get_one_clear_error(tmp_path):
+    import json
+
+    # issue 20: an empty directory gave a message about sentencepiece; a non-causal one 3.5 KB of classes
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"empty.*: an empty directory: missing config.json, weights .*tokenizer"):
+        lm.load_policy(empty, device="cpu")
+    saved = tmp_path / "ckpt"
+    model = _tiny("gpt2", n_positions=96)
+    model.save_pretrained(saved)
+    with pytest.raises(ValueError, match=r"ckpt.*: no causal LM: missing tokenizer files") as exc:
+        lm.load_policy(saved, device="cpu")
+    assert len(str(exc.value)) < 300 and "\n" not in str(exc.value)
+    lm.build_tokenizer().save_pretrained(saved)
+    cfg = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps(cfg | {"model_type": "t5", "architectures": ["T5Model"]}))
+    with pytest.raises(ValueError, match=r"model_type 't5' \(T5Model\), which AutoModelForCausalLM cannot load"):
+        lm.load_policy(saved, device="cpu")
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        lm.load_policy(saved, device="cpu")
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        lm.load_policy(tmp_path / "nowhere", device="cpu")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        lm.load_policy(tmp_path / "file.txt", device="cpu")
+    (saved / "config.json").write_text(json.dumps(cfg))
+    lm.check_model_directory(saved)                   # a good directory passes
+
+
+def test_check_prompt_length_names_prompt_length_and_context(builtin):
+    pol = builtin
+    assert lm.context_length(pol) == 128 == lm.context_length(pol.model)
+    assert lm.check_prompt_length(pol, [1] * 120, index=3) == 128         # 120 + 8 fits exactly
+    with pytest.raises(ValueError, match=r"^prompt 7: 121 tokens \+ max_new_tokens=8 = 129 exceeds the "
+                                         r"model's context of 128 tokens"):
+        lm.check_prompt_length(pol, [1] * 121, index=7)
+    with pytest.raises(ValueError, match="prompt: 100 tokens"):
+        lm.check_prompt_length(pol, [1] * 100, 64)
+    # what the check prevents: GPT-2's position table fails deep in torch
+    with pytest.raises(IndexError):
+        pol.model(torch.ones(1, 129, dtype=torch.long))
+    assert lm.check_prompt_length(torch.nn.Linear(2, 2), [1] * 10**4, 10) is None   # no context defined

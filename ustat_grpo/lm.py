@@ -51,7 +51,8 @@ __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
     "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
     "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "prompt_samples",
-    "resolve_device", "ArithmeticSampler", "arithmetic_sampler",
+    "resolve_device", "ArithmeticSampler", "arithmetic_sampler", "check_model_directory", "context_length",
+    "check_prompt_length",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_lm"
@@ -290,6 +291,116 @@ def _check_device_map(model, device, device_map) -> None:
                           "which places the model's layers over the available devices")
 
 
+#: files ``save_pretrained`` writes for a tokenizer (any one of them is enough to try a load)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model",
+                    "vocab.txt")
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json",
+                    "*.pt", "*.pth", "tf_model.h5", "flax_model.msgpack")
+
+
+def check_model_directory(path: str | os.PathLike) -> None:
+    """Raise one clear error when ``path`` cannot hold a causal LM that :func:`load_policy` can load.
+
+    Checks, before ``transformers`` is asked (whose own messages are a list of every model class
+    or a note about sentencepiece): the directory exists; it has a ``config.json`` that is a JSON
+    object whose ``model_type`` is a causal LM (``AutoModelForCausalLM``'s mapping, or an
+    ``auto_map`` entry for remote code); weight files; tokenizer files.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such directory.
+    ValueError
+        One line naming the directory and what is missing or wrong.
+    """
+    import json
+
+    d = Path(path)
+    if not d.exists():
+        raise FileNotFoundError(f"model={str(path)!r}: no such directory")
+    if not d.is_dir():
+        raise ValueError(f"model={str(path)!r}: not a directory (a local Hugging Face model directory, as "
+                         "save_pretrained writes it, is expected)")
+    missing = []
+    cfg = d / "config.json"
+    if not cfg.is_file():
+        missing.append("config.json")
+    if not any(next(d.glob(pat), None) is not None for pat in _WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or pytorch_model.bin)")
+    if not any((d / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, tokenizer_config.json or tokenizer.model)")
+    if missing:
+        what = "an empty directory" if not any(d.iterdir()) else "no causal LM"
+        raise ValueError(f"model={str(path)!r}: {what}: missing {', '.join(missing)} (save the model and "
+                         "its tokenizer with save_pretrained into this directory)")
+    try:
+        conf = json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"model={str(path)!r}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"model={str(path)!r}: config.json is not a JSON object")
+    model_type = conf.get("model_type")
+    if "AutoModelForCausalLM" in (conf.get("auto_map") or {}):
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_type is None:
+        raise ValueError(f"model={str(path)!r}: config.json has no model_type, so AutoModelForCausalLM cannot "
+                         "tell which architecture to load")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        arch = ", ".join(conf.get("architectures") or []) or "no architectures listed"
+        raise ValueError(f"model={str(path)!r}: config.json has model_type {model_type!r} ({arch}), which "
+                         "AutoModelForCausalLM cannot load: not a causal language model")
+
+
+def context_length(model) -> int | None:
+    """The model's context in tokens: ``config.max_position_embeddings`` (or ``n_positions`` /
+    ``n_ctx``), ``None`` when the config defines none.  ``model``: a model or a :class:`Policy`."""
+    config = getattr(getattr(model, "model", model), "config", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt_length(policy, prompt_ids, max_new_tokens: int | None = None, *, index=None) -> int | None:
+    """Raise ``ValueError`` when a prompt plus its completion budget exceeds the model's context.
+
+    Parameters
+    ----------
+    policy : Policy or a transformers model
+        Its ``config.max_position_embeddings`` (or ``n_positions``) is the context.
+    prompt_ids : sequence of int
+        The prompt's token ids.
+    max_new_tokens : int, optional
+        Completion budget (default ``policy.max_new_tokens``).
+    index : int or str, optional
+        The prompt's index (dataset row), named in the message.
+
+    Returns
+    -------
+    int or None
+        The context length, ``None`` when the config defines none (nothing is checked then).
+
+    Notes
+    -----
+    A model with learned positions (GPT-2) fails past its context deep in torch
+    (``IndexError: index out of range in self``); a rotary model runs on but leaves the length it
+    was trained for.  TRL 1.16 does not truncate prompts (own_task.md §1.1), so the prompt must be
+    filtered, or ``max_completion_length`` lowered.
+    """
+    ctx = context_length(policy)
+    budget = int(getattr(policy, "max_new_tokens", 0) if max_new_tokens is None else max_new_tokens)
+    n = len(prompt_ids)
+    if ctx is not None and n + budget > ctx:
+        which = "prompt" if index is None else f"prompt {index}"
+        raise ValueError(f"{which}: {n} tokens + max_new_tokens={budget} = {n + budget} exceeds the model's "
+                         f"context of {ctx} tokens; filter or shorten the prompt, or lower max_new_tokens "
+                         "(max_completion_length)")
+    return ctx
+
+
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
                 template: str | None = None, device: str | torch.device = "auto",
                 dtype: torch.dtype | str | None = None, max_new_tokens: int | None = None,
@@ -300,7 +411,8 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
     ----------
     model : path or None
         A directory readable by ``AutoModelForCausalLM`` / ``AutoTokenizer`` (no download is
-        attempted: ``local_files_only``).  ``None``: the built-in model of ``variant``.
+        attempted: ``local_files_only``); :func:`check_model_directory` first gives one clear
+        error for a directory that holds no causal LM.  ``None``: the built-in model of ``variant``.
     variant : {"weak", "strong", "fewshot"}
         Built-in variant (ignored for user models).
     template : str, optional
@@ -338,6 +450,7 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
         max_new_tokens = max_new_tokens or 8
     else:
         path = Path(model)
+        check_model_directory(path)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         placed = {} if device_map is None else {"device_map": device_map}
         net = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
