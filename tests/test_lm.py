@@ -544,3 +544,63 @@ def test_check_prompt_length_names_prompt_length_and_context(builtin):
     with pytest.raises(IndexError):
         pol.model(torch.ones(1, 129, dtype=torch.long))
     assert lm.check_prompt_length(torch.nn.Linear(2, 2), [1] * 10**4, 10) is None   # no context defined
+
+
+# --------------------------------------------------------------------------- the built-in as a user's checkpoint
+
+def test_builtin_tokenizer_adds_bos_and_renders_the_training_format():
+    tok = lm.build_tokenizer()
+    text = "15 + 25 ="
+    chars = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(chars) == len(text) and tok.bos_token_id not in chars
+    assert tok(text)["input_ids"] == [tok.bos_token_id, *chars]          # TRL: add_special_tokens=True
+    msgs = [{"role": "user", "content": text}]
+    for gen in (True, False):                                            # the generation prompt adds nothing
+        assert tok.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=False) == "<bos>" + text
+    parts = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+    assert tok.apply_chat_template(parts, add_generation_prompt=True, tokenize=False) == "<bos>" + text
+    with pytest.raises(Exception, match="user turns only"):
+        tok.apply_chat_template([{"role": "system", "content": "Be brief."}, *msgs], tokenize=False)
+    # the compact format of Policy.encode is unchanged: <bos> + characters, not <bos><bos> + ...
+    pol = lm.load_policy(None, variant="weak", device="cpu")
+    assert pol.encode(text) == [tok.bos_token_id, *chars]
+
+
+def test_exported_builtin_checkpoint_reproduces_the_builtin_model(tmp_path):
+    """issue 20: an exported built-in checkpoint given prompts as TRL passes them (plain strings, chat
+    messages) gets the built-in ids, hence the same completions under a seed and the same accuracy."""
+    from ustat_grpo import lm_train, task
+
+    builtin = lm.load_policy(None, variant="weak", device="cpu")
+    path = lm.export_builtin("weak", tmp_path / "weak")
+    user = lm.load_policy(path, device="cpu", template="compact_zero_shot")
+    tok = user.tokenizer
+    assert user.use_chat_template and user.max_new_tokens == builtin.max_new_tokens == 8
+    problems = arithmetic.make_dataset(500, seed=0)[:24]
+    plain, chat = [], []
+    for p in problems:
+        ref = builtin.encode(p)
+        plain.append(task.encode_prompt(tok, p.text))
+        chat.append(task.encode_prompt(tok, [{"role": "user", "content": p.text}]))
+        assert plain[-1] == ref and chat[-1] == ref and user.encode(p) == ref
+    rewards = {}
+    for name, pol, ids in (("builtin", builtin, [builtin.encode(p) for p in problems]),
+                           ("plain", user, plain), ("chat", user, chat),
+                           ("no_bos", user, [tok(p.text, add_special_tokens=False)["input_ids"] for p in problems])):
+        out = []
+        for k, (p, x) in enumerate(zip(problems, ids)):
+            comp = lm.sample_completions(pol, x, 16, rng=100 + k)
+            out.append([arithmetic.verify(t, p.answer) for t in comp.texts])
+            if name != "no_bos":
+                rewards.setdefault(("texts", k), comp.texts)
+                assert rewards[("texts", k)] == comp.texts, (name, k)
+        rewards[name] = np.asarray(out, float)
+    np.testing.assert_array_equal(rewards["plain"], rewards["builtin"])
+    np.testing.assert_array_equal(rewards["chat"], rewards["builtin"])
+    # negative control: the old export (no BOS) samples other completions under the same seeds
+    assert not np.array_equal(rewards["no_bos"], rewards["builtin"])
+    # a training checkpoint of the built-in policy carries the tokenizer's BOS rule and chat template
+    saved = lm_train.save_checkpoint(builtin, tmp_path / "ckpt")
+    again = lm.load_policy(saved, device="cpu", template="compact_zero_shot")
+    assert all(task.encode_prompt(again.tokenizer, [{"role": "user", "content": p.text}]) == builtin.encode(p)
+               and task.encode_prompt(again.tokenizer, p.text) == builtin.encode(p) for p in problems[:4])

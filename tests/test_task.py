@@ -345,3 +345,48 @@ def test_trainer_settings_trl_defaults_and_estimator():
 def test_trainer_settings_reject_bad_values(args, match):
     with pytest.raises(ValueError, match=match):
         task.TrainerSettings.from_args(args)
+
+
+# ----------------------------------------------------------------------------------- BOS check
+
+def _char_tokenizer(*, adds_bos: bool, bos: bool = True, chat_template: str | None = None):
+    from tokenizers import Tokenizer, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + list("abc 12?"))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    single = "<bos> $A" if adds_bos else "$A"
+    tk.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<bos>", 1)])
+    kw = dict(bos_token="<bos>") if bos else {}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                                   **kw)
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def test_bos_warning_fires_only_for_tokenizers_that_add_bos():
+    import warnings as w
+
+    pytest.importorskip("transformers")
+    msgs = [{"role": "user", "content": "a b"}]
+    no_bos_tpl = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    llama_like = _char_tokenizer(adds_bos=True, chat_template=no_bos_tpl)
+    assert task.adds_bos(llama_like)
+    with pytest.warns(UserWarning, match=r"do not start with BOS \('<bos>'\).*chat template does not render"):
+        ids = task.encode_prompt(llama_like, msgs)
+    assert ids[0] != llama_like.bos_token_id
+    with pytest.warns(UserWarning, match="start with BOS twice"):
+        task.encode_prompt(llama_like, "<bos>a b")
+    # GPT-2 style (a BOS token that tokenizer(text) never adds) and Qwen style (no BOS token): silent
+    gpt2_like = _char_tokenizer(adds_bos=False, chat_template=no_bos_tpl)
+    qwen_like = _char_tokenizer(adds_bos=False, bos=False, chat_template=no_bos_tpl)
+    with w.catch_warnings():
+        w.simplefilter("error")
+        for tok in (gpt2_like, qwen_like):
+            assert not task.adds_bos(tok)
+            task.encode_prompt(tok, "a b")
+            task.encode_prompt(tok, msgs)
+        good = _char_tokenizer(adds_bos=True, chat_template="{{ bos_token }}" + no_bos_tpl)
+        assert task.encode_prompt(good, msgs) == task.encode_prompt(good, "a b") == [1, 4, 7, 5]

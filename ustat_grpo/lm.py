@@ -52,7 +52,7 @@ __all__ = [
     "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
     "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "prompt_samples",
     "resolve_device", "ArithmeticSampler", "arithmetic_sampler", "check_model_directory", "context_length",
-    "check_prompt_length",
+    "check_prompt_length", "BUILTIN_CHAT_TEMPLATE", "save_builtin_tokenizer", "export_builtin",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_lm"
@@ -77,20 +77,95 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+#: Chat template of the built-in tokenizer: the training format, ``<bos>`` + the user turn's text
+#: (the compact prompt) and nothing else; ``add_generation_prompt`` adds nothing, since the
+#: completion " <answer>" follows the prompt directly.  Only user turns exist in that format.
+BUILTIN_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] != 'user' -%}"
+    "{{- raise_exception('the built-in arithmetic model takes user turns only: its training format is the "
+    "bare problem text (role ' + message['role'] + ' given)') -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}{{- part['text'] -}}{%- endfor -%}{%- endif -%}"
+    "{%- if not loop.last -%}{{- '\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
 def build_tokenizer():
     """The built-in character-level tokenizer (a ``PreTrainedTokenizerFast``).
 
     One token per character of :data:`_CHARS` plus ``<pad> <bos> <eos> <unk>``; built with the
-    ``tokenizers`` library (a BPE model with no merges is a character model).
+    ``tokenizers`` library (a BPE model with no merges is a character model).  As the models were
+    trained (``<bos>`` + prompt characters), ``tokenizer(text)`` adds ``<bos>`` (a
+    ``TemplateProcessing`` post-processor; ``add_special_tokens=False`` gives the bare
+    characters), and :data:`BUILTIN_CHAT_TEMPLATE` renders a user turn as ``<bos>`` + its text.
+    So a user's pipeline (TRL's ``tokenizer(prompt)`` or ``apply_chat_template``) gives a saved
+    built-in checkpoint the ids :meth:`Policy.encode` gives the built-in model.
     """
-    from tokenizers import Tokenizer, decoders, models
+    from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate((*_SPECIALS, *_CHARS))}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B:1",
+                                                       special_tokens=[("<bos>", vocab["<bos>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                    pad_token="<pad>", unk_token="<unk>")
+    fast.chat_template = BUILTIN_CHAT_TEMPLATE
+    return fast
+
+
+def save_builtin_tokenizer(tokenizer, path) -> None:
+    """Write the built-in tokenizer's files so that every supported ``transformers`` reads them.
+
+    ``save_pretrained``, then in ``tokenizer_config.json``: the fast-tokenizer class name
+    (transformers 5 writes ``TokenizersBackend``, which 4.x cannot load) and the chat template
+    (transformers 5 writes it to ``chat_template.jinja``, which older versions do not read).
+    """
+    import json
+
+    path = Path(path)
+    tokenizer.save_pretrained(path)
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("backend", None)
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    jinja = path / "chat_template.jinja"
+    if jinja.exists():
+        jinja.unlink()
+    if getattr(tokenizer, "chat_template", None):
+        cfg["chat_template"] = tokenizer.chat_template
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def export_builtin(variant: str, path) -> str:
+    """Save a built-in variant as a local Hugging Face directory, usable as a user's checkpoint.
+
+    The directory holds the GPT-2 weights of ``variant`` (``save_pretrained``) and the built-in
+    tokenizer with its BOS post-processor and chat template (:func:`save_builtin_tokenizer`):
+    prompts passed as TRL passes them (a plain string through ``tokenizer(text)``, or
+    ``[{"role": "user", "content": text}]`` through the chat template) get the token ids the
+    built-in path uses, so the checkpoint reproduces the built-in model's accuracy.  The prompt
+    text is the compact format (:func:`format_compact`: ``"15 + 25 ="``; the ``fewshot`` variant
+    needs :data:`COMPACT_FEW_SHOT_PREFIX` in the prompt text itself).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    net, tok, _ = _load_builtin(variant, "eager")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    net.save_pretrained(path)
+    save_builtin_tokenizer(tok, path)
+    return str(path)
 
 
 def format_compact(problem: arithmetic.Problem | str, template: str = "compact_zero_shot") -> str:
@@ -142,7 +217,8 @@ class Policy:
             text = format_compact(problem, self.template)
         else:
             text = arithmetic.format_prompt(problem, self.template)
-        if self.use_chat_template:
+        if self.use_chat_template and not self.template.startswith("compact"):
+            # the compact formats are the built-in models' training format: no template around them
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
         return text

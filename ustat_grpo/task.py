@@ -27,11 +27,12 @@ import csv
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
 __all__ = ["RESERVED_COLUMNS", "TaskData", "load_task", "load_rows", "validate_rows",
            "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig", "TrainerSettings",
-           "LOSS_TYPES"]
+           "LOSS_TYPES", "adds_bos"]
 
 #: keywords TRL passes to reward functions itself; a dataset column of that name would collide
 RESERVED_COLUMNS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra",
@@ -243,22 +244,66 @@ def load_task(dataset, *, prompt_column: str = "prompt", split: str | None = Non
 
 # ------------------------------------------------------------------------------- tokenisation
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts its BOS token in front of plain text (``tokenizer(text)``).
+
+    Read from the tokenizer itself (its post-processor or ``add_bos_token`` setting, through a
+    one-character probe): Llama-, Gemma- and the built-in model's tokenizers do; GPT-2-style
+    tokenizers (a BOS token that ``tokenizer(text)`` never adds) and Qwen-style ones (no BOS token)
+    do not.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    try:
+        probe = list(tokenizer(text="1")["input_ids"])
+    except Exception:  # a tokenizer that cannot encode the probe: make no claim
+        return False
+    return bool(probe) and probe[0] == bos
+
+
+def _check_bos(tokenizer, ids, conversational: bool) -> None:
+    """Warn when ``ids`` miss the BOS, or repeat it, for a tokenizer that adds one to plain text."""
+    if not adds_bos(tokenizer):
+        return
+    bos = tokenizer.bos_token_id
+    if not ids or ids[0] != bos:
+        warnings.warn("the prompt's token ids do not start with BOS "
+                      f"({tokenizer.convert_ids_to_tokens(bos)!r}), which this tokenizer adds to plain text and "
+                      "its model was presumably trained with; "
+                      + ("the chat template does not render {{ bos_token }}" if conversational else
+                         "the ids were made without special tokens"), stacklevel=3)
+    elif len(ids) > 1 and ids[1] == bos:
+        warnings.warn("the prompt's token ids start with BOS twice: the prompt text already begins with "
+                      f"{tokenizer.convert_ids_to_tokens(bos)!r} and the tokenizer adds another (TRL 1.16 does "
+                      "the same); drop it from the prompt text", stacklevel=3)
+
+
 def encode_prompt(tokenizer, prompt, *, chat_template_kwargs: dict | None = None) -> list[int]:
     """Prompt token ids as TRL 1.16's ``GRPOTrainer`` builds them.
 
     Standard: ``tokenizer(text)["input_ids"]`` (default ``add_special_tokens=True``).
     Conversational: ``apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
     return_dict=True, **chat_template_kwargs)["input_ids"]``.
+
+    Warns (``UserWarning``) when the tokenizer adds a BOS to plain text (:func:`adds_bos`) but
+    the ids do not start with it (a chat template without ``{{ bos_token }}``), or start with it
+    twice (prompt text that already holds it).  Tokenizers that never add a BOS to plain text
+    (GPT-2, Qwen) are not checked: nothing says their models expect one.
     """
     if isinstance(prompt, str):
-        return list(tokenizer(text=prompt)["input_ids"])
+        ids = list(tokenizer(text=prompt)["input_ids"])
+        _check_bos(tokenizer, ids, False)
+        return ids
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("prompt: a conversational prompt (a list of messages) needs a tokenizer with a "
                          "chat template, and this tokenizer has none")
     out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
                                         **(chat_template_kwargs or {}))
     ids = out["input_ids"]
-    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+    ids = list(ids[0] if ids and isinstance(ids[0], list) else ids)
+    _check_bos(tokenizer, ids, True)
+    return ids
 
 
 def prompt_text(tokenizer, prompt, *, chat_template_kwargs: dict | None = None) -> str:
