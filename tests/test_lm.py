@@ -252,8 +252,10 @@ def test_load_user_model_directory(tmp_path):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4)
-    assert pol.template == "few_shot" and not pol.use_chat_template
-    assert pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
+    # the built-in tokenizer has a chat template (a user turn -> <bos> + its text), so it is used
+    assert pol.template == "few_shot" and pol.use_chat_template
+    assert pol.prompt("1 + 1 =").startswith("<bos>") and pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
+    assert pol.encode("1 + 1 =")[:2] != [tok.bos_token_id] * 2
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4, template="zero_shot")
     r, s = lm.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, rng=0, projection_dim=16)
     assert r.shape == (1, 3) and s.shape == (1, 3, 16) and np.isfinite(s).all()

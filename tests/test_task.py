@@ -51,7 +51,8 @@ def test_save_to_disk_dataset_and_dict(tmp_path):
     ds.save_to_disk(tmp_path / "ds")
     assert len(task.load_task(tmp_path / "ds")) == 2
     datasets.DatasetDict(train=ds).save_to_disk(tmp_path / "dd")
-    with pytest.raises(ValueError, match=r"split=None: .*DatasetDict with splits \['train'\]; choose one with split=") as exc:
+    with pytest.raises(ValueError,
+                       match=r"split=None: .*DatasetDict with splits \['train'\]; choose one with split=") as exc:
         task.load_task(tmp_path / "dd")
     assert "--" not in str(exc.value)
     with pytest.raises(ValueError, match="split='test': .* has no such split"):
