@@ -151,13 +151,8 @@ def main(argv=None) -> int:
             print(name, json.dumps(log[name]), file=sys.stderr)
     mcfg.save_pretrained(out)
     (out / "generation_config.json").unlink(missing_ok=True)
-    tok.save_pretrained(out)
-    # transformers 5 writes its own class name (TokenizersBackend), which 4.x cannot load; the
-    # fast-tokenizer class name loads in both.
-    tcfg = json.loads((out / "tokenizer_config.json").read_text())
-    tcfg.pop("backend", None)
-    tcfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2, sort_keys=True) + "\n")
+    # BOS post-processor and chat template included; class name and template readable by 4.x and 5.x
+    lm.save_builtin_tokenizer(tok, out)
     recipe = {"command": "python scripts/train_builtin_lm.py " + " ".join(argv or sys.argv[1:]),
               "config": dataclasses.asdict(cfg) | {"out": "ustat_grpo/data/builtin_lm"},
               "seed": str(cfg.seed), "version": __version__, "torch": torch.__version__,

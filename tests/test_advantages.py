@@ -143,8 +143,10 @@ def test_errors():
         adv.advantages(np.ones(4), preset="trl", num_generations=2)
     with pytest.raises(ValueError, match="not both"):
         adv.advantages(np.ones(4), preset="grpo", estimator="group_mean", num_generations=2)
-    with pytest.raises(ValueError, match="scale_rewards='group' is the std_normalized"):
-        adv.advantages(np.ones(4), preset="dr_grpo", num_generations=2, scale_rewards="group")
+    with pytest.raises(ValueError, match="preset 'verl_grpo' .* has no scale_rewards='batch'"):
+        adv.advantages(np.ones(4), preset="verl_grpo", num_generations=2, scale_rewards="batch")
+    with pytest.raises(ValueError, match="estimator='std_normalized' divides by the group std"):
+        adv.advantages(np.ones(4), estimator="std_normalized", num_generations=2, scale_rewards="none")
     with pytest.raises(ValueError, match="leave-one-out mean"):
         adv.advantages(np.ones(4), preset="paper", num_generations=2)
     with pytest.raises(ValueError, match="framework preset"):
@@ -256,3 +258,79 @@ def test_presets_and_renamed_point_to_canonical_estimators():
     assert set(presets.RENAMED.values()) <= set(est.ESTIMATORS)
     # the framework word "grpo" is the std-normalised estimator as TRL ships it
     assert presets.PRESETS["grpo"].estimator == "std_normalized" and presets.PRESETS["rloo"].estimator == "leave_one_out"
+
+
+# ---------------------------------------------------------------- framework option names
+
+
+_R6 = np.array([1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1], float)          # B=2, G=6
+_DEV6 = np.array([.5, -.5, -.5, .5, .5, -.5] + [-1 / 6] * 5 + [5 / 6])  # r - group mean, by hand
+_S6 = np.repeat([np.sqrt(6 * 0.25 / 5), np.sqrt(1 / 6)], 6)            # Bessel group std, by hand
+_SB6 = np.sqrt(24 / 99)                                                 # Bessel std of all 12 rewards
+
+
+@pytest.mark.parametrize("scale, expected", [
+    ("none", _DEV6), (False, _DEV6),                                  # Dr. GRPO: no std scaling
+    ("group", _DEV6 / (_S6 + 1e-4)), (True, _DEV6 / (_S6 + 1e-4)),    # GRPO (TRL default)
+    ("batch", _DEV6 / (_SB6 + 1e-4)),                                 # LitePPO
+])
+def test_trl_scale_rewards_means_what_it_means_in_trl(scale, expected):
+    # issue 20: scale_rewards="none" raised "scale_rewards='group' is the std_normalized estimator"
+    a = adv.advantages(_R6, num_generations=6, scale_rewards=scale)
+    np.testing.assert_allclose(a, expected, rtol=1e-12)
+    np.testing.assert_allclose(adv.advantages(_R6, preset="grpo", num_generations=6, scale_rewards=scale),
+                               expected, rtol=1e-12)
+    # a preset of TRL's GRPOTrainer is a GRPOConfig: scale_rewards overrides its scaling
+    np.testing.assert_allclose(adv.advantages(_R6, preset="dr_grpo", num_generations=6, scale_rewards=scale),
+                               expected, rtol=1e-12)
+    trl = presets.framework_preset("trl", scale_rewards=scale)
+    np.testing.assert_allclose(adv.advantages(_R6, preset=trl, num_generations=6), expected, rtol=1e-12)
+
+
+def test_estimator_with_scale_rewards_is_trl_centring_plus_scaling():
+    np.testing.assert_allclose(adv.advantages(_R6, estimator="group_mean", num_generations=6, scale_rewards="group"),
+                               _DEV6 / (_S6 + 1e-4), rtol=1e-12)
+    np.testing.assert_allclose(adv.advantages(_R6, estimator="group_mean", num_generations=6, scale_rewards=False),
+                               _DEV6, rtol=1e-12)
+    loo = _DEV6 * 6 / 5                                               # RLOO: G/(G-1) (r - mean)
+    np.testing.assert_allclose(adv.advantages(_R6, preset="rloo", num_generations=6), loo, rtol=1e-12)
+    # RLOOConfig.normalize_advantages=True: batch re-standardisation of the LOO advantages
+    np.testing.assert_allclose(adv.advantages(_R6, preset="rloo", num_generations=6, scale_rewards="batch"),
+                               (loo - loo.mean()) / (loo.std(ddof=1) + 1e-4), rtol=1e-12)
+    for est_name in ("leave_one_out", "vanilla"):
+        with pytest.raises(ValueError, match=f"estimator='{est_name}' takes scale_rewards 'none' or 'batch'"):
+            adv.advantages(_R6, estimator=est_name, num_generations=6, scale_rewards="group")
+    with pytest.raises(ValueError, match="scale_rewards must be 'group', 'batch', 'none', True or False"):
+        adv.advantages(_R6, num_generations=6, scale_rewards="std")
+
+
+def test_verl_and_openrlhf_option_names():
+    fp = presets.framework_preset
+    cases = [
+        (fp("verl"), _DEV6 / (_S6 + 1e-6)),
+        (fp("verl", adv_estimator="grpo", norm_adv_by_std_in_grpo=True), _DEV6 / (_S6 + 1e-6)),
+        (fp("verl", adv_estimator="grpo", norm_adv_by_std_in_grpo=False), _DEV6),
+        # verl's ray_trainer passes norm_adv_by_std_in_grpo to the grpo branch only
+        (fp("verl", adv_estimator="grpo_vectorized", norm_adv_by_std_in_grpo=False), _DEV6 / (_S6 + 1e-6)),
+        (fp("verl", adv_estimator="rloo"), _DEV6 * 6 / 5),
+        (fp("verl", adv_estimator="rloo_vectorized"), _DEV6 * 6 / 5),
+        (fp("openrlhf"), _DEV6 / (_S6 + 1e-9)),
+        (fp("openrlhf", advantage_estimator="group_norm"), _DEV6 / (_S6 + 1e-9)),
+        (fp("openrlhf", advantage_estimator="dr_grpo"), _DEV6),
+        (fp("openrlhf", advantage_estimator="rloo"), _DEV6 * 6 / 5),
+        (fp("trl", trainer="RLOOTrainer"), _DEV6 * 6 / 5),
+    ]
+    for preset, expected in cases:
+        np.testing.assert_allclose(adv.advantages(_R6, preset=preset, num_generations=6), expected,
+                                   rtol=1e-12, err_msg=preset)
+    # the verl switch read through TRL's word on a verl preset
+    np.testing.assert_allclose(adv.advantages(_R6, preset="verl_grpo", num_generations=6, scale_rewards=False),
+                               _DEV6, rtol=1e-12)
+    with pytest.raises(ValueError, match="adv_estimator='gae'"):
+        fp("verl", adv_estimator="gae")
+    with pytest.raises(ValueError, match="advantage_estimator='reinforce'"):
+        fp("openrlhf", advantage_estimator="reinforce")
+    with pytest.raises(ValueError, match="unknown option"):
+        fp("trl", norm_adv_by_std_in_grpo=False)
+    with pytest.raises(ValueError, match="has no scale_rewards='group'"):
+        presets.with_scale_rewards("verl_rloo", "group")

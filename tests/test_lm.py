@@ -252,8 +252,10 @@ def test_load_user_model_directory(tmp_path):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4)
-    assert pol.template == "few_shot" and not pol.use_chat_template
-    assert pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
+    # the built-in tokenizer has a chat template (a user turn -> <bos> + its text), so it is used
+    assert pol.template == "few_shot" and pol.use_chat_template
+    assert pol.prompt("1 + 1 =").startswith("<bos>") and pol.prompt("1 + 1 =").endswith("Now solve:\nProblem: 1 + 1 =")
+    assert pol.encode("1 + 1 =")[:2] != [tok.bos_token_id] * 2
     pol = lm.load_policy(tmp_path, device="cpu", max_new_tokens=4, template="zero_shot")
     r, s = sampler.prompt_samples(pol, num_prompts=1, samples_per_prompt=3, rng=0, projection_dim=16)
     assert r.shape == (1, 3) and s.shape == (1, 3, 16) and np.isfinite(s).all()
@@ -498,3 +500,111 @@ def test_gpu_device_map_with_cpu_offload_is_refused(tmp_path):
              "transformer.h.1": "cpu", "transformer.ln_f": "cpu", "lm_head": 0}
     with pytest.raises(ValueError, match="offloads layers"):
         lm.load_policy(path, template="compact_zero_shot", device_map=split)
+
+
+# --------------------------------------------------------------------------- model directories, context
+
+def test_directories_that_hold_no_causal_lm_get_one_clear_error(tmp_path):
+    import json
+
+    # issue 20: an empty directory gave a message about sentencepiece; a non-causal one 3.5 KB of classes
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"empty.*: an empty directory: missing config.json, weights .*tokenizer"):
+        lm.load_policy(empty, device="cpu")
+    saved = tmp_path / "ckpt"
+    model = _tiny("gpt2", n_positions=96)
+    model.save_pretrained(saved)
+    with pytest.raises(ValueError, match=r"ckpt.*: no causal LM: missing tokenizer files") as exc:
+        lm.load_policy(saved, device="cpu")
+    assert len(str(exc.value)) < 300 and "\n" not in str(exc.value)
+    lm.build_tokenizer().save_pretrained(saved)
+    cfg = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps(cfg | {"model_type": "t5", "architectures": ["T5Model"]}))
+    with pytest.raises(ValueError, match=r"model_type 't5' \(T5Model\), which AutoModelForCausalLM cannot load"):
+        lm.load_policy(saved, device="cpu")
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        lm.load_policy(saved, device="cpu")
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        lm.load_policy(tmp_path / "nowhere", device="cpu")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        lm.load_policy(tmp_path / "file.txt", device="cpu")
+    (saved / "config.json").write_text(json.dumps(cfg))
+    lm.check_model_directory(saved)                   # a good directory passes
+
+
+def test_check_prompt_length_names_prompt_length_and_context(builtin):
+    pol = builtin
+    assert lm.context_length(pol) == 128 == lm.context_length(pol.model)
+    assert lm.check_prompt_length(pol, [1] * 120, index=3) == 128         # 120 + 8 fits exactly
+    with pytest.raises(ValueError, match=r"^prompt 7: 121 tokens \+ max_new_tokens=8 = 129 exceeds the "
+                                         r"model's context of 128 tokens"):
+        lm.check_prompt_length(pol, [1] * 121, index=7)
+    with pytest.raises(ValueError, match="prompt: 100 tokens"):
+        lm.check_prompt_length(pol, [1] * 100, 64)
+    # what the check prevents: GPT-2's position table fails deep in torch
+    with pytest.raises(IndexError):
+        pol.model(torch.ones(1, 129, dtype=torch.long))
+    assert lm.check_prompt_length(torch.nn.Linear(2, 2), [1] * 10**4, 10) is None   # no context defined
+
+
+# --------------------------------------------------------------------------- the built-in as a user's checkpoint
+
+def test_builtin_tokenizer_adds_bos_and_renders_the_training_format():
+    tok = lm.build_tokenizer()
+    text = "15 + 25 ="
+    chars = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(chars) == len(text) and tok.bos_token_id not in chars
+    assert tok(text)["input_ids"] == [tok.bos_token_id, *chars]          # TRL: add_special_tokens=True
+    msgs = [{"role": "user", "content": text}]
+    for gen in (True, False):                                            # the generation prompt adds nothing
+        assert tok.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=False) == "<bos>" + text
+    parts = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+    assert tok.apply_chat_template(parts, add_generation_prompt=True, tokenize=False) == "<bos>" + text
+    with pytest.raises(Exception, match="user turns only"):
+        tok.apply_chat_template([{"role": "system", "content": "Be brief."}, *msgs], tokenize=False)
+    # the compact format of Policy.encode is unchanged: <bos> + characters, not <bos><bos> + ...
+    pol = lm.load_policy(None, variant="weak", device="cpu")
+    assert pol.encode(text) == [tok.bos_token_id, *chars]
+
+
+def test_exported_builtin_checkpoint_reproduces_the_builtin_model(tmp_path):
+    """issue 20: an exported built-in checkpoint given prompts as TRL passes them (plain strings, chat
+    messages) gets the built-in ids, hence the same completions under a seed and the same accuracy."""
+    from ustat_grpo import lm_train, task
+
+    builtin = lm.load_policy(None, variant="weak", device="cpu")
+    path = lm.export_builtin("weak", tmp_path / "weak")
+    user = lm.load_policy(path, device="cpu", template="compact_zero_shot")
+    tok = user.tokenizer
+    assert user.use_chat_template and user.max_new_tokens == builtin.max_new_tokens == 8
+    problems = arithmetic.make_dataset(500, seed=0)[:24]
+    plain, chat = [], []
+    for p in problems:
+        ref = builtin.encode(p)
+        plain.append(task.encode_prompt(tok, p.text))
+        chat.append(task.encode_prompt(tok, [{"role": "user", "content": p.text}]))
+        assert plain[-1] == ref and chat[-1] == ref and user.encode(p) == ref
+    rewards = {}
+    for name, pol, ids in (("builtin", builtin, [builtin.encode(p) for p in problems]),
+                           ("plain", user, plain), ("chat", user, chat),
+                           ("no_bos", user, [tok(p.text, add_special_tokens=False)["input_ids"] for p in problems])):
+        out = []
+        for k, (p, x) in enumerate(zip(problems, ids)):
+            comp = lm.sample_completions(pol, x, 16, rng=100 + k)
+            out.append([arithmetic.verify(t, p.answer) for t in comp.texts])
+            if name != "no_bos":
+                rewards.setdefault(("texts", k), comp.texts)
+                assert rewards[("texts", k)] == comp.texts, (name, k)
+        rewards[name] = np.asarray(out, float)
+    np.testing.assert_array_equal(rewards["plain"], rewards["builtin"])
+    np.testing.assert_array_equal(rewards["chat"], rewards["builtin"])
+    # negative control: the old export (no BOS) samples other completions under the same seeds
+    assert not np.array_equal(rewards["no_bos"], rewards["builtin"])
+    # a training checkpoint of the built-in policy carries the tokenizer's BOS rule and chat template
+    saved = lm_train.save_checkpoint(builtin, tmp_path / "ckpt")
+    again = lm.load_policy(saved, device="cpu", template="compact_zero_shot")
+    assert all(task.encode_prompt(again.tokenizer, [{"role": "user", "content": p.text}]) == builtin.encode(p)
+               and task.encode_prompt(again.tokenizer, p.text) == builtin.encode(p) for p in problems[:4])

@@ -138,3 +138,16 @@ def test_compare_group_sizes_rejects_bad_input():
         compare_group_sizes([2, 4], np.ones((2, 1)))
     with pytest.raises(ValueError):
         compare_group_sizes([2, 4], np.array([[1.0, np.nan], [1.0, 2.0]]))
+
+
+def test_three_row_table_is_a_clear_error_and_four_rows_fit():
+    # issue 20: --help's 3-row example ended in "need more observations (3) than parameters (3)"
+    N, G, acc = [1024] * 3, [4, 8, 16], [0.7677, 0.7491, 0.7753]
+    with pytest.raises(ValueError, match=r"1 budget\(s\) needs at least 4 rows, got 3: the curve has 3 "
+                                         r"parameters .* estimate the run-to-run noise") as exc:
+        performance.fit_performance_table(N, G, acc, rng=0)
+    assert "\n" not in str(exc.value)
+    fit = performance.fit_performance_table(N + [1024], G + [32], acc + [0.7627], rng=0)
+    assert fit.dof == 1 and fit.n_obs == 4 and np.isfinite(fit.residual_sd)
+    with pytest.raises(ValueError, match=r"2 budget\(s\) needs at least 5 rows, got 4"):
+        performance.fit_performance_table([1024, 1024, 2048, 2048], [4, 8, 16, 32], [0.1, 0.2, 0.3, 0.2], rng=0)

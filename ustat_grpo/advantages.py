@@ -15,28 +15,36 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .estimators import _check_eps
-from .presets import PRESETS, get_preset
+from .presets import PRESETS, get_preset, trl_scale_rewards, with_scale_rewards
 
 __all__ = ["advantages", "rounding_noise_groups", "RoundingNoise"]
 
 
 _ADV_ESTIMATORS = ("std_normalized", "group_mean", "leave_one_out", "vanilla")
-_SCALES = ("group", "batch", "none")
 _SINGLETON = ("raise", "raw", "zero")
 _PRECISIONS = ("exact", "float32")
 
 
 def _advantage_settings(preset, estimator, eps, ddof, scale_rewards):
-    """Resolve ``(estimator, eps, ddof, scale, preset)``: a preset, or an estimator with TRL's eps."""
+    """Resolve ``(estimator, eps, ddof, scale, preset)``: a preset, or an estimator with TRL's eps.
+
+    ``scale_rewards`` is TRL's ``GRPOConfig`` field (legacy bools included): with a preset (the
+    default is TRL's ``"grpo"``) it selects the same framework's preset with that scaling
+    (:func:`ustat_grpo.presets.with_scale_rewards`); with ``estimator=`` it must agree with it.
+    """
     if preset is not None and (estimator is not None or eps is not None):
         raise ValueError("give preset= or estimator=/eps=, not both: a preset fixes the estimator and eps")
     if preset is None and estimator is None:
         preset = "grpo"
+    scale = None if scale_rewards is None else trl_scale_rewards(scale_rewards)
     if preset is not None:
-        p = get_preset(preset)
+        get_preset(preset)
+        if scale is not None and scale != PRESETS[preset].scale_rewards:
+            preset = with_scale_rewards(preset, scale)
+        p = PRESETS[preset]
         estimator, eps = p.estimator, p.eps
         ddof = p.ddof if ddof is None else ddof
-        scale = p.scale_rewards if scale_rewards is None else scale_rewards
+        scale = p.scale_rewards if scale is None else scale
         if p.center != "mean":
             raise ValueError(f"preset {preset!r} centres on the leave-one-out mean; use std_normalized(..., "
                              f"preset={preset!r}) or practical.normalized_advantages")
@@ -45,12 +53,17 @@ def _advantage_settings(preset, estimator, eps, ddof, scale_rewards):
             raise ValueError(f"estimator must be one of {_ADV_ESTIMATORS}, got {estimator!r}")
         eps = PRESETS["grpo"].eps if eps is None else _check_eps(eps)
         ddof = 1 if ddof is None else ddof
-        scale = ("group" if estimator == "std_normalized" else "none") if scale_rewards is None else scale_rewards
-    if scale not in _SCALES:
-        raise ValueError(f"scale_rewards must be one of {_SCALES}, got {scale!r}")
-    if (estimator == "std_normalized") != (scale == "group"):
-        raise ValueError(f"scale_rewards='group' is the std_normalized estimator; estimator={estimator!r} "
-                         f"takes scale_rewards 'none' or 'batch'")
+        if scale is None:
+            scale = "group" if estimator == "std_normalized" else "none"
+        elif estimator == "group_mean" and scale == "group":   # TRL: group-mean centring, group std
+            estimator = "std_normalized"
+        elif estimator == "std_normalized" and scale != "group":
+            raise ValueError(f"estimator='std_normalized' divides by the group std, which is scale_rewards='group'; "
+                             f"for scale_rewards={scale_rewards!r} use estimator='group_mean' (or leave "
+                             "estimator unset: TRL's GRPOTrainer with that scale_rewards)")
+        elif scale == "group" and estimator != "std_normalized":
+            raise ValueError(f"scale_rewards='group' divides group-mean-centred rewards by the group std; "
+                             f"estimator={estimator!r} takes scale_rewards 'none' or 'batch'")
     return estimator, eps, int(ddof), scale, preset
 
 
@@ -102,12 +115,19 @@ def advantages(rewards, *, preset=None, estimator=None, num_generations=None, in
     index : array_like, shape (N,), optional
         verl order: a prompt id (``uid``) per row; rows may be in any order.  Exactly one of
         ``num_generations`` and ``index`` must be given.
-    scale_rewards : {"group", "batch", "none"}, optional
-        TRL's ``scale_rewards``.  ``"group"`` is the ``std_normalized`` estimator (and only it).
-        ``"batch"``: ``group_mean`` divided by the std of *all* rewards + eps (TRL, LitePPO);
-        ``leave_one_out`` re-standardised over the batch, ``(A - mean A)/(std A + eps)`` (TRL
-        ``RLOOConfig.normalize_advantages=True``).  Default: the preset's, else ``"group"`` for
-        ``std_normalized`` and ``"none"`` otherwise.
+    scale_rewards : {"group", "batch", "none"} or bool, optional
+        TRL 1.16's ``GRPOConfig.scale_rewards``, meaning what it means there (``True`` is
+        ``"group"``, ``False`` is ``"none"``): the group-mean-centred rewards are divided by the
+        group std + eps (``"group"``, GRPO), by the std of *all* rewards + eps (``"batch"``,
+        LitePPO) or not at all (``"none"``, Dr. GRPO).  With a preset (default TRL's ``"grpo"``)
+        it picks the same framework's preset with that scaling, so
+        ``advantages(r, num_generations=G, scale_rewards="none")`` is ``preset="dr_grpo"``
+        (:func:`ustat_grpo.presets.with_scale_rewards`; verl / OpenRLHF presets read it as
+        ``norm_adv_by_std_in_grpo`` / ``group_norm`` vs ``dr_grpo`` and have no ``"batch"``).
+        With ``estimator="group_mean"``, ``"group"`` gives ``std_normalized``; ``std_normalized``
+        takes only ``"group"``.  For ``leave_one_out`` (TRL ``RLOOTrainer``), ``"batch"`` is
+        ``RLOOConfig.normalize_advantages=True``: ``(A - mean A)/(std A + eps)`` over the batch.
+        Default: the preset's, else ``"group"`` for ``std_normalized`` and ``"none"`` otherwise.
     eps : float, optional
         With ``estimator=``: added to the std (default TRL's 1e-4).
     ddof : int, optional

@@ -50,7 +50,8 @@ __all__ = [
     "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
     "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
     "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "sample_prompt",
-    "resolve_device",
+    "resolve_device", "check_model_directory", "context_length", "check_prompt_length", "BUILTIN_CHAT_TEMPLATE",
+    "save_builtin_tokenizer", "export_builtin",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_lm"
@@ -75,20 +76,95 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+#: Chat template of the built-in tokenizer: the training format, ``<bos>`` + the user turn's text
+#: (the compact prompt) and nothing else; ``add_generation_prompt`` adds nothing, since the
+#: completion " <answer>" follows the prompt directly.  Only user turns exist in that format.
+BUILTIN_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] != 'user' -%}"
+    "{{- raise_exception('the built-in arithmetic model takes user turns only: its training format is the "
+    "bare problem text (role ' + message['role'] + ' given)') -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}{{- part['text'] -}}{%- endfor -%}{%- endif -%}"
+    "{%- if not loop.last -%}{{- '\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
 def build_tokenizer():
     """The built-in character-level tokenizer (a ``PreTrainedTokenizerFast``).
 
     One token per character of :data:`_CHARS` plus ``<pad> <bos> <eos> <unk>``; built with the
-    ``tokenizers`` library (a BPE model with no merges is a character model).
+    ``tokenizers`` library (a BPE model with no merges is a character model).  As the models were
+    trained (``<bos>`` + prompt characters), ``tokenizer(text)`` adds ``<bos>`` (a
+    ``TemplateProcessing`` post-processor; ``add_special_tokens=False`` gives the bare
+    characters), and :data:`BUILTIN_CHAT_TEMPLATE` renders a user turn as ``<bos>`` + its text.
+    So a user's pipeline (TRL's ``tokenizer(prompt)`` or ``apply_chat_template``) gives a saved
+    built-in checkpoint the ids :meth:`Policy.encode` gives the built-in model.
     """
-    from tokenizers import Tokenizer, decoders, models
+    from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate((*_SPECIALS, *_CHARS))}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B:1",
+                                                       special_tokens=[("<bos>", vocab["<bos>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                    pad_token="<pad>", unk_token="<unk>")
+    fast.chat_template = BUILTIN_CHAT_TEMPLATE
+    return fast
+
+
+def save_builtin_tokenizer(tokenizer, path) -> None:
+    """Write the built-in tokenizer's files so that every supported ``transformers`` reads them.
+
+    ``save_pretrained``, then in ``tokenizer_config.json``: the fast-tokenizer class name
+    (transformers 5 writes ``TokenizersBackend``, which 4.x cannot load) and the chat template
+    (transformers 5 writes it to ``chat_template.jinja``, which older versions do not read).
+    """
+    import json
+
+    path = Path(path)
+    tokenizer.save_pretrained(path)
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("backend", None)
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    jinja = path / "chat_template.jinja"
+    if jinja.exists():
+        jinja.unlink()
+    if getattr(tokenizer, "chat_template", None):
+        cfg["chat_template"] = tokenizer.chat_template
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def export_builtin(variant: str, path) -> str:
+    """Save a built-in variant as a local Hugging Face directory, usable as a user's checkpoint.
+
+    The directory holds the GPT-2 weights of ``variant`` (``save_pretrained``) and the built-in
+    tokenizer with its BOS post-processor and chat template (:func:`save_builtin_tokenizer`):
+    prompts passed as TRL passes them (a plain string through ``tokenizer(text)``, or
+    ``[{"role": "user", "content": text}]`` through the chat template) get the token ids the
+    built-in path uses, so the checkpoint reproduces the built-in model's accuracy.  The prompt
+    text is the compact format (:func:`format_compact`: ``"15 + 25 ="``; the ``fewshot`` variant
+    needs :data:`COMPACT_FEW_SHOT_PREFIX` in the prompt text itself).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    net, tok, _ = _load_builtin(variant, "eager")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    net.save_pretrained(path)
+    save_builtin_tokenizer(tok, path)
+    return str(path)
 
 
 def format_compact(problem: arithmetic.Problem | str, template: str = "compact_zero_shot") -> str:
@@ -140,7 +216,8 @@ class Policy:
             text = format_compact(problem, self.template)
         else:
             text = arithmetic.format_prompt(problem, self.template)
-        if self.use_chat_template:
+        if self.use_chat_template and not self.template.startswith("compact"):
+            # the compact formats are the built-in models' training format: no template around them
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
         return text
@@ -289,6 +366,116 @@ def _check_device_map(model, device, device_map) -> None:
                           "which places the model's layers over the available devices")
 
 
+#: files ``save_pretrained`` writes for a tokenizer (any one of them is enough to try a load)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model",
+                    "vocab.txt")
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json",
+                    "*.pt", "*.pth", "tf_model.h5", "flax_model.msgpack")
+
+
+def check_model_directory(path: str | os.PathLike) -> None:
+    """Raise one clear error when ``path`` cannot hold a causal LM that :func:`load_policy` can load.
+
+    Checks, before ``transformers`` is asked (whose own messages are a list of every model class
+    or a note about sentencepiece): the directory exists; it has a ``config.json`` that is a JSON
+    object whose ``model_type`` is a causal LM (``AutoModelForCausalLM``'s mapping, or an
+    ``auto_map`` entry for remote code); weight files; tokenizer files.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such directory.
+    ValueError
+        One line naming the directory and what is missing or wrong.
+    """
+    import json
+
+    d = Path(path)
+    if not d.exists():
+        raise FileNotFoundError(f"model={str(path)!r}: no such directory")
+    if not d.is_dir():
+        raise ValueError(f"model={str(path)!r}: not a directory (a local Hugging Face model directory, as "
+                         "save_pretrained writes it, is expected)")
+    missing = []
+    cfg = d / "config.json"
+    if not cfg.is_file():
+        missing.append("config.json")
+    if not any(next(d.glob(pat), None) is not None for pat in _WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or pytorch_model.bin)")
+    if not any((d / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, tokenizer_config.json or tokenizer.model)")
+    if missing:
+        what = "an empty directory" if not any(d.iterdir()) else "no causal LM"
+        raise ValueError(f"model={str(path)!r}: {what}: missing {', '.join(missing)} (save the model and "
+                         "its tokenizer with save_pretrained into this directory)")
+    try:
+        conf = json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"model={str(path)!r}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"model={str(path)!r}: config.json is not a JSON object")
+    model_type = conf.get("model_type")
+    if "AutoModelForCausalLM" in (conf.get("auto_map") or {}):
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_type is None:
+        raise ValueError(f"model={str(path)!r}: config.json has no model_type, so AutoModelForCausalLM cannot "
+                         "tell which architecture to load")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        arch = ", ".join(conf.get("architectures") or []) or "no architectures listed"
+        raise ValueError(f"model={str(path)!r}: config.json has model_type {model_type!r} ({arch}), which "
+                         "AutoModelForCausalLM cannot load: not a causal language model")
+
+
+def context_length(model) -> int | None:
+    """The model's context in tokens: ``config.max_position_embeddings`` (or ``n_positions`` /
+    ``n_ctx``), ``None`` when the config defines none.  ``model``: a model or a :class:`Policy`."""
+    config = getattr(getattr(model, "model", model), "config", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt_length(policy, prompt_ids, max_new_tokens: int | None = None, *, index=None) -> int | None:
+    """Raise ``ValueError`` when a prompt plus its completion budget exceeds the model's context.
+
+    Parameters
+    ----------
+    policy : Policy or a transformers model
+        Its ``config.max_position_embeddings`` (or ``n_positions``) is the context.
+    prompt_ids : sequence of int
+        The prompt's token ids.
+    max_new_tokens : int, optional
+        Completion budget (default ``policy.max_new_tokens``).
+    index : int or str, optional
+        The prompt's index (dataset row), named in the message.
+
+    Returns
+    -------
+    int or None
+        The context length, ``None`` when the config defines none (nothing is checked then).
+
+    Notes
+    -----
+    A model with learned positions (GPT-2) fails past its context deep in torch
+    (``IndexError: index out of range in self``); a rotary model runs on but leaves the length it
+    was trained for.  TRL 1.16 does not truncate prompts (own_task.md §1.1), so the prompt must be
+    filtered, or ``max_completion_length`` lowered.
+    """
+    ctx = context_length(policy)
+    budget = int(getattr(policy, "max_new_tokens", 0) if max_new_tokens is None else max_new_tokens)
+    n = len(prompt_ids)
+    if ctx is not None and n + budget > ctx:
+        which = "prompt" if index is None else f"prompt {index}"
+        raise ValueError(f"{which}: {n} tokens + max_new_tokens={budget} = {n + budget} exceeds the model's "
+                         f"context of {ctx} tokens; filter or shorten the prompt, or lower max_new_tokens "
+                         "(max_completion_length)")
+    return ctx
+
+
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
                 template: str | None = None, device: str | torch.device = "auto",
                 dtype: torch.dtype | str | None = None, max_new_tokens: int | None = None,
@@ -299,7 +486,8 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
     ----------
     model : path or None
         A directory readable by ``AutoModelForCausalLM`` / ``AutoTokenizer`` (no download is
-        attempted: ``local_files_only``).  ``None``: the built-in model of ``variant``.
+        attempted: ``local_files_only``); :func:`check_model_directory` first gives one clear
+        error for a directory that holds no causal LM.  ``None``: the built-in model of ``variant``.
     variant : {"weak", "strong", "fewshot"}
         Built-in variant (ignored for user models).
     template : str, optional
@@ -337,6 +525,7 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
         max_new_tokens = max_new_tokens or 8
     else:
         path = Path(model)
+        check_model_directory(path)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         placed = {} if device_map is None else {"device_map": device_map}
         net = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,

@@ -370,17 +370,14 @@ def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, proce
 
 
 def _trainer_info(args):
-    """The trainer settings that decide the estimator (:func:`ustat_grpo.task.trainer_settings`),
-    or ``None`` without ``args``."""
+    """The trainer settings that decide the estimator (:class:`ustat_grpo.task.TrainerSettings`,
+    TRL 1.16 defaults for missing fields) as the card stores them, or ``None`` without ``args``."""
     if args is None:
         return None
     from . import task as tk
 
-    reader = getattr(tk, "TrainerSettings", None)
-    if reader is None:
-        return None
-    settings = reader.from_args(args)
-    return dict(settings.to_dict(), estimator=settings.estimator, summary=settings.summary())
+    settings = tk.TrainerSettings.from_args(args)
+    return dict(settings.to_dict(), summary=settings.summary())
 
 
 def measure_lm(model=None, *, num_prompts: int | None = None, samples_per_prompt: int | None = None, seed: int = 0,

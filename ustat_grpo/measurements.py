@@ -7,7 +7,8 @@ Formats (one row per grid cell or run; other columns are ignored):
 * NetCDF: the output of :func:`ustat_grpo.montecarlo.run_grid` (variables ``mse`` [and
   ``mse_se``] over dims ``num_generations``, ``num_prompts`` and optionally ``estimator``).
 
-Bad input raises :class:`InputError` with one line naming the file, row and column.
+Bad input raises ``ValueError`` (a missing file ``FileNotFoundError``) with one line naming the
+file, row and column; the command line maps these to exit code 2.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import os
 
 import numpy as np
 
-from ._cli import InputError
 from .presets import RENAMED
 
 __all__ = ["GRID_COLUMNS", "PERF_COLUMNS", "load_measurements"]
@@ -30,11 +30,11 @@ def _parse_number(path, row, line, col, text):
     try:
         v = float(text)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: row {row} (line {line}), column '{col}': {text!r} is not a number") from None
+        raise ValueError(f"{path}: row {row} (line {line}), column '{col}': {text!r} is not a number") from None
     if math.isnan(v):
-        raise InputError(f"{path}: row {row} (line {line}), column '{col}': value is NaN")
+        raise ValueError(f"{path}: row {row} (line {line}), column '{col}': value is NaN")
     if math.isinf(v):
-        raise InputError(f"{path}: row {row} (line {line}), column '{col}': value is infinite")
+        raise ValueError(f"{path}: row {row} (line {line}), column '{col}': value is infinite")
     return v
 
 
@@ -45,12 +45,12 @@ def _load_csv(path):
             try:
                 header = [h.strip() for h in next(reader)]
             except StopIteration:
-                raise InputError(f"{path}: file is empty") from None
+                raise ValueError(f"{path}: file is empty") from None
             body = [r for r in reader]
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        raise type(exc)(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file") from None
+        raise ValueError(f"{path}: not a text CSV file") from None
     cols = set(header)
     if set(GRID_COLUMNS) <= cols:
         kind, need, opt = "mse", GRID_COLUMNS, ("mse_se",)
@@ -60,7 +60,7 @@ def _load_csv(path):
         miss_g = [c for c in GRID_COLUMNS if c not in cols]
         miss_p = [c for c in PERF_COLUMNS if c not in cols]
         miss = miss_g if len(miss_g) <= len(miss_p) else miss_p
-        raise InputError(f"{path}: missing column(s) {', '.join(repr(m) for m in miss)} (found: "
+        raise ValueError(f"{path}: missing column(s) {', '.join(repr(m) for m in miss)} (found: "
                          f"{', '.join(header) or 'none'}); expected num_prompts,num_generations,mse[,mse_se] "
                          "or budget,num_generations,score[,run]")
     idx = {c: header.index(c) for c in need + opt if c in cols}
@@ -73,13 +73,13 @@ def _load_csv(path):
         rows.append((i, line))
         for c, j in idx.items():
             if j >= len(r) or r[j].strip() == "":
-                raise InputError(f"{path}: row {i} (line {line}), column '{c}': empty cell")
+                raise ValueError(f"{path}: row {i} (line {line}), column '{c}': empty cell")
             if c == "run":
                 data[c].append(r[j].strip())
             else:
                 data[c].append(_parse_number(path, i, line, c, r[j].strip()))
     if not rows:
-        raise InputError(f"{path}: no data rows")
+        raise ValueError(f"{path}: no data rows")
     arrays = {c: (np.array(v, dtype=object) if c == "run" else np.array(v, float)) for c, v in data.items()}
     _validate(path, kind, arrays, rows)
     return kind, arrays
@@ -90,7 +90,7 @@ def _validate(path, kind, a, rows):
         k = int(np.flatnonzero(mask)[0])
         i, line = rows[k]
         loc = f"row {i} (line {line})" if line is not None else f"cell {i}"
-        raise InputError(f"{path}: {loc}, column '{col}': {what} (got {a[col][k]:g})")
+        raise ValueError(f"{path}: {loc}, column '{col}': {what} (got {a[col][k]:g})")
 
     g = a["num_generations"]
     if np.any(g < 2):
@@ -109,7 +109,7 @@ def _validate(path, kind, a, rows):
             bad(a["budget"] <= 0, "budget", "must be positive")
     distinct = sorted(set(g.astype(int).tolist()))
     if len(distinct) < 3:
-        raise InputError(f"{path}: column 'num_generations' has {len(distinct)} distinct value(s) "
+        raise ValueError(f"{path}: column 'num_generations' has {len(distinct)} distinct value(s) "
                          f"{distinct}; need at least 3 to fit the scaling law")
 
 
@@ -121,25 +121,25 @@ def _load_netcdf(path, estimator):
     try:
         ds = xr.load_dataset(path)
     except Exception as exc:  # any reader failure is bad input, reported in one line
-        raise InputError(f"{path}: cannot read as NetCDF ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{path}: cannot read as NetCDF ({type(exc).__name__}: {exc})") from None
     if PILOT_ATTR in ds.attrs:                     # per-prompt statistics of a pilot (ustat_grpo.pilot)
         stats, attrs = load_pilot(path)
         return "pilot", {"statistics": stats, "attrs": attrs}
     if "mse" not in ds:
-        raise InputError(f"{path}: missing variable 'mse' (found: {', '.join(map(str, ds.data_vars))})")
+        raise ValueError(f"{path}: missing variable 'mse' (found: {', '.join(map(str, ds.data_vars))})")
     for d in ("num_generations", "num_prompts"):
         if d not in ds["mse"].dims:
-            raise InputError(f"{path}: variable 'mse' lacks dimension '{d}' (dims: {ds['mse'].dims})")
+            raise ValueError(f"{path}: variable 'mse' lacks dimension '{d}' (dims: {ds['mse'].dims})")
     if "estimator" in ds["mse"].dims:
         names = [str(x) for x in ds["estimator"].values]
         # grids written before the estimators were renamed carry the old label (e.g. "grpo")
         label = next((n for n in (estimator, *[o for o, c in RENAMED.items() if c == estimator]) if n in names), None)
         if label is None:
-            raise InputError(f"{path}: estimator {estimator!r} not in the file (has: {', '.join(names)})")
+            raise ValueError(f"{path}: estimator {estimator!r} not in the file (has: {', '.join(names)})")
         ds = ds.sel(estimator=label)
     mse = ds["mse"].transpose("num_prompts", "num_generations", ...)
     if mse.ndim != 2:
-        raise InputError(f"{path}: variable 'mse' has extra dimensions {mse.dims}; select one slice first")
+        raise ValueError(f"{path}: variable 'mse' has extra dimensions {mse.dims}; select one slice first")
     se = ds["mse_se"].transpose("num_prompts", "num_generations") if "mse_se" in ds else None
     B, G = np.meshgrid(ds["num_prompts"].values.astype(float), ds["num_generations"].values.astype(float),
                        indexing="ij")
@@ -149,7 +149,7 @@ def _load_netcdf(path, estimator):
     if se is not None:
         a["mse_se"] = se.values.astype(float)[keep]
         if np.any(np.isnan(a["mse_se"])):
-            raise InputError(f"{path}: variable 'mse_se' is NaN where 'mse' is not")
+            raise ValueError(f"{path}: variable 'mse_se' is NaN where 'mse' is not")
     cells = [(f"num_prompts={int(b)}, num_generations={int(g)}", None)
              for b, g in zip(a["num_prompts"], a["num_generations"])]
     _validate(path, "mse", a, cells)
@@ -167,11 +167,13 @@ def load_measurements(path: str, *, estimator: str = "leave_one_out"):
 
     Raises
     ------
-    InputError
-        Missing file or column, non-numeric or out-of-range cell, fewer than three distinct ``G``.
+    FileNotFoundError
+        No such file.
+    ValueError
+        Missing column, non-numeric or out-of-range cell, fewer than three distinct ``G``.
     """
     if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as fh:
         magic = fh.read(8)
     if path.endswith((".nc", ".nc4", ".netcdf")) or magic.startswith((b"CDF", b"\x89HDF")):

@@ -287,7 +287,9 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
     budget : array_like, shape (n,)
         Rollouts per iteration ``N = B G`` of each observation.
     num_generations : array_like, shape (n,)
-        ``G`` of each observation (at least three distinct values).
+        ``G`` of each observation (at least three distinct values, and at least one row more than
+        the ``number of budgets + 2`` parameters of the curve, so that the noise can be estimated:
+        four rows for one budget).
     score : array_like, shape (n,)
         Final performance (e.g. test accuracy); one row per run.
     run : array_like, shape (n,), optional
@@ -343,7 +345,10 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
     X = _perf_design(nb, g, budgets)
     n, p = X.shape
     if n - p < 1:
-        raise ValueError(f"need more observations ({n}) than parameters ({p})")
+        raise ValueError(f"a performance table with {len(budgets)} budget(s) needs at least {p + 1} rows, got {n}: "
+                         f"the curve has {p} parameters ({len(budgets)} budget level(s), log2 G and (log2 G)^2) "
+                         "and at least one more row is needed to estimate the run-to-run noise; add a seed "
+                         "or another G")
     res = sm.OLS(ys, X).fit()
     params, cov = np.asarray(res.params), np.asarray(res.cov_params())
     dof = int(res.df_resid)

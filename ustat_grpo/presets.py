@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Preset", "PRESETS", "RENAMED", "get_preset"]
+__all__ = ["Preset", "PRESETS", "RENAMED", "get_preset", "trl_scale_rewards", "with_scale_rewards",
+           "framework_preset"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,3 +97,132 @@ def get_preset(name) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+#: The presets that differ only in TRL's ``scale_rewards`` (or its analogue in verl / OpenRLHF):
+#: preset -> {scale_rewards: preset}.  A scale missing from a family is not an option of that
+#: framework.  TRL ``GRPOTrainer``: ``scale_rewards`` in {"group", "batch", "none"}; verl
+#: ``adv_estimator=grpo``: ``norm_adv_by_std_in_grpo`` True/False; OpenRLHF: ``group_norm`` /
+#: ``dr_grpo``; TRL ``RLOOTrainer``: no std scaling (``"batch"`` is ``RLOOConfig.normalize_advantages``).
+_FAMILIES = (
+    {"group": "grpo", "batch": "trl_grpo_batch", "none": "dr_grpo"},
+    {"none": "rloo", "batch": "rloo"},
+    {"group": "verl_grpo", "none": "verl_dr_grpo"},
+    {"none": "verl_rloo"},
+    {"group": "openrlhf_group_norm", "none": "openrlhf_dr_grpo"},
+    {"none": "openrlhf_rloo"},
+    {"group": "trl_async_grpo"},
+)
+_ALIASES = {"trl_grpo": "grpo", "trl_dr_grpo": "dr_grpo", "trl_rloo": "rloo"}
+
+
+def trl_scale_rewards(value) -> str:
+    """TRL 1.16's ``scale_rewards``: ``"group"``, ``"batch"``, ``"none"``, or the legacy bools.
+
+    ``True`` means ``"group"`` and ``False`` means ``"none"`` (``GRPOConfig.__post_init__``,
+    grpo_frameworks.md §1.4).
+
+    Examples
+    --------
+    >>> trl_scale_rewards(False), trl_scale_rewards("batch")
+    ('none', 'batch')
+    """
+    if isinstance(value, (bool,)) or type(value).__name__ == "bool_":
+        return "group" if bool(value) else "none"
+    if value not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be 'group', 'batch', 'none', True or False (TRL), got {value!r}")
+    return value
+
+
+def with_scale_rewards(preset: str, scale_rewards) -> str:
+    """The preset of the same framework and trainer with TRL's ``scale_rewards`` set to ``scale_rewards``.
+
+    ``scale_rewards`` means what it means in TRL's ``GRPOConfig``: ``"group"`` divides the
+    mean-centred rewards by the group std, ``"batch"`` by the std of the whole batch, ``"none"``
+    not at all (Dr. GRPO).  For the verl and OpenRLHF presets it is read as the analogous switch
+    (verl ``norm_adv_by_std_in_grpo``, OpenRLHF ``group_norm`` vs ``dr_grpo``); a scale the
+    framework does not offer is an error naming the presets that exist.
+
+    Examples
+    --------
+    >>> with_scale_rewards("grpo", "none"), with_scale_rewards("verl_grpo", False)
+    ('dr_grpo', 'verl_dr_grpo')
+    """
+    scale = trl_scale_rewards(scale_rewards)
+    get_preset(preset)
+    name = _ALIASES.get(preset, preset)
+    family = next((f for f in _FAMILIES if name in f.values()), None)
+    if family is None:
+        raise ValueError(f"preset {preset!r} ({PRESETS[preset].source}) has no scale_rewards variants; "
+                         "leave scale_rewards unset")
+    if scale not in family:
+        have = ", ".join(f"scale_rewards={k!r} is preset {v!r}" for k, v in family.items())
+        raise ValueError(f"preset {preset!r} ({PRESETS[preset].source}) has no scale_rewards={scale!r} "
+                         f"in its framework ({have})")
+    return family[scale]
+
+
+_VERL = {"grpo": "verl_grpo", "grpo_vectorized": "verl_grpo", "rloo": "verl_rloo", "rloo_vectorized": "verl_rloo"}
+_OPENRLHF = {"group_norm": "openrlhf_group_norm", "dr_grpo": "openrlhf_dr_grpo", "rloo": "openrlhf_rloo"}
+
+
+def framework_preset(framework: str, **options) -> str:
+    """The preset that a framework's own option names select, read as that framework reads them.
+
+    Parameters
+    ----------
+    framework : {"trl", "verl", "openrlhf"}
+    **options
+        ``trl``: ``scale_rewards`` (default ``"group"``; bools as in TRL) and ``trainer``
+        (``"GRPOTrainer"``, default, or ``"RLOOTrainer"``).
+        ``verl``: ``adv_estimator`` (``algorithm.adv_estimator``, default ``"grpo"``; ``grpo``,
+        ``grpo_vectorized``, ``rloo``, ``rloo_vectorized``) and ``norm_adv_by_std_in_grpo``
+        (default True).  As in verl's ``ray_trainer.compute_advantage``, the flag reaches only the
+        ``grpo`` estimator: ``grpo_vectorized`` always divides by the std (grpo_frameworks.md §2).
+        ``openrlhf``: ``advantage_estimator`` (``--algo.advantage.estimator``: ``group_norm``,
+        ``dr_grpo``, ``rloo``).
+
+    Returns
+    -------
+    str
+        A key of :data:`PRESETS`.
+
+    Examples
+    --------
+    >>> framework_preset("trl", scale_rewards=False)
+    'dr_grpo'
+    >>> framework_preset("verl", adv_estimator="grpo", norm_adv_by_std_in_grpo=False)
+    'verl_dr_grpo'
+    >>> framework_preset("verl", adv_estimator="grpo_vectorized", norm_adv_by_std_in_grpo=False)
+    'verl_grpo'
+    >>> framework_preset("openrlhf", advantage_estimator="dr_grpo")
+    'openrlhf_dr_grpo'
+    """
+    def take(known):
+        bad = sorted(set(options) - set(known))
+        if bad:
+            raise ValueError(f"{framework}: unknown option(s) {bad}; this mapping reads {sorted(known)}")
+        return [options.get(k, d) for k, d in known.items()]
+
+    if framework == "trl":
+        scale, trainer = take({"scale_rewards": "group", "trainer": "GRPOTrainer"})
+        if trainer == "RLOOTrainer":
+            return "rloo"
+        if trainer != "GRPOTrainer":
+            raise ValueError(f"trainer must be 'GRPOTrainer' or 'RLOOTrainer', got {trainer!r}")
+        return with_scale_rewards("grpo", scale)
+    if framework == "verl":
+        est, norm = take({"adv_estimator": "grpo", "norm_adv_by_std_in_grpo": True})
+        if est not in _VERL:
+            raise ValueError(f"adv_estimator={est!r}: ustat_grpo has presets for verl's {sorted(_VERL)} "
+                             "(outcome-reward group baselines); not for this estimator")
+        if est == "grpo" and not norm:
+            return "verl_dr_grpo"
+        return _VERL[est]
+    if framework == "openrlhf":
+        (est,) = take({"advantage_estimator": "group_norm"})
+        if est not in _OPENRLHF:
+            raise ValueError(f"advantage_estimator={est!r}: ustat_grpo has presets for OpenRLHF's "
+                             f"{sorted(_OPENRLHF)}; not for this estimator")
+        return _OPENRLHF[est]
+    raise ValueError(f"framework must be 'trl', 'verl' or 'openrlhf', got {framework!r}")

@@ -71,12 +71,16 @@ def _headline(r) -> list[str]:
     return lines
 
 
+#: estimators.py names -> pool.py names (the pool calls group_mean "dr_grpo")
+_POOL_NAMES = {"group_mean": "dr_grpo"}
+
+
 def _trainer_line(r) -> list[str]:
     """Where the trainer's own estimator is not leave-one-out: the G the pool prefers for it."""
     c, est = r.card, r.estimators
     if c is None or est is None or c.estimator == "leave_one_out":
         return []
-    b = est.best_for(c.estimator)
+    b = est.best_for(_POOL_NAMES.get(c.estimator, c.estimator))
     if b is None:
         return [f"  Your trainer's advantage is {c.estimator}, which the pool comparison does not cover."]
     return [f"  Your trainer's advantage is {c.estimator}: on the pilot's pool its best G is {b.num_generations} "

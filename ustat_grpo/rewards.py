@@ -15,7 +15,11 @@ Conventions (``../shared/spec/own_task.md`` §1.3-1.4, §2.2, §3, §6.4):
   ``f([prompt_text + completion_text_with_special_tokens], [prompt_text], [label])``; a dict result
   gives ``["rewards"]``.
 
-Results: ``None`` -> NaN; bool, numpy and torch scalars -> float; ``inf`` or a wrong length -> error.
+Results: ``None`` -> NaN; real numbers (bool, int, float, numpy and torch scalars) -> float, as
+TRL's ``torch.tensor(..., float32)`` cast takes them; anything else (a string ``"1.0"``) ->
+``TypeError`` naming the function, the value and the completion; ``inf`` or a wrong length ->
+:class:`RewardError`.  Bad specs and arguments raise ``ValueError``/``TypeError`` (a missing file
+``FileNotFoundError``, an import failure ``ImportError``) naming the parameter, never a CLI flag.
 The total is the weighted ``nansum`` over functions, NaN where every function returned ``None``
 (an *unscorable* completion, left out of group statistics with advantage 0, as in TRL).
 """
@@ -33,8 +37,6 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from ._cli import InputError
 
 __all__ = ["RewardFunction", "RewardError", "RewardTable", "load_reward", "reward_style", "is_async",
            "compute_rewards", "BUILTIN_REWARDS"]
@@ -85,7 +87,7 @@ def math_verify_reward(column: str = "solution"):
         from latex2sympy2_extended import NormalizationConfig
         from math_verify import LatexExtractionConfig, parse, verify
     except ImportError:
-        raise InputError("the math_verify reward needs 'math-verify' (pip install 'ustat_grpo[task]')") from None
+        raise ImportError("the math_verify reward needs 'math-verify' (pip install 'ustat_grpo[task]')") from None
 
     def math_answer(completions, **kwargs):
         if column not in kwargs:
@@ -166,23 +168,23 @@ class RewardFunction:
         if isinstance(func, str):
             return load_reward(func, style=style, kwargs=kwargs)
         if not callable(func):
-            raise InputError(f"a reward must be callable or a spec string, got {type(func).__name__}")
+            raise TypeError(f"a reward must be callable or a spec string, got {type(func).__name__}")
         return cls(func=func, name=_name(func), style=reward_style(func) if style == "auto" else style,
                    kwargs=dict(kwargs or {}))
 
 
 def _import_file(path: str, attr: str):
     if not os.path.isfile(path):
-        raise InputError(f"--reward {path}: no such file")
+        raise FileNotFoundError(f"{path!r}: no such file")
     name = "_ustat_reward_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(mod)
     except Exception as exc:  # the user's file failing to import is bad input
-        raise InputError(f"--reward {path}: importing it raised {type(exc).__name__}: {exc}") from None
+        raise ImportError(f"{path!r}: importing it raised {type(exc).__name__}: {exc}") from None
     if not hasattr(mod, attr):
-        raise InputError(f"--reward {path}: no function {attr!r} in the file")
+        raise ValueError(f"{path!r}: no function {attr!r} in the file")
     return getattr(mod, attr)
 
 
@@ -207,23 +209,24 @@ def load_reward(spec: str, *, style: str = "auto", kwargs: dict | None = None) -
                 try:
                     func = _import_file(path, candidate)
                     break
-                except InputError:
+                except ValueError:                  # no such function: try the next name
                     continue
             else:
-                raise InputError(f"--reward {spec}: no compute_score or reward_func; name one as FILE.py:function")
+                raise ValueError(f"{spec!r}: no compute_score or reward_func in the file; "
+                                 "name one as FILE.py:function")
         else:
             func = _import_file(path, attr)
         return RewardFunction.wrap(func, style=style, kwargs=kwargs)
     module, attr = (head, arg) if arg else spec.rpartition(".")[::2]
     if not module or not attr:
-        raise InputError(f"--reward {spec}: expected a built-in name ({', '.join(BUILTIN_REWARDS)}), "
+        raise ValueError(f"{spec!r}: expected a built-in name ({', '.join(BUILTIN_REWARDS)}), "
                          "module:function, pkg.module.function or file.py:function")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         func = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise InputError(f"--reward {spec}: cannot import ({type(exc).__name__}: {exc})") from None
+        raise ImportError(f"{spec!r}: cannot import ({type(exc).__name__}: {exc})") from None
     return RewardFunction.wrap(func, style=style, kwargs=kwargs)
 
 
@@ -246,14 +249,26 @@ async def _await(func, kwargs):
 
 
 def _to_float(value, name: str, i: int) -> float:
+    """One reward as TRL 1.16 reads it: ``None`` -> NaN; a real number -> float; anything else fails.
+
+    TRL casts a function's list with ``torch.tensor([... None -> nan ...], dtype=float32)``, which
+    takes ``bool``/``int``/``float`` and objects with ``__float__`` or ``__index__`` (numpy
+    scalars, 0-d arrays, ``Fraction``, ``Decimal``) and one-element torch tensors, and fails on a
+    string (``"1.0"``), a complex number or a one-element 1-d numpy array.
+    """
     if value is None:
         return math.nan
-    if hasattr(value, "item"):  # numpy / torch scalars
+    raw = value
+    if type(value).__module__.startswith("torch") and hasattr(value, "numel") and value.numel() == 1:
         value = value.item()
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise RewardError(f"reward {name}: completion {i}: {type(value).__name__} is not a number") from None
+    elif isinstance(value, np.ndarray) and value.ndim == 0 or isinstance(value, np.generic):
+        value = value.item()
+    kind = type(value)
+    if isinstance(value, (str, bytes, complex, np.ndarray)) or hasattr(value, "numel") \
+            or not (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
+        raise TypeError(f"reward function {name!r} returned {raw!r} ({type(raw).__name__}) for completion {i}; "
+                        "a reward must be a real number or None (TRL casts rewards with torch.tensor(..., float32))")
+    x = float(value)
     if math.isinf(x):
         raise RewardError(f"reward {name}: completion {i}: reward is {x}")
     return x
@@ -382,15 +397,20 @@ def compute_rewards(reward_funcs, *, prompts, completions, completion_ids, colum
         completions get ``None`` and are counted (batch functions are retried one completion at a
         time to find them); ``"zero"``: as ``"none"`` but 0.0.
     """
-    funcs = [RewardFunction.wrap(f) for f in (reward_funcs if isinstance(reward_funcs, (list, tuple))
-                                              else [reward_funcs])]
+    funcs = []
+    for k, f in enumerate(reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]):
+        try:
+            funcs.append(RewardFunction.wrap(f))
+        except (FileNotFoundError, ImportError, ValueError, TypeError) as exc:
+            raise type(exc)(f"reward_funcs[{k}] {exc}") from None
     if not funcs:
-        raise InputError("at least one reward function is needed")
+        raise ValueError("reward_funcs: at least one reward function is needed")
     w = (1.0,) * len(funcs) if weights is None else tuple(float(x) for x in weights)
     if len(w) != len(funcs):
-        raise InputError(f"Number of reward weights ({len(w)}) must match number of reward functions ({len(funcs)})")
+        raise ValueError(f"weights: {len(w)} reward weights for {len(funcs)} reward functions; "
+                         "the numbers must match (TRL reward_weights)")
     if on_error not in ("raise", "none", "zero"):
-        raise InputError(f"on_error must be 'raise', 'none' or 'zero', got {on_error!r}")
+        raise ValueError(f"on_error must be 'raise', 'none' or 'zero', got {on_error!r}")
     n = len(completions)
     texts = [_text(c) for c in completions] if texts is None else list(texts)
     batch = dict(prompts=list(prompts), completions=list(completions), completion_ids=list(completion_ids),
@@ -405,7 +425,7 @@ def compute_rewards(reward_funcs, *, prompts, completions, completion_ids, colum
     for f, rf in enumerate(funcs):
         try:
             vals = _call(rf, batch, range(n))
-        except (RewardError, InputError):
+        except RewardError:
             raise
         except Exception as exc:
             if on_error == "raise" or isinstance(exc, ValueError) and "number of rewards" in str(exc):

@@ -40,7 +40,7 @@ from ._random import seed_sequence
 from .pilot import PromptDraw
 
 __all__ = ["TaskSampler", "task_sampler", "arithmetic_task", "prompt_samples", "resolve_params",
-           "library_versions", "prompt_order", "context_length"]
+           "library_versions", "prompt_order"]
 
 _LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "datasets", "pyarrow", "math-verify", "trl",
               "verl", "openrlhf", "vllm")
@@ -96,17 +96,6 @@ def resolve_params(model, params) -> list[str]:
     return chosen
 
 
-def context_length(model) -> int | None:
-    """The longest sequence ``model`` takes (``max_position_embeddings`` / ``n_positions`` of its
-    config), or ``None`` when the config sets none (e.g. rotary models without a limit)."""
-    cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        v = getattr(cfg, key, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
 @dataclass(frozen=True, kw_only=True)
 class TaskSampler:
     """``sampler(p, seq) -> PromptDraw`` of a transformer policy on a dataset with reward functions.
@@ -148,6 +137,8 @@ class TaskSampler:
         ``max_completion_length`` exceed the model's context (before any sampling)."""
         if num_prompts > len(self):
             raise ValueError(f"num_prompts={num_prompts} but the dataset {self.data.source} has {len(self)} rows")
+        from .lm import context_length
+
         ctx = context_length(self.policy.model)
         if ctx is None:
             return

@@ -17,8 +17,9 @@ directory (a ``DatasetDict`` needs ``split``).  Arrow readers (``pyarrow``; ``da
 directories, the ``task`` extra) are used when installed, so nested list/struct columns come back
 as plain Python lists and dicts (never numpy arrays) and struct keys missing in some rows are
 filled with ``None``, as ``datasets.load_dataset`` does; JSON lines and CSV fall back to the
-standard library without them.  Bad data raises :class:`~ustat_grpo._cli.InputError` with one
-line naming the file, row and column.
+standard library without them.  Bad data raises ``ValueError`` (a missing file
+``FileNotFoundError``, a missing optional reader ``ImportError``) with one line naming the file,
+row and column, or the parameter at fault; the command line maps these to exit code 2.
 """
 from __future__ import annotations
 
@@ -26,12 +27,12 @@ import csv
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
-from ._cli import InputError
-
 __all__ = ["RESERVED_COLUMNS", "TaskData", "load_task", "load_rows", "validate_rows",
-           "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig"]
+           "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig", "TrainerSettings",
+           "LOSS_TYPES", "adds_bos"]
 
 #: keywords TRL passes to reward functions itself; a dataset column of that name would collide
 RESERVED_COLUMNS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra",
@@ -89,7 +90,7 @@ def _read_json(path: str) -> list[dict]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     else:
         rows = []
         for i, line in enumerate(text.splitlines(), 1):
@@ -98,10 +99,10 @@ def _read_json(path: str) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {i}: not valid JSON ({exc.msg})") from None
+                raise ValueError(f"{path}: line {i}: not valid JSON ({exc.msg})") from None
     bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
     if bad:
-        raise InputError(f"{path}: row {bad[0]}: expected a JSON object")
+        raise ValueError(f"{path}: row {bad[0]}: expected a JSON object")
     try:  # Arrow type unification as datasets.load_dataset("json") does (missing struct keys -> None)
         import pyarrow as pa
     except ImportError:
@@ -109,7 +110,7 @@ def _read_json(path: str) -> list[dict]:
     try:
         return _arrow_rows(pa.Table.from_pylist(rows))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"{path}: columns of mixed types ({exc})") from None
+        raise ValueError(f"{path}: columns of mixed types ({exc})") from None
 
 
 def _read_csv(path: str) -> list[dict]:
@@ -125,17 +126,18 @@ def _read_directory(path: str, split: str | None) -> list[dict]:
     try:
         import datasets
     except ImportError:
-        raise InputError(f"{path}: reading a save_to_disk directory needs the 'datasets' package "
+        raise ImportError(f"{path}: reading a save_to_disk directory needs the 'datasets' package "
                          "(pip install 'ustat_grpo[task]')") from None
     try:
         ds = datasets.load_from_disk(path)
     except FileNotFoundError as exc:
-        raise InputError(f"{path}: not a datasets save_to_disk directory ({exc})") from None
+        raise ValueError(f"{path}: not a datasets save_to_disk directory ({exc})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
-            raise InputError(f"{path}: a DatasetDict with splits {sorted(ds)}; choose one with --split")
+            raise ValueError(f"split=None: {path} is a DatasetDict with splits {sorted(ds)}; "
+                             "choose one with split= (or PATH@SPLIT)")
         if split not in ds:
-            raise InputError(f"{path}: no split {split!r} (have {sorted(ds)})")
+            raise ValueError(f"split={split!r}: {path} has no such split (have {sorted(ds)})")
         ds = ds[split]
     return ds.to_list()
 
@@ -149,7 +151,7 @@ def load_rows(path: str | os.PathLike, *, split: str | None = None) -> list[dict
     if "@" in path and not os.path.exists(path):
         path, split = path.rsplit("@", 1)
     if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory")
+        raise FileNotFoundError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         return _read_directory(path, split)
     ext = os.path.splitext(path)[1].lower()
@@ -161,40 +163,41 @@ def load_rows(path: str | os.PathLike, *, split: str | None = None) -> list[dict
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise InputError(f"{path}: reading Parquet needs pyarrow (pip install 'ustat_grpo[task]')") from None
+            raise ImportError(f"{path}: reading Parquet needs pyarrow (pip install 'ustat_grpo[task]')") from None
         return _arrow_rows(pq.read_table(path))
-    raise InputError(f"{path}: unknown dataset format {ext!r} (expected .jsonl, .json, .csv, .parquet "
+    raise ValueError(f"{path}: unknown dataset format {ext!r} (expected .jsonl, .json, .csv, .parquet "
                      "or a save_to_disk directory)")
 
 
 def _check_messages(prompt, where: str) -> None:
     for j, msg in enumerate(prompt):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise InputError(f"{where}: message {j} is not a {{'role', 'content'}} dict")
+            raise ValueError(f"{where}: message {j} is not a {{'role', 'content'}} dict")
         content = msg["content"]
         if isinstance(content, list):  # multimodal parts: only text is supported
             kinds = {p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content}
             if kinds - {"text"}:
-                raise InputError(f"{where}: message {j} has non-text parts {sorted(map(str, kinds - {'text'}))}; "
+                raise ValueError(f"{where}: message {j} has non-text parts {sorted(map(str, kinds - {'text'}))}; "
                                  "only text prompts are supported")
         elif not isinstance(content, str):
-            raise InputError(f"{where}: message {j} content is {type(content).__name__}, expected str")
+            raise ValueError(f"{where}: message {j} content is {type(content).__name__}, expected str")
 
 
 def validate_rows(rows, *, prompt_column: str = "prompt", source: str = "<in-memory>") -> TaskData:
     """Check rows as TRL would use them and return a :class:`TaskData`.
 
-    Raises :class:`~ustat_grpo._cli.InputError` for: no rows, a missing prompt column, a prompt
+    Raises ``ValueError`` (one line naming the source, row and column) for: no rows, a missing
+    prompt column, a prompt
     that is neither a string nor a list of messages, mixed formats, non-text message parts, and
     reserved column names.
     """
     rows = [dict(r) for r in rows]
     if not rows:
-        raise InputError(f"{source}: the dataset has no rows")
+        raise ValueError(f"{source}: the dataset has no rows")
     fmt = None
     for i, row in enumerate(rows):
         if prompt_column not in row:
-            raise InputError(f"{source}: row {i}: no prompt column {prompt_column!r} "
+            raise ValueError(f"{source}: row {i}: no prompt column {prompt_column!r} "
                              f"(columns: {', '.join(map(str, row))})")
         p = row.pop(prompt_column)
         row.pop("completion", None)
@@ -205,18 +208,18 @@ def validate_rows(rows, *, prompt_column: str = "prompt", source: str = "<in-mem
             kind = "conversational"
             _check_messages(p, where)
         else:
-            raise InputError(f"{where}: a prompt must be a string or a list of chat messages, "
+            raise ValueError(f"{where}: a prompt must be a string or a list of chat messages, "
                              f"got {type(p).__name__}")
         if fmt is None:
             fmt = kind
         elif kind != fmt:
-            raise InputError(f"{where}: mixed prompt formats ({fmt} rows before, {kind} here); "
+            raise ValueError(f"{where}: mixed prompt formats ({fmt} rows before, {kind} here); "
                              "TRL reads the format from each batch's first row, so use one format")
         row["prompt"] = p
     columns = [c for c in rows[0] if c != "prompt"]
     bad = sorted(set(c for r in rows for c in r) & set(RESERVED_COLUMNS))
     if bad:
-        raise InputError(f"{source}: column {bad[0]!r} collides with a reward-function keyword "
+        raise ValueError(f"{source}: column {bad[0]!r} collides with a reward-function keyword "
                          f"({', '.join(RESERVED_COLUMNS)}); rename it")
     return TaskData(rows=tuple(rows), prompt_format=fmt, columns=tuple(columns), source=source)
 
@@ -241,22 +244,66 @@ def load_task(dataset, *, prompt_column: str = "prompt", split: str | None = Non
 
 # ------------------------------------------------------------------------------- tokenisation
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts its BOS token in front of plain text (``tokenizer(text)``).
+
+    Read from the tokenizer itself (its post-processor or ``add_bos_token`` setting, through a
+    one-character probe): Llama-, Gemma- and the built-in model's tokenizers do; GPT-2-style
+    tokenizers (a BOS token that ``tokenizer(text)`` never adds) and Qwen-style ones (no BOS token)
+    do not.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    try:
+        probe = list(tokenizer(text="1")["input_ids"])
+    except Exception:  # a tokenizer that cannot encode the probe: make no claim
+        return False
+    return bool(probe) and probe[0] == bos
+
+
+def _check_bos(tokenizer, ids, conversational: bool) -> None:
+    """Warn when ``ids`` miss the BOS, or repeat it, for a tokenizer that adds one to plain text."""
+    if not adds_bos(tokenizer):
+        return
+    bos = tokenizer.bos_token_id
+    if not ids or ids[0] != bos:
+        warnings.warn("the prompt's token ids do not start with BOS "
+                      f"({tokenizer.convert_ids_to_tokens(bos)!r}), which this tokenizer adds to plain text and "
+                      "its model was presumably trained with; "
+                      + ("the chat template does not render {{ bos_token }}" if conversational else
+                         "the ids were made without special tokens"), stacklevel=3)
+    elif len(ids) > 1 and ids[1] == bos:
+        warnings.warn("the prompt's token ids start with BOS twice: the prompt text already begins with "
+                      f"{tokenizer.convert_ids_to_tokens(bos)!r} and the tokenizer adds another (TRL 1.16 does "
+                      "the same); drop it from the prompt text", stacklevel=3)
+
+
 def encode_prompt(tokenizer, prompt, *, chat_template_kwargs: dict | None = None) -> list[int]:
     """Prompt token ids as TRL 1.16's ``GRPOTrainer`` builds them.
 
     Standard: ``tokenizer(text)["input_ids"]`` (default ``add_special_tokens=True``).
     Conversational: ``apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
     return_dict=True, **chat_template_kwargs)["input_ids"]``.
+
+    Warns (``UserWarning``) when the tokenizer adds a BOS to plain text (:func:`adds_bos`) but
+    the ids do not start with it (a chat template without ``{{ bos_token }}``), or start with it
+    twice (prompt text that already holds it).  Tokenizers that never add a BOS to plain text
+    (GPT-2, Qwen) are not checked: nothing says their models expect one.
     """
     if isinstance(prompt, str):
-        return list(tokenizer(text=prompt)["input_ids"])
+        ids = list(tokenizer(text=prompt)["input_ids"])
+        _check_bos(tokenizer, ids, False)
+        return ids
     if not getattr(tokenizer, "chat_template", None):
-        raise InputError("conversational prompts need a tokenizer with a chat template "
-                         "(this tokenizer has none)")
+        raise ValueError("prompt: a conversational prompt (a list of messages) needs a tokenizer with a "
+                         "chat template, and this tokenizer has none")
     out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
                                         **(chat_template_kwargs or {}))
     ids = out["input_ids"]
-    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+    ids = list(ids[0] if ids and isinstance(ids[0], list) else ids)
+    _check_bos(tokenizer, ids, True)
+    return ids
 
 
 def prompt_text(tokenizer, prompt, *, chat_template_kwargs: dict | None = None) -> str:
@@ -281,7 +328,8 @@ def chat_template_hash(tokenizer) -> str | None:
 #: TRL 1.16 ``GRPOConfig`` defaults of the fields read here
 TRL_DEFAULTS = dict(temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
                     max_completion_length=512, num_generations=8, chat_template_kwargs=None,
-                    reward_weights=None, scale_rewards="group")
+                    reward_weights=None, scale_rewards="group", loss_type="dapo", num_iterations=1,
+                    epsilon=0.2, epsilon_high=None, beta=0.0, bf16=None, fp16=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,17 +351,17 @@ class SamplingConfig:
 
     def __post_init__(self):
         if not self.temperature > 0:
-            raise InputError(f"temperature must be > 0, got {self.temperature}")
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k is not None and self.top_k < 0:
-            raise InputError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise InputError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
         if not self.repetition_penalty > 0:
-            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.max_completion_length < 1:
-            raise InputError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
+            raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
 
     @property
     def truncates(self) -> bool:
@@ -350,3 +398,187 @@ class SamplingConfig:
                     chat_template_kwargs=dict(self.chat_template_kwargs), case=self.case,
                     order="repetition_penalty -> temperature -> top_k -> top_p -> min_p (transformers)",
                     model_generation_config="ignored")
+
+
+# --------------------------------------------------------------------------- trainer settings
+
+#: TRL 1.16 ``loss_type`` -> how a completion's summed token score enters the loss
+#: (grpo_frameworks.md §2.2): ``"sequence_mean"`` divides each completion by its own length;
+#: ``"batch_tokens"`` divides the batch sum by the number of completion tokens in the batch (one
+#: divisor for every completion); ``"constant"`` by ``B * max_completion_length``.
+LOSS_TYPES = {"grpo": "sequence_mean", "sapo": "sequence_mean", "bnpo": "batch_tokens", "dapo": "batch_tokens",
+              "cispo": "batch_tokens", "vespo": "batch_tokens", "dr_grpo": "constant", "luspo": "other"}
+
+
+def _get(args, key, default):
+    value = args.get(key, default) if isinstance(args, dict) else getattr(args, key, default)
+    return default if value is None and default is not None else value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerSettings:
+    """The ``GRPOConfig`` fields (TRL 1.16 names and defaults) that change what a trainer estimates.
+
+    Attributes
+    ----------
+    num_generations : int
+        ``G``, completions per prompt (default 8).
+    scale_rewards : {"group", "batch", "none"}
+        Advantage scaling (default ``"group"``; the legacy ``True``/``False`` are read as TRL
+        reads them, ``"group"``/``"none"``).  It decides the estimator: see :meth:`estimator`.
+    loss_type : str
+        Token aggregation (default ``"dapo"``), one of :data:`LOSS_TYPES`.
+    num_iterations : int
+        ``mu``, optimisation steps per generation batch (default 1).
+    epsilon, epsilon_high : float
+        PPO clip range (default 0.2; ``epsilon_high`` defaults to ``epsilon``).
+    beta : float
+        KL coefficient (default 0.0: no reference model).
+    bf16 : bool
+        bfloat16 autocast (TRL default: ``True`` unless ``fp16``).
+
+    Notes
+    -----
+    The variance constants of :mod:`ustat_grpo` are those of the policy-gradient estimate *at the
+    sampling policy*, ``(1/G) sum_g A_g W_g`` with ``W_g`` the summed token score of completion
+    ``g``.  Of the fields above:
+
+    * ``scale_rewards`` picks the estimator (:meth:`estimator`): ``"group"`` is
+      ``std_normalized``, ``"none"`` is ``group_mean`` (Dr. GRPO), ``"batch"`` is ``group_mean``
+      divided by one batch-wide std (a common scale of every prompt, nearly constant for large
+      batches: the same estimator up to that scale).
+    * ``loss_type`` changes the score that multiplies the advantage: ``"dr_grpo"`` divides by a
+      constant and ``"dapo"``/``"bnpo"``/``"cispo"``/``"vespo"`` by the number of completion tokens
+      in the batch (one divisor per batch, so the estimator's shape is unchanged);
+      ``"grpo"``/``"sapo"`` divide each completion's score by its own length, a different
+      estimator from the summed score that is measured (:attr:`length_normalized`).
+    * ``num_iterations > 1`` reuses one generation batch for ``mu`` steps: the first step's
+      gradient is the measured estimator (every importance ratio is 1); later steps are taken at
+      parameters that moved, with ratios and clipping, and are not what the constants describe.
+    * ``epsilon`` (clipping) is inactive at ratio 1, so it does not change the first step's
+      gradient; it shapes only the later inner steps (``num_iterations > 1``) and off-policy
+      samples (vLLM, async).
+    * ``beta > 0`` adds ``beta * grad KL(pi || pi_ref)``, estimated from the same completions; its
+      k3 estimate has zero gradient where the policy equals the reference (the first step) and
+      otherwise adds variance that the constants do not include.
+    * ``bf16`` autocast rounds the forward and backward passes (about 3 significant digits); the
+      constants are measured in float32/float64 and leave that rounding noise out.
+
+    So these settings change the *update*, not the gradient at the sampling policy, except
+    ``scale_rewards`` (the estimator) and a length-normalising ``loss_type`` (the score).
+
+    Examples
+    --------
+    >>> TrainerSettings.from_args({"scale_rewards": False, "loss_type": "dr_grpo"}).estimator()
+    'group_mean'
+    >>> TrainerSettings.from_args(None).preset
+    'grpo'
+    """
+
+    num_generations: int = 8
+    scale_rewards: str = "group"
+    loss_type: str = "dapo"
+    num_iterations: int = 1
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0
+    bf16: bool = True
+
+    def __post_init__(self):
+        from .presets import trl_scale_rewards
+
+        object.__setattr__(self, "scale_rewards", trl_scale_rewards(self.scale_rewards))
+        if self.epsilon_high is None:
+            object.__setattr__(self, "epsilon_high", float(self.epsilon))
+        if int(self.num_generations) != self.num_generations or self.num_generations < 2:
+            raise ValueError(f"num_generations must be an integer >= 2 (TRL requires it), got {self.num_generations}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {sorted(LOSS_TYPES)} (TRL 1.16), got {self.loss_type!r}")
+        if int(self.num_iterations) != self.num_iterations or self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be an integer >= 1, got {self.num_iterations}")
+        if not self.epsilon >= 0 or not self.epsilon_high >= 0:
+            raise ValueError(f"epsilon and epsilon_high must be >= 0, got {self.epsilon}, {self.epsilon_high}")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    @classmethod
+    def from_args(cls, args=None, **overrides) -> TrainerSettings:
+        """From a ``GRPOConfig`` (or any object with its attribute names), a dict or ``None``.
+
+        Missing fields take TRL 1.16's defaults; ``bf16=None`` is TRL's ``not fp16``.
+        Keyword ``overrides`` that are not ``None`` win.
+        """
+        keys = ("num_generations", "scale_rewards", "loss_type", "num_iterations", "epsilon", "epsilon_high",
+                "beta")
+        vals = {k: _get(args, k, TRL_DEFAULTS[k]) for k in keys}
+        bf16 = _get(args, "bf16", None)
+        vals["bf16"] = (not bool(_get(args, "fp16", False))) if bf16 is None else bool(bf16)
+        vals.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**vals)
+
+    @property
+    def preset(self) -> str:
+        """The key of :data:`ustat_grpo.presets.PRESETS` of the trainer's advantage."""
+        from .presets import framework_preset
+
+        return framework_preset("trl", scale_rewards=self.scale_rewards)
+
+    @property
+    def batch_scaled(self) -> bool:
+        """The advantages are divided by one batch-wide reward std (``scale_rewards="batch"``)."""
+        return self.scale_rewards == "batch"
+
+    @property
+    def length_normalized(self) -> bool:
+        """Each completion's score is divided by its own length (``loss_type`` grpo / sapo)."""
+        return LOSS_TYPES[self.loss_type] == "sequence_mean"
+
+    def estimator(self) -> str:
+        """The estimator of :data:`ustat_grpo.estimators.ESTIMATORS` that the trainer's advantage is.
+
+        ``"std_normalized"`` (``scale_rewards="group"``) or ``"group_mean"`` (``"none"``, and
+        ``"batch"``, where every advantage is further divided by one batch-wide std:
+        :attr:`batch_scaled`).
+        """
+        from .presets import PRESETS
+
+        return PRESETS[self.preset].estimator
+
+    def notes(self) -> tuple:
+        """One line per setting that makes the trainer's update differ from the measured estimator."""
+        out = []
+        if self.batch_scaled:
+            out.append("scale_rewards='batch': group_mean advantages divided by one batch-wide reward std "
+                       "(a common scale; the estimator's shape is group_mean's)")
+        if self.length_normalized:
+            out.append(f"loss_type={self.loss_type!r}: each completion's score is divided by its length; the "
+                       "constants are measured with the summed score (no length normalisation)")
+        elif LOSS_TYPES[self.loss_type] == "other":
+            out.append(f"loss_type={self.loss_type!r}: token aggregation not modelled by ustat_grpo")
+        if self.num_iterations > 1:
+            out.append(f"num_iterations={self.num_iterations}: only the first of the {self.num_iterations} steps "
+                       "per generation batch is taken at the sampling policy (ratio 1); the constants describe "
+                       "that step, and epsilon clipping acts on the later ones")
+        if self.beta > 0:
+            out.append(f"beta={self.beta:g}: the KL term's gradient is zero at the reference policy and adds "
+                       "variance elsewhere that the constants leave out")
+        if self.bf16:
+            out.append("bf16: autocast rounding of the trainer's log-probs is not in the measured constants "
+                       "(float32/float64 scores)")
+        return tuple(out)
+
+    def summary(self) -> str:
+        head = (f"TRL GRPOTrainer: scale_rewards={self.scale_rewards!r} -> {self.estimator()} "
+                f"(preset {self.preset!r}); loss_type={self.loss_type!r}; num_generations={self.num_generations}, "
+                f"num_iterations={self.num_iterations}, epsilon={self.epsilon:g}/{self.epsilon_high:g}, "
+                f"beta={self.beta:g}, bf16={self.bf16}")
+        return "; ".join((head, *self.notes()))
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return dict(num_generations=int(self.num_generations), scale_rewards=self.scale_rewards,
+                    loss_type=self.loss_type, num_iterations=int(self.num_iterations), epsilon=float(self.epsilon),
+                    epsilon_high=float(self.epsilon_high), beta=float(self.beta), bf16=bool(self.bf16),
+                    estimator=self.estimator(), preset=self.preset, batch_scaled=self.batch_scaled,
+                    length_normalized=self.length_normalized, notes=list(self.notes()))
