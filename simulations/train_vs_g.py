@@ -117,7 +117,7 @@ def initial_constants(cfg: Config, groups) -> dict:
         meas, rec = measure_constants(cfg)
         A = np.asarray(meas.constants.params, float)
         opt = rec.optimum_exact
-        consts = dict(A=A.tolist(), recommended=int(rec.num_generations), g_star=opt.g_star_exact,
+        consts = dict(A=A.tolist(), recommended=int(rec.optimum.g_star_integer), g_star=opt.g_star_exact,
                       g_star_interval=[opt.g_star_exact_interval.low, opt.g_star_exact_interval.high],
                       description=meas.description)
         os.makedirs(cfg.out, exist_ok=True)
@@ -270,7 +270,7 @@ def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
         A = np.asarray(meas.constants.params, float)
         rows.append(dict(step=s, A=A.tolist(), g_star=opt.g_star_exact,
                          g_star_interval=[opt.g_star_exact_interval.low, opt.g_star_exact_interval.high],
-                         recommended=int(rec.num_generations),
+                         recommended=int(rec.optimum.g_star_integer),
                          p_canonical=float(res.p_canonical[list(res.eval_steps).index(s)])
                          if s in res.eval_steps else float("nan")))
     # Predicted MSE along the run of the fixed G against the per-checkpoint best divisor.

@@ -185,6 +185,19 @@ def check_values(opts: Options) -> None:
                          "expected; nothing is downloaded)")
     if opts.replicates < 0:
         raise ValueError(f"--replicates must be >= 0, got {opts.replicates}")
+    device_map(opts)
+
+
+def device_map(opts: Options):
+    """``--device-map`` as ``from_pretrained`` takes it: a name, or a JSON object as a dict."""
+    text = None if opts.device_map is None else opts.device_map.strip()
+    if not text or not text.startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--device-map: not a JSON object ({exc.msg} at column {exc.colno})") from None
+    return value
 
 
 def group_sizes(text: str | None) -> list[int] | None:
@@ -227,10 +240,7 @@ def build_sampler(opts: Options, mode: str):
     from .sampler import arithmetic_task, task_sampler
 
     adaptive = opts.target_width is not None
-    device_map = opts.device_map
-    if device_map is not None and device_map.strip().startswith("{"):
-        device_map = json.loads(device_map)
-    pol = task_policy(opts.model, variant=opts.variant, device=opts.device, device_map=device_map,
+    pol = task_policy(opts.model, variant=opts.variant, device=opts.device, device_map=device_map(opts),
                       peft_config=_peft(opts), max_completion_length=opts.max_completion_length,
                       template=opts.template)
     kwargs = json.loads(opts.chat_template_kwargs) if opts.chat_template_kwargs else None

@@ -270,8 +270,8 @@ def task_sampler(policy, data: tk.TaskData, reward_funcs, *, samples_per_prompt:
         raise ValueError("reward_funcs: at least one reward function is needed")
     if reward_weights is not None and len(reward_weights) != len(funcs):
         raise ValueError(f"reward_weights: {len(reward_weights)} weights for {len(funcs)} reward functions")
-    if samples_per_prompt < 4:
-        raise ValueError(f"samples_per_prompt must be >= 4 (the constants' U-statistics), got {samples_per_prompt}")
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be >= 1 (a pilot needs >= 4), got {samples_per_prompt}")
     sampling = sampling or tk.SamplingConfig(max_completion_length=policy.max_new_tokens)
     names = resolve_params(policy.model, params)
     d = sum(policy.model.get_parameter(n).numel() for n in names)
