@@ -56,7 +56,7 @@ class Config:
     budget: int = field(default=64, metadata={"help": "rollouts per step N = B G"})
     steps: int = field(default=300, metadata={"help": "training steps per run"})
     seeds: int = field(default=10, metadata={"help": "seeds per cell (runs paired by seed)"})
-    settings: str = field(default="rloo:3e-4,grpo:3e-4,rloo:1e-3", metadata={"help": "comma-separated ADVANTAGE:LR pairs (rloo = leave-one-out GRPO, grpo = TRL std-normalised); the first is the primary one"})
+    settings: str = field(default="rloo:3e-4,grpo:3e-4,rloo:1e-3", metadata={"help": "comma-separated ADVANTAGE:LR[:LOSS_TYPE] settings (rloo = leave-one-out GRPO, grpo = TRL std-normalised; LOSS_TYPE sequence_sum (default) or dapo = TRL's default token-level aggregation); the first is the primary one"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd", "choices": ("adam", "sgd")})
     eval_every: int = field(default=10, metadata={"help": "evaluate every this many steps"})
     num_eval: int = field(default=256, metadata={"help": "evaluation questions (make_dataset(num_eval, seed=1))"})
@@ -134,29 +134,30 @@ def predicted_mse(A, groups, budget):
     return mse_design(budget / g, g) @ np.asarray(A, float)
 
 
-def _settings(cfg: Config) -> list[tuple[str, float]]:
+def _settings(cfg: Config) -> list[tuple[str, float, str]]:
+    """``(advantage, learning_rate, loss_type)`` per setting of ``--settings``."""
     out = []
     for item in _strs(cfg.settings):
-        adv, _, lr = item.partition(":")
-        out.append((adv.strip(), float(lr)))
+        adv, lr, *loss = item.split(":")
+        out.append((adv.strip(), float(lr), loss[0].strip() if loss else "sequence_sum"))
     return out
 
 
-def _label(adv, lr) -> str:
-    return f"{adv}/lr={lr:g}"
+def _label(adv, lr, loss="sequence_sum") -> str:
+    return f"{adv}/lr={lr:g}" + ("" if loss == "sequence_sum" else f"/{loss}")
 
 
 def _tasks(cfg: Config, groups, settings):
     """One task per (setting, seed, G), in the order of the settings."""
     tasks = []
-    for a, lr in settings:
+    for a, lr, loss in settings:
         for s in range(cfg.seeds):
             for g in groups:
                 tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=g, advantage=a,
                                           optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
-                                          num_eval=cfg.num_eval)
+                                          num_eval=cfg.num_eval, loss_type=loss)
                 tasks.append(dict(variant=cfg.variant, config=asdict(tc), seed=cfg.seed, seed_key=(s,),
-                                  threads=cfg.threads, key=((a, lr), g, s)))
+                                  threads=cfg.threads, key=((a, lr, loss), g, s)))
     return tasks
 
 
@@ -235,13 +236,13 @@ def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
     mse_pred = np.asarray(mse_pred, float)
     far = groups[mse_pred >= 2 * mse_pred.min()]
     out = {}
-    for i, (adv, lr) in enumerate(grid["settings"]):
+    for i, (adv, lr, loss) in enumerate(grid["settings"]):
         cmp = compare_group_sizes(groups, a[i], level=level)
         rho = stats.spearmanr(-mse_pred, cmp.mean).statistic
         guard_effect = bool(cmp.effect_pvalue < 1 - level)
         guard_far = bool(all(int(g) not in cmp.best_set for g in far))
-        out[_label(adv, lr)] = dict(
-            advantage=adv, learning_rate=lr, comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
+        out[_label(adv, lr, loss)] = dict(
+            advantage=adv, learning_rate=lr, **({} if loss == "sequence_sum" else {"loss_type": loss}), comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
             recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
             far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
                                                                far_groups_excluded=guard_far),
@@ -254,10 +255,10 @@ def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
     from ustat_grpo.lm import load_policy
 
     steps = _ints(cfg.drift)
-    advantage, lr = _settings(cfg)[0]
+    advantage, lr, loss = _settings(cfg)[0]
     tc = lm_train.TrainConfig(num_steps=max(steps), budget=cfg.budget, num_generations=rec_g,
                               advantage=advantage, optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
-                              num_eval=cfg.num_eval)
+                              num_eval=cfg.num_eval, loss_type=loss)
     pol = load_policy(variant=cfg.variant, device="cpu")
     ckdir = os.path.join(out_dir, "checkpoints")
     res = lm_train.train_grpo(pol, tc, rng=np.random.SeedSequence(cfg.seed, spawn_key=(0,)),
@@ -288,9 +289,10 @@ def to_dataset(cfg: Config, grid: dict, consts: dict, analysis: dict, drift: dic
     import xarray as xr
 
     dims = ("setting", "num_generations", "seed")
-    coords = dict(setting=[_label(a, lr) for a, lr in grid["settings"]],
-                  advantage=("setting", [a for a, _ in grid["settings"]]),
-                  learning_rate=("setting", [lr for _, lr in grid["settings"]]),
+    coords = dict(setting=[_label(*st) for st in grid["settings"]],
+                  advantage=("setting", [st[0] for st in grid["settings"]]),
+                  learning_rate=("setting", [st[1] for st in grid["settings"]]),
+                  loss_type=("setting", [st[2] for st in grid["settings"]]),
                   num_generations=grid["groups"], seed=np.arange(cfg.seeds), step=np.arange(1, cfg.steps + 1),
                   eval_step=grid["eval_steps"])
     ds = xr.Dataset(
@@ -314,7 +316,9 @@ def load(path):
     with xr.open_dataset(path) as ds:
         ds = ds.load()
     grid = dict(groups=[int(g) for g in ds.num_generations.values],
-                settings=[(str(a), float(lr)) for a, lr in zip(ds.advantage.values, ds.learning_rate.values)],
+                settings=[(str(a), float(lr), str(loss)) for a, lr, loss in zip(
+                    ds.advantage.values, ds.learning_rate.values,
+                    ds.loss_type.values if "loss_type" in ds.coords else ["sequence_sum"] * ds.sizes["setting"])],
                 eval_steps=ds.eval_step.values,
                 **{k: ds[k].values for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical")})
     return grid, json.loads(ds.attrs["constants"]), json.loads(ds.attrs["config"]), ds
