@@ -334,6 +334,7 @@ def _not_worse(R, R_l, level):
 
     K, P = R.shape[0], R_l.shape[1]
     best = int(np.nanargmin(R))
+    R = np.where(np.isnan(R), np.inf, R)
     z = norm.ppf(1 - (1 - level) / max(K - 1, 1))
     keep = []
     for k in range(K):
@@ -425,6 +426,11 @@ def compare_estimators(rewards, scores, *, budget: int, num_generations=None,
     z = norm.ppf(0.5 + level / 2)
     recommended, sets = {}, []
     for e, name in enumerate(names):
+        if np.all(np.isnan(out["criterion"][e])):                # no signal (e.g. every reward equal)
+            sets.append(set())
+            recommended[name] = dict(num_generations=None, interval=(None, None), not_worse=[],
+                                     raw_mse_num_generations=None)
+            continue
         best, keep = _not_worse(out["criterion"][e], loo[e], level)
         kept = [int(gs[k]) for k in keep]
         sets.append(set(kept))
