@@ -27,6 +27,7 @@ import numpy as np
 
 from . import estimators as est
 from .constants import pool_arrays
+from ._random import seed_sequence
 from ._serialize import jsonable
 from .kernels import Kernel
 from .scale_free import ESTIMATOR_FUNCTIONS
@@ -202,7 +203,7 @@ def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False):
     P, M = r.shape
     E, d = len(fns), s.shape[-1]
     target = est.leave_one_out(r, s)  # (P, d) per-prompt g(x), unbiased
-    seeds = np.random.SeedSequence(rng).spawn(len(gs))
+    seeds = seed_sequence(rng).spawn(len(gs))
     data = np.concatenate([r[..., None], s], -1)  # (P, M, 1 + d)
     per_g = []
     for G, seq in zip(gs, seeds):
