@@ -74,6 +74,7 @@ class Config:
     quick: bool = field(default=False, metadata={"help": "tiny grid (seconds), to keep the script working"})
     reanalyse: str = field(default="", metadata={"help": "re-analyse and re-plot a stored train_vs_g.nc (no training)", "metavar": "NC"})
     no_plot: bool = field(default=False, metadata={"help": "skip the PNG"})
+    no_criteria: bool = field(default=False, metadata={"help": "skip the scale-free criterion of each setting's estimator (pool.compare_estimators on the initial checkpoint) and its Spearman against AUC"})
 
 
 QUICK = dict(groups="2,4,8", budget=16, steps=6, seeds=3, settings="rloo:1e-3", eval_every=3,
@@ -124,6 +125,56 @@ def initial_constants(cfg: Config, groups) -> dict:
         with open(path, "w") as f:
             json.dump(consts, f, default=float)
     return dict(consts, groups=groups, predicted_mse=predicted_mse(consts["A"], groups, cfg.budget).tolist())
+
+
+#: The pool estimator whose criterion describes each training advantage (lm_train's ``advantage``).
+ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_grpo": "dr_grpo"}
+
+
+def initial_criteria(cfg: Config, groups) -> dict:
+    """Scale-free criterion (and raw pool MSE) per estimator and G on the initial checkpoint (cached).
+
+    One pool of ``constants_prompts x constants_samples`` completions (``lm.prompt_samples``, seed
+    ``cfg.seed``, scores sketched to 256 dimensions) fed to :func:`ustat_grpo.pool.compare_estimators`.
+    """
+    from ustat_grpo import lm
+    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.pool import compare_estimators
+
+    key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
+    key["groups"] = list(groups)
+    path = os.path.join(cfg.out, f"criteria-{sha256_json(key)[:16]}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    z, w = lm.prompt_samples(None, variant=cfg.variant, num_prompts=cfg.constants_prompts,
+                             samples_per_prompt=cfg.constants_samples, rng=cfg.seed, device="cpu",
+                             projection_dim=256)
+    cmp = compare_estimators(z, w, budget=cfg.budget, num_generations=groups,
+                             estimators=tuple(ADVANTAGE_ESTIMATOR.values()), rng=cfg.seed, level=cfg.level)
+    out = cmp.to_dict()
+    os.makedirs(cfg.out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f)
+    return out
+
+
+def _criterion_rows(criteria, adv, cmp, spearmanr):
+    """Spearman of the scale-free criterion and of the raw pool MSE against AUC for one setting."""
+    name = ADVANTAGE_ESTIMATOR.get(adv)
+    if not criteria or name not in criteria["estimators"]:
+        return {}
+    e = criteria["estimators"].index(name)
+    crit = np.asarray(criteria["criterion"][e], float)
+    raw = np.asarray(criteria["raw_mse"][e], float)
+    rec = criteria["recommended"][name]
+    g = rec["num_generations"]
+    return dict(criterion_estimator=name, criterion=crit.tolist(), raw_mse=raw.tolist(),
+                criterion_recommended=g, criterion_interval=rec["interval"],
+                raw_mse_recommended=rec["raw_mse_num_generations"],
+                criterion_recommended_in_best_set=g is not None and int(g) in cmp.best_set,
+                spearman_criterion_auc=float(spearmanr(-crit, cmp.mean).statistic),
+                spearman_raw_mse_auc=float(spearmanr(-raw, cmp.mean).statistic))
 
 
 def predicted_mse(A, groups, budget):
@@ -227,8 +278,9 @@ def auc(p, eval_steps):
     return ((p[..., 1:] + p[..., :-1]) * np.diff(x)).sum(-1) / 2 / x[-1]
 
 
-def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
-    """Per setting: the paired comparison, ANOVA, rank agreement and the power guard."""
+def analyse(grid: dict, rec_g: int, mse_pred, level=0.95, criteria=None) -> dict:
+    """Per setting: the paired comparison, ANOVA, rank agreement and the power guard; with
+    ``criteria`` (:func:`initial_criteria`), also the scale-free criterion's pick and Spearman."""
     from scipy import stats
 
     groups = np.asarray(grid["groups"])
@@ -246,7 +298,8 @@ def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
             recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
             far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
                                                                far_groups_excluded=guard_far),
-            passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far))
+            passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far),
+            **_criterion_rows(criteria, adv, cmp, stats.spearmanr))
     return out
 
 
@@ -389,6 +442,11 @@ def report(summary: dict) -> str:
                   f"    recommended G = {r['recommended']} in the set: {r['recommended_in_best_set']}; power guard "
                   f"{r['power_guard']} (G with predicted MSE >= 2x min: {r['far_groups']}) -> "
                   f"{'PASS' if r['passed'] else 'FAIL'}"]
+        if "criterion" in r:
+            lines.append(f"    scale-free criterion ({r['criterion_estimator']}): G = {r['criterion_recommended']} "
+                         f"{r['criterion_interval']}, in the set: {r['criterion_recommended_in_best_set']}; raw pool MSE "
+                         f"picks G = {r['raw_mse_recommended']}; Spearman(-R, AUC) = {r['spearman_criterion_auc']:.2f}, "
+                         f"Spearman(-raw MSE, AUC) = {r['spearman_raw_mse_auc']:.2f}")
     d = summary.get("drift")
     if d:
         lines.append(f"Drift of G* along one run at G = {d['fixed_g']}:")
@@ -402,7 +460,7 @@ def report(summary: dict) -> str:
 def reanalyse(cfg: Config) -> int:
     """Analysis, report and figure again from a stored NetCDF file."""
     grid, consts, stored, ds = load(cfg.reanalyse)
-    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"])
+    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"], consts.get("criteria"))
     drift = json.loads(ds.attrs["drift"]) if ds.attrs.get("drift") else None
     summary = dict(config=stored, constants=consts, analysis=analysis, drift=drift)
     if not cfg.no_plot:
@@ -430,7 +488,9 @@ def main(argv=None) -> int:
     consts = initial_constants(cfg, groups)
     print(f"constants ready after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     grid = run_grid(cfg)
-    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], cfg.level)
+    if not cfg.no_criteria:
+        consts["criteria"] = initial_criteria(cfg, groups)
+    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], cfg.level, consts.get("criteria"))
     drift = drift_study(cfg, consts["recommended"], cfg.out) if cfg.drift else None
     summary = dict(config=asdict(cfg), constants=consts, analysis=analysis, drift=drift,
                    seconds=time.perf_counter() - t0, cell_seconds=float(np.nansum(grid["seconds"])))
