@@ -112,3 +112,17 @@ def test_gstar_training_std_check_reads_a_stored_result(quick_std, monkeypatch):
     r = out.details["analysis"]["grpo/lr=0.001/dapo"]
     assert out.passed == (r["criterion_recommended_in_best_set"] and r["power_guard"]["effect_significant"])
     assert "criterion picks G" in out.observed
+
+
+def test_stored_std_result_passes_the_gstar_training_std_check(monkeypatch):
+    """The committed std-normalised / dapo grid (docs/results/train_vs_g_std.nc) re-analysed by today's code."""
+    from paper_checks import load_all, run_check
+    from paper_checks.check_training import STORED_STD
+
+    monkeypatch.delenv("USTAT_GRPO_TRAIN_VS_G_STD", raising=False)
+    assert os.path.exists(STORED_STD), "docs/results/train_vs_g_std.nc is missing"
+    out = run_check(load_all()["Gstar-training-std"])
+    assert out.passed, out.observed
+    r = out.details["analysis"]["grpo/lr=0.0003/dapo"]
+    assert out.details["num_seeds"] == 10 and r["loss_type"] == "dapo"
+    assert r["criterion_recommended"] in r["comparison"]["best_set"]
