@@ -89,7 +89,8 @@ def check_gstar_std_normalized(rng):
                   "(> 10% worse), raw pick moves with reward scale, R does not; pool recommends exact R's G"),
         observed=(f"LOO err {loo_err:.1e}, rank {'same' if same_rank else 'DIFFERENT'}; Dr.GRPO err {dr_err:.1e}; "
                   f"remainder ratios mean {np.round(mean_ratios, 3).tolist()}, cov {np.round(cov_ratios, 3).tolist()}; "
-                  f"std: raw MSE picks G={raw_g}, exact R picks G={best_g} (R {std['criterion'][GS.index(raw_g)]:.4f} vs "
+                  f"std: raw MSE picks G={raw_g}, exact R picks G={best_g} "
+                  f"(R {std['criterion'][GS.index(raw_g)]:.4f} vs "
                   f"{std['criterion'].min():.4f}); x10 rewards: R err {scale_err:.1e}, raw pick "
                   f"{GS[int(np.argmin(one['mse']))]} -> {GS[int(np.argmin(ten['mse']))]}; pool (600 x 32): "
                   f"G={rec['num_generations']} [{rec['interval'][0]}, {rec['interval'][1]}], raw-MSE pick "

@@ -87,7 +87,8 @@ def check_gstar_training_std(rng):
 
     def line(key, r):
         c = r["comparison"]
-        return (f"{key}: best G {c['best']}, set {c['best_set']}, ANOVA p {c['effect_pvalue']:.2g}; criterion picks G = "
+        return (f"{key}: best G {c['best']}, set {c['best_set']}, ANOVA p {c['effect_pvalue']:.2g}; "
+                f"criterion picks G = "
                 f"{r['criterion_recommended']} {r['criterion_interval']} (raw pool MSE: {r['raw_mse_recommended']}); "
                 f"Spearman criterion {r['spearman_criterion_auc']:.2f}, raw MSE {r['spearman_raw_mse_auc']:.2f}")
 

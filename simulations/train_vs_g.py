@@ -294,7 +294,8 @@ def analyse(grid: dict, rec_g: int, mse_pred, level=0.95, criteria=None) -> dict
         guard_effect = bool(cmp.effect_pvalue < 1 - level)
         guard_far = bool(all(int(g) not in cmp.best_set for g in far))
         out[_label(adv, lr, loss)] = dict(
-            advantage=adv, learning_rate=lr, **({} if loss == "sequence_sum" else {"loss_type": loss}), comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
+            advantage=adv, learning_rate=lr, **({} if loss == "sequence_sum" else {"loss_type": loss}),
+            comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
             recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
             far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
                                                                far_groups_excluded=guard_far),
@@ -444,8 +445,9 @@ def report(summary: dict) -> str:
                   f"{'PASS' if r['passed'] else 'FAIL'}"]
         if "criterion" in r:
             lines.append(f"    scale-free criterion ({r['criterion_estimator']}): G = {r['criterion_recommended']} "
-                         f"{r['criterion_interval']}, in the set: {r['criterion_recommended_in_best_set']}; raw pool MSE "
-                         f"picks G = {r['raw_mse_recommended']}; Spearman(-R, AUC) = {r['spearman_criterion_auc']:.2f}, "
+                         f"{r['criterion_interval']}, in the set: {r['criterion_recommended_in_best_set']}; "
+                         f"raw pool MSE picks G = {r['raw_mse_recommended']}; "
+                         f"Spearman(-R, AUC) = {r['spearman_criterion_auc']:.2f}, "
                          f"Spearman(-raw MSE, AUC) = {r['spearman_raw_mse_auc']:.2f}")
     d = summary.get("drift")
     if d:

@@ -134,7 +134,8 @@ def test_training_is_reproducible_and_pairs_questions_across_g(weak):
 
 
 @pytest.mark.parametrize("bad", [dict(num_generations=3), dict(num_generations=1), dict(advantage="nope"),
-                                 dict(optimizer="lion"), dict(loss_type="bnpo"), dict(num_minibatches=3), dict(learning_rate=0)])
+                                 dict(optimizer="lion"), dict(loss_type="bnpo"), dict(num_minibatches=3),
+                                 dict(learning_rate=0)])
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         lm_train.TrainConfig(**{"budget": 16, "num_generations": 4, **bad})

@@ -19,7 +19,8 @@ where ``rho = 1``, ``grad L`` is exactly the estimator ``1/(B G) sum A_bg W_bg``
 scaling law describes.  ``loss_type="dapo"`` (TRL's default aggregation) divides the same token sum
 by the optimiser step's total number of completion tokens ``T_step`` instead of by ``B G``: the
 gradient becomes ``(1/T_step) sum A_bg W_bg``, the same direction rescaled by the random factor
-``B G / T_step`` (a ratio estimator, grpo_frameworks.md §4.5).  With ``num_iterations = 1`` and ``beta = 0`` (the defaults) this is plain
+``B G / T_step`` (a ratio estimator, grpo_frameworks.md §4.5).  With ``num_iterations = 1`` and
+``beta = 0`` (the defaults) this is plain
 on-policy GRPO.
 
 Evaluation on a fixed set of questions (default ``arithmetic.make_dataset(256, seed=1)``) by a
@@ -144,7 +145,8 @@ class TrainResult:
 
     def summary(self) -> str:
         c = self.config
-        return (f"GRPO ({c.advantage}, {c.loss_type} loss, G={c.num_generations}, B={c.num_prompts}, {c.optimizer} lr={c.learning_rate:g}): "
+        return (f"GRPO ({c.advantage}, {c.loss_type} loss, G={c.num_generations}, B={c.num_prompts}, "
+                f"{c.optimizer} lr={c.learning_rate:g}): "
                 f"{c.num_steps} steps, {c.num_steps * c.budget} rollouts; p_canonical {self.p_canonical[0]:.4f} -> "
                 f"{self.p_canonical[-1]:.4f} (AUC {self.auc():.4f}); mean frac_reward_zero_std "
                 f"{self.frac_reward_zero_std.mean():.3f}; {self.seconds:.1f} s")
