@@ -56,3 +56,46 @@ def check_gstar_training(rng):
         passed=passed,
         details={"source": os.path.abspath(path), "analysis": analysis, "constants": consts,
                  "num_seeds": int(stored["seeds"]), "budget": int(stored["budget"])})
+
+
+STORED_STD = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "results",
+                          "train_vs_g_std.nc")
+
+
+@register("Gstar-training-std", "for TRL's default trainer (std-normalised advantage, loss_type='dapo', Adam) the G "
+                                "recommended by the scale-free criterion trains as well as the best G (in the set "
+                                "of G not significantly worse by area under the learning curve, G effect significant)",
+          paper="2603.01162 (extension)", slow=True, seed=20261129)
+def check_gstar_training_std(rng):
+    """Reads ``docs/results/train_vs_g_std.nc`` (``simulations/train_vs_g.py --settings grpo:3e-4:dapo``; its
+    ``command`` attribute), or ``$USTAT_GRPO_TRAIN_VS_G_STD``, and re-analyses it.  Asserted for each
+    std-normalised setting: the criterion's G (``pool.compare_estimators`` on the initial checkpoint) is in
+    the not-worse set and the effect of G is significant (ANOVA, seeds as blocks), so the pass is not
+    vacuous.  Spearman of the criterion and of the raw pool MSE against AUC are reported."""
+    from simulations import train_vs_g as T
+
+    path = os.environ.get("USTAT_GRPO_TRAIN_VS_G_STD", STORED_STD)
+    grid, consts, stored, _ = T.load(path)
+    if "criteria" not in consts:
+        raise ValueError(f"{path} carries no scale-free criterion (rerun train_vs_g.py without --no-criteria)")
+    analysis = T.analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"], consts["criteria"])
+    std = {k: r for k, r in analysis.items() if r["advantage"] == "grpo"}
+    if not std:
+        raise ValueError(f"{path} has no std-normalised ('grpo') setting to check")
+    for r in std.values():
+        r["passed_std"] = bool(r["criterion_recommended_in_best_set"] and r["power_guard"]["effect_significant"])
+
+    def line(key, r):
+        c = r["comparison"]
+        return (f"{key}: best G {c['best']}, set {c['best_set']}, ANOVA p {c['effect_pvalue']:.2g}; "
+                f"criterion picks G = "
+                f"{r['criterion_recommended']} {r['criterion_interval']} (raw pool MSE: {r['raw_mse_recommended']}); "
+                f"Spearman criterion {r['spearman_criterion_auc']:.2f}, raw MSE {r['spearman_raw_mse_auc']:.2f}")
+
+    return Outcome(
+        expected=(f"the scale-free criterion's G in the set of G not worse than the best (level {stored['level']}), "
+                  "G effect significant"),
+        observed="; ".join(line(k, r) for k, r in std.items()),
+        passed=all(r["passed_std"] for r in std.values()),
+        details={"source": os.path.abspath(path), "analysis": analysis, "num_seeds": int(stored["seeds"]),
+                 "budget": int(stored["budget"]), "steps": int(stored["steps"])})

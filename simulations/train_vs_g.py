@@ -56,7 +56,7 @@ class Config:
     budget: int = field(default=64, metadata={"help": "rollouts per step N = B G"})
     steps: int = field(default=300, metadata={"help": "training steps per run"})
     seeds: int = field(default=10, metadata={"help": "seeds per cell (runs paired by seed)"})
-    settings: str = field(default="rloo:3e-4,grpo:3e-4,rloo:1e-3", metadata={"help": "comma-separated ADVANTAGE:LR pairs (rloo = leave-one-out GRPO, grpo = TRL std-normalised); the first is the primary one"})
+    settings: str = field(default="rloo:3e-4,grpo:3e-4,rloo:1e-3", metadata={"help": "comma-separated ADVANTAGE:LR[:LOSS_TYPE] settings (rloo = leave-one-out GRPO, grpo = TRL std-normalised; LOSS_TYPE sequence_sum (default) or dapo = TRL's default token-level aggregation); the first is the primary one"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd", "choices": ("adam", "sgd")})
     eval_every: int = field(default=10, metadata={"help": "evaluate every this many steps"})
     num_eval: int = field(default=256, metadata={"help": "evaluation questions (make_dataset(num_eval, seed=1))"})
@@ -74,6 +74,7 @@ class Config:
     quick: bool = field(default=False, metadata={"help": "tiny grid (seconds), to keep the script working"})
     reanalyse: str = field(default="", metadata={"help": "re-analyse and re-plot a stored train_vs_g.nc (no training)", "metavar": "NC"})
     no_plot: bool = field(default=False, metadata={"help": "skip the PNG"})
+    no_criteria: bool = field(default=False, metadata={"help": "skip the scale-free criterion of each setting's estimator (pool.compare_estimators on the initial checkpoint) and its Spearman against AUC"})
 
 
 QUICK = dict(groups="2,4,8", budget=16, steps=6, seeds=3, settings="rloo:1e-3", eval_every=3,
@@ -126,6 +127,56 @@ def initial_constants(cfg: Config, groups) -> dict:
     return dict(consts, groups=groups, predicted_mse=predicted_mse(consts["A"], groups, cfg.budget).tolist())
 
 
+#: The pool estimator whose criterion describes each training advantage (lm_train's ``advantage``).
+ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_grpo": "dr_grpo"}
+
+
+def initial_criteria(cfg: Config, groups) -> dict:
+    """Scale-free criterion (and raw pool MSE) per estimator and G on the initial checkpoint (cached).
+
+    One pool of ``constants_prompts x constants_samples`` completions (``lm.prompt_samples``, seed
+    ``cfg.seed``, scores sketched to 256 dimensions) fed to :func:`ustat_grpo.pool.compare_estimators`.
+    """
+    from ustat_grpo import lm
+    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.pool import compare_estimators
+
+    key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
+    key["groups"] = list(groups)
+    path = os.path.join(cfg.out, f"criteria-{sha256_json(key)[:16]}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    z, w = lm.prompt_samples(None, variant=cfg.variant, num_prompts=cfg.constants_prompts,
+                             samples_per_prompt=cfg.constants_samples, rng=cfg.seed, device="cpu",
+                             projection_dim=256)
+    cmp = compare_estimators(z, w, budget=cfg.budget, num_generations=groups,
+                             estimators=tuple(ADVANTAGE_ESTIMATOR.values()), rng=cfg.seed, level=cfg.level)
+    out = cmp.to_dict()
+    os.makedirs(cfg.out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f)
+    return out
+
+
+def _criterion_rows(criteria, adv, cmp, spearmanr):
+    """Spearman of the scale-free criterion and of the raw pool MSE against AUC for one setting."""
+    name = ADVANTAGE_ESTIMATOR.get(adv)
+    if not criteria or name not in criteria["estimators"]:
+        return {}
+    e = criteria["estimators"].index(name)
+    crit = np.asarray(criteria["criterion"][e], float)
+    raw = np.asarray(criteria["raw_mse"][e], float)
+    rec = criteria["recommended"][name]
+    g = rec["num_generations"]
+    return dict(criterion_estimator=name, criterion=crit.tolist(), raw_mse=raw.tolist(),
+                criterion_recommended=g, criterion_interval=rec["interval"],
+                raw_mse_recommended=rec["raw_mse_num_generations"],
+                criterion_recommended_in_best_set=g is not None and int(g) in cmp.best_set,
+                spearman_criterion_auc=float(spearmanr(-crit, cmp.mean).statistic),
+                spearman_raw_mse_auc=float(spearmanr(-raw, cmp.mean).statistic))
+
+
 def predicted_mse(A, groups, budget):
     """``MSE(G) = (A1 G + A2 + A3 / (G - 1)) / N`` at ``N = B G`` (the scaling law's exact form)."""
     from ustat_grpo.optimum import mse_design
@@ -134,29 +185,30 @@ def predicted_mse(A, groups, budget):
     return mse_design(budget / g, g) @ np.asarray(A, float)
 
 
-def _settings(cfg: Config) -> list[tuple[str, float]]:
+def _settings(cfg: Config) -> list[tuple[str, float, str]]:
+    """``(advantage, learning_rate, loss_type)`` per setting of ``--settings``."""
     out = []
     for item in _strs(cfg.settings):
-        adv, _, lr = item.partition(":")
-        out.append((adv.strip(), float(lr)))
+        adv, lr, *loss = item.split(":")
+        out.append((adv.strip(), float(lr), loss[0].strip() if loss else "sequence_sum"))
     return out
 
 
-def _label(adv, lr) -> str:
-    return f"{adv}/lr={lr:g}"
+def _label(adv, lr, loss="sequence_sum") -> str:
+    return f"{adv}/lr={lr:g}" + ("" if loss == "sequence_sum" else f"/{loss}")
 
 
 def _tasks(cfg: Config, groups, settings):
     """One task per (setting, seed, G), in the order of the settings."""
     tasks = []
-    for a, lr in settings:
+    for a, lr, loss in settings:
         for s in range(cfg.seeds):
             for g in groups:
                 tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=g, advantage=a,
                                           optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
-                                          num_eval=cfg.num_eval)
+                                          num_eval=cfg.num_eval, loss_type=loss)
                 tasks.append(dict(variant=cfg.variant, config=asdict(tc), seed=cfg.seed, seed_key=(s,),
-                                  threads=cfg.threads, key=((a, lr), g, s)))
+                                  threads=cfg.threads, key=((a, lr, loss), g, s)))
     return tasks
 
 
@@ -226,8 +278,9 @@ def auc(p, eval_steps):
     return ((p[..., 1:] + p[..., :-1]) * np.diff(x)).sum(-1) / 2 / x[-1]
 
 
-def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
-    """Per setting: the paired comparison, ANOVA, rank agreement and the power guard."""
+def analyse(grid: dict, rec_g: int, mse_pred, level=0.95, criteria=None) -> dict:
+    """Per setting: the paired comparison, ANOVA, rank agreement and the power guard; with
+    ``criteria`` (:func:`initial_criteria`), also the scale-free criterion's pick and Spearman."""
     from scipy import stats
 
     groups = np.asarray(grid["groups"])
@@ -235,17 +288,19 @@ def analyse(grid: dict, rec_g: int, mse_pred, level=0.95) -> dict:
     mse_pred = np.asarray(mse_pred, float)
     far = groups[mse_pred >= 2 * mse_pred.min()]
     out = {}
-    for i, (adv, lr) in enumerate(grid["settings"]):
+    for i, (adv, lr, loss) in enumerate(grid["settings"]):
         cmp = compare_group_sizes(groups, a[i], level=level)
         rho = stats.spearmanr(-mse_pred, cmp.mean).statistic
         guard_effect = bool(cmp.effect_pvalue < 1 - level)
         guard_far = bool(all(int(g) not in cmp.best_set for g in far))
-        out[_label(adv, lr)] = dict(
-            advantage=adv, learning_rate=lr, comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
+        out[_label(adv, lr, loss)] = dict(
+            advantage=adv, learning_rate=lr, **({} if loss == "sequence_sum" else {"loss_type": loss}),
+            comparison=cmp.to_dict(), spearman_mse_auc=float(rho),
             recommended=int(rec_g), recommended_in_best_set=int(rec_g) in cmp.best_set,
             far_groups=[int(g) for g in far], power_guard=dict(effect_significant=guard_effect,
                                                                far_groups_excluded=guard_far),
-            passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far))
+            passed=bool(int(rec_g) in cmp.best_set and guard_effect and guard_far),
+            **_criterion_rows(criteria, adv, cmp, stats.spearmanr))
     return out
 
 
@@ -254,10 +309,10 @@ def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
     from ustat_grpo.lm import load_policy
 
     steps = _ints(cfg.drift)
-    advantage, lr = _settings(cfg)[0]
+    advantage, lr, loss = _settings(cfg)[0]
     tc = lm_train.TrainConfig(num_steps=max(steps), budget=cfg.budget, num_generations=rec_g,
                               advantage=advantage, optimizer=cfg.optimizer, learning_rate=lr, eval_every=cfg.eval_every,
-                              num_eval=cfg.num_eval)
+                              num_eval=cfg.num_eval, loss_type=loss)
     pol = load_policy(variant=cfg.variant, device="cpu")
     ckdir = os.path.join(out_dir, "checkpoints")
     res = lm_train.train_grpo(pol, tc, rng=np.random.SeedSequence(cfg.seed, spawn_key=(0,)),
@@ -288,9 +343,10 @@ def to_dataset(cfg: Config, grid: dict, consts: dict, analysis: dict, drift: dic
     import xarray as xr
 
     dims = ("setting", "num_generations", "seed")
-    coords = dict(setting=[_label(a, lr) for a, lr in grid["settings"]],
-                  advantage=("setting", [a for a, _ in grid["settings"]]),
-                  learning_rate=("setting", [lr for _, lr in grid["settings"]]),
+    coords = dict(setting=[_label(*st) for st in grid["settings"]],
+                  advantage=("setting", [st[0] for st in grid["settings"]]),
+                  learning_rate=("setting", [st[1] for st in grid["settings"]]),
+                  loss_type=("setting", [st[2] for st in grid["settings"]]),
                   num_generations=grid["groups"], seed=np.arange(cfg.seeds), step=np.arange(1, cfg.steps + 1),
                   eval_step=grid["eval_steps"])
     ds = xr.Dataset(
@@ -314,7 +370,9 @@ def load(path):
     with xr.open_dataset(path) as ds:
         ds = ds.load()
     grid = dict(groups=[int(g) for g in ds.num_generations.values],
-                settings=[(str(a), float(lr)) for a, lr in zip(ds.advantage.values, ds.learning_rate.values)],
+                settings=[(str(a), float(lr), str(loss)) for a, lr, loss in zip(
+                    ds.advantage.values, ds.learning_rate.values,
+                    ds.loss_type.values if "loss_type" in ds.coords else ["sequence_sum"] * ds.sizes["setting"])],
                 eval_steps=ds.eval_step.values,
                 **{k: ds[k].values for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical")})
     return grid, json.loads(ds.attrs["constants"]), json.loads(ds.attrs["config"]), ds
@@ -385,6 +443,12 @@ def report(summary: dict) -> str:
                   f"    recommended G = {r['recommended']} in the set: {r['recommended_in_best_set']}; power guard "
                   f"{r['power_guard']} (G with predicted MSE >= 2x min: {r['far_groups']}) -> "
                   f"{'PASS' if r['passed'] else 'FAIL'}"]
+        if "criterion" in r:
+            lines.append(f"    scale-free criterion ({r['criterion_estimator']}): G = {r['criterion_recommended']} "
+                         f"{r['criterion_interval']}, in the set: {r['criterion_recommended_in_best_set']}; "
+                         f"raw pool MSE picks G = {r['raw_mse_recommended']}; "
+                         f"Spearman(-R, AUC) = {r['spearman_criterion_auc']:.2f}, "
+                         f"Spearman(-raw MSE, AUC) = {r['spearman_raw_mse_auc']:.2f}")
     d = summary.get("drift")
     if d:
         lines.append(f"Drift of G* along one run at G = {d['fixed_g']}:")
@@ -398,7 +462,7 @@ def report(summary: dict) -> str:
 def reanalyse(cfg: Config) -> int:
     """Analysis, report and figure again from a stored NetCDF file."""
     grid, consts, stored, ds = load(cfg.reanalyse)
-    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"])
+    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"], consts.get("criteria"))
     drift = json.loads(ds.attrs["drift"]) if ds.attrs.get("drift") else None
     summary = dict(config=stored, constants=consts, analysis=analysis, drift=drift)
     if not cfg.no_plot:
@@ -426,7 +490,9 @@ def main(argv=None) -> int:
     consts = initial_constants(cfg, groups)
     print(f"constants ready after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     grid = run_grid(cfg)
-    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], cfg.level)
+    if not cfg.no_criteria:
+        consts["criteria"] = initial_criteria(cfg, groups)
+    analysis = analyse(grid, consts["recommended"], consts["predicted_mse"], cfg.level, consts.get("criteria"))
     drift = drift_study(cfg, consts["recommended"], cfg.out) if cfg.drift else None
     summary = dict(config=asdict(cfg), constants=consts, analysis=analysis, drift=drift,
                    seconds=time.perf_counter() - t0, cell_seconds=float(np.nansum(grid["seconds"])))

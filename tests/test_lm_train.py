@@ -80,6 +80,28 @@ def test_first_sgd_step_is_the_grpo_estimator(weak, tmp_path):
     assert after.max_new_tokens == weak.max_new_tokens == 8                   # compact template: built-in budget
 
 
+def test_first_sgd_step_with_dapo_loss_is_the_std_normalised_sum_over_total_tokens(weak, tmp_path):
+    """TRL's defaults: std-normalised advantage (eps 1e-4 on the Bessel std, zero-std groups 0) and
+    loss_type="dapo": sum_bg A_bg W_bg divided by the step's number of completion tokens."""
+    cfg = lm_train.TrainConfig(num_steps=1, budget=16, num_generations=4, advantage="grpo", loss_type="dapo",
+                               optimizer="sgd", learning_rate=0.5, eval_every=1, num_eval=4)
+    ss = np.random.SeedSequence(0)
+    problems = lm_train.fresh_problems(cfg.num_prompts, lm_train._stream(ss, 0, 0))
+    seqs, mask, Z = lm_train._rollouts(weak, problems, cfg.num_generations, lm_train._stream(ss, 1, 0), 1.0)
+    W = per_sample_scores(weak.model, seqs, mask).double().numpy()           # (N, d)
+    sd = Z.std(1, ddof=1, keepdims=True)
+    A = np.where(sd > 0, (Z - Z.mean(1, keepdims=True)) / (sd + 1e-4), 0.0)  # (B, G)
+    tokens = float(mask.sum())
+    assert 0 < (sd > 0).sum() and tokens > cfg.budget                        # a non-trivial step
+    g = np.einsum("n,nd->d", A.reshape(-1), W) / tokens
+    res = lm_train.train_grpo(weak, cfg, rng=0, checkpoint_steps=[1], checkpoint_dir=tmp_path)
+    assert res.grad_norm[0] == pytest.approx(np.linalg.norm(g), rel=1e-4)
+    after = lm.load_policy(res.checkpoints[1], template="compact_zero_shot", device="cpu")
+    np.testing.assert_allclose(after.theta - weak.theta, cfg.learning_rate * g, rtol=1e-3, atol=1e-6)
+    seq = lm_train.train_grpo(weak, lm_train.TrainConfig(**{**cfg.__dict__, "loss_type": "sequence_sum"}), rng=0)
+    assert seq.grad_norm[0] == pytest.approx(np.linalg.norm(g) * tokens / cfg.budget, rel=1e-4)  # control: scale
+
+
 def test_first_step_estimate_is_the_leave_one_out_u_statistic(weak):
     cfg = lm_train.TrainConfig(num_steps=1, budget=12, num_generations=3, eval_every=1)
     g, Z, W = _first_step_estimate(weak, cfg, 5)
@@ -112,7 +134,8 @@ def test_training_is_reproducible_and_pairs_questions_across_g(weak):
 
 
 @pytest.mark.parametrize("bad", [dict(num_generations=3), dict(num_generations=1), dict(advantage="nope"),
-                                 dict(optimizer="lion"), dict(num_minibatches=3), dict(learning_rate=0)])
+                                 dict(optimizer="lion"), dict(loss_type="bnpo"), dict(num_minibatches=3),
+                                 dict(learning_rate=0)])
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         lm_train.TrainConfig(**{"budget": 16, "num_generations": 4, **bad})

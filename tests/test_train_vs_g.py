@@ -38,7 +38,7 @@ def test_quick_grid_writes_netcdf_summary_and_figure(quick):
 def test_reanalysis_from_the_netcdf_and_cached_cells_give_the_same_numbers(quick, capsys):
     summary = json.loads((quick / "summary.json").read_text())
     grid, consts, cfg, _ = T.load(quick / "train_vs_g.nc")
-    again = T.analyse(grid, consts["recommended"], consts["predicted_mse"], cfg["level"])
+    again = T.analyse(grid, consts["recommended"], consts["predicted_mse"], cfg["level"], consts.get("criteria"))
     assert json.loads(json.dumps(again, default=float)) == summary["analysis"]
     cached = T.run_grid(T.Config(**{**cfg, "out": str(quick)}), progress=False)   # every cell from out/cells
     for k in ("p_canonical", "reward", "grad_norm"):
@@ -76,3 +76,53 @@ def test_stored_result_passes_the_gstar_training_check(monkeypatch):
     out = run_check(load_all()["Gstar-training"])
     assert out.passed, out.observed
     assert out.details["num_seeds"] == 10 and out.details["constants"]["recommended"] == 4
+
+
+@pytest.fixture(scope="module")
+def quick_std(tmp_path_factory):
+    """TRL's default trainer (std-normalised advantage, loss_type='dapo') on the quick grid."""
+    out = tmp_path_factory.mktemp("train_vs_g_std")
+    args = ["--groups", "2,4,8", "--budget", "16", "--steps", "6", "--seeds", "3", "--settings", "grpo:1e-3:dapo",
+            "--eval-every", "3", "--num-eval", "32", "--constants-prompts", "24", "--constants-samples", "8",
+            "--drift", "", "--workers", "1", "--no-plot", "--out", str(out)]
+    assert T.main(args) == 0
+    return out
+
+
+def test_std_grid_records_loss_type_and_the_scale_free_criterion(quick_std):
+    with xr.open_dataset(quick_std / "train_vs_g.nc") as ds:
+        assert list(ds.loss_type.values) == ["dapo"] and list(ds.setting.values) == ["grpo/lr=0.001/dapo"]
+    summary = json.loads((quick_std / "summary.json").read_text())
+    r = summary["analysis"]["grpo/lr=0.001/dapo"]
+    assert r["criterion_estimator"] == "std_normalized" and len(r["criterion"]) == 3
+    crit = summary["constants"]["criteria"]
+    assert crit["estimators"] == ["leave_one_out", "std_normalized", "dr_grpo"]
+    np.testing.assert_allclose(crit["criterion"][2], crit["criterion"][0], rtol=1e-9)   # Dr.GRPO = leave-one-out
+    grid, consts, cfg, _ = T.load(quick_std / "train_vs_g.nc")
+    assert grid["settings"] == [("grpo", 1e-3, "dapo")]
+    again = T.analyse(grid, consts["recommended"], consts["predicted_mse"], cfg["level"], consts["criteria"])
+    assert json.loads(json.dumps(again, default=float)) == summary["analysis"]
+
+
+def test_gstar_training_std_check_reads_a_stored_result(quick_std, monkeypatch):
+    from paper_checks import load_all, run_check
+
+    monkeypatch.setenv("USTAT_GRPO_TRAIN_VS_G_STD", str(quick_std / "train_vs_g.nc"))
+    out = run_check(load_all()["Gstar-training-std"])
+    r = out.details["analysis"]["grpo/lr=0.001/dapo"]
+    assert out.passed == (r["criterion_recommended_in_best_set"] and r["power_guard"]["effect_significant"])
+    assert "criterion picks G" in out.observed
+
+
+def test_stored_std_result_passes_the_gstar_training_std_check(monkeypatch):
+    """The committed std-normalised / dapo grid (docs/results/train_vs_g_std.nc) re-analysed by today's code."""
+    from paper_checks import load_all, run_check
+    from paper_checks.check_training import STORED_STD
+
+    monkeypatch.delenv("USTAT_GRPO_TRAIN_VS_G_STD", raising=False)
+    assert os.path.exists(STORED_STD), "docs/results/train_vs_g_std.nc is missing"
+    out = run_check(load_all()["Gstar-training-std"])
+    assert out.passed, out.observed
+    r = out.details["analysis"]["grpo/lr=0.0003/dapo"]
+    assert out.details["num_seeds"] == 10 and r["loss_type"] == "dapo"
+    assert r["criterion_recommended"] in r["comparison"]["best_set"]

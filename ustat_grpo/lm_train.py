@@ -16,7 +16,11 @@ with the token-level ratio ``rho_t = pi_theta(y_t | .) / pi_theta_old(y_t | .)``
 reading of the paper's eq. 14, see :mod:`ustat_grpo.practical`).  Tokens are summed, not averaged
 (the paper's score ``W = sum_t grad log pi``; no length normalisation), so in the first pass,
 where ``rho = 1``, ``grad L`` is exactly the estimator ``1/(B G) sum A_bg W_bg`` whose MSE the
-scaling law describes.  With ``num_iterations = 1`` and ``beta = 0`` (the defaults) this is plain
+scaling law describes.  ``loss_type="dapo"`` (TRL's default aggregation) divides the same token sum
+by the optimiser step's total number of completion tokens ``T_step`` instead of by ``B G``: the
+gradient becomes ``(1/T_step) sum A_bg W_bg``, the same direction rescaled by the random factor
+``B G / T_step`` (a ratio estimator, grpo_frameworks.md §4.5).  With ``num_iterations = 1`` and
+``beta = 0`` (the defaults) this is plain
 on-policy GRPO.
 
 Evaluation on a fixed set of questions (default ``arithmetic.make_dataset(256, seed=1)``) by a
@@ -49,6 +53,11 @@ __all__ = ["TrainConfig", "TrainResult", "train_grpo", "canonical_probability", 
            "fresh_problems", "save_checkpoint"]
 
 OPTIMIZERS = ("adam", "sgd")
+#: Loss aggregations: ``"sequence_sum"`` = tokens summed per completion, divided by the number of
+#: completions (the paper's score; the estimator ``1/(BG) sum A W``); ``"dapo"`` = TRL's default
+#: ``loss_type="dapo"`` (verl ``token-mean``): tokens summed over the optimiser step's completions and
+#: divided by the step's total number of completion tokens (grpo_frameworks.md §2.2, §4.5).
+LOSS_TYPES = ("sequence_sum", "dapo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +69,7 @@ class TrainConfig:
     num_generations: int = 4             # G [num_generations]; must divide the budget
     advantage: str = "rloo"              # a key of practical.ADVANTAGE_PRESETS ("rloo", "grpo", "paper", ...)
     optimizer: str = "adam"              # adam | sgd
+    loss_type: str = "sequence_sum"      # sequence_sum | dapo [loss_type]: see LOSS_TYPES
     learning_rate: float = 3e-4
     num_iterations: int = 1              # passes over the batch per step [num_iterations]
     num_minibatches: int = 1             # optimiser steps per pass (prompts split evenly)
@@ -78,6 +88,8 @@ class TrainConfig:
                              f"got {self.num_generations}")
         if self.advantage not in ADVANTAGE_PRESETS:
             raise ValueError(f"advantage must be one of {ADVANTAGE_PRESETS}, got {self.advantage!r}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.num_prompts % self.num_minibatches:
@@ -133,7 +145,8 @@ class TrainResult:
 
     def summary(self) -> str:
         c = self.config
-        return (f"GRPO ({c.advantage}, G={c.num_generations}, B={c.num_prompts}, {c.optimizer} lr={c.learning_rate:g}): "
+        return (f"GRPO ({c.advantage}, {c.loss_type} loss, G={c.num_generations}, B={c.num_prompts}, "
+                f"{c.optimizer} lr={c.learning_rate:g}): "
                 f"{c.num_steps} steps, {c.num_steps * c.budget} rollouts; p_canonical {self.p_canonical[0]:.4f} -> "
                 f"{self.p_canonical[-1]:.4f} (AUC {self.auc():.4f}); mean frac_reward_zero_std "
                 f"{self.frac_reward_zero_std.mean():.3f}; {self.seconds:.1f} s")
@@ -307,7 +320,9 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
                 if ref is not None:
                     r = torch.exp(lref[rows] - lp)
                     surr = surr - cfg.beta * (r - torch.log(r) - 1)
-                loss = -(surr * m).sum() / len(rows)
+                # (rows, T-1) token terms -> scalar: per completion (paper) or per token of the step (dapo)
+                denom = m.sum().clamp(min=1.0) if cfg.loss_type == "dapo" else len(rows)
+                loss = -(surr * m).sum() / denom
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))

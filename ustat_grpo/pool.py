@@ -27,10 +27,14 @@ import numpy as np
 
 from . import estimators as est
 from .constants import pool_arrays
+from ._random import seed_sequence
+from ._serialize import jsonable
 from .kernels import Kernel
+from .scale_free import ESTIMATOR_FUNCTIONS
 from .ustat import ustatistic
 
-__all__ = ["POOL_ESTIMATORS", "PoolMSE", "pool_mse", "ScoreMeanCheck", "score_mean_check"]
+__all__ = ["POOL_ESTIMATORS", "PoolMSE", "pool_mse", "CRITERION_ESTIMATORS", "EstimatorComparison",
+           "compare_estimators", "ScoreMeanCheck", "score_mean_check"]
 
 
 def _std_trl(r, s):
@@ -158,26 +162,16 @@ def pool_mse(rewards, scores, *, budget: int, num_generations=None, estimators=(
     P, M = r.shape
     if P < 3:
         raise ValueError("at least 3 prompts are needed (cross-prompt products and a jackknife)")
-    gs = np.array(sorted(set(num_generations)) if num_generations is not None
-                  else [2 ** k for k in range(1, 20) if 2 ** k <= M // 2], int)
-    if len(gs) == 0 or gs.min() < 2 or gs.max() > M:
-        raise ValueError(f"group sizes must lie in [2, M = {M}], got {gs.tolist()}")
+    gs = _group_sizes(num_generations, M)
     names = tuple(e if isinstance(e, str) else getattr(e, "__name__", "estimator") for e in estimators)
     fns = [POOL_ESTIMATORS[e][0] if isinstance(e, str) else e for e in estimators]
-    E, d = len(fns), s.shape[-1]
-    target = est.leave_one_out(r, s)  # (P, d) per-prompt g(x), unbiased
-    seeds = np.random.SeedSequence(rng).spawn(len(gs))
+    E = len(fns)
     out = {k: np.zeros((E, len(gs))) for k in ("mse", "mse_se", "bias_sq", "bias_sq_se", "variance")}
-    data = np.concatenate([r[..., None], s], -1)  # (P, M, 1 + d)
-    for j, (G, seq) in enumerate(zip(gs, seeds)):
-        kern = _kernel(fns, int(G))
-        prng = np.random.default_rng(seq)
-        stats = np.stack([_prompt_stat(data[p], kern, num_groups, prng, with_replacement)
-                          for p in range(P)])  # (P, E (1 + d))
+    target, per_g = _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement)
+    for j, G in enumerate(gs):
         B = budget / G
         for e in range(E):
-            blk = stats[:, e * (1 + d):(e + 1) * (1 + d)]
-            m2, fbar = blk[:, 0], blk[:, 1:]  # (P,), (P, d)
+            m2, fbar = per_g[j][e]  # (P,), (P, d)
             mu2, mu2_loo = _cross(fbar)
             bias, bias_loo = _cross(fbar - target)
             m2_loo = (m2.sum() - m2) / (P - 1)
@@ -191,6 +185,36 @@ def pool_mse(rewards, scores, *, budget: int, num_generations=None, estimators=(
                    samples_per_prompt=M, **out)
 
 
+def _group_sizes(num_generations, M):
+    gs = np.array(sorted(set(int(g) for g in num_generations)) if num_generations is not None
+                  else [2 ** k for k in range(1, 20) if 2 ** k <= M // 2], int)
+    if len(gs) == 0 or gs.min() < 2 or gs.max() > M:
+        raise ValueError(f"group sizes must lie in [2, M = {M}], got {gs.tolist()}")
+    return gs
+
+
+def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False):
+    """Per-prompt U-statistics of every estimator at every G (one seeded stream per G).
+
+    Returns ``target`` (P, d), the leave-one-out statistic on the whole pool (unbiased for g(x)),
+    and ``per_g[j][e] = (m2 (P,), fbar (P, d))``: unbiased per-prompt ``E||f||^2`` and ``E f`` of
+    estimator ``e`` on groups of ``gs[j]`` drawn without replacement from the prompt's ``M`` samples.
+    """
+    P, M = r.shape
+    E, d = len(fns), s.shape[-1]
+    target = est.leave_one_out(r, s)  # (P, d) per-prompt g(x), unbiased
+    seeds = seed_sequence(rng).spawn(len(gs))
+    data = np.concatenate([r[..., None], s], -1)  # (P, M, 1 + d)
+    per_g = []
+    for G, seq in zip(gs, seeds):
+        kern = _kernel(fns, int(G))
+        prng = np.random.default_rng(seq)
+        stats = np.stack([_prompt_stat(data[p], kern, num_groups, prng, with_replacement)
+                          for p in range(P)])  # (P, E (1 + d))
+        per_g.append([(stats[:, e * (1 + d)], stats[:, e * (1 + d) + 1:(e + 1) * (1 + d)]) for e in range(E)])
+    return target, per_g
+
+
 def _prompt_stat(data, kern, num_groups, rng, with_replacement):
     M, G = data.shape[0], kern.order
     if with_replacement:
@@ -199,6 +223,235 @@ def _prompt_stat(data, kern, num_groups, rng, with_replacement):
     if math.comb(M, G) <= num_groups:
         return ustatistic(data, kern, method="vectorized", variance="none").statistic
     return ustatistic(data, kern, method="incomplete", num_tuples=num_groups, rng=rng).statistic
+
+
+# ------------------------------------------------------------------------------ scale-free criterion
+
+#: Estimators of :func:`compare_estimators`: name -> (per-prompt function, what it is).  The
+#: ``*_batch`` variant divides by one std of the whole batch's rewards (TRL ``scale_rewards="batch"``),
+#: a random scale shared by all groups; its criterion is that of the per-prompt estimator (first
+#: order in 1/N: the batch std concentrates, and a constant scale leaves the criterion unchanged).
+CRITERION_ESTIMATORS = {
+    "leave_one_out": (ESTIMATOR_FUNCTIONS["leave_one_out"], "RLOO / the paper's GRPO (unbiased)"),
+    "dr_grpo": (ESTIMATOR_FUNCTIONS["dr_grpo"], "Dr.GRPO r - mean = (G-1)/G leave-one-out; TRL scale_rewards='none'"),
+    "std_normalized": (ESTIMATOR_FUNCTIONS["std_normalized"], "TRL default (r - mean)/(std + 1e-4)"),
+    "std_normalized_verl": (ESTIMATOR_FUNCTIONS["std_normalized_verl"], "verl grpo (r - mean)/(std + 1e-6)"),
+    "std_normalized_openrlhf": (ESTIMATOR_FUNCTIONS["std_normalized_openrlhf"],
+                                "OpenRLHF group_norm (r - mean)/(std + 1e-9)"),
+    "dr_grpo_batch": (ESTIMATOR_FUNCTIONS["dr_grpo"], "TRL scale_rewards='batch' (LitePPO): r - mean over the batch"
+                                                      " std; criterion of dr_grpo to first order in 1/N"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimatorComparison:
+    """Scale-free comparison of gradient estimators across group sizes at one budget.
+
+    The criterion (``docs/scale_free_criterion.md``) is the relative error after the best
+    rescaling, ``R(G) = min_c E||c g_hat - grad J||^2 / ||grad J||^2 = 1 - cos^2 / (1 + rho)``,
+    with ``g_hat`` the minibatch estimate at ``B = budget / G`` prompts.
+
+    Attributes
+    ----------
+    estimators : tuple of str
+    num_generations : ndarray (K,) int
+    budget : int
+    criterion, criterion_se : ndarray (E, K)   R(G) and its delete-one-prompt jackknife SE
+    criterion_low, criterion_high : ndarray (E, K)   ``level`` confidence interval of R(G)
+    noise_to_signal : ndarray (E, K)   ``rho = tr Cov(g_hat) / ||E g_hat||^2``
+    cosine : ndarray (E, K)            ``cos`` of the angle between ``E g_hat`` and ``grad J``
+    raw_mse : ndarray (E, K)           the old criterion, ``E||g_hat - grad J||^2`` (scale-dependent)
+    recommended : dict                 per estimator: ``num_generations`` (argmin R), ``interval``
+        ``(low, high)`` = range of the G not significantly worse than it (paired jackknife,
+        one-sided, Bonferroni over the other G, at ``level``), ``not_worse`` (that set) and
+        ``raw_mse_num_generations`` (argmin of the raw MSE, for contrast)
+    agree : bool                       the estimators' not-worse sets share a G
+    note : str                         one line saying so
+    level : float
+    num_prompts, samples_per_prompt : int
+    """
+
+    estimators: tuple
+    num_generations: np.ndarray
+    budget: int
+    criterion: np.ndarray
+    criterion_se: np.ndarray
+    criterion_low: np.ndarray
+    criterion_high: np.ndarray
+    noise_to_signal: np.ndarray
+    cosine: np.ndarray
+    raw_mse: np.ndarray
+    recommended: dict
+    agree: bool
+    note: str
+    level: float
+    num_prompts: int
+    samples_per_prompt: int
+
+    def summary(self) -> str:
+        lines = [f"scale-free criterion R(G) = min_c E||c g_hat - grad J||^2/||grad J||^2 at N = {self.budget} "
+                 f"({self.num_prompts} prompts x {self.samples_per_prompt} samples; {100 * self.level:g}% CI):"]
+        for e, name in enumerate(self.estimators):
+            rec = self.recommended[name]
+            cells = ", ".join(f"G={g}: {c:.4g} [{lo:.3g}, {hi:.3g}]" for g, c, lo, hi in zip(
+                self.num_generations, self.criterion[e], self.criterion_low[e], self.criterion_high[e]))
+            lines.append(f"  {name}: G = {rec['num_generations']} [{rec['interval'][0]}, {rec['interval'][1]}] "
+                         f"(raw MSE would pick {rec['raw_mse_num_generations']}); {cells}")
+        lines.append(f"  {self.note}")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def to_dict(self) -> dict:
+        return jsonable(dict(
+            estimators=list(self.estimators), num_generations=self.num_generations, budget=self.budget,
+            criterion=self.criterion, criterion_se=self.criterion_se, criterion_low=self.criterion_low,
+            criterion_high=self.criterion_high, noise_to_signal=self.noise_to_signal, cosine=self.cosine,
+            raw_mse=self.raw_mse, recommended=self.recommended, agree=self.agree, note=self.note,
+            level=self.level, num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
+            criterion_name="min_c E||c g_hat - grad J||^2 / ||grad J||^2",
+            descriptions={k: CRITERION_ESTIMATORS[k][1] for k in self.estimators if k in CRITERION_ESTIMATORS}))
+
+
+def _criterion_terms(m2, fbar, target, B):
+    """R, rho, cos, raw MSE from per-prompt rows, and R's delete-one-prompt values (P,)."""
+    P = len(m2)
+    mm, mm_l = _cross(fbar)
+    mg, mg_l = _cross(fbar, target)
+    gg, gg_l = _cross(target)
+    bb, bb_l = _cross(fbar - target)
+    m2_l = (m2.sum() - m2) / (P - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        R = 1.0 - mg * mg / (gg * ((m2.mean() - mm) / B + mm))
+        R_l = 1.0 - mg_l * mg_l / (gg_l * ((m2_l - mm_l) / B + mm_l))
+        rho = (m2.mean() - mm) / B / mm
+        cos = mg / np.sqrt(mm * gg) if mm > 0 and gg > 0 else np.nan
+    return float(R), R_l, float(rho), float(cos), float((m2.mean() - mm) / B + bb)
+
+
+def _not_worse(R, R_l, level):
+    """Indices of the G whose R is not significantly above the smallest (paired jackknife, Bonferroni)."""
+    from scipy.stats import norm
+
+    K, P = R.shape[0], R_l.shape[1]
+    best = int(np.nanargmin(R))
+    R = np.where(np.isnan(R), np.inf, R)
+    z = norm.ppf(1 - (1 - level) / max(K - 1, 1))
+    keep = []
+    for k in range(K):
+        diff = R_l[k] - R_l[best]
+        se = math.sqrt((P - 1) / P * ((diff - diff.mean()) ** 2).sum())
+        if k == best or R[k] - R[best] <= z * se:
+            keep.append(k)
+    return best, keep
+
+
+def compare_estimators(rewards, scores, *, budget: int, num_generations=None,
+                       estimators=("leave_one_out", "std_normalized", "dr_grpo"), rng=None, level: float = 0.95,
+                       num_groups: int = 256) -> EstimatorComparison:
+    """Compare GRPO-family estimators by the scale-free criterion and recommend G for each.
+
+    Parameters
+    ----------
+    rewards : array_like (P, M)
+        ``M`` i.i.d. completions' rewards for each of ``P`` pilot prompts (sampler = policy).
+    scores : array_like (P, M, k)
+        Their scores ``grad log pi`` (exact or sketched: any linear projection keeps the
+        criterion's inner products unbiased).
+    budget : int
+        Rollouts per step ``N = B G``; the minibatch has ``B = N / G`` prompts.
+    num_generations : sequence of int, optional
+        Candidate G, each in ``[2, M]`` (default powers of two ``<= M // 2``).
+    estimators : sequence of str or callable
+        Keys of :data:`CRITERION_ESTIMATORS` (``leave_one_out``, ``dr_grpo``, ``std_normalized``
+        (TRL), ``std_normalized_verl``, ``std_normalized_openrlhf``, ``dr_grpo_batch``) or
+        callables ``f(rewards (K, G), scores (K, G, k)) -> (K, k)``.
+    rng : seed of the incomplete U-statistics (groups drawn per prompt when ``C(M, G) > num_groups``).
+    level : float
+        Confidence level of the criterion's intervals and of the not-worse sets.
+    num_groups : int
+        Groups per prompt and G for the incomplete U-statistic.
+
+    Returns
+    -------
+    EstimatorComparison
+        ``criterion[e, k]`` with interval, ``recommended[name]`` (``num_generations``,
+        ``interval``, ``not_worse``), ``agree`` and ``note`` ("estimators disagree: ..." only when
+        their not-worse sets under the criterion share no G).
+
+    Notes
+    -----
+    ``E||f||^2`` and ``E f`` per prompt are U-statistics of order G on the pool (as in
+    :func:`pool_mse`); ``||E g_hat||^2``, ``<E g_hat, grad J>`` and ``||grad J||^2`` are products
+    over different prompts (unbiased), ``grad J`` per prompt the leave-one-out statistic of all
+    ``M`` samples.  ``R`` is a smooth ratio of these unbiased terms (consistent, bias O(1/P));
+    its standard error is the delete-one-prompt jackknife.  Exact values on finite bandits:
+    :func:`ustat_grpo.scale_free.exact_criterion`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.beta(0.5, 2, 200)
+    >>> r = (rng.random((200, 16)) < p[:, None]).astype(float)
+    >>> s = rng.normal(size=(200, 16, 4)) + r[..., None] * (p[:, None, None] - 0.5)
+    >>> c = compare_estimators(r, s, budget=64, num_generations=[2, 4, 8], rng=1)
+    >>> bool(np.allclose(c.criterion[0], c.criterion[2]))        # Dr.GRPO = leave-one-out
+    True
+    """
+    r, s = pool_arrays(rewards, scores, min_samples=2, finite=False)
+    P, M = r.shape
+    if P < 4:
+        raise ValueError("at least 4 prompts are needed (cross-prompt products and a jackknife)")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    gs = _group_sizes(num_generations, M)
+    names = tuple(e if isinstance(e, str) else getattr(e, "__name__", "estimator") for e in estimators)
+    for e in estimators:
+        if isinstance(e, str) and e not in CRITERION_ESTIMATORS:
+            raise ValueError(f"unknown estimator {e!r}; choose from {sorted(CRITERION_ESTIMATORS)} or pass a callable")
+    fns = [CRITERION_ESTIMATORS[e][0] if isinstance(e, str) else e for e in estimators]
+    E, K = len(fns), len(gs)
+    target, per_g = _pool_stats(r, s, gs, fns, num_groups, rng)
+    out = {k: np.full((E, K), np.nan) for k in ("criterion", "criterion_se", "noise_to_signal", "cosine", "raw_mse")}
+    loo = np.zeros((E, K, P))
+    for j, G in enumerate(gs):
+        for e in range(E):
+            m2, fbar = per_g[j][e]
+            R, R_l, rho, cos, mse = _criterion_terms(m2, fbar, target, budget / G)
+            out["criterion"][e, j], out["noise_to_signal"][e, j], out["cosine"][e, j] = R, rho, cos
+            out["raw_mse"][e, j], loo[e, j] = mse, R_l
+            out["criterion_se"][e, j] = _jack_se(R_l)
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + level / 2)
+    recommended, sets = {}, []
+    for e, name in enumerate(names):
+        if np.all(np.isnan(out["criterion"][e])):                # no signal (e.g. every reward equal)
+            sets.append(set())
+            recommended[name] = dict(num_generations=None, interval=(None, None), not_worse=[],
+                                     raw_mse_num_generations=None)
+            continue
+        best, keep = _not_worse(out["criterion"][e], loo[e], level)
+        kept = [int(gs[k]) for k in keep]
+        sets.append(set(kept))
+        recommended[name] = dict(num_generations=int(gs[best]), interval=(min(kept), max(kept)), not_worse=kept,
+                                 raw_mse_num_generations=int(gs[int(np.nanargmin(out["raw_mse"][e]))]))
+    common = sorted(set.intersection(*sets))
+    agree = bool(common)
+    picks = ", ".join(f"{n} G={recommended[n]['num_generations']} [{recommended[n]['interval'][0]}, "
+                      f"{recommended[n]['interval'][1]}]" for n in names)
+    if not agree:
+        note = f"estimators disagree under the scale-free criterion: {picks}"
+    elif len({recommended[n]["num_generations"] for n in names}) == 1:
+        note = f"estimators agree: G = {recommended[names[0]]['num_generations']} ({picks})"
+    else:
+        note = f"estimators agree within the intervals (common G: {common}): {picks}"
+    return EstimatorComparison(estimators=names, num_generations=gs, budget=int(budget),
+                               criterion_low=out["criterion"] - z * out["criterion_se"],
+                               criterion_high=out["criterion"] + z * out["criterion_se"], recommended=recommended,
+                               agree=agree, note=note, level=float(level), num_prompts=P, samples_per_prompt=M,
+                               **out)
 
 
 # ------------------------------------------------------------------------------ score self-check
