@@ -129,6 +129,15 @@ class EstimatorCard:
         settings were given: the paper's GRPO gradient)."""
         return (self.trainer or {}).get("estimator", "leave_one_out")
 
+    @property
+    def criterion_estimator(self) -> str:
+        """:attr:`estimator` by its name in :data:`ustat_grpo.pool.CRITERION_ESTIMATORS` (group-mean
+        advantages are ``dr_grpo``, ``dr_grpo_batch`` with TRL's ``scale_rewards="batch"``)."""
+        name = self.estimator
+        if name == "group_mean":
+            return "dr_grpo_batch" if (self.trainer or {}).get("batch_scaled") else "dr_grpo"
+        return name
+
     def warnings(self) -> tuple:
         """What a reader of the recommendation must know about this measurement."""
         out = []

@@ -15,7 +15,7 @@ analysis (:func:`analyse`) that needs nothing but the pilot's statistics and con
 * :func:`from_pilot`: the analysis of a pilot file (or its shards) alone.
 
 The analysis: constants with jackknife intervals over the scorable prompts, the per-estimator
-MSE(G) (:func:`ustat_grpo.pool.pool_mse`), the samples per prompt a next pilot should draw
+scale-free criterion R(G) (:func:`ustat_grpo.pool.compare_estimators`), the samples per prompt a next pilot should draw
 (:func:`ustat_grpo.pilot_design.choose_samples_per_prompt`) and, for language models, the estimator
 card (:func:`ustat_grpo.card.build_card`).
 """
@@ -36,6 +36,8 @@ from .card import EstimatorCard, build_card
 from .constants import PromptStatistics, ScalingConstants, constants_from_statistics
 from .estimators import leave_one_out
 from .mse import constants as exact_constants
+from .pilot_design import SamplesPerPromptResult
+from .pool import EstimatorComparison, compare_estimators
 from .pilot import (ADAPTIVE_MIN_PROMPTS, BanditSampler, load_pilot, lm_pilot_size, run_pilot, scorable,
                     width_rule)
 
@@ -68,7 +70,9 @@ class Measurement:
     exact : exact ``(A1, A2, A3)`` when the policy has closed-form moments, else ``None``.
     grid : a Monte Carlo MSE grid (toy bandit), or ``None``.
     card : the :class:`~ustat_grpo.card.EstimatorCard` of a language-model pilot, or ``None``.
-    pool : :class:`~ustat_grpo.pool.PoolMSE` of several estimators, or ``None``.
+    comparison : :class:`~ustat_grpo.pool.EstimatorComparison`: the scale-free criterion ``R(G)``
+        (and the raw MSE) of several estimators resampled from the pilot, with the G each
+        recommends, or ``None``.
     samples_choice : :class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`, the samples per prompt
         a next pilot should draw, or ``None`` (pilot too small, or ``A1``/``A3`` not positive).
     reason : why no constants could be measured, else ``None``.
@@ -81,8 +85,8 @@ class Measurement:
     exact: np.ndarray | None = None
     grid: MSEGrid | None = None
     card: EstimatorCard | None = None
-    pool: object | None = None
-    samples_choice: object | None = None
+    comparison: EstimatorComparison | None = None
+    samples_choice: SamplesPerPromptResult | None = None
     reason: str | None = None
 
 
@@ -108,13 +112,19 @@ def _samples_choice(rewards, scores, seed):
         return None
 
 
-def _pool(rewards, scores, *, budget, num_generations, seed):
-    from .pool import pool_mse
+#: Estimators every comparison covers; a trainer's own (``--scale-rewards``, ``GRPOConfig``) is added.
+COMPARED = ("leave_one_out", "std_normalized", "dr_grpo")
 
+
+def _comparison(rewards, scores, *, budget, num_generations, seed, level, extra=None):
     M = rewards.shape[1]
     gs = num_generations or [2 ** k for k in range(1, 20) if 2 ** k <= M // 2]
     gs = sorted(g for g in {int(g) for g in gs} if 2 <= g <= min(M, budget))
-    return pool_mse(rewards, scores, budget=budget, num_generations=gs, rng=seed) if gs else None
+    if not gs or rewards.shape[0] < 4:
+        return None
+    names = COMPARED + ((extra,) if extra and extra not in COMPARED else ())
+    return compare_estimators(rewards, scores, budget=budget, num_generations=gs, estimators=names, rng=seed,
+                              level=level)
 
 
 def analyse(stats: PromptStatistics, config: dict, *, budget: int = 256, level: float = 0.95, seed: int = 0,
@@ -144,13 +154,14 @@ def analyse(stats: PromptStatistics, config: dict, *, budget: int = 256, level: 
                                   f"{value:g}, so every group has zero variance (advantages all 0) and no group "
                                   "size gives a gradient; check the reward functions against a few completions")
     constants = constants_from_statistics(ok, level=level)
-    pool = choice = None
+    comparison = choice = None
     if ok.scores is not None and ok.rewards is not None:
         z, w = ok.rewards, ok.scores.astype(float)
-        pool = _pool(z, w, budget=budget, num_generations=num_generations, seed=seed)
+        comparison = _comparison(z, w, budget=budget, num_generations=num_generations, seed=seed, level=level,
+                                 extra=None if card is None else card.criterion_estimator)
         choice = _samples_choice(z, w, seed)
     return Measurement(constants=constants, statistics=stats, source=source, description=description, card=card,
-                       pool=pool, samples_choice=choice, exact=exact, grid=grid)
+                       comparison=comparison, samples_choice=choice, exact=exact, grid=grid)
 
 
 def _source(config: dict) -> str:
@@ -459,5 +470,4 @@ def measure_bandit(*, num_prompts: int = 128, samples_per_prompt: int = 256, see
         grid = bandit_mse_grid(policy, budget, replicates, rng=np.random.SeedSequence(seed).spawn(2)[1], log=log)
     import dataclasses
 
-    return dataclasses.replace(m, exact=np.asarray(exact_constants(policy.moments()), float)[:3], grid=grid,
-                               pool=None)
+    return dataclasses.replace(m, exact=np.asarray(exact_constants(policy.moments()), float)[:3], grid=grid)

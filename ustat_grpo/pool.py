@@ -20,6 +20,7 @@ Dr.GRPO (group-mean) advantages have no closed form and are measured directly.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -193,16 +194,74 @@ def _group_sizes(num_generations, M):
     return gs
 
 
-def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False):
+def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False, chunk_elements: int = 2 ** 24):
     """Per-prompt U-statistics of every estimator at every G (one seeded stream per G).
 
     Returns ``target`` (P, d), the leave-one-out statistic on the whole pool (unbiased for g(x)),
     and ``per_g[j][e] = (m2 (P,), fbar (P, d))``: unbiased per-prompt ``E||f||^2`` and ``E f`` of
-    estimator ``e`` on groups of ``gs[j]`` drawn without replacement from the prompt's ``M`` samples.
+    estimator ``e`` on groups of ``gs[j]`` drawn without replacement from the prompt's ``M`` samples
+    (all ``C(M, G)`` groups when there are at most ``num_groups``, else ``num_groups`` random ones).
+
+    Every GRPO-family estimator is linear in the scores, ``f = sum_g a_g(r) W_g``: its weights are
+    ``f(r, I_G)``, so a prompt's ``K`` groups form a weight matrix ``A (K, M)`` and
+    ``fbar = mean_k(A) W``, ``m2 = mean_k A_k (W W^T) A_k^T`` with the Gram matrix ``W W^T`` of the
+    prompt's samples: the cost no longer grows with ``G d``.  An estimator that is not linear in
+    the scores (checked on the first chunk) is evaluated directly (:func:`_pool_stats_naive`).
     """
     P, M = r.shape
-    E, d = len(fns), s.shape[-1]
+    d = s.shape[-1]
     target = est.leave_one_out(r, s)  # (P, d) per-prompt g(x), unbiased
+    seeds = seed_sequence(rng).spawn(len(gs))
+    gram = s @ s.transpose(0, 2, 1)  # (P, M, M)
+    per_g = []
+    for G, seq in zip(gs, seeds):
+        G = int(G)
+        prng = np.random.default_rng(seq)
+        complete = not with_replacement and math.comb(M, G) <= num_groups
+        combos = np.array(list(itertools.combinations(range(M), G))) if complete else None  # (C, G)
+        K = len(combos) if complete else num_groups
+        step = max(1, chunk_elements // (K * max(M, G * G)))        # bounds A and f(r, I_G)
+        m2 = np.zeros((len(fns), P))
+        fbar = np.zeros((len(fns), P, d))
+        for lo in range(0, P, step):
+            c = min(step, P - lo)
+            if complete:
+                idx = np.broadcast_to(combos, (c, K, G))
+            elif with_replacement:
+                idx = prng.integers(0, M, size=(c, K, G))
+            else:                                              # K random G-subsets per prompt
+                idx = np.argsort(prng.random((c, K, M)), axis=-1)[..., :G]
+            rg = np.take_along_axis(r[lo:lo + c, None, :], idx.reshape(c, K * G)[:, None, :], 2).reshape(c, K, G)
+            eye = np.broadcast_to(np.eye(G), (c, K, G, G))
+            for e, f in enumerate(fns):
+                w = np.asarray(f(rg, eye), float)              # (c, K, G): weights of each group member
+                A = np.zeros((c, K, M))
+                if with_replacement:                           # repeated members add up
+                    np.add.at(A, (np.arange(c)[:, None, None], np.arange(K)[None, :, None], idx), w)
+                else:
+                    np.put_along_axis(A, idx, w, axis=2)
+                if lo == 0 and not _is_linear(f, rg, idx, s[lo:lo + c], A):
+                    return _pool_stats_naive(r, s, gs, fns, num_groups, rng, with_replacement)
+                fbar[e, lo:lo + c] = (A.mean(1)[:, None, :] @ s[lo:lo + c])[:, 0]       # (c, d)
+                m2[e, lo:lo + c] = ((A @ gram[lo:lo + c]) * A).sum((1, 2)) / K        # (c,)
+        per_g.append([(m2[e], fbar[e]) for e in range(len(fns))])
+    return target, per_g
+
+
+def _is_linear(f, rg, idx, s, A, probe: int = 4) -> bool:
+    """Does ``f(r, W)`` equal ``A W`` on a few groups of the first prompt (linear in the scores)?"""
+    k = min(probe, rg.shape[1])
+    W = s[0][idx[0, :k]]                                     # (k, G, d)
+    direct = np.asarray(f(rg[0, :k], W), float)              # (k, d)
+    return bool(np.allclose(direct, A[0, :k] @ s[0], rtol=1e-9, atol=1e-12 * (1 + np.abs(direct).max())))
+
+
+def _pool_stats_naive(r, s, gs, fns, num_groups, rng, with_replacement=False):
+    """The direct twin of :func:`_pool_stats`: each prompt's groups evaluated one U-statistic at a
+    time through :func:`ustat_grpo.ustat.ustatistic` (any estimator; the test oracle)."""
+    P, M = r.shape
+    E, d = len(fns), s.shape[-1]
+    target = est.leave_one_out(r, s)
     seeds = seed_sequence(rng).spawn(len(gs))
     data = np.concatenate([r[..., None], s], -1)  # (P, M, 1 + d)
     per_g = []

@@ -25,9 +25,10 @@ from .optimum import ConstantsEstimate, GroupSizeResult, mse_design, optimal_gro
 from .card import EstimatorCard
 from .performance import PerformanceFit
 from .pilot_design import SamplesPerPromptResult
+from .pool import EstimatorComparison
 
 __all__ = ["Recommendation", "MSERow", "Curve", "ExactAnswer", "BestDivisor", "Observed", "Provenance",
-           "EstimatorBest", "EstimatorComparison", "recommend", "compare_estimators"]
+           "recommend"]
 
 @dataclass(frozen=True, kw_only=True)
 class MSERow:
@@ -113,46 +114,6 @@ class Provenance:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EstimatorBest:
-    """One estimator's best group size on the pool grid, with its MSE and standard error there."""
-
-    estimator: str
-    num_generations: int
-    mse: float
-    mse_se: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class EstimatorComparison:
-    """Per estimator, MSE(G) resampled from the pilot's pool at the budget and the G each prefers
-    (:func:`compare_estimators`); the leave-one-out closed form ``G*`` beside them."""
-
-    budget: int
-    estimators: tuple
-    num_generations: tuple
-    mse: np.ndarray
-    mse_se: np.ndarray
-    best: tuple
-    targets: tuple
-    closed_form_g_star: float | None
-    closed_form_g_integer: int | None
-    agree: bool
-    note: str
-
-    def best_for(self, estimator: str) -> EstimatorBest | None:
-        return next((b for b in self.best if b.estimator == estimator), None)
-
-    def to_dict(self) -> dict:
-        return jsonable(dict(budget=self.budget, estimators=self.estimators, num_generations=self.num_generations,
-                             mse=self.mse, mse_se=self.mse_se, agree=self.agree, note=self.note,
-                             targets=dict(self.targets),
-                             best={b.estimator: dict(num_generations=b.num_generations, mse=b.mse, mse_se=b.mse_se)
-                                   for b in self.best},
-                             closed_form_g_star=self.closed_form_g_star,
-                             closed_form_g_integer=self.closed_form_g_integer))
-
-
-@dataclass(frozen=True, kw_only=True)
 class ExactAnswer:
     """The exact answer of a toy policy, and whether the measured intervals cover it."""
 
@@ -194,8 +155,15 @@ class Recommendation:
         tool, version, source, input hash, seed, command, runtime.
     card : the :class:`~ustat_grpo.card.EstimatorCard` of a language-model pilot (sampler, score,
         case, rewards, parameters, versions), or ``None``; JSON key ``card``, present only then.
-    estimators : :class:`EstimatorComparison`, per-estimator MSE(G) from the pool and the G each
-        recommends, or ``None``; JSON key ``estimators``, present only then.
+    estimators : :class:`~ustat_grpo.pool.EstimatorComparison`, the scale-free criterion ``R(G)``
+        of several estimators resampled from the pilot and the G each recommends, or ``None``; JSON
+        key ``estimators``, present only then.
+    estimator : the estimator the headline speaks for: ``leave_one_out`` (the paper's GRPO), or
+        the trainer's own (the card's ``std_normalized`` / ``dr_grpo``), whose G comes from the
+        scale-free criterion (``criterion="scale_free"``) rather than the MSE law (``"mse"``).
+    criterion : ``"mse"`` or ``"scale_free"``.
+    interval : the integer interval of the recommended G: the MSE law's, or the criterion's set of
+        G not significantly worse.
     samples_choice : the samples per prompt ``M*`` a next pilot should draw, measured on this one
         (:class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`), or ``None``; JSON key
         ``samples_per_prompt``, present only then.
@@ -209,6 +177,9 @@ class Recommendation:
     num_generations: int | None
     interior: bool
     reason: str | None = None
+    estimator: str = "leave_one_out"
+    criterion: str = "mse"
+    interval: tuple | None = None
     constants: ConstantsEstimate | None = None
     model: ConstantsEstimate | None = None
     optimum_exact: GroupSizeResult | None = None
@@ -271,7 +242,10 @@ class Recommendation:
             return f"use G = {self.num_generations} ({pct} CI for G*: [{lo:.3g}, {hi:.3g}], from a performance table)"
         if self.num_generations is None:
             return f"no group size recommended at N = {self.budget}: {self.reason}"
-        lo, hi = self.optimum.g_star_integer_interval
+        lo, hi = self.interval
+        if self.criterion == "scale_free":
+            return (f"use G = {self.num_generations} at N = {self.budget} rollouts per step for {self.estimator} "
+                    f"advantages (scale-free criterion; G not significantly worse: [{lo:g}, {hi:g}])")
         return (f"use G = {self.num_generations} at N = {self.budget} rollouts per step "
                 f"({pct} CI [{lo:g}, {hi:g}]; continuous G* = {self.g_star:.4g})")
 
@@ -321,7 +295,8 @@ class Recommendation:
                                 float(self.budget / self.num_generations),
                                 budget=int(self.budget), interior=bool(self.interior),
                                 best_divisor=None if self.best_divisor is None else self.best_divisor.to_dict(),
-                                reason=self.reason),
+                                reason=self.reason, estimator=self.estimator, criterion=self.criterion,
+                                interval=None if self.interval is None else [float(x) for x in self.interval]),
             mse_table=[r.__dict__.copy() for r in self.mse_table],
             curve=self.curve.to_dict())
         if self.grid_fit is not None:
@@ -363,35 +338,6 @@ class Recommendation:
 
 
 # ---------------------------------------------------------------------------------- recommend
-
-def compare_estimators(pool, *, g_star: float | None = None, g_integer: int | None = None) -> EstimatorComparison:
-    """Side by side: the G each estimator's pool-resampled MSE(G) prefers.
-
-    ``pool`` is a :class:`~ustat_grpo.pool.PoolMSE`; ``g_star`` and ``g_integer`` are the
-    leave-one-out closed form's ``G*`` and integer optimum (from the constants) shown beside it.
-    ``agree`` says whether every estimator's best grid G is the same, and ``note`` where they differ.
-    """
-    from .pool import POOL_ESTIMATORS
-
-    best = []
-    for e, name in enumerate(pool.estimators):
-        k = int(np.argmin(pool.mse[e]))
-        best.append(EstimatorBest(estimator=name, num_generations=int(pool.num_generations[k]),
-                                  mse=float(pool.mse[e, k]), mse_se=float(pool.mse_se[e, k])))
-    gs = {b.estimator: b.num_generations for b in best}
-    agree = len(set(gs.values())) <= 1
-    note = ("all estimators prefer the same G on the grid" if agree else
-            "estimators disagree: " + ", ".join(f"{k} G={g}" for k, g in gs.items())
-            + " (the biased estimators trade bias for variance differently; see targets)")
-    return EstimatorComparison(budget=int(pool.budget), estimators=tuple(pool.estimators),
-                               num_generations=tuple(int(g) for g in pool.num_generations), mse=pool.mse,
-                               mse_se=pool.mse_se, best=tuple(best),
-                               targets=tuple((k, POOL_ESTIMATORS[k][1]) for k in pool.estimators
-                                             if k in POOL_ESTIMATORS),
-                               closed_form_g_star=None if g_star is None else float(g_star),
-                               closed_form_g_integer=None if g_integer is None else int(g_integer),
-                               agree=agree, note=note)
-
 
 def candidate_group_sizes(budget: int, divisors_only: bool, extra=()) -> list[int]:
     """Rows of the MSE table: powers of two up to the budget (or its divisors), plus ``extra``."""
@@ -543,6 +489,7 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
     return Recommendation(
         kind="mse", form=form, budget=budget, level=level, divisors_only=divisors_only,
         num_generations=g_point if interior else None, interior=interior, reason=reason, constants=estimate,
+        interval=tuple(float(x) for x in opt.g_star_integer_interval) if interior else None,
         model=model, optimum_exact=opt_exact, optimum=opt, mse_table=table,
         best_divisor=_best_divisor(model, budget, g_point, level) if interior else None,
         curve=Curve(num_generations=cg, mse=cm, low=cl, high=ch), grid_fit=grid_fit,
@@ -571,12 +518,29 @@ def _recommend_measurement(m, *, budget, form, divisors_only, level, warnings, p
     rec = recommend(m.constants, budget=budget, form=form, divisors_only=divisors_only, level=level,
                     grid_fit=grid_fit, exact=m.exact, observed=m.grid if grid_fit is not None else None,
                     constants_source=m.description, warnings=warnings, provenance=provenance)
-    est = None
-    if m.pool is not None:
-        est = compare_estimators(m.pool, g_star=rec.g_star_exact, g_integer=rec.optimum.g_star_integer)
-    extra = () if est is None or est.agree else (est.note,)
-    return dataclasses.replace(rec, card=m.card, estimators=est, samples_choice=m.samples_choice,
-                               warnings=rec.warnings + extra)
+    return _for_trainer(dataclasses.replace(rec, card=m.card, estimators=m.comparison,
+                                            samples_choice=m.samples_choice,
+                                            warnings=rec.warnings + _comparison_warnings(m.comparison)))
+
+
+def _comparison_warnings(comparison) -> tuple:
+    return () if comparison is None or comparison.agree else (comparison.note,)
+
+
+def _for_trainer(rec: Recommendation) -> Recommendation:
+    """Where the card says the trainer's advantage is not leave-one-out (std-normalised or
+    Dr.GRPO), the headline speaks for it, with the G of the scale-free criterion (issue 21:
+    training supports it where the raw MSE measures the estimator's scale, not its noise)."""
+    name = "leave_one_out" if rec.card is None else rec.card.criterion_estimator
+    comp = rec.estimators
+    if name == "leave_one_out" or comp is None or name not in comp.estimators:
+        return rec
+    pick = comp.recommended[name]
+    if pick["num_generations"] is None:
+        return dataclasses.replace(rec, estimator=name, criterion="scale_free", num_generations=None, interval=None,
+                                   reason=f"the scale-free criterion of {name} is undefined on this pilot (no signal)")
+    return dataclasses.replace(rec, estimator=name, criterion="scale_free", num_generations=int(pick["num_generations"]),
+                               interval=tuple(float(x) for x in pick["interval"]), reason=None, best_divisor=None)
 
 
 def _recommend_performance(fit: PerformanceFit, *, observed, warnings, provenance) -> Recommendation:

@@ -37,7 +37,16 @@ def _headline(r) -> list[str]:
         lines.append(f"NO RECOMMENDATION for N = {r.budget}: {r.reason}.")
     elif r.kind == "mse":
         n, g = r.budget, r.num_generations
-        if g is not None:
+        if g is not None and r.criterion == "scale_free":
+            lo, hi = r.interval
+            lines.append(f"RECOMMENDATION: use G = {g} generations per prompt (B = {_num(n / g, '.4g')} prompts) for a "
+                         f"budget of N = {n} rollouts per step, for your trainer's {r.estimator} advantages.")
+            lines.append(f"  By the scale-free criterion R(G) (the error after the best rescaling, which the step size "
+                         f"absorbs); G not significantly worse: [{lo:g}, {hi:g}] (see 'Estimators').")
+            lines.append(f"  The paper's leave-one-out GRPO: G = {r.optimum.g_star_integer} by the MSE law "
+                         f"(continuous optimum {_num(r.g_star)}, {pct} CI {_iv(r.g_star_interval)}"
+                         + ("" if r.interior else "; no interior optimum certified") + ").")
+        elif g is not None:
             lines.append(f"RECOMMENDATION: use G = {g} generations per prompt "
                          f"(B = {_num(n / g, '.4g')} prompts) for a budget of N = {n} rollouts per step.")
             lines.append(f"  {pct} confidence interval for the optimal G: {_iv(r.optimum.g_star_integer_interval, 'g')}"
@@ -47,7 +56,6 @@ def _headline(r) -> list[str]:
                 lines.append(f"  G = {g} does not divide N; the best divisor is G = "
                              f"{div.num_generations} (B = {div.num_prompts}), predicted MSE "
                              f"{100 * (div.relative - 1):.1f}% above the optimum.")
-            lines += _trainer_line(r)
         else:
             lines.append(f"NO RECOMMENDATION: {r.reason}.")
             lines.append(f"  {pct} interval for G*: {_iv(r.optimum.g_star_integer_interval, 'g')}.")
@@ -69,22 +77,6 @@ def _headline(r) -> list[str]:
                          "differences in score are within run-to-run noise.")
             lines.append(f"  Best observed (not significant): {best}.")
     return lines
-
-
-#: estimators.py names -> pool.py names (the pool calls group_mean "dr_grpo")
-_POOL_NAMES = {"group_mean": "dr_grpo"}
-
-
-def _trainer_line(r) -> list[str]:
-    """Where the trainer's own estimator is not leave-one-out: the G the pool prefers for it."""
-    c, est = r.card, r.estimators
-    if c is None or est is None or c.estimator == "leave_one_out":
-        return []
-    b = est.best_for(_POOL_NAMES.get(c.estimator, c.estimator))
-    if b is None:
-        return [f"  Your trainer's advantage is {c.estimator}, which the pool comparison does not cover."]
-    return [f"  Your trainer's advantage is {c.estimator}: on the pilot's pool its best G is {b.num_generations} "
-            "(see 'MSE(G) per estimator')."]
 
 
 def _why(r) -> list[str]:
@@ -173,8 +165,9 @@ def _sections(r, md):
         if r.exact is not None:
             out += ["", _exact_line(r)]
         out += h(f"Predicted MSE per G at N = {r.budget} (band: {100 * r.level:g}% pointwise)")
-        mark = "<- recommended" if r.num_generations is not None else "<- point estimate (not certified)"
-        g_mark = r.num_generations if r.num_generations is not None else r.optimum.g_star_integer
+        mark = ("<- recommended" if r.num_generations is not None and r.criterion == "mse" else
+                "<- leave-one-out optimum" if r.num_generations is not None else "<- point estimate (not certified)")
+        g_mark = r.optimum.g_star_integer
         rows = [[t.num_generations, _num(t.num_prompts, ".4g"), _num(t.mse), _iv([t.low, t.high], ".3g"),
                  _num(t.relative, ".3f"), mark if t.num_generations == g_mark else ""]
                 for t in r.mse_table]
@@ -183,7 +176,7 @@ def _sections(r, md):
         out += h("Performance-table fit")
         out += ["  " + line for line in r.performance.summary().splitlines()]
     if r.estimators is not None:
-        out += _estimator_lines(r.estimators, h, md)
+        out += _estimator_lines(r, h, md)
     if r.card is not None:
         out += h("Estimator card")
         out += card_lines(r.card)
@@ -198,21 +191,24 @@ def _sections(r, md):
     return out
 
 
-def _estimator_lines(est, h, md):
-    out = h(f"MSE(G) per estimator at N = {est.budget} (pool-resampled, +- 1 s.e.)")
+def _estimator_lines(r, h, md):
+    est = r.estimators
+    out = h(f"Estimators: scale-free criterion R(G) at N = {est.budget} (pool-resampled, {100 * est.level:g}% CI)")
+    out += ["  R(G) = min_c E||c g_hat - grad J||^2 / ||grad J||^2: the error left after the best rescaling "
+            "(the step size absorbs the scale); 0 is a perfect direction, 1 no signal."]
     rows = []
     for e, name in enumerate(est.estimators):
-        b = est.best_for(name)
-        rows.append([name] + [f"{_num(float(m))} +- {_num(float(s), '.2g')}" for m, s in zip(est.mse[e], est.mse_se[e])]
-                    + [b.num_generations])
-    out += _table(["estimator"] + [f"G={g}" for g in est.num_generations] + ["best G"], rows, md)
-    loo = est.best_for("leave_one_out")
-    if loo is not None and est.closed_form_g_star is not None:
-        out.append(f"  leave-one-out from the constants: G* = {_num(est.closed_form_g_star)} "
-                   f"(integer {est.closed_form_g_integer}); grid best {loo.num_generations}.")
+        pick = est.recommended[name]
+        cells = [f"{_num(float(c), '.3f')} {_iv([float(lo), float(hi)], '.3f')}" for c, lo, hi in
+                 zip(est.criterion[e], est.criterion_low[e], est.criterion_high[e])]
+        rows.append([name] + cells + [pick["num_generations"], _iv(pick["interval"], "g"),
+                                      pick["raw_mse_num_generations"]])
+    out += _table(["estimator"] + [f"G={g}" for g in est.num_generations] + ["best G", "not worse", "raw-MSE G"],
+                  rows, md)
+    if r.constants is not None:
+        out.append(f"  leave-one-out from the constants: G* = {_num(r.g_star_exact)} "
+                   f"(integer {r.optimum.g_star_integer}).")
     out.append(f"  {est.note}.")
-    for name, target in est.targets:
-        out.append(f"  {name}: {target}")
     return out
 
 
