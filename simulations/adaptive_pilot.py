@@ -15,7 +15,7 @@ Two sources:
 * ``--source bandit``: the built-in contextual bandit, whose exact G* is known
   (``ustat_grpo.mse.constants``);
 * ``--source lm``: the built-in transformer, by resampling one stored pool (see :class:`PoolSampler`
-  and :func:`pool_truth`): ``lm.prompt_samples`` draws ``pool_prompts`` questions x
+  and :func:`pool_truth`): ``sampler.prompt_samples`` draws ``pool_prompts`` questions x
   ``pool_samples`` completions once (cached under ``results/``, a few minutes of CPU), and every
   simulated pilot then runs ``run_pilot`` with the same stop rule on prompts resampled from the
   pool, so no model call is needed per pilot (~0.5 s each).
@@ -104,7 +104,7 @@ class Config:
     pool_prompts: int = field(default=500, metadata={"help": "--source lm: questions in the pool"})
     pool_samples: int = field(default=64, metadata={"help": "--source lm: completions per pool question"})
     projection_dim: int = field(default=256, metadata={"help": "--source lm: score sketch dimension"})
-    pool_seed: int = field(default=0, metadata={"help": "--source lm: seed of lm.prompt_samples for the pool"})
+    pool_seed: int = field(default=0, metadata={"help": "--source lm: seed of sampler.prompt_samples for the pool"})
     interval: str = field(default="fieller", metadata={"help": "G* interval, of the stop rule and of the "
                                                                "coverage: fieller, or fieller_skew (Hall's "
                                                                "skewness-corrected pivot)",

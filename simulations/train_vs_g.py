@@ -134,10 +134,10 @@ ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_gr
 def initial_criteria(cfg: Config, groups) -> dict:
     """Scale-free criterion (and raw pool MSE) per estimator and G on the initial checkpoint (cached).
 
-    One pool of ``constants_prompts x constants_samples`` completions (``lm.prompt_samples``, seed
+    One pool of ``constants_prompts x constants_samples`` completions (``sampler.prompt_samples``, seed
     ``cfg.seed``, scores sketched to 256 dimensions) fed to :func:`ustat_grpo.pool.compare_estimators`.
     """
-    from ustat_grpo import lm
+    from ustat_grpo import sampler
     from ustat_grpo._cli import sha256_json
     from ustat_grpo.pool import compare_estimators
 
@@ -147,9 +147,9 @@ def initial_criteria(cfg: Config, groups) -> dict:
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    z, w = lm.prompt_samples(None, variant=cfg.variant, num_prompts=cfg.constants_prompts,
-                             samples_per_prompt=cfg.constants_samples, rng=cfg.seed, device="cpu",
-                             projection_dim=256)
+    z, w = sampler.prompt_samples(None, variant=cfg.variant, num_prompts=cfg.constants_prompts,
+                                  samples_per_prompt=cfg.constants_samples, rng=cfg.seed, device="cpu",
+                                  projection_dim=256)
     cmp = compare_estimators(z, w, budget=cfg.budget, num_generations=groups,
                              estimators=tuple(ADVANTAGE_ESTIMATOR.values()), rng=cfg.seed, level=cfg.level)
     out = cmp.to_dict()

@@ -17,7 +17,7 @@ def test_default_rng_passes_generators_through_and_reads_seeds():
 
 def test_torch_generator_from_seed_sequence_is_the_lm_stream():
     """A SeedSequence seeds torch with its first uint64 word shifted right by one (the scheme
-    behind lm.prompt_samples); an int is read as SeedSequence(int); torch generators pass through."""
+    behind sampler.prompt_samples); an int is read as SeedSequence(int); torch generators pass through."""
     ss = np.random.SeedSequence(11)
     want = int(ss.generate_state(1, np.uint64)[0]) >> 1
     assert _random.torch_seed(ss) == want == _random.torch_seed(11)

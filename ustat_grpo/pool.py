@@ -136,6 +136,8 @@ def _cross(a, b=None):
 
 def _jack_se(loo):
     P = len(loo)
+    if not np.all(np.isfinite(loo)):               # a delete-one value undefined (a zero norm): no SE
+        return math.nan
     return float(np.sqrt((P - 1) / P * ((loo - loo.mean()) ** 2).sum()))
 
 
@@ -234,7 +236,12 @@ def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False, chunk_el
             rg = np.take_along_axis(r[lo:lo + c, None, :], idx.reshape(c, K * G)[:, None, :], 2).reshape(c, K, G)
             eye = np.broadcast_to(np.eye(G), (c, K, G, G))
             for e, f in enumerate(fns):
-                w = np.asarray(f(rg, eye), float)              # (c, K, G): weights of each group member
+                try:
+                    w = np.asarray(f(rg, eye), float)          # (c, K, G): weights of each group member
+                except (ValueError, TypeError):                # not an estimator linear in the scores
+                    return _pool_stats_naive(r, s, gs, fns, num_groups, rng, with_replacement)
+                if w.shape != (c, K, G):
+                    return _pool_stats_naive(r, s, gs, fns, num_groups, rng, with_replacement)
                 A = np.zeros((c, K, M))
                 if with_replacement:                           # repeated members add up
                     np.add.at(A, (np.arange(c)[:, None, None], np.arange(K)[None, :, None], idx), w)
@@ -398,8 +405,11 @@ def _not_worse(R, R_l, level):
     z = norm.ppf(1 - (1 - level) / max(K - 1, 1))
     keep = []
     for k in range(K):
+        if k != best and not np.isfinite(R[k]):              # undefined on this pilot: not a candidate
+            continue
         diff = R_l[k] - R_l[best]
-        se = math.sqrt((P - 1) / P * ((diff - diff.mean()) ** 2).sum())
+        with np.errstate(invalid="ignore"):
+            se = math.sqrt((P - 1) / P * ((diff - diff.mean()) ** 2).sum())
         if k == best or R[k] - R[best] <= z * se:
             keep.append(k)
     return best, keep
