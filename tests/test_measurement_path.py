@@ -145,6 +145,31 @@ def test_input_problems_are_one_line_exit_2(task, tmp_path, capsys):
     argv = _argv(task, "--num-prompts", "3")
     argv[argv.index(str(task / "data.jsonl"))] = str(long)
     fails(argv, "row 1", "prompt tokens", "context of 256 tokens")
+    # a directory that holds no causal LM, and an empty one
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = _argv(task, "--num-prompts", "3")
+    argv[argv.index(str(task / "model"))] = str(empty)
+    fails(argv, str(empty))
+    (empty / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    fails(argv, str(empty))
+
+
+def test_trainer_settings_decide_the_headline(task, capsys):
+    """--scale-rewards (GRPOConfig.scale_rewards) names the trainer's estimator; the headline speaks for
+    it with the scale-free criterion's G, and the card shows the settings."""
+    rc = fit_scaling.main(_argv(task, "--scale-rewards", "none", "--loss-type", "dr_grpo"))
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    d = json.loads(out)
+    rec, card = d["recommendation"], d["card"]
+    assert card["trainer"]["scale_rewards"] == "none" and card["estimator"] == "group_mean"
+    assert rec["estimator"] == "dr_grpo" and rec["criterion"] == "scale_free"
+    pick = d["estimators"]["recommended"]["dr_grpo"]
+    assert rec["num_generations"] == pick["num_generations"] and rec["interval"] == list(pick["interval"])
+    rc = fit_scaling.main(_argv(task))                    # no trainer settings: the paper's leave-one-out
+    d = json.loads(capsys.readouterr().out)
+    assert d["recommendation"]["estimator"] == "leave_one_out" and d["recommendation"]["criterion"] == "mse"
 
 
 def test_rewards_that_never_vary_give_a_verdict_not_a_recommendation(task, tmp_path, capsys):

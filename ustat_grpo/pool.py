@@ -407,10 +407,10 @@ def _not_worse(R, R_l, level):
     for k in range(K):
         if k != best and not np.isfinite(R[k]):              # undefined on this pilot: not a candidate
             continue
-        diff = R_l[k] - R_l[best]
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):                     # an undefined delete-one value: no SE
+            diff = R_l[k] - R_l[best]
             se = math.sqrt((P - 1) / P * ((diff - diff.mean()) ** 2).sum())
-        if k == best or R[k] - R[best] <= z * se:
+        if k == best or not np.isfinite(se) or R[k] - R[best] <= z * se:
             keep.append(k)
     return best, keep
 
