@@ -125,8 +125,9 @@ def run(opts: Options, *, given: set = frozenset(), argv=None, log=lambda s: Non
         if estimate is None:                             # a torchrun rank > 0: rank 0 reports
             return None
         src, digest = estimate.source, sha256_json(resolved)
+    seed = getattr(estimate, "seed", None)              # a pilot file's own seed, else the option's
     prov = Provenance(tool="ustat_grpo.fit_scaling", version=__version__, source=src, input_hash=digest,
-                      seed=opts.seed, command=command, options=resolved)
+                      seed=opts.seed if seed is None else seed, command=command, options=resolved)
     kw.setdefault("budget", budget)
     try:
         return recommend(estimate, form=opts.form, divisors_only=opts.divisors_only, provenance=prov, **kw)

@@ -76,6 +76,7 @@ class Measurement:
     samples_choice : :class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`, the samples per prompt
         a next pilot should draw, or ``None`` (pilot too small, or ``A1``/``A3`` not positive).
     reason : why no constants could be measured, else ``None``.
+    seed : the pilot's seed (its prompts, completions and sketch; the analysis's resampling).
     """
 
     constants: ScalingConstants | None
@@ -88,6 +89,7 @@ class Measurement:
     comparison: EstimatorComparison | None = None
     samples_choice: SamplesPerPromptResult | None = None
     reason: str | None = None
+    seed: int | None = None
 
 
 #: Smallest pilot whose samples per prompt :func:`analyse` measures for the next pilot
@@ -149,7 +151,7 @@ def analyse(stats: PromptStatistics, config: dict, *, budget: int = 256, level: 
     if not varies:
         value = float(ok.rewards[0, 0])
         return Measurement(constants=None, statistics=stats, source=source, description=description, card=card,
-                           exact=exact, grid=grid,
+                           exact=exact, grid=grid, seed=seed,
                            reason=f"the rewards never vary: every completion of all {len(ok)} prompts scored "
                                   f"{value:g}, so every group has zero variance (advantages all 0) and no group "
                                   "size gives a gradient; check the reward functions against a few completions")
@@ -161,7 +163,7 @@ def analyse(stats: PromptStatistics, config: dict, *, budget: int = 256, level: 
                                  extra=None if card is None else card.criterion_estimator)
         choice = _samples_choice(z, w, seed)
     return Measurement(constants=constants, statistics=stats, source=source, description=description, card=card,
-                       comparison=comparison, samples_choice=choice, exact=exact, grid=grid)
+                       comparison=comparison, samples_choice=choice, exact=exact, grid=grid, seed=seed)
 
 
 def _source(config: dict) -> str:
