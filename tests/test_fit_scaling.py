@@ -321,3 +321,11 @@ def test_no_argument_default_is_the_builtin_lm(capsys):
     d2 = json.loads(out2)
     assert rc2 == 0 and {k: v for k, v in d.items() if k != "runtime_s"} == \
         {k: v for k, v in d2.items() if k != "runtime_s"}
+
+
+def test_bandit_pilot_of_another_configuration_is_exit_2(capsys, tmp_path):
+    path = str(tmp_path / "b.nc")
+    base = ["--source", "bandit", "--replicates", "0", "--num-prompts", "8", "--pilot", path]
+    assert _run(capsys, base + ["--samples-per-prompt", "16"])[0] == 0
+    rc, out, err = _run(capsys, base + ["--samples-per-prompt", "8"])
+    assert rc == 2 and "another configuration (samples_per_prompt 16 (file) vs 8 (now))" in err and "Traceback" not in err

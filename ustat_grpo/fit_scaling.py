@@ -50,10 +50,7 @@ def _measure(opts: Options, mode: str, gs, command: str, resolved: dict):
 
     budget = int(opts.budget or 256)
     if mode == "bandit":
-        return measure_bandit(num_prompts=opts.num_prompts or 128, samples_per_prompt=opts.samples_per_prompt or 256,
-                              seed=opts.seed, budget=budget, replicates=opts.replicates, level=opts.level,
-                              pilot=opts.pilot, target_width=opts.target_width, min_prompts=opts.min_prompts,
-                              log=lambda s: print(s, file=sys.stderr))
+        return _bandit(opts, budget)
     try:
         sampler, P = build_sampler(opts, mode)
         if opts.pilot is not None:
@@ -72,6 +69,29 @@ def _measure(opts: Options, mode: str, gs, command: str, resolved: dict):
                        min_prompts=opts.min_prompts, budget=budget, level=opts.level, num_generations=gs,
                        progress=True, command=command, cli=resolved)
     except Exception as exc:  # the LM stack or a reward failing is an analysis failure (--debug: traceback)
+        if opts.debug:
+            raise
+        raise AnalysisError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _bandit(opts: Options, budget: int):
+    from .bandits import default_bandit
+    from .measure import measure_bandit
+    from .pilot import BanditSampler, check_pilot_file
+
+    P, M = opts.num_prompts or 128, opts.samples_per_prompt or 256
+    if opts.pilot is not None:
+        try:
+            check_pilot_file(opts.pilot, config=BanditSampler(default_bandit(), M).describe(), num_prompts=P,
+                             seed=opts.seed)
+        except (ValueError, OSError) as exc:
+            raise InputError(str(exc)) from None
+    try:
+        return measure_bandit(num_prompts=P, samples_per_prompt=M, seed=opts.seed, budget=budget,
+                              replicates=opts.replicates, level=opts.level, pilot=opts.pilot,
+                              target_width=opts.target_width, min_prompts=opts.min_prompts,
+                              log=lambda s: print(s, file=sys.stderr))
+    except Exception as exc:
         if opts.debug:
             raise
         raise AnalysisError(f"{type(exc).__name__}: {exc}") from None
