@@ -61,8 +61,8 @@ def _train(path, rows, *, steps, batch, tmp, pilot_dir=None):
         warnings.simplefilter("ignore", FutureWarning)         # transformers 5: gradient_checkpointing renamed
         trainer = GRPOTrainer(model=path, reward_funcs=rec, args=args, train_dataset=Dataset.from_list(rows))
     rec.model = trainer.model
-    monitor = GroupSizeMonitor(every=1, num_prompts=batch // G, projection_dim=K, seed=SEED,
-                               pilot_dir=pilot_dir).attach(trainer)
+    monitor = GroupSizeMonitor(every=1, num_prompts=batch // G, projection_dim=K, seed=SEED, pool_windows=2,
+                               pilot_dir=pilot_dir).attach(trainer)    # 2: step 1 alone has too few varying groups
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train()
@@ -108,23 +108,27 @@ def _offline_model(path, state):
     return model.eval()
 
 
-def _offline_scores(model, tok, prompt, completions):
-    """Scores of one group recomputed from the recorded weights: TRL's prompt tokens, right padding."""
+def _offline_scores(model, tok, prompts, completions, chunk_size):
+    """Scores of a window's groups recomputed from the recorded weights, batched as the monitor batches
+    them: one (P*G, T) tensor, TRL's prompt tokens, right padding to the window's longest sequence
+    (pad id 0), ``chunk_size`` sequences per pass; returned as (P, G, k)."""
     import torch
 
     from ustat_grpo.score import Sketch, per_sample_scores
 
-    ids = list(tok(text=prompt)["input_ids"])
-    T = len(ids) + max(map(len, completions))
-    seq = torch.zeros(len(completions), T, dtype=torch.long)
+    rows = [(list(tok(text=p)["input_ids"]), c) for p, group in zip(prompts, completions) for c in group]
+    T = max(len(ids) + len(c) for ids, c in rows)
+    seq = torch.zeros(len(rows), T, dtype=torch.long)
     mask = torch.zeros_like(seq)
-    for i, c in enumerate(completions):
+    for i, (ids, c) in enumerate(rows):
         seq[i, :len(ids) + len(c)] = torch.tensor(ids + c)
         mask[i, len(ids):len(ids) + len(c)] = 1
     d = sum(p.numel() for p in model.parameters())
     with warnings.catch_warnings():     # torch.func: no batching rule for CPU flash attention (the vmap check)
         warnings.simplefilter("ignore", UserWarning)
-        return per_sample_scores(model, seq, mask, params=None, projection=Sketch(d, K, seed=SEED)).detach().numpy()
+        s = per_sample_scores(model, seq, mask, params=None, chunk_size=chunk_size,
+                              projection=Sketch(d, K, seed=SEED)).detach().numpy()
+    return s.reshape(len(prompts), -1, s.shape[-1])
 
 
 def test_window_statistics_equal_offline_computation(runs):
@@ -137,8 +141,8 @@ def test_window_statistics_equal_offline_computation(runs):
         groups = stats.extras["group_index"][1]
         rewards = np.array([call["rewards"][g * G:(g + 1) * G] for g in groups], float)
         model = _offline_model(runs["path"], call["state"])
-        scores = np.stack([_offline_scores(model, runs["tok"], call["prompts"][g * G],
-                                           call["completion_ids"][g * G:(g + 1) * G]) for g in groups])
+        scores = _offline_scores(model, runs["tok"], [call["prompts"][g * G] for g in groups],
+                                 [call["completion_ids"][g * G:(g + 1) * G] for g in groups], monitor.chunk_size)
         offline = prompt_statistics(rewards, scores, prompt_ids=stats.prompt, keep_scores=True)
         for name in ("g", "g_norm2", "sigma2_trI", "zzq", "zzq_plugin", "reward_var", "mean_score_norm2",
                      "rewards", "scores"):
@@ -206,3 +210,4 @@ def test_monitor_rejects_reward_models_and_bad_settings():
 
     with pytest.raises(ValueError, match="reward models"):
         GroupSizeMonitor().attach(Fake())
+

@@ -4,7 +4,7 @@
 
     from ustat_grpo.integrations.trl import GroupSizeMonitor
     trainer = GRPOTrainer(model=..., reward_funcs=..., args=GRPOConfig(...), train_dataset=...)
-    GroupSizeMonitor(every=50, num_prompts=16).attach(trainer)
+    GroupSizeMonitor(every=50, num_prompts=8).attach(trainer)
     trainer.train()        # logs ustat/A1..A3, ustat/g_star[_low|_high], ustat/recommended_G, ...
 
 How it hooks in (TRL 1.16's public API only; no private method is overridden):
@@ -41,6 +41,7 @@ import inspect
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -72,10 +73,12 @@ class MonitorWindow:
     statistics : :class:`~ustat_grpo.constants.PromptStatistics` of this window's scored groups
         (scores kept; extra ``window_step`` per prompt).
     constants : :class:`~ustat_grpo.constants.ScalingConstants` of the pooled windows, or ``None``
-        when they could not be estimated (fewer than 3 scorable prompts).
+        when they could not be estimated (fewer than 3 scorable prompts whose rewards vary; then
+        only ``ustat/zero_variance_share`` is logged).
     group_size : :class:`~ustat_grpo.optimum.GroupSizeResult` or ``None``.
     metrics : the logged values, ``{"ustat/A1": ...}``.
     path : the pilot file written for this window, or ``None``.
+    seconds : wall time of the window on the main process (choice, scoring, estimate, file).
     """
 
     step: int
@@ -84,6 +87,7 @@ class MonitorWindow:
     group_size: object | None
     metrics: dict
     path: str | None = None
+    seconds: float = math.nan
 
     def summary(self) -> str:
         return f"step {self.step}: " + ", ".join(f"{k[6:]}={v:.4g}" for k, v in self.metrics.items())
@@ -124,8 +128,14 @@ class GroupSizeMonitor:
         Steps between windows (a window is taken at the first generation with ``global_step``
         at or past a multiple of ``every``; the first at step 0).
     num_prompts : int
-        Groups (prompts, each with all its ``num_generations`` completions) scored per window.
-        Scoring costs about ``num_prompts * num_generations`` per-sample gradients.
+        Groups (prompts, each with all its ``num_generations`` completions) scored per window
+        (at most the step's groups).  Scoring costs about ``num_prompts * num_generations``
+        per-sample gradients, in ``ceil(num_prompts * num_generations / chunk_size)`` batched
+        passes.  The defaults (50, 8) cost one window of about 1.1-1.4 training steps on the
+        built-in model (64 completions per step, CPU), about 2.5% of step time at ``every=50``
+        (``simulations/bench_monitor.py``); on a real model, where generation dominates a step,
+        less.  A window of 8 groups gives a noisy G*; ``pool_windows`` or the pilot files
+        (``pilot_dir``, merged with :func:`ustat_grpo.pilot.load_pilot`) pool windows.
     budget : int, optional
         Rollouts per step ``N = B G`` for ``ustat/recommended_G`` (the integer G* among divisors
         of ``N``).  Default: the trainer's ``generation_batch_size``.
@@ -151,7 +161,7 @@ class GroupSizeMonitor:
         ``5e-2`` when the trainer's forward ran under reduced-precision autocast.
     prompt_id_offset : int
         First prompt id of the monitor's statistics (offline pilots use ``0..P-1``).
-    chunk_size : sequences per per-sample-gradient call.
+    chunk_size : sequences per per-sample-gradient pass (bounds memory at ``chunk_size`` gradients).
     """
 
     every: int = 50
@@ -271,6 +281,7 @@ class GroupSizeMonitor:
     def _window(self, step: int, batch: list, log_metric) -> None:
         from ..card import zero_variance_share
 
+        t0 = time.perf_counter()
         G = self._G
         if len(batch) % G:
             raise ValueError(f"generation batch of {len(batch)} completions is not a multiple of "
@@ -301,14 +312,14 @@ class GroupSizeMonitor:
                 log_metric(key, value)
         path = self._write(step, stats) if self.pilot_dir is not None else None
         self.windows.append(MonitorWindow(step=step, statistics=stats, constants=consts, group_size=gs,
-                                          metrics=metrics, path=path))
+                                          metrics=metrics, path=path, seconds=time.perf_counter() - t0))
 
     def _statistics(self, step: int, groups: list, chosen):
         """Rewards (P, G) and sketched scores (P, G, k) of the chosen groups -> PromptStatistics."""
         from ..constants import prompt_statistics
 
         rewards = np.array([[r for _, _, r in grp] for grp in groups], float)          # (P, G)
-        scores = np.stack([self.score_group(grp[0][0], [c for _, c, _ in grp]) for grp in groups])  # (P, G, k)
+        scores = self.score_groups([(grp[0][0], [c for _, c, _ in grp]) for grp in groups])        # (P, G, k)
         P = len(groups)
         ids = np.arange(self._next_prompt_id, self._next_prompt_id + P, dtype=np.int64)
         self._next_prompt_id += P
@@ -317,36 +328,58 @@ class GroupSizeMonitor:
         return prompt_statistics(rewards, scores, prompt_ids=ids, keep_scores=True, extras=extras)
 
     def score_group(self, prompt, completion_ids: list) -> np.ndarray:
-        """Sketched scores ``(G, k)`` of one prompt's completions on the current policy, at the
-        trainer's temperature: prompt tokens as TRL 1.16 encodes them
-        (:func:`ustat_grpo.task.encode_prompt`), right padding, positions from 0."""
+        """Sketched scores ``(G, k)`` of one prompt's completions (:meth:`score_groups` of one group)."""
+        return self.score_groups([(prompt, completion_ids)])[0]
+
+    def window_batch(self, groups: list):
+        """The scoring batch of a window: ``(sequences, completion_mask)``, both ``(P * G, T)``.
+
+        ``groups``: ``[(prompt, [completion ids] * G)]``.  Row ``p * G + i`` is completion ``i`` of
+        group ``p``: the prompt's tokens as TRL 1.16 encodes them
+        (:func:`ustat_grpo.task.encode_prompt`), the completion, right padding with the pad token
+        to the window's longest sequence (positions from 0, as the policy reads an unpadded
+        sequence).  One tensor for the whole window, so :func:`~ustat_grpo.score.per_sample_scores`
+        runs ``ceil(P G / chunk_size)`` batched passes instead of one per group.
+        """
+        import torch
+
+        from ..task import encode_prompt
+
+        tr = self._trainer
+        tok = tr.processing_class
+        tok = getattr(tok, "tokenizer", tok)
+        kw = getattr(tr, "chat_template_kwargs", None) or None
+        prompts = [encode_prompt(tok, prompt, chat_template_kwargs=kw) for prompt, _ in groups]
+        rows = [(ids, list(c)) for ids, (_, comps) in zip(prompts, groups) for c in comps]
+        T = max(len(ids) + len(c) for ids, c in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        seq = torch.full((len(rows), T), pad, dtype=torch.long)                  # (P G, T)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for i, (ids, c) in enumerate(rows):
+            seq[i, :len(ids) + len(c)] = torch.tensor(ids + c, dtype=torch.long)
+            mask[i, len(ids):len(ids) + len(c)] = 1
+        return seq, mask
+
+    def score_groups(self, groups: list) -> np.ndarray:
+        """Sketched scores ``(P, G, k)`` of the groups' completions on the current policy, at the
+        trainer's temperature, from one :meth:`window_batch` (``chunk_size`` sequences per pass)."""
         import torch
 
         from ..score import per_sample_scores
-        from ..task import encode_prompt
 
-        tr, model = self._trainer, self._model
-        tok = tr.processing_class
-        tok = getattr(tok, "tokenizer", tok)
-        ids = encode_prompt(tok, prompt, chat_template_kwargs=getattr(tr, "chat_template_kwargs", None) or None)
-        T = len(ids) + max(len(c) for c in completion_ids)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        seq = torch.full((len(completion_ids), T), pad, dtype=torch.long)               # (G, T)
-        mask = torch.zeros((len(completion_ids), T), dtype=torch.long)
-        for i, c in enumerate(completion_ids):
-            seq[i, :len(ids)] = torch.tensor(ids)
-            seq[i, len(ids):len(ids) + len(c)] = torch.tensor(c, dtype=torch.long)
-            mask[i, len(ids):len(ids) + len(c)] = 1
+        seq, mask = self.window_batch(groups)
+        model = self._model
         was_training = model.training
         model.eval()
         try:
             with torch.enable_grad():
                 s = per_sample_scores(model, seq, mask, params=self._names, chunk_size=self.chunk_size,
-                                      projection=self._sketch, temperature=float(tr.temperature))
+                                      projection=self._sketch, temperature=float(self._trainer.temperature))
         finally:
             model.train(was_training)
         s = s.detach().cpu()
-        return (s.float() if s.dtype.itemsize < 4 else s).numpy()
+        s = (s.float() if s.dtype.itemsize < 4 else s).numpy()
+        return s.reshape(len(groups), -1, s.shape[-1])
 
     def _estimate(self, stats):
         from ..constants import constants_from_statistics, merge_statistics
@@ -355,8 +388,8 @@ class GroupSizeMonitor:
         recent = [w.statistics for w in self.windows[-(int(self.pool_windows) - 1):]] if self.pool_windows > 1 else []
         pooled = merge_statistics(*recent, stats)
         pooled = pooled.select(scorable(pooled))
-        if len(pooled) < 3:
-            return pooled, None, None
+        if int((np.asarray(pooled.reward_var) > 0).sum()) < 3:   # all-equal groups carry no gradient: A1..A3
+            return pooled, None, None                               # would all be 0 and G* meaningless
         consts = constants_from_statistics(pooled, level=self.level)
         gs = consts.optimal_group_size(budget=self._budget, divisors_only=True)
         return pooled, consts, gs
