@@ -211,3 +211,18 @@ def test_monitor_rejects_reward_models_and_bad_settings():
     with pytest.raises(ValueError, match="reward models"):
         GroupSizeMonitor().attach(Fake())
 
+
+def test_plot_draws_each_window(runs, tmp_path):
+    """monitor.plot: one G* point per window with an estimate, at its step; the trainer's G as a line;
+    the file is written."""
+    _, monitor, _, _ = runs["mixed"]
+    out = tmp_path / "drift.png"
+    fig = monitor.plot(out)
+    assert out.stat().st_size > 0
+    ax = fig.axes[0]
+    rows = [w for w in monitor.windows if w.group_size is not None]
+    line = next(l for l in ax.get_lines() if l.get_label().startswith("G*"))
+    np.testing.assert_array_equal(line.get_xdata(), [w.step for w in rows])
+    np.testing.assert_array_equal(line.get_ydata(), [w.metrics["ustat/g_star"] for w in rows])
+    trainer_g = next(l for l in ax.get_lines() if l.get_label() == "num_generations")
+    assert set(np.asarray(trainer_g.get_ydata(), float)) == {G}

@@ -480,26 +480,43 @@ class GroupSizeMonitor:
                             left_padded=left, position_ids_passed=position_ids_passed, fired=fired, cause=cause)
 
     # ------------------------------------------------------------------ drift
-    def plot(self, path=None):
-        """G* and its interval across windows (drift), the trainer's G as a line; returns the figure."""
+    def plot(self, path=None, *, title: str | None = None):
+        """Drift across windows; returns the figure (saved to ``path`` when given).
+
+        Top: G* (exact form) at each window's step with its interval (an interval unbounded above is
+        drawn to the top of the axis), the integer recommended G, and the trainer's
+        ``num_generations`` as a dashed line.  Bottom: the share of zero-variance groups.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         rows = [w for w in self.windows if w.group_size is not None]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, (ax, az) = plt.subplots(2, 1, figsize=(6.4, 4.8), sharex=True, height_ratios=(3, 1))
         steps = [w.step for w in rows]
-        ax.plot(steps, [w.metrics["ustat/g_star"] for w in rows], "o-", label="G* (exact form)")
+        g = [w.metrics["ustat/g_star"] for w in rows]
         lo = [w.metrics["ustat/g_star_low"] for w in rows]
-        hi = [min(w.metrics["ustat/g_star_high"], 1e3) for w in rows]
-        ax.fill_between(steps, lo, hi, alpha=0.25, label=f"{self.level:.0%} interval")
+        finite = [v for v in g + lo + [w.metrics["ustat/g_star_high"] for w in rows] if np.isfinite(v)]
+        top = max([2.0 * max(finite, default=1.0), 2.0 * getattr(self, "_G", 1), 64.0])
+        hi = [min(w.metrics["ustat/g_star_high"], top) for w in rows]
+        ax.fill_between(steps, lo, hi, alpha=0.25, step=None, label=f"{self.level:.0%} interval")
+        ax.plot(steps, g, "o-", ms=4, label="G* (exact form)")
+        ax.plot(steps, [w.metrics["ustat/recommended_G"] for w in rows], "s", ms=3, mfc="none",
+                label="recommended G (divisor of budget)")
         if self._trainer is not None or self.windows:
             ax.axhline(getattr(self, "_G", np.nan), color="k", ls="--", lw=1, label="num_generations")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
+        ax.set_yscale("log", base=2)
+        ax.set_ylim(1, top)
         ax.set_ylabel("G*")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="lower left", ncol=2, framealpha=0.9)
+        if title:
+            ax.set_title(title, fontsize=9)
+        az.plot([w.step for w in self.windows], [w.metrics["ustat/zero_variance_share"] for w in self.windows],
+                ".-", color="C2", ms=4)
+        az.set_ylim(0, 1)
+        az.set_ylabel("zero-var.\nshare", fontsize=8)
+        az.set_xlabel("training step")
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=120)
