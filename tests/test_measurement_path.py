@@ -229,6 +229,11 @@ def test_measure_task_leaves_the_callers_model_alone(task):
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert {k: p.requires_grad for k, p in net.named_parameters()} == flags
     assert [x.training for x in net.modules()] == modes
+    # without an adapter the caller's own model is measured in eval mode, then put back as it was
+    m = measure_task(net, f"{task / 'rewards.py'}:correct", train_dataset=str(task / "data.jsonl"), processing_class=tok,
+                     num_prompts=6, samples_per_prompt=4, args={"max_completion_length": 3}, projection_dim=8)
+    assert net.training and [x.training for x in net.modules()] == modes
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
 def test_card_carries_mean_reward_and_zero_variance_share(task, capsys):

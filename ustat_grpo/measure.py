@@ -365,8 +365,10 @@ def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, proce
     if reward_weights is None:
         reward_weights = args.get("reward_weights") if isinstance(args, dict) else getattr(args, "reward_weights", None)
     trainer = _trainer_info(args)
+    from .lm import Policy
+
     caller = None if isinstance(model, (str, bytes, type(None))) or hasattr(model, "__fspath__") else model
-    inner = getattr(caller, "model", caller)               # a Policy's model, or the model object itself
+    inner = caller.model if isinstance(caller, Policy) else caller     # the torch module the caller holds
     with (_left_alone(inner) if inner is not None else contextlib.nullcontext()):
         pol = task_policy(model, processing_class=processing_class, peft_config=peft_config, device=device,
                           max_completion_length=sampling.max_completion_length)
