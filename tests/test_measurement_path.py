@@ -136,7 +136,7 @@ def test_input_problems_are_one_line_exit_2(task, tmp_path, capsys):
     fails(_argv(task, "--num-prompts", "16", "--pilot", str(bad)), str(bad), "truncated")
     # a pilot of another configuration: which settings differ
     fails(_argv(task, "--num-prompts", "16", "--pilot", str(good), "--temperature", "0.9"),
-          "another configuration", "temperature")
+          "another configuration", "sampling.temperature 0.7 (file) vs 0.9 (now)")
     # a prompt longer than the model's context (256 positions): prompt index and lengths
     long = tmp_path / "long.jsonl"
     long.write_text(json.dumps({"prompt": "What is 2 + 3? " * 3, "answer": "5"}) + "\n"

@@ -243,10 +243,22 @@ def load_pilot(paths: str | Sequence[str]) -> tuple[PromptStatistics, dict]:
 
 
 def config_difference(found, wanted) -> str:
-    """Which settings differ between two pilot configurations (JSON strings or dicts), in words:
-    ``"temperature 0.7 (file) vs 1.0 (now); ..."``."""
+    """Which settings differ between two pilot configurations (JSON strings or dicts), in words,
+    nested settings by their dotted path.
+
+    >>> config_difference({"sampling": {"temperature": 0.7, "top_p": 1.0}, "seed": "0"},
+    ...                   {"sampling": {"temperature": 0.9, "top_p": 1.0}, "seed": "0"})
+    'sampling.temperature 0.7 (file) vs 0.9 (now)'
+    """
     load = lambda c: json.loads(c) if isinstance(c, str) else dict(c or {})
-    a, b = load(found), load(wanted)
+
+    def flat(d, head=""):
+        out = {}
+        for k, v in d.items():
+            out |= flat(v, f"{head}{k}.") if isinstance(v, dict) and v else {f"{head}{k}": v}
+        return out
+
+    a, b = flat(load(found)), flat(load(wanted))
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return "; ".join(f"{k} {a.get(k, '(unset)')!r} (file) vs {b.get(k, '(unset)')!r} (now)" for k in keys) or "none"
 
