@@ -9,7 +9,6 @@ Two short runs share a module fixture (about 30 s together):
 * ``equal``: prompts of one token length (no left padding), 1 step: the log-probability check
   must stay silent.
 """
-import copy
 import subprocess
 import sys
 import warnings

@@ -144,7 +144,7 @@ def test_input_problems_are_one_line_exit_2(task, tmp_path, capsys):
                     + json.dumps({"prompt": "What is 4 + 4?", "answer": "8"}) + "\n")
     argv = _argv(task, "--num-prompts", "3")
     argv[argv.index(str(task / "data.jsonl"))] = str(long)
-    fails(argv, "row 1", "prompt tokens", "context of 256 tokens")
+    fails(argv, "row 1", "tokens + max_new_tokens=4", "context of 256 tokens")
     # a directory that holds no causal LM, and an empty one
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -9,9 +9,10 @@ import pytest
 
 from ustat_grpo import estimators as est
 from ustat_grpo import scale_free as sf
-from ustat_grpo.bandits import ContextualSoftmaxBandit, SoftmaxBandit
+from ustat_grpo.bandits import SoftmaxBandit
 from ustat_grpo.mse import exact_mse
 from ustat_grpo.pool import _cross, _pool_stats, compare_estimators, pool_mse
+from paper_checks.check_scale_free import built_bandit
 from ustat_grpo.testing import bonferroni_z
 
 GS = [2, 4, 8, 16]
@@ -20,11 +21,7 @@ N = 64
 
 def _bandit(scale=1.0):
     """Four prompts, two arms, binary rewards (times ``scale``): the paper check's bandit."""
-    rng = np.random.default_rng(3)
-    phi = rng.normal(size=(4, 2, 3))
-    sp = np.array([[0.05, 0.3], [0.6, 0.9], [0.2, 0.5], [0.02, 0.1]])
-    return ContextualSoftmaxBandit(phi, reward_values=np.stack([np.zeros((4, 2)), np.full((4, 2), scale)], -1),
-                                   reward_probs=np.stack([1 - sp, sp], -1))
+    return built_bandit(scale)
 
 
 def _pool(policy, P, M, seed):

@@ -227,13 +227,14 @@ def _rewards(config: dict, stats, keep) -> RewardSummary:
 def build_card(config: dict, stats, keep) -> EstimatorCard:
     """The card of a pilot: ``config`` is the sampler's description (``TaskSampler.describe()``, as
     stored in the pilot file), ``stats`` its :class:`~ustat_grpo.constants.PromptStatistics` (with
-    scores and extras), ``keep`` the mask of prompts the constants use."""
+    scores, which the mean-score self-check needs, and extras), ``keep`` the mask of prompts the
+    constants use."""
     ex = stats.extras
     mean_of = lambda k: float(np.mean(ex[k][1])) if k in ex else math.nan
     s = config["sampling"]
     case = s.get("case", "exact")
     params, data = config["params"], config["dataset"]
-    check = score_mean_check(stats.scores) if stats.scores is not None else score_mean_check(np.zeros((2, 1)))
+    check = score_mean_check(stats.scores)
     return EstimatorCard(
         model=config["model"], task=config.get("task", "dataset"), dataset_source=data["source"],
         num_rows=int(data["num_rows"]), prompt_format=data["prompt_format"], prompt_order=config["prompt_order"],

@@ -45,7 +45,7 @@ def _parser(suppress_defaults: bool = False):
 
 def _measure(opts: Options, mode: str, gs, command: str, resolved: dict):
     """Inputs (exit 2 on a problem with them), then the pilot and its analysis (exit 1 on failure)."""
-    from .measure import measure, measure_bandit
+    from .measure import measure
     from .pilot import check_pilot_file, distributed_rank
 
     budget = int(opts.budget or 256)
@@ -124,7 +124,7 @@ def _from_file(opts: Options, gs):
         raise InputError(msg if msg.startswith(opts.measurements) else f"{opts.measurements}: {msg}") from None
 
 
-def run(opts: Options, *, given: set = frozenset(), argv=None, log=lambda s: None):
+def run(opts: Options, *, given: set = frozenset(), argv=None):
     """Options -> a :class:`~ustat_grpo.recommend.Recommendation` (``None`` on torchrun ranks other
     than 0, which only contribute their shard of a pilot).  ``given`` names the options given on the
     command line.  Raises :class:`InputError` (exit 2) or :class:`AnalysisError` (exit 1)."""
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(int(opts.threads))
         _init_distributed(opts)
-        rec = run(opts, given=given_options(_parser, argv), argv=argv, log=log)
+        rec = run(opts, given=given_options(_parser, argv), argv=argv)
     except (InputError, AnalysisError) as exc:
         if opts.debug:
             raise

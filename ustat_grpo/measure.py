@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import warnings
@@ -143,7 +144,7 @@ def analyse(stats: PromptStatistics, config: dict, *, budget: int = 256, level: 
         raise ValueError(f"only {int(keep.sum())} of {len(stats)} prompts have every completion scorable (need 3); "
                          "check the reward functions")
     ok = stats.select(keep)
-    card = build_card(config, stats, keep) if "sampling" in config else None
+    card = build_card(config, stats, keep) if "sampling" in config and stats.scores is not None else None
     M, k = int(ok.num_samples[0]), int(ok.g.shape[1])
     source = source or _source(config)
     description = description or _description(config, ok, M, k)
@@ -280,8 +281,6 @@ def apply_peft(model, peft_config):
 
 
 def _peft_info(peft_config):
-    import dataclasses
-
     if peft_config is None:
         return None
     cfg = peft_config if isinstance(peft_config, dict) else {
@@ -472,6 +471,4 @@ def measure_bandit(*, num_prompts: int = 128, samples_per_prompt: int = 256, see
     if replicates > 0:
         log(f"Monte Carlo MSE grid at N = {budget} ({replicates} replicates per cell) ...")
         grid = bandit_mse_grid(policy, budget, replicates, rng=np.random.SeedSequence(seed).spawn(2)[1], log=log)
-    import dataclasses
-
     return dataclasses.replace(m, exact=np.asarray(exact_constants(policy.moments()), float)[:3], grid=grid)

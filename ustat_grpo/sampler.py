@@ -23,7 +23,9 @@ sampler is :class:`ustat_grpo.pilot.BanditSampler`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -134,22 +136,17 @@ class TaskSampler:
 
     def check_prompts(self, num_prompts: int) -> None:
         """Raise ``ValueError`` naming the first of prompts ``0..num_prompts-1`` whose tokens plus
-        ``max_completion_length`` exceed the model's context (before any sampling)."""
+        ``max_completion_length`` exceed the model's context (before any sampling;
+        :func:`ustat_grpo.lm.check_prompt_length`)."""
+        from .lm import check_prompt_length, context_length
+
         if num_prompts > len(self):
             raise ValueError(f"num_prompts={num_prompts} but the dataset {self.data.source} has {len(self)} rows")
-        from .lm import context_length
-
-        ctx = context_length(self.policy.model)
-        if ctx is None:
+        if context_length(self.policy.model) is None:
             return
-        room = ctx - self.sampling.max_completion_length
         for p in range(num_prompts):
-            n = len(self.encode(p))
-            if n > room:
-                raise ValueError(
-                    f"{self.data.source}: row {int(self.order[p])} (pilot prompt {p}) has {n} prompt tokens; "
-                    f"with max_completion_length={self.sampling.max_completion_length} that exceeds the "
-                    f"model's context of {ctx} tokens")
+            check_prompt_length(self.policy.model, self.encode(p), self.sampling.max_completion_length,
+                                index=f"{self.data.source} row {int(self.order[p])} (pilot prompt {p})")
 
     def __call__(self, p: int, seq) -> PromptDraw:
         from .lm import sample_completions
@@ -187,7 +184,12 @@ class TaskSampler:
 
     def describe(self) -> dict:
         """What the samples measure, JSON-safe: stored with a pilot (a resumed pilot must match it),
-        and the static half of the estimator card."""
+        and the static half of the estimator card.  Computed once per sampler (it hashes the
+        dataset and reads library versions)."""
+        return copy.deepcopy(self._description)
+
+    @functools.cached_property
+    def _description(self) -> dict:
         pol, tok = self.policy, self.policy.tokenizer
         cfg = pol.model.config.to_json_string(use_diff=False)
         funcs = self.reward_funcs
