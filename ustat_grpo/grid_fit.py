@@ -135,9 +135,9 @@ def fit_mse_grid(num_prompts, num_generations, mse, mse_se=None, *, form: str = 
         ``phi_i = (mse_se_i / mse_i)^2`` when ``mse_se`` is given (known relative errors), else a
         common ``phi`` estimated from Pearson residuals (then t quantiles with ``n - 3`` dof).
         ``auto`` = ``gamma``: weighting by the observed ``mse_se`` couples each cell's weight to
-        its own noise (cells that came out low get large weights); in the seeded coverage study
-        of ``tests/test_scaling.py`` (2000 fits, R = 200 chi2_1 draws per cell) ``wls`` covers
-        0.934-0.946 and ``gamma`` 0.941-0.943 at nominal 0.95.
+        its own noise (cells that came out low get large weights); the seeded coverage tests of
+        ``tests/test_grid_fit.py`` check both methods against the nominal level
+        (``pytest -m slow`` for the large study).
     level : float
         Default confidence level.
 

@@ -28,9 +28,9 @@ Design (STYLE.md, "Monte Carlo outputs"):
   against ``policy.moments()``.  ``sampler="generic"`` uses ``policy.sample`` and the estimators as
   given.  The fast path consumes each block's stream in the order of
   ``ContextualSoftmaxBandit.sample``, so for those bandits it reproduces the generic path to
-  rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~1.5-1.7x the cost of
-  merely drawing its uniforms with the optional C kernel (same bits; 2.6-3.5x with numpy alone,
-  when no C compiler exists), the generic path at ~45x.
+  rounding (a test checks this); ``python -m simulations.bench_mc`` times it against the cost of
+  merely drawing its uniforms, with the optional C kernel (same bits) and with numpy alone (when
+  no C compiler exists), and the generic path.
 * **Output.** The dataset carries the attributes of :func:`ustat_grpo.provenance.provenance_attrs`;
   write it with :func:`ustat_grpo.provenance.write_netcdf`.
 """

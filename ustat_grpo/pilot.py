@@ -38,15 +38,15 @@ __all__ = ["run_pilot", "load_pilot", "check_pilot_file", "shard_path", "distrib
            "lm_pilot_size"]
 
 #: Samples per prompt of an adaptive language-model pilot (``fit_scaling --target-width`` without
-#: ``--samples-per-prompt``): near the built-in model's measured ``M* = 10-12`` and, unlike 16, with
+#: ``--samples-per-prompt``): near the built-in model's measured ``M*`` and, unlike 16, with
 #: intervals that cover at their nominal level there (:func:`width_rule`).
 ADAPTIVE_SAMPLES_PER_PROMPT = 8
 #: Default cap on the prompts of an adaptive language-model pilot: 1024 x 8 = 8,192 rollouts, 1% of
 #: one training run of the paper's Table 2 (800 steps x 1,024 rollouts).
 ADAPTIVE_MAX_PROMPTS = 1024
 #: Prompts an adaptive language-model pilot draws before its stop rule is first asked (4,096 rollouts
-#: at M = 8, 0.5% of a Table-2 run): with 128, pilots of the built-in weak model stopped at a median
-#: 160 prompts and covered 0.920 ([0.883, 0.948]); with 512, 0.953 ([0.933, 0.969]) (:func:`width_rule`).
+#: at M = 8, 0.5% of a Table-2 run): with 128, pilots of the built-in weak model stopped after too few
+#: prompts and undercovered; with 512 they cover (:func:`width_rule`).
 ADAPTIVE_MIN_PROMPTS = 512
 #: ``(prompts, samples per prompt)`` of a fixed language-model pilot: the paper's 500 x 64.
 FIXED_LM_PILOT = (500, 64)
@@ -127,30 +127,18 @@ def width_rule(target: float, *, budget: int = 256, min_prompts: int = 128, leve
     (after at least ``min_prompts`` prompts).
 
     Stopping on the data can make the final interval cover less than ``level``: a pilot that stops
-    as soon as its jackknife interval happens to be narrow keeps the unlucky ones.  Measured by
-    ``simulations/adaptive_pilot.py`` (the coverage of the true ``G*`` by the final 95% interval,
-    with its Clopper-Pearson interval):
-
-    * toy bandit, target 0.6, ``M = 16``, 200 pilots: 0.955 ([0.916, 0.979]) with at least 128
-      prompts, but 0.905 ([0.856, 0.942]) with at least 24; with ``M = 8`` (far below the bandit's
-      measured ``M* > 32``) 0.895 ([0.844, 0.934]).
-    * built-in strong model (300 pilots per row, resampled from a 500 x 64 pool whose ``G* = 3.40``
-      is the truth; target 0.5, batches of 16): with ``M = 16`` and a cap of 500 prompts 0.880
-      ([0.838, 0.915]), below nominal: a few prompts carry most of ``A1`` (the 2% with the largest
-      ``||g(x)||^2`` carry 64%, three prompts of middling success rate 40%), and a pilot of a median
-      368 prompts often draws too few of them, underestimating ``A1`` and its jackknife spread
-      together (the skewness-corrected ``interval="fieller_skew"`` does not fix this: 0.890).
-      The same rollouts spread over more prompts do: with ``M = 8`` (:data:`ADAPTIVE_SAMPLES_PER_PROMPT`,
-      near the measured ``M* = 10-12``), 128 to 1024 prompts, 0.955 ([0.935, 0.970]) over 600
-      pilots (median 656 prompts = 5,248 rollouts, 0.64% of one training run of the paper's Table
-      2); fixed pilots of 1024 x 8 cover 0.975, of 512 x 16 0.935 (200 each).
-    * built-in weak model (its own 500 x 64 pool, ``G* = 3.57``, top 2% of prompts 37% of ``A1``):
-      with ``M = 8`` and ``min_prompts = 128`` pilots stop at a median 160 prompts and cover 0.920
-      ([0.883, 0.948]); fixed pilots of 160 prompts 0.907.  Too few prompts again.
-    * the defaults of ``fit_scaling --target-width`` (``M = 8``, at least
-      :data:`ADAPTIVE_MIN_PROMPTS` = 512 and at most :data:`ADAPTIVE_MAX_PROMPTS` = 1024 prompts),
-      600 pilots per model: strong 0.948 ([0.927, 0.965]), median 5,376-5,504 rollouts (0.66%);
-      weak 0.953 ([0.933, 0.969]), 4,096 rollouts (0.50%).
+    as soon as its jackknife interval happens to be narrow keeps the unlucky ones.  The coverage of
+    the true ``G*`` by the final 95% interval is measured by ``python -m simulations.adaptive_pilot``
+    (results: the documentation's evidence page, "Adaptive pilots: do the intervals cover?").  On
+    the toy bandit and on the built-in models, coverage is decided by how many prompts a pilot
+    draws, not by how well it measures each: the built-in models' pools are heavy-tailed (a few
+    prompts carry most of ``A1``), and a pilot with many samples per prompt and few prompts often
+    draws too few of them, underestimating ``A1`` and its jackknife spread together (the
+    skewness-corrected ``interval="fieller_skew"`` does not fix this).  The same rollouts spread
+    over more prompts do; so do the defaults of ``fit_scaling --target-width`` (``M = 8``, at least
+    :data:`ADAPTIVE_MIN_PROMPTS` and at most :data:`ADAPTIVE_MAX_PROMPTS` prompts), at a cost of
+    about 0.5-1% of one training run of the paper's Table 2.  On the bandit, whose measured ``M*``
+    is large, ``M = 8`` undercovers, and stopping after 24 prompts instead of 128 does too.
 
     So: draw enough prompts before the rule is asked (128 on the bandit, 512 on the language
     models), and choose ``M`` by measurement (:func:`ustat_grpo.pilot_design.choose_samples_per_prompt`),

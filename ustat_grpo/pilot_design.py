@@ -18,10 +18,9 @@ noise and cost prompts.  :func:`choose_samples_per_prompt` measures ``v`` at sev
 subsampling the pilot, fits the five coefficients, and returns the ``M`` that minimises it.
 Truncated after ``c = 2`` this is ``(a + b/M + c/M^2)/P``, whose optimum is ``sqrt(c/a)``; on the
 toy bandit, where ``A1`` is small and the order-3 and order-4 terms matter, that truncation fitted
-to the same measurements predicts 0.61 and 0.36 times the variance of repeated pilots with twice and
-four times the pilot's ``M``, where the full form predicts 0.84 and 0.78 of it, within two of its
-standard errors (``simulations/samples_per_prompt.py``; the prediction is first order in ``1/P``,
-and those pilots of 64-128 prompts varied 19-28% more than predicted).
+to the same measurements underpredicts the variance of repeated pilots with larger ``M``, where
+the full form agrees within its standard errors (``python -m simulations.samples_per_prompt``; the
+prediction is first order in ``1/P``, so pilots of a few dozen prompts vary more than predicted).
 """
 from __future__ import annotations
 

@@ -383,7 +383,8 @@ def _grid_warnings(fit: ScalingFit) -> tuple:
 
 #: Share of ``sum_x ||g(x)||^2`` (the A1 pieces) carried by the top 2% of prompts above which a
 #: recommendation warns that the G* interval may undercover.  A light-tailed (exponential) law of
-#: per-prompt values gives about 10%; the built-in strong model about 60%.
+#: per-prompt values gives about 10%; the built-in models' pools are far above it (the coverage
+#: study: docs evidence page, "Adaptive pilots: do the intervals cover?").
 CONCENTRATION_WARNING = 0.25
 
 
@@ -392,10 +393,9 @@ def _concentration_warnings(estimate) -> tuple:
     if share is None or not share > CONCENTRATION_WARNING:
         return ()
     return (f"heavy-tailed prompts: the top 2% carry {share:.0%} of sum_x ||g(x)||^2 (the pieces of A1), so the "
-            "G* interval can undercover when the pilot has few prompts: on the built-in model, 95% intervals "
-            "from 368-prompt pilots (16 samples each) covered 0.905 [0.879, 0.927], adaptive pilots of 512-1024 "
-            "prompts x 8 samples 0.948 [0.927, 0.965] (README, 'Do adaptive intervals cover?'); spend a pilot on "
-            "more prompts with fewer samples each",)
+            "G* interval can undercover when the pilot has few prompts (coverage study: the evidence page of the "
+            "documentation, section 'Adaptive pilots: do the intervals cover?'); spend a pilot on more prompts "
+            "with fewer samples each",)
 
 
 def recommend(estimate, *, budget: int | None = None, form: str = "exact", divisors_only: bool = False,

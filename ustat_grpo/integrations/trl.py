@@ -131,10 +131,10 @@ class GroupSizeMonitor:
         Groups (prompts, each with all its ``num_generations`` completions) scored per window
         (at most the step's groups).  Scoring costs about ``num_prompts * num_generations``
         per-sample gradients, in ``ceil(num_prompts * num_generations / chunk_size)`` batched
-        passes.  The defaults (50, 8) cost one window of about 1.1-1.4 training steps on the
-        built-in model (64 completions per step, CPU), about 2.5% of step time at ``every=50``
-        (``simulations/bench_monitor.py``); on a real model, where generation dominates a step,
-        less.  A window of 8 groups gives a noisy G*; ``pool_windows`` or the pilot files
+        passes.  With the defaults (50, 8) a window costs about as much as a training step of the
+        built-in model (64 completions per step, CPU), a few percent of step time at ``every=50``
+        (``python -m simulations.bench_monitor``); on a real model, where generation dominates a
+        step, less.  A window of 8 groups gives a noisy G*; ``pool_windows`` or the pilot files
         (``pilot_dir``, merged with :func:`ustat_grpo.pilot.load_pilot`) pool windows.
     budget : int, optional
         Rollouts per step ``N = B G`` for ``ustat/recommended_G`` (the integer G* among divisors
