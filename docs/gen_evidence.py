@@ -2,7 +2,8 @@
 
 Every measured number of the documentation is computed here, from a stored result, when the site
 is built; no page, docstring or warning string repeats one.  ``render()`` returns the page as a
-string (``tests/test_docs.py`` calls it); run by ``mkdocs build`` it writes ``evidence.md``.
+string (``tests/test_docs.py`` calls it); run by ``mkdocs build`` it writes ``evidence.md`` into the
+site (not into ``docs/``), and run by hand (``python docs/gen_evidence.py``) it prints the page.
 """
 from __future__ import annotations
 
@@ -233,11 +234,9 @@ def render() -> str:
         + "\n" + UNSTORED
 
 
-if __name__ == "__main__":
-    import sys
-    if sys.argv[1:] == ["--print"]:                 # python docs/gen_evidence.py --print
-        print(render())
-    else:                                           # mkdocs build (gen-files)
-        import mkdocs_gen_files
-        with mkdocs_gen_files.open("evidence.md", "w") as fh:
-            fh.write(render())
+if __name__ == "<run_path>":                    # mkdocs build: gen-files runs runpy.run_path(this file)
+    import mkdocs_gen_files
+    with mkdocs_gen_files.open("evidence.md", "w") as fh:
+        fh.write(render())
+elif __name__ == "__main__":                    # by hand: print the page, write nothing
+    print(render())
