@@ -111,3 +111,13 @@ def test_readme_is_a_front_page():
     for cmd in ('pip install -c constraints.txt -e . && python -m ustat_grpo.fit_scaling',
                 'pip install -c constraints.txt -e ".[test,task,trl]" && python -m pytest'):
         assert cmd in readme and cmd in guide
+
+
+def test_griffe_roles_extension():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("griffe_roles", DOCS / "griffe_roles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = ":func:`~ustat_grpo.pilot.width_rule` and :class:`ustat_grpo.pilot.BanditSampler`, :data:`X`"
+    assert mod.strip_roles(text) == "`width_rule` and `ustat_grpo.pilot.BanditSampler`, `X`"
+    assert mod.strip_roles("no roles, ``code`` stays") == "no roles, ``code`` stays"
