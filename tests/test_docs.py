@@ -121,3 +121,15 @@ def test_griffe_roles_extension():
     text = ":func:`~ustat_grpo.pilot.width_rule` and :class:`ustat_grpo.pilot.BanditSampler`, :data:`X`"
     assert mod.strip_roles(text) == "`width_rule` and `ustat_grpo.pilot.BanditSampler`, `X`"
     assert mod.strip_roles("no roles, ``code`` stays") == "no roles, ``code`` stays"
+
+
+def test_griffe_doctest_fences():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("griffe_roles", DOCS / "griffe_roles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = "Text.\n\n    >>> f(1)\n    2\n\nMore\n\nExamples\n--------\n>>> g()\n3\n\nNotes\n-----\n>>> h()"
+    assert mod.fence_doctests(text) == ("Text.\n\n    ```pycon\n    >>> f(1)\n    2\n    ```\n\nMore\n\n"
+                                        "Examples\n--------\n>>> g()\n3\n\nNotes\n-----\n>>> h()")
+    # after a blank line in a later section the block is fenced again
+    assert mod.fence_doctests("Notes\n-----\nx\n\n>>> h()") == "Notes\n-----\nx\n\n```pycon\n>>> h()\n```"
