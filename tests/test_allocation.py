@@ -213,3 +213,91 @@ def test_batch_mse_unequal_sizes_monte_carlo():
         err += (ghat - m.grad[x]) / P
     sq = (err ** 2).sum(-1)
     assert_mc_close(sq.mean(), sq.std(ddof=1) / np.sqrt(R), al.batch_mse(0.0, a2, a3, sizes))
+
+
+# ------------------------------------------------------------------ allocate: strata, gain and its interval
+
+def _pilot(identical=False, P=600, M=16, seed=0):
+    from paper_checks.check_allocation import built_bandit
+
+    b = built_bandit(identical=identical)
+    s = b.sample(P, M, rng=np.random.default_rng(seed))
+    return b, s, prompt_statistics(s.rewards, s.scores, keep_scores=True)
+
+
+def test_allocate_heterogeneous_strata_is_suggested_and_covers_exact_gain():
+    from ustat_grpo.mse import constants
+
+    b, s, st = _pilot()
+    r = al.allocate(st, s.prompt_ids, budget=60, num_prompts=12)
+    assert r.recommended and r.reason.startswith("suggested")
+    assert r.sizes.sum() == 60 and r.sizes.size == 12 and r.counts.sum() == 12
+    m = b.moments()
+    a2, a3 = al.moment_error_pieces(m)
+    who = np.repeat(np.arange(3), r.counts)
+    A1 = constants(m)[0]
+    exact = 1 - (al.batch_mse(A1, a2[who], a3[who], al.optimal_allocation(a2[who], a3[who], 60))
+                 / al.batch_mse(A1, a2[who], a3[who], [5] * 12))
+    assert r.gain_interval.low <= exact <= r.gain_interval.high
+    # the predicted MSEs are the batch law on the stratum means of the unbiased pieces
+    pa2, pa3 = al.prompt_error_pieces(st)
+    m2 = np.array([pa2[s.prompt_ids == x].mean() for x in range(3)])
+    m3 = np.array([pa3[s.prompt_ids == x].mean() for x in range(3)])
+    assert r.mse_uniform == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], [5] * 12), rel=1e-12)
+    assert r.mse_allocated == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], r.sizes), rel=1e-12)
+    d = r.to_dict()
+    import json
+    json.dumps(d, allow_nan=False)
+    assert d["recommended"] is True and len(d["strata"]) == 3
+
+
+def test_allocate_negative_control_homogeneous():
+    _, s, st = _pilot(identical=True)
+    for B in (12, 10):
+        r = al.allocate(st, s.prompt_ids, budget=60, num_prompts=B)
+        assert not r.recommended
+        assert r.reason.startswith("no gain; keep uniform G")
+        assert r.gain_interval.low <= 0 <= r.gain_interval.high
+
+
+def test_allocate_cross_fitted_gain_can_be_negative_in_sample_cannot():
+    # random labels on a heterogeneous pilot: strata carry no information; in-sample gain >= 0
+    _, _s, st = _pilot(seed=4)
+    lab = np.random.default_rng(9).integers(0, 6, len(st))
+    r = al.allocate(st, lab, budget=120, num_prompts=20)
+    assert r.gain_in_sample >= 0 and not r.recommended
+
+
+def test_allocate_pass_rate_strata_sample_split():
+    _, s, st = _pilot()
+    labels, pieces = al.pass_rate_strata(st, bins=4)
+    # labels from the first half, pieces from the second half
+    ph = s.rewards[:, :8].mean(1)
+    np.testing.assert_array_equal(labels == "p in [0, 0.25)", ph < 0.25)
+    ref = prompt_statistics(s.rewards[:, 8:], s.scores[:, 8:])
+    np.testing.assert_allclose(pieces.zzq, ref.zzq, rtol=1e-12)
+    r = al.allocate(st, "pass_rate:4", budget=60, num_prompts=12)
+    assert r.stratifier == "pass_rate:4" and set(r.strata) <= {"p in [0, 0.25)", "p in [0.25, 0.5)",
+                                                               "p in [0.5, 0.75)", "p in [0.75, 1]"}
+    with pytest.raises(ValueError, match="pass_rate:K"):
+        al.allocate(st, "pass_rate:x", budget=60)
+
+
+def test_allocate_bad_input():
+    _, s, st = _pilot(P=40)
+    with pytest.raises(ValueError, match="one label per prompt"):
+        al.allocate(st, s.prompt_ids[:-1], budget=60)
+    lab = np.zeros(len(st), int)
+    lab[0] = 1
+    with pytest.raises(ValueError, match=">= 2 pilot prompts"):
+        al.allocate(st, lab, budget=60)
+    with pytest.raises(TypeError, match="measurement_or_stats"):
+        al.allocate(np.zeros(3), lab, budget=60)
+    z = np.random.default_rng(0).normal(size=(10, 16))
+    with pytest.raises(ValueError, match=r"rewards in \[0, 1\]"):
+        al.pass_rate_strata(prompt_statistics(z, np.ones((10, 16, 2)) + z[..., None], keep_scores=True))
+    with pytest.raises(ValueError, match="rewards and scores"):
+        al.pass_rate_strata(prompt_statistics(s.rewards, s.scores))
+    small = prompt_statistics(s.rewards[:, :6], s.scores[:, :6], keep_scores=True)
+    with pytest.raises(ValueError, match=">= 8 samples per prompt"):
+        al.pass_rate_strata(small)
