@@ -301,3 +301,129 @@ def test_allocate_bad_input():
     small = prompt_statistics(s.rewards[:, :6], s.scores[:, :6], keep_scores=True)
     with pytest.raises(ValueError, match=">= 8 samples per prompt"):
         al.pass_rate_strata(small)
+
+
+# ------------------------------------------------------------------ the CLI: --allocate, JSON keys, exit 2
+
+def _cli(capsys, argv):
+    from ustat_grpo import fit_scaling
+
+    rc = fit_scaling.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+BANDIT = ["--source", "bandit", "--num-prompts", "48", "--samples-per-prompt", "16", "--replicates", "0"]
+
+
+def test_cli_bandit_pass_rate_allocation_json(capsys):
+    import json
+
+    rc, out, err = _cli(capsys, [*BANDIT, "--allocate", "pass_rate:3", "--allocate-multiple", "2", "--format", "json"])
+    assert rc == 0, err
+    d = json.loads(out)
+    a = d["allocation"]
+    assert d["allocation_reason"] is None and a["stratifier"] == "pass_rate:3"
+    assert sum(a["sizes"]) == d["budget"] and all(g % 2 == 0 and g >= 2 for g in a["sizes"])
+    assert a["recommended"] == (a["gain_interval"][0] > 0)
+    # the toy has no token lengths: compute_budget is null with a reason
+    assert d["compute_budget"] is None and "prompt_length" in d["compute_budget_reason"]
+    rc, out, err = _cli(capsys, [*BANDIT, "--allocate", "pass_rate:3"])
+    assert rc == 0 and "Rollouts allocated across strata of prompts" in out
+    rc, out, err = _cli(capsys, [*BANDIT, "--format", "json"])
+    d = json.loads(out)
+    assert d["allocation"] is None and d["allocation_reason"].startswith("not asked")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    ([*BANDIT, "--allocate", "category"], "no dataset columns"),
+    ([*BANDIT, "--allocate", "pass_rate:zero"], "pass_rate:K"),
+    ([*BANDIT, "--allocate-multiple", "2"], "option of --allocate"),
+    ([*BANDIT, "--allocate", "pass_rate", "--allocate-multiple", "0"], "--allocate-multiple must be >= 1"),
+])
+def test_cli_bad_allocate_exit_2(capsys, argv, msg):
+    rc, _out, err = _cli(capsys, argv)
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_grid_file_with_allocate_exit_2(tmp_path, capsys):
+    path = tmp_path / "grid.csv"
+    path.write_text("num_prompts,num_generations,mse\n128,2,0.0141\n64,4,0.0092\n32,8,0.0081\n16,16,0.0088\n")
+    rc, _out, err = _cli(capsys, [str(path), "--allocate", "pass_rate"])
+    assert rc == 2 and "needs a pilot" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    import json
+
+    import _tiny_task as tt
+
+    d = tmp_path_factory.mktemp("alloc_task")
+    tt.model_dir(d / "model")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        a, b = (int(x) for x in rng.integers(1, 9, size=2))
+        rows.append({"prompt": f"What is {a} + {b}?" + (" Think." * (i % 3)), "answer": str(a + b),
+                     "level": "easy" if i % 2 else "hard"})
+    (d / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / "rewards.py").write_text("def correct(completions, completion_ids, answer, **kw):\n"
+                                  "    return [1.0 if a in c else 0.1 * (len(i) % 3) for c, i, a in "
+                                  "zip(completions, completion_ids, answer)]\n")
+    return d
+
+
+def _task_argv(d, *extra):
+    return ["--model", str(d / "model"), "--dataset", str(d / "data.jsonl"), "--reward", f"{d / 'rewards.py'}:correct",
+            "--max-completion-length", "4", "--num-prompts", "24", "--samples-per-prompt", "8",
+            "--projection-dim", "8", "--device", "cpu", "--format", "json", "--budget", "64", *extra]
+
+
+def test_cli_dataset_column_allocation_and_compute_budget(tiny_task, capsys, tmp_path):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from ustat_grpo import task as tk
+    from ustat_grpo.pilot import load_pilot
+
+    pilot = tmp_path / "p.nc"
+    rc, out, err = _cli(capsys, _task_argv(tiny_task, "--allocate", "level", "--pilot", str(pilot)))
+    assert rc == 0, err
+    d = json.loads(out)
+    a = d["allocation"]
+    assert a["strata"] == ["easy", "hard"] and a["stratifier"] == "labels" and sum(a["sizes"]) == 64
+    assert sum(a["num_pilot_prompts"]) <= 24
+    # the cost model's prompt tokens are the mean encoded prompt length of the pilot's prompts
+    cb = d["compute_budget"]
+    stats, _ = load_pilot(str(pilot))
+    tok = AutoTokenizer.from_pretrained(str(tiny_task / "model"))
+    rows = [json.loads(x) for x in (tiny_task / "data.jsonl").read_text().splitlines()]
+    lengths = {len(tk.encode_prompt(tok, r["prompt"])) for r in rows}
+    assert set(np.unique(stats.extras["prompt_length"][1])) <= lengths
+    assert cb["cost"]["prompt_tokens"] == pytest.approx(stats.extras["prompt_length"][1].mean())
+    assert cb["cost"]["completion_tokens"] == pytest.approx(stats.extras["length"][1].mean())
+    assert d["compute_budget_reason"] is None and cb["g_star_integer"] >= 2
+    # the pilot file alone: pass-rate strata work, a column does not (exit 2, one line)
+    rc, out, err = _cli(capsys, [str(pilot), "--allocate", "pass_rate:2", "--format", "json", "--budget", "64"])
+    assert rc == 0, err
+    assert json.loads(out)["compute_budget"] is not None
+    rc, out, err = _cli(capsys, [str(pilot), "--allocate", "level"])
+    assert rc == 2 and "a pilot file keeps no dataset columns" in err
+    rc, out, err = _cli(capsys, _task_argv(tiny_task, "--allocate", "difficulty"))
+    assert rc == 2 and "no such column" in err and "level" in err and len(err.strip().splitlines()) == 1
+
+
+def test_builtin_task_category_labels_match_the_questions():
+    from ustat_grpo._fit_options import Options, build_sampler, strata_labels
+    from ustat_grpo.arithmetic import CATEGORIES, question_set
+
+    opts = Options(num_prompts=12, allocate="category", first_question=7)
+    sampler, P = build_sampler(opts, "builtin")
+    lab = strata_labels(sampler, "builtin", "category", P, 7)
+    qs = question_set(7 + P)[7:]
+    assert [sampler.row(p)["answer"] for p in range(P)] == [qs[int(sampler.order[p])].answer for p in range(P)]
+    assert lab == [qs[int(sampler.order[p])].category for p in range(P)] and set(lab) <= set(CATEGORIES)
+    with pytest.raises(ValueError, match="no such column"):
+        strata_labels(sampler, "builtin", "difficulty", P, 7)
