@@ -571,12 +571,12 @@ class AllocationResult:
         lo, hi = self.gain_interval
         lines = [f"allocation of N = {self.budget} rollouts over B = {self.num_prompts} prompts by stratum"
                  + (f" ({self.stratifier})" if self.stratifier else ""),
-                 f"  {'stratum':<22} {'share':>6} {'a2':>10} {'a3':>10} {'prompts':>7} {'G':>7}"]
+                 f"  {'stratum':<22} {'share':>6} {'a2':>10} {'a3':>10} {'in batch':>8} {'G':>7}"]
         for s, name in enumerate(self.strata):
             ss = self.stratum_sizes[s]
             g = "-" if ss is None else (f"{ss[0]}" if ss[0] == ss[1] else f"{ss[0]}-{ss[1]}")
             lines.append(f"  {name[:22]:<22} {self.shares[s]:>6.1%} {self.a2[s]:>10.4g} {self.a3[s]:>10.4g} "
-                         f"{int(self.counts[s]):>7} {g:>7}")
+                         f"{int(self.counts[s]):>8} {g:>7}")
         lines += [(f"  predicted batch MSE: uniform G = {self.uniform_size}: {self.mse_uniform:.4g}; allocated: "
                   f"{self.mse_allocated:.4g} (in-sample gain {self.gain_in_sample:.1%})"),
                   f"  cross-fitted gain {self.gain:.1%}, {pct} CI [{lo:.1%}, {hi:.1%}]",
@@ -728,7 +728,8 @@ def allocate(measurement_or_stats, strata, *, budget: int, num_prompts: int | No
                   f"(batch gradient MSE {gain:.1%} below uniform G = {g_u})")
     else:
         reason = (f"no gain; keep uniform G = {g_u}: the {pct} interval of the cross-fitted gain "
-                  f"[{gci.low:.1%}, {gci.high:.1%}] includes 0 (the strata do not differ enough in a2, a3)")
+                  f"[{gci.low:.1%}, {gci.high:.1%}] includes 0: this pilot cannot show that allocating by these "
+                  "strata beats a uniform G")
     ssz = tuple((int(sizes[who == s].min()), int(sizes[who == s].max())) if counts[s] else None for s in range(S))
     return AllocationResult(strata=tuple(str(x) for x in names), shares=shares, num_pilot_prompts=n_s,
                             a2=a2_s, a3=a3_s, a1=a1, budget=budget, num_prompts=B, uniform_size=g_u,

@@ -213,10 +213,13 @@ class TokenBudgetResult:
         lo, hi = self.g_star_interval
         hi_s = "inf" if math.isinf(hi) else f"{hi:.3g}"
         c = self.cost
-        return (f"at a fixed {c.unit} budget T = {self.token_budget:.4g} per step (prompt {c.prompt_tokens:.0f} "
-                f"tokens prefilled once per group, completion {c.completion_tokens:.0f} tokens; c_p/c_c = "
+        line = (f"at a fixed cost of T = {self.token_budget:.4g} {c.unit} per step (prompt {c.prompt_tokens:.3g} "
+                f"tokens prefilled once per group, completion {c.completion_tokens:.3g} tokens; c_p/c_c = "
                 f"{c.ratio:.3g}): G*_tokens = {self.g_star:.4g} [{lo:.3g}, {hi_s}], integer "
                 f"{self.g_star_integer} (B = {self.num_prompts:.3g}); rollout-budget G* = {self.g_star_rollouts:.4g}")
+        if not self.bounded:
+            line += " (A1 not significantly > 0: no interior optimum certified)"
+        return line
 
     __str__ = summary
 
