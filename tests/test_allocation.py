@@ -245,6 +245,13 @@ def test_allocate_heterogeneous_strata_is_suggested_and_covers_exact_gain():
     m3 = np.array([pa3[s.prompt_ids == x].mean() for x in range(3)])
     assert r.mse_uniform == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], [5] * 12), rel=1e-12)
     assert r.mse_allocated == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], r.sizes), rel=1e-12)
+    # the other rules, evaluated by the same law on the same batch, do not beat the optimum
+    assert set(r.rules) == {"uniform", "optimal", "knapsack_rl", "pass_rate"}
+    assert r.rules["optimal"] == r.mse_allocated
+    assert all(r.rules["optimal"] <= v for v in r.rules.values())
+    p_s = np.array([s.rewards[s.prompt_ids == x].mean() for x in range(3)])
+    ks = al.knapsack_rl_allocation(p_s[who], 60)
+    assert r.rules["knapsack_rl"] == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], ks), rel=1e-12)
     d = r.to_dict()
     import json
     json.dumps(d, allow_nan=False)

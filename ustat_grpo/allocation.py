@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -539,6 +539,10 @@ class AllocationResult:
         The interval lies above 0.
     reason : str
         Why the allocation is, or is not, suggested.
+    rules : dict
+        Predicted batch MSE (same law, same batch, same pieces) of the allocations of other rules:
+        ``uniform``, ``optimal`` (this one), ``knapsack_rl`` and ``pass_rate`` (from the strata's mean
+        reward as pass rate; absent when rewards are not in [0, 1]).  In-sample, for comparison.
     min_size, multiple, level : the constraints and the confidence level.
     """
 
@@ -562,6 +566,7 @@ class AllocationResult:
     recommended: bool
     reason: str
     stratifier: str = ""
+    rules: dict = field(default_factory=dict)
     min_size: int = 2
     multiple: int = 1
     level: float = 0.95
@@ -580,6 +585,8 @@ class AllocationResult:
         lines += [(f"  predicted batch MSE: uniform G = {self.uniform_size}: {self.mse_uniform:.4g}; allocated: "
                   f"{self.mse_allocated:.4g} (in-sample gain {self.gain_in_sample:.1%})"),
                   f"  cross-fitted gain {self.gain:.1%}, {pct} CI [{lo:.1%}, {hi:.1%}]",
+                  "  other rules on this batch (predicted MSE): " + ", ".join(
+                      f"{k} {v:.4g}" for k, v in self.rules.items()),
                   f"  {self.reason}"]
         return "\n".join(lines)
 
@@ -593,7 +600,8 @@ class AllocationResult:
             "sizes": self.sizes, "stratum_sizes": [None if s is None else list(s) for s in self.stratum_sizes],
             "mse_uniform": self.mse_uniform, "mse_allocated": self.mse_allocated,
             "gain_in_sample": self.gain_in_sample, "gain": self.gain, "gain_interval": list(self.gain_interval),
-            "recommended": self.recommended, "reason": self.reason, "min_size": self.min_size,
+            "recommended": self.recommended, "reason": self.reason, "rules": dict(self.rules),
+            "min_size": self.min_size,
             "multiple": self.multiple, "level": self.level,
             "method": "greedy marginal allocation on stratum means; gain cross-fitted over two halves of the "
                    "prompts (split within strata), Fieller interval of a ratio of prompt means"})
@@ -731,10 +739,17 @@ def allocate(measurement_or_stats, strata, *, budget: int, num_prompts: int | No
                   f"[{gci.low:.1%}, {gci.high:.1%}] includes 0: this pilot cannot show that allocating by these "
                   "strata beats a uniform G")
     ssz = tuple((int(sizes[who == s].min()), int(sizes[who == s].max())) if counts[s] else None for s in range(S))
+    rules = {"uniform": mse_u, "optimal": mse_a}
+    z = stats.rewards
+    if z is not None and np.all(np.isfinite(z)) and z.min() >= 0 and z.max() <= 1:
+        p_s = mean_s(z.mean(1), everyone)
+        for name, rule in (("knapsack_rl", knapsack_rl_allocation), ("pass_rate", pass_rate_allocation)):
+            sz = rule(p_s[who], budget, min_size=min_size, multiple=multiple)
+            rules[name] = float(a1 / B + _per_prompt_error(a2, a3, idx, who, sz, counts, P, B).mean())
     return AllocationResult(strata=tuple(str(x) for x in names), shares=shares, num_pilot_prompts=n_s,
                             a2=a2_s, a3=a3_s, a1=a1, budget=budget, num_prompts=B, uniform_size=g_u,
                             counts=counts, sizes=sizes, stratum_sizes=ssz, mse_uniform=mse_u,
                             mse_allocated=mse_a, gain_in_sample=float(1 - mse_a / mse_u), gain=gain,
                             gain_interval=ConfidenceInterval(float(gci.low), float(gci.high)),
-                            recommended=recommended, reason=reason, stratifier=stratifier,
+                            recommended=recommended, reason=reason, stratifier=stratifier, rules=rules,
                             min_size=int(min_size), multiple=int(multiple), level=float(level))
