@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._serialize import jsonable
+from .allocation import AllocationResult
+from .cost import TokenBudgetResult
 from .grid_fit import ScalingFit
 from .interval import ConfidenceInterval, json_float, json_interval
 from .mse import C_CONVENTION
@@ -205,9 +207,9 @@ class Recommendation:
     card: EstimatorCard | None = None
     estimators: EstimatorComparison | None = None
     samples_choice: SamplesPerPromptResult | None = None
-    allocation: object | None = None
+    allocation: AllocationResult | None = None
     allocation_reason: str | None = "not asked (fit_scaling --allocate STRATIFIER)"
-    compute_budget: object | None = None
+    compute_budget: TokenBudgetResult | None = None
     compute_budget_reason: str | None = "needs a language-model pilot (prompt and completion token lengths)"
 
     @property
