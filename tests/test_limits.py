@@ -178,6 +178,6 @@ def test_chi2_limit_script_records_provenance(tmp_path):
     ll = limit_law(pol, "leave_one_out", num_prompts=2, num_generations=4, beta=float(ds.attrs["beta"]))
     np.testing.assert_allclose(ds.weights.sel(estimator="leave_one_out").values, ll.weights, rtol=1e-12)
     assert ds.attrs["seed"] == "123" and json.loads(ds.attrs["config"])["num_steps"] == 60
-    assert ds.attrs["command"].startswith("python simulations/chi2_limit.py")
+    assert ds.attrs["command"].startswith("python -m simulations.chi2_limit")
     assert ds.n_gap.shape == (1, 40) and np.all(ds.n_gap.values >= 0)
     assert mod.main(["--replicates", "1"]) == 2

@@ -30,6 +30,7 @@ from .presets import PRESETS, get_preset
 
 __all__ = [
     "vanilla", "leave_one_out", "group_mean", "std_normalized", "oracle", "prompt_baseline", "ESTIMATORS",
+    "NAIVE",
 ]
 
 
@@ -407,3 +408,17 @@ def _naive_prompt_baseline(rewards, scores, baseline):
     def one(r1, s1, ix):
         return sum(s1[g] * (r1[g] - c[ix]) for g in range(len(r1))) / len(r1)
     return _naive_loop(one, rewards, scores)
+
+
+#: The naive twins by name (explicit Python loops over groups and completions; test oracles for the
+#: vectorised estimators, public for scripts such as ``paper_checks``): ``leave_one_out`` is eq. (4)-(5)
+#: with an explicit leave-one-out mean, ``leave_one_out_pairs`` eq. (6) as a double loop over pairs;
+#: ``std_normalized`` takes ``eps=`` (and ``ddof=``, ``center=``), ``prompt_baseline`` a ``baseline``.
+NAIVE: dict[str, Callable] = {
+    "vanilla": _naive_vanilla,
+    "leave_one_out": _naive_leave_one_out,
+    "leave_one_out_pairs": _naive_leave_one_out_ustat,
+    "group_mean": _naive_group_mean,
+    "std_normalized": _naive_std_normalized,
+    "prompt_baseline": _naive_prompt_baseline,
+}
