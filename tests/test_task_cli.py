@@ -147,7 +147,7 @@ def test_empty_completions_score_one_token():
     with torch.no_grad():  # EOS always wins: every completion is [eos], text ""
         net.get_output_embeddings().weight[tok.eos_token_id] = 50 * net.get_input_embeddings().weight.std()
         net.get_output_embeddings().weight[tok.eos_token_id] += net.model.norm.weight.detach().sign() * 50
-    pol = lm.Policy(model=net, tokenizer=tok, template="zero_shot", name="eos", max_new_tokens=4)
+    pol = lm.LanguageModelPolicy(model=net, tokenizer=tok, template="zero_shot", name="eos", max_new_tokens=4)
     comp = lm.sample_completions(pol, tok("What is 2?")["input_ids"], 8, rng=0, temperature=0.7)
     assert comp.completion_ids == [[tok.eos_token_id]] * 8 and comp.texts == [""] * 8
     assert not comp.truncated.any() and comp.completion_mask.sum(1).tolist() == [1.0] * 8

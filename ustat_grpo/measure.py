@@ -292,14 +292,14 @@ def _peft_info(peft_config):
 def task_policy(model=None, *, processing_class=None, peft_config=None, device: str = "auto",
                 max_completion_length: int | None = None, variant: str = "strong", device_map=None,
                 template: str | None = None):
-    """The :class:`~ustat_grpo.lm.Policy` measured for a user's model: a path (or ``None``, the
-    built-in model), a ``transformers`` model object with its tokenizer, or a Policy; with
+    """The :class:`~ustat_grpo.lm.LanguageModelPolicy` measured for a user's model: a path (or ``None``, the
+    built-in model), a ``transformers`` model object with its tokenizer, or a LanguageModelPolicy; with
     ``peft_config`` a LoRA adapter is added to a copy."""
     import dataclasses
 
     from . import lm
 
-    if isinstance(model, lm.Policy):
+    if isinstance(model, lm.LanguageModelPolicy):
         pol = model
     elif model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         pol = lm.load_policy(model, variant=variant, device=device, max_new_tokens=max_completion_length,
@@ -308,7 +308,7 @@ def task_policy(model=None, *, processing_class=None, peft_config=None, device: 
         if processing_class is None:
             raise ValueError("processing_class: a model object needs its tokenizer")
         dev = next(model.parameters()).device
-        pol = lm.Policy(model=model, tokenizer=processing_class, template="zero_shot", name=type(model).__name__,
+        pol = lm.LanguageModelPolicy(model=model, tokenizer=processing_class, template="zero_shot", name=type(model).__name__,
                         device=dev)
     tok = processing_class if processing_class is not None else pol.tokenizer
     net = pol.model if peft_config is None else apply_peft(pol.model, peft_config)
@@ -327,7 +327,7 @@ def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, proce
 
     Parameters
     ----------
-    model : path, ``transformers`` causal LM, :class:`~ustat_grpo.lm.Policy` or None (built-in)
+    model : path, ``transformers`` causal LM, :class:`~ustat_grpo.lm.LanguageModelPolicy` or None (built-in)
         A model object is left as it was: its train/eval mode is restored, and a LoRA adapter
         (``peft_config``) goes on a copy.
     reward_funcs : callable, spec string, or a list of them (:mod:`ustat_grpo.rewards`)
@@ -364,10 +364,10 @@ def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, proce
     if reward_weights is None:
         reward_weights = args.get("reward_weights") if isinstance(args, dict) else getattr(args, "reward_weights", None)
     trainer = _trainer_info(args)
-    from .lm import Policy
+    from .lm import LanguageModelPolicy
 
     caller = None if isinstance(model, (str, bytes, type(None))) or hasattr(model, "__fspath__") else model
-    inner = caller.model if isinstance(caller, Policy) else caller     # the torch module the caller holds
+    inner = caller.model if isinstance(caller, LanguageModelPolicy) else caller     # the torch module the caller holds
     with (_left_alone(inner) if inner is not None else contextlib.nullcontext()):
         pol = task_policy(model, processing_class=processing_class, peft_config=peft_config, device=device,
                           max_completion_length=sampling.max_completion_length)
