@@ -127,7 +127,7 @@ def initial_constants(cfg: Config, groups) -> dict:
 
 
 #: The pool estimator whose criterion describes each training advantage (lm_train's ``advantage``).
-ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_grpo": "dr_grpo"}
+ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_grpo": "group_mean"}
 
 
 def initial_criteria(cfg: Config, groups) -> dict:
@@ -374,7 +374,12 @@ def load(path):
                     ds.loss_type.values if "loss_type" in ds.coords else ["sequence_sum"] * ds.sizes["setting"])],
                 eval_steps=ds.eval_step.values,
                 **{k: ds[k].values for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical")})
-    return grid, json.loads(ds.attrs["constants"]), json.loads(ds.attrs["config"]), ds
+    consts = json.loads(ds.attrs["constants"])
+    crit = consts.get("criteria")
+    if crit and "dr_grpo" in crit["estimators"]:     # files written before pool's "dr_grpo" became "group_mean"
+        crit["estimators"] = ["group_mean" if e == "dr_grpo" else e for e in crit["estimators"]]
+        crit["recommended"] = {("group_mean" if k == "dr_grpo" else k): v for k, v in crit["recommended"].items()}
+    return grid, consts, json.loads(ds.attrs["config"]), ds
 
 
 def plot(ds, summary: dict, path: str) -> None:

@@ -68,7 +68,7 @@ def test_cli_end_to_end_lora_temperature(model_dir, gsm8k, tmp_path, capsys):
     assert card["reward"]["names"] == ["correct"] and card["prompt_format"] == "standard"
     assert card["score_mean"]["passed"] is True and "peft" in card["versions"]
     est = d["estimators"]
-    assert est["estimators"] == ["leave_one_out", "std_normalized", "dr_grpo"] and est["num_generations"] == [2, 4, 8]
+    assert est["estimators"] == ["leave_one_out", "std_normalized", "group_mean"] and est["num_generations"] == [2, 4, 8]
     for name in est["estimators"]:                            # per estimator: its G and interval
         pick = est["recommended"][name]
         assert pick["num_generations"] in (2, 4, 8) and pick["interval"][0] <= pick["num_generations"]

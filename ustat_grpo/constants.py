@@ -21,7 +21,7 @@ import numpy as np
 
 from . import kernels, ustat
 from .estimators import leave_one_out
-from .interval import json_float, json_interval
+from .interval import jackknife_covariance, json_float, json_interval
 from .mse import CONSTANT_NAMES, paper_constants
 from .optimum import ConstantsEstimate
 
@@ -381,17 +381,9 @@ def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.9
     for blk in np.array_split(np.arange(M), K):          # jackknife over blocks of samples
         keep = np.setdiff1d(np.arange(M), blk)
         reps.append(_constants_from_pieces(*prompt_pieces(z[:, keep], w[:, keep]), probs))
-    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=jackknife_covariance(reps),
                             df=float(K - 1), level=level, plugin=_constants_plugin(z, w, probs),
                             num_prompts=P, samples_per_prompt=M, design="fixed prompt set", n_groups=K)
-
-
-def _jackknife_cov(reps) -> np.ndarray:
-    """Delete-a-group jackknife covariance ``(K-1)/K sum_k (r_k - rbar)(r_k - rbar)^T``."""
-    reps = np.asarray(reps)                              # (K, 3)
-    K = reps.shape[0]
-    dev = reps - reps.mean(0)
-    return (K - 1) / K * dev.T @ dev
 
 
 # ------------------------------------------------------------------ mergeable per-prompt statistics
@@ -569,7 +561,7 @@ def constants_from_statistics(stats: PromptStatistics, *, level: float = 0.95,
         reps.append(_constants_from_pieces(*(x[keep] for x in pieces), None))
     plugin = _plugin_from_pieces(stats.g, stats.zzq_plugin, stats.reward_var, stats.mean_score_norm2, None)
     M = np.unique(stats.num_samples)
-    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=jackknife_covariance(reps),
                             df=float(K - 1), level=level, plugin=plugin, num_prompts=P,
                             samples_per_prompt=int(M[0]) if len(M) == 1 else int(np.median(stats.num_samples)),
                             design="sampled prompts", n_groups=K,

@@ -311,15 +311,24 @@ def prompt_baseline(rewards, scores, *, baseline):
 
 # --------------------------------------------------------------------------- registry
 
-def _std_trl(rewards, scores, *, values=None):
-    return std_normalized(rewards, scores, preset="grpo")
+def _std_with_eps(eps):
+    """``std_normalized`` at a fixed ``eps`` (Bessel std, mean centre, zero-variance groups -> 0) as
+    ``f(rewards, scores, *, values=None)``: the one such function (``ESTIMATORS["std_normalized"]`` at
+    :data:`~ustat_grpo.presets.TRL_EPS`, and the framework variants of
+    :data:`ustat_grpo.scale_free.ESTIMATOR_FUNCTIONS`)."""
+    eps = _check_eps(eps)
+
+    def f(rewards, scores, *, values=None):
+        return std_normalized(rewards, scores, eps=eps, ddof=1, zero_std="zero")
+    f.__name__ = f"std_normalized_eps{eps:g}"
+    return f
 
 
 ESTIMATORS: dict[str, Callable] = {
     "vanilla": lambda rewards, scores, *, values=None: vanilla(rewards, scores),
     "leave_one_out": lambda rewards, scores, *, values=None: leave_one_out(rewards, scores),
     "group_mean": lambda rewards, scores, *, values=None: group_mean(rewards, scores),
-    "std_normalized": _std_trl,
+    "std_normalized": _std_with_eps(PRESETS["grpo"].eps),
     "oracle": lambda rewards, scores, *, values=None: oracle(rewards, scores, values=_need(values)),
 }
 """Uniform callables ``f(rewards (..., G), scores (..., G, d), *, values=None) -> (..., d)``, one per

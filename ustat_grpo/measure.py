@@ -37,6 +37,7 @@ from .card import EstimatorCard, build_card
 from .constants import PromptStatistics, ScalingConstants, constants_from_statistics
 from .estimators import leave_one_out
 from .mse import constants as exact_constants
+from .optimum import group_size_divisors
 from .pilot_design import SamplesPerPromptResult
 from .pool import EstimatorComparison, compare_estimators
 from .pilot import (ADAPTIVE_MIN_PROMPTS, BanditSampler, load_pilot, lm_pilot_size, run_pilot, scorable,
@@ -116,7 +117,7 @@ def _samples_choice(rewards, scores, seed):
 
 
 #: Estimators every comparison covers; a trainer's own (``--scale-rewards``, ``GRPOConfig``) is added.
-COMPARED = ("leave_one_out", "std_normalized", "dr_grpo")
+COMPARED = ("leave_one_out", "std_normalized", "group_mean")
 
 
 def _comparison(rewards, scores, *, budget, num_generations, seed, level, extra=None):
@@ -433,7 +434,7 @@ def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group
     """
     seq = seed_sequence(rng)
     theta, grad = policy.theta, policy.gradient()
-    gs = [g for g in range(2, budget + 1) if budget % g == 0 and g <= max_group_size]
+    gs = group_size_divisors(budget, max_group_size=max_group_size)
     rows = []
     for G, cell_seq in zip(gs, seq.spawn(len(gs))):
         cell_rng, B = np.random.default_rng(cell_seq), budget // G

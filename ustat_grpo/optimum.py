@@ -40,7 +40,7 @@ from .interval import ConfidenceInterval, json_float, json_interval
 
 
 __all__ = [
-    "FORMS", "INTERVALS", "mse_design", "integer_optimum",
+    "FORMS", "INTERVALS", "mse_design", "integer_optimum", "group_size_divisors",
     "fieller_ratio_interval", "skew_corrected_t", "skew_fieller_ratio_interval",
     "GroupSizeResult", "optimal_group_size", "ConstantsEstimate",
 ]
@@ -92,6 +92,32 @@ def _continuous_optimum(rho, form):
     return (1.0 + math.sqrt(rho)) if form == "exact" else math.sqrt(rho)
 
 
+def group_size_divisors(budget: int, *, max_group_size: int | None = None) -> list[int]:
+    """The group sizes ``G`` with an integer number of prompts ``B = budget / G``: the divisors
+    ``2 <= G <= min(budget, max_group_size)`` of ``budget``, increasing (``O(sqrt(budget))``).
+
+    Examples
+    --------
+    >>> group_size_divisors(64)
+    [2, 4, 8, 16, 32, 64]
+    >>> group_size_divisors(12, max_group_size=6)
+    [2, 3, 4, 6]
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+    budget = int(budget)
+    small, large = [], []
+    d = 1
+    while d * d <= budget:
+        if budget % d == 0:
+            small.append(d)
+            if d * d != budget:
+                large.append(budget // d)
+        d += 1
+    hi = budget if max_group_size is None else min(budget, int(max_group_size))
+    return [g for g in small + large[::-1] if 2 <= g <= hi]
+
+
 def integer_optimum(rho: float, *, form: str = "exact", budget: int | None = None,
                     divisors_only: bool = False, max_group_size: int = 1 << 20) -> int:
     """Integer ``G >= 2`` minimising ``G + rho * k(G)`` (the fixed-budget MSE up to constants).
@@ -107,7 +133,7 @@ def integer_optimum(rho: float, *, form: str = "exact", budget: int | None = Non
     if divisors_only:
         if budget is None:
             raise ValueError("divisors_only needs a budget")
-        cand = np.array([d for d in range(2, hi + 1) if hi % d == 0], float)
+        cand = np.array(group_size_divisors(hi), float)
     else:
         gc = _continuous_optimum(rho, form)
         if math.isinf(gc):

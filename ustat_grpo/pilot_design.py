@@ -32,7 +32,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ._random import default_rng
-from .constants import _a1_sampled, _a1_without_each, _jackknife_cov, pool_arrays, prompt_pieces
+from .constants import _a1_sampled, _a1_without_each, pool_arrays, prompt_pieces
+from .interval import jackknife_covariance
 
 __all__ = ["SamplesPerPromptResult", "choose_samples_per_prompt", "hoeffding_basis", "jackknife_constants"]
 
@@ -207,7 +208,7 @@ def _optimum(coef, max_samples):
 def _per_prompt_variance(pieces, keep, grad):
     """``v``-hat: ``P_kept x grad^T Cov_jackknife(A1, A3) grad`` per subsample, from kept prompts."""
     g, g2, a3 = (x[keep] for x in pieces)
-    cov = _jackknife_cov(jackknife_constants(g, g2, a3))
+    cov = jackknife_covariance(jackknife_constants(g, g2, a3))
     return g.shape[0] * grad @ cov @ grad
 
 
@@ -294,8 +295,7 @@ def choose_samples_per_prompt(rewards, scores, *, subsample_sizes=None, repeats:
         keep[blk] = False
         reps.append(fit(keep)[0])
     reps = np.asarray(reps)                                # (K, 5)
-    dev = reps - reps.mean(0)
-    coef_cov = (n_groups - 1) / n_groups * dev.T @ dev
+    coef_cov = jackknife_covariance(reps)
     m_star = _optimum(coef, max_samples)
     ratio = float(M * (hoeffding_basis(M) @ coef) / (m_star * (hoeffding_basis(m_star) @ coef)))
     return SamplesPerPromptResult(samples_per_prompt=M, num_prompts=P, optimum=m_star, ratio=ratio,

@@ -41,7 +41,7 @@ from scipy import stats
 
 from . import _kernel_sums
 from ._serialize import jsonable as _json
-from .interval import ConfidenceInterval
+from .interval import ConfidenceInterval, jackknife_covariance
 from .kernels import Kernel
 
 __all__ = ["UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic", "hoeffding", "ustat_variance"]
@@ -292,10 +292,9 @@ def _jackknife(S, R, n, m):
     if n < m + 1:
         raise ValueError(f"the jackknife needs n >= order + 1, got n = {n}")
     loo = (S - R) / math.comb(n - 1, m)  # (n,) or (n, p)
-    dev = loo - loo.mean(0)
-    if dev.ndim == 1:
-        return (n - 1) / n * float(dev @ dev), None
-    cov = (n - 1) / n * dev.T @ dev
+    cov = jackknife_covariance(loo)
+    if loo.ndim == 1:
+        return cov, None
     return np.diag(cov).copy(), cov
 
 
