@@ -114,3 +114,48 @@ def test_scripts_run_as_modules_from_the_repo_root(module):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"python -m {module}" in out.stdout
+
+
+# ------------------------------------------------------------------------------------ to_dict
+
+def test_every_to_dict_returns_through_the_one_converter():
+    """Each ``to_dict`` of the package returns ``jsonable(...)`` (or a dict of ``jsonable`` values)."""
+    names = ("jsonable", "_jsonable", "_json")
+    offenders, count = [], 0
+    for path in sorted((REPO / "ustat_grpo").rglob("*.py")):
+        if path.name == "lm_train.py":             # TrainResult.to_dict: lists of floats only (other owner)
+            continue
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef) and fn.name == "to_dict":
+                count += 1
+                for r in (n for n in ast.walk(fn) if isinstance(n, ast.Return)):
+                    v = r.value
+                    inner = v.value if isinstance(v, ast.DictComp) else v
+                    if not (isinstance(inner, ast.Call) and getattr(inner.func, "id", "") in names):
+                        offenders.append(f"{path.name}:{r.lineno}")
+    assert count >= 30 and not offenders, offenders
+
+
+def test_to_dict_outputs_are_strict_json_with_non_finite_numbers_as_strings():
+    import dataclasses
+    import json
+
+    from ustat_grpo import kernels, ustat
+    from ustat_grpo.bandits import default_bandit
+    from ustat_grpo.constants import estimate_constants
+    from ustat_grpo.optimum import optimal_group_size
+    from ustat_grpo.pool import compare_estimators, pool_mse, score_mean_check
+    from ustat_grpo.wchisq import WeightedChiSquared
+
+    rng = np.random.default_rng(3)
+    smp = default_bandit().sample(40, 8, rng=rng)
+    z, w = smp.rewards, smp.scores
+    c = estimate_constants(z, w)
+    results = [smp, c, c.optimal_group_size(budget=64), WeightedChiSquared([1.0, 0.5]),
+               ustat.ustatistic(kernels.grpo_data(z[0], w[0]), kernels.grpo_kernel, method="vectorized"),
+               compare_estimators(z, w, budget=64, num_generations=[2, 4], rng=1),
+               pool_mse(z, w, budget=64, num_generations=[2, 4], rng=1), score_mean_check(w.reshape(-1, w.shape[-1])),
+               optimal_group_size(np.array([0.0, 1.0, 1.0]), budget=64)]                # A1 = 0: unbounded G*
+    results.append(dataclasses.replace(c, unconstrained=np.array([np.nan, np.inf, -np.inf])))
+    texts = [json.dumps(r.to_dict(), allow_nan=False) for r in results]
+    assert '"inf"' in texts[-2] and all(s in texts[-1] for s in ('"nan"', '"inf"', '"-inf"'))

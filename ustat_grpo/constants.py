@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._serialize import jsonable
 from . import kernels, ustat
 from .estimators import leave_one_out
 from .interval import jackknife_covariance, json_float, json_interval
@@ -306,7 +307,7 @@ class ScalingConstants(ConstantsEstimate):
 
     def to_dict(self) -> dict:
         ci = self.confidence_interval()
-        return dict(form=self.form, method="unbiased U-statistics + delete-a-group jackknife",
+        return jsonable(dict(form=self.form, method="unbiased U-statistics + delete-a-group jackknife",
                     design=self.design, n_groups=self.n_groups,
                     constants={n: json_float(self.params[i]) for i, n in enumerate(self.names)},
                     unconstrained={n: json_float(self.unconstrained[i]) for i, n in enumerate(self.names)},
@@ -316,7 +317,7 @@ class ScalingConstants(ConstantsEstimate):
                     covariance=[[json_float(v) for v in row] for row in self.covariance],
                     num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
                     level=self.level, concentration=json_float(self.concentration)
-                    if self.concentration is not None else None)
+                    if self.concentration is not None else None))
 
 
 def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.95,

@@ -18,7 +18,7 @@ Each name says what the estimator computes; the framework names are presets (bel
 ``ddof``, reward scaling, float32 std algorithm); :func:`ustat_grpo.advantages.advantages` returns
 the per-completion advantages of a preset as the frameworks compute them.
 
-Each fast function has a loop twin ``_naive_<name>`` used as its test oracle.
+Each fast function has a loop twin ``_naive_<name>`` used as its test oracle (by name: :data:`NAIVE`).
 """
 from __future__ import annotations
 

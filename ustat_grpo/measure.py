@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._random import seed_sequence
+from ._random import default_rng, seed_sequence
 from .bandits import default_bandit
 from .card import EstimatorCard, build_card
 from .constants import PromptStatistics, ScalingConstants, constants_from_statistics
@@ -437,7 +437,7 @@ def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group
     gs = group_size_divisors(budget, max_group_size=max_group_size)
     rows = []
     for G, cell_seq in zip(gs, seq.spawn(len(gs))):
-        cell_rng, B = np.random.default_rng(cell_seq), budget // G
+        cell_rng, B = default_rng(cell_seq), budget // G
         chunk = max(1, int(2_000_000 // (B * G * policy.dim)))   # bound memory per draw
         errs, done = [], 0
         while done < replicates:
@@ -471,5 +471,5 @@ def measure_bandit(*, num_prompts: int = 128, samples_per_prompt: int = 256, see
     grid = None
     if replicates > 0:
         log(f"Monte Carlo MSE grid at N = {budget} ({replicates} replicates per cell) ...")
-        grid = bandit_mse_grid(policy, budget, replicates, rng=np.random.SeedSequence(seed).spawn(2)[1], log=log)
+        grid = bandit_mse_grid(policy, budget, replicates, rng=seed_sequence(seed).spawn(2)[1], log=log)
     return dataclasses.replace(m, exact=np.asarray(exact_constants(policy.moments()), float)[:3], grid=grid)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ._serialize import jsonable
 from .interval import ConfidenceInterval, json_float, json_interval
 
 
@@ -400,7 +401,7 @@ class GroupSizeResult:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(form=self.form, ratio=json_float(self.ratio), ratio_interval=json_interval(self.ratio_interval),
+        return jsonable(dict(form=self.form, ratio=json_float(self.ratio), ratio_interval=json_interval(self.ratio_interval),
                     bounded=self.bounded, interior=self.interior,
                     g_star_paper=json_float(self.g_star_paper), g_star_exact=json_float(self.g_star_exact),
                     g_star_integer=int(self.g_star_integer),
@@ -408,7 +409,7 @@ class GroupSizeResult:
                     g_star_exact_interval=json_interval(self.g_star_exact_interval),
                     g_star_integer_interval=json_interval(self.g_star_integer_interval),
                     budget=self.budget, divisors_only=self.divisors_only, level=self.level,
-                    interval=self.interval)
+                    interval=self.interval))
 
 
 def optimal_group_size(constants, covariance=None, *, form: str = "exact", budget: int | None = None,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
+from ._serialize import jsonable
 from ._random import default_rng
 from .constants import _a1_sampled, _a1_without_each, pool_arrays, prompt_pieces
 from .interval import jackknife_covariance
@@ -167,13 +168,13 @@ class SamplesPerPromptResult:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(samples_per_prompt=self.samples_per_prompt, num_prompts=self.num_prompts, optimum=self.optimum,
+        return jsonable(dict(samples_per_prompt=self.samples_per_prompt, num_prompts=self.num_prompts, optimum=self.optimum,
                     ratio=float(self.ratio), extrapolated=self.extrapolated, g_star=float(self.g_star),
                     coefficients=[float(c) for c in self.coefficients],
                     coefficient_covariance=[[float(v) for v in row] for row in self.coefficient_covariance],
                     subsample_sizes=[int(m) for m in self.subsample_sizes],
                     measured=[float(v) for v in self.measured], max_samples=self.max_samples,
-                    repeats=self.repeats, n_groups=self.n_groups)
+                    repeats=self.repeats, n_groups=self.n_groups))
 
 
 def _choose_iv(rewards, scores, subsample_sizes, repeats, max_samples, n_groups):

@@ -29,7 +29,7 @@ import numpy as np
 from . import estimators as est
 from .constants import pool_arrays
 from .interval import jackknife_covariance
-from ._random import seed_sequence
+from ._random import default_rng, seed_sequence
 from ._serialize import jsonable
 from .kernels import Kernel
 from .scale_free import ESTIMATOR_FUNCTIONS
@@ -110,12 +110,12 @@ class PoolMSE:
 
     def to_dict(self) -> dict:
         tl = lambda a: [[float(x) for x in row] for row in a]
-        return dict(estimators=list(self.estimators), num_generations=[int(g) for g in self.num_generations],
+        return jsonable(dict(estimators=list(self.estimators), num_generations=[int(g) for g in self.num_generations],
                     budget=int(self.budget), mse=tl(self.mse), mse_se=tl(self.mse_se),
                     bias_sq=tl(self.bias_sq), bias_sq_se=tl(self.bias_sq_se), variance=tl(self.variance),
                     num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
                     best=self.best(), targets={k: POOL_ESTIMATORS[k][1] for k in self.estimators
-                                               if k in POOL_ESTIMATORS})
+                                               if k in POOL_ESTIMATORS}))
 
 
 def _cross(a, b=None):
@@ -213,7 +213,7 @@ def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False, chunk_el
     per_g = []
     for G, seq in zip(gs, seeds):
         G = int(G)
-        prng = np.random.default_rng(seq)
+        prng = default_rng(seq)
         complete = not with_replacement and math.comb(M, G) <= num_groups
         combos = np.array(list(itertools.combinations(range(M), G))) if complete else None  # (C, G)
         K = len(combos) if complete else num_groups
@@ -269,7 +269,7 @@ def _pool_stats_naive(r, s, gs, fns, num_groups, rng, with_replacement=False):
     per_g = []
     for G, seq in zip(gs, seeds):
         kern = _kernel(fns, int(G))
-        prng = np.random.default_rng(seq)
+        prng = default_rng(seq)
         stats = np.stack([_prompt_stat(data[p], kern, num_groups, prng, with_replacement)
                           for p in range(P)])  # (P, E (1 + d))
         per_g.append([(stats[:, e * (1 + d)], stats[:, e * (1 + d) + 1:(e + 1) * (1 + d)]) for e in range(E)])
@@ -552,9 +552,9 @@ class ScoreMeanCheck:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(statistic=float(self.statistic), standard_error=float(self.standard_error), z=float(self.z),
+        return jsonable(dict(statistic=float(self.statistic), standard_error=float(self.standard_error), z=float(self.z),
                     relative_drift=float(self.relative_drift), passed=bool(self.passed),
-                    threshold=float(self.threshold), n=int(self.n))
+                    threshold=float(self.threshold), n=int(self.n)))
 
 
 def score_mean_check(scores, *, threshold: float = 4.0) -> ScoreMeanCheck:

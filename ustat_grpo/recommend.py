@@ -55,7 +55,7 @@ class Curve:
         d = dict(num_generations=self.num_generations.tolist(), mse=self.mse.tolist())
         if self.low is not None:
             d.update(low=self.low.tolist(), high=self.high.tolist())
-        return d
+        return jsonable(d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +68,8 @@ class BestDivisor:
     relative: float
 
     def to_dict(self) -> dict:
-        return dict(num_generations=self.num_generations, num_prompts=self.num_prompts,
-                    relative=json_float(self.relative))
+        return jsonable(dict(num_generations=self.num_generations, num_prompts=self.num_prompts,
+                    relative=json_float(self.relative)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,7 @@ from importlib import metadata
 import numpy as np
 
 from . import arithmetic
+from ._random import default_rng, keyed_seed_sequence
 from . import rewards as rw
 from . import task as tk
 from ._random import seed_sequence
@@ -70,8 +71,7 @@ def prompt_order(num_rows: int, seed: int, *, shuffle: bool = True) -> np.ndarra
     """
     if not shuffle:
         return np.arange(num_rows)
-    ss = np.random.SeedSequence(int(seed), spawn_key=(_ORDER_KEY,))
-    return np.random.default_rng(ss).permutation(num_rows)
+    return default_rng(keyed_seed_sequence(seed, _ORDER_KEY)).permutation(num_rows)
 
 
 def resolve_params(model, params) -> list[str]:
