@@ -157,19 +157,12 @@ def test_limit_law_invariant_along_maximiser_set():
 
 def test_chi2_limit_script_records_provenance(tmp_path):
     """simulations/chi2_limit.py: tiny run; the NetCDF holds the predicted weights and provenance."""
-    import importlib.util
     import json
-    import os
 
     import xarray as xr
 
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "simulations", "chi2_limit.py")
-    spec = importlib.util.spec_from_file_location("chi2_limit", path)
-    mod = importlib.util.module_from_spec(spec)
-    import sys
+    from simulations import chi2_limit as mod
 
-    sys.modules.setdefault("chi2_limit", mod)  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(mod)
     rc = mod.main(["--replicates", "40", "--num-steps", "60", "--estimators", "leave_one_out", "--no-plot",
                    "--ks-nodes", "17", "--out", str(tmp_path), "--seed", "123"])
     assert rc == 0
