@@ -51,8 +51,8 @@ def check_c1(rng):
             r = rng.integers(0, 2, size=(20, G)).astype(float) if binary else rng.random((20, G))
             s = rng.normal(size=(20, G, 4))
             fast = est.leave_one_out(r, s)
-            loo = est._naive_leave_one_out(r, s)                 # eq. (4)-(5) with an explicit LOO mean
-            pairs = est._naive_leave_one_out_ustat(r, s)         # eq. (6) as a double loop over pairs
+            loo = est.NAIVE["leave_one_out"](r, s)           # eq. (4)-(5) with an explicit LOO mean
+            pairs = est.NAIVE["leave_one_out_pairs"](r, s)     # eq. (6) as a double loop over pairs
             worst = max(worst, np.abs(fast - loo).max(), np.abs(loo - pairs).max())
             if 3 <= G <= 16:                              # the engine's jackknife needs n >= 3
                 eng = np.array([ustat.ustatistic(kernels.grpo_data(r[b], s[b]), kernels.grpo_kernel,

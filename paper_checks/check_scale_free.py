@@ -58,11 +58,11 @@ def check_gstar_std_normalized(rng):
     from ustat_grpo.pool import compare_estimators
 
     b = built_bandit()
-    ex = {e: sf.exact_criterion(b, e, GS, budget=BUDGET) for e in ("leave_one_out", "dr_grpo", "std_normalized")}
+    ex = {e: sf.exact_criterion(b, e, GS, budget=BUDGET) for e in ("leave_one_out", "group_mean", "std_normalized")}
     mse_law = np.array([exact_mse(b.moments(), "leave_one_out", G, BUDGET // G).total for G in GS]).ravel()
     g2 = float(b.gradient() @ b.gradient())
     loo_err = float(np.max(np.abs(ex["leave_one_out"]["criterion"] / (mse_law / (g2 + mse_law)) - 1)))
-    dr_err = float(np.max(np.abs(ex["dr_grpo"]["criterion"] / ex["leave_one_out"]["criterion"] - 1)))
+    dr_err = float(np.max(np.abs(ex["group_mean"]["criterion"] / ex["leave_one_out"]["criterion"] - 1)))
     same_rank = list(np.argsort(ex["leave_one_out"]["criterion"])) == list(np.argsort(mse_law))
     mean_ratios, cov_ratios = _expansion_ratios()
     expansion_ok = all(0.35 < q < 0.65 for q in mean_ratios + cov_ratios)
@@ -78,7 +78,7 @@ def check_gstar_std_normalized(rng):
 
     s = b.sample(600, 32, rng=rng)
     cmp = compare_estimators(s.rewards, s.scores, budget=BUDGET, num_generations=GS,
-                             estimators=["leave_one_out", "std_normalized", "dr_grpo"], rng=rng)
+                             estimators=["leave_one_out", "std_normalized", "group_mean"], rng=rng)
     rec = cmp.recommended["std_normalized"]
     pool_ok = rec["num_generations"] == best_g and raw_g not in rec["not_worse"]
     passed = (loo_err < 1e-10 and dr_err < 1e-12 and same_rank and expansion_ok and scale_err < 1e-10

@@ -58,8 +58,7 @@ def check_c5_gstar(rng):
     for name, pol in _c5_policies():
         m = pol.moments()
         A = np.array(constants(m))
-        gs = np.array([g for g in range(2, budget + 1) if budget % g == 0] +
-                      list(range(2, 257)))
+        gs = np.array(optimum.group_size_divisors(budget) + list(range(2, 257)))
         gs = np.unique(gs)
         # exact_mse needs an integer B: evaluate N * MSE per prompt-batch via B = 1 and rescale
         # (MSE(B, G) = MSE(1, G)/B exactly for i.i.d. prompts), so that B = N/G may be fractional

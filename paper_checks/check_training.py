@@ -67,7 +67,7 @@ STORED_STD = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                                 "of G not significantly worse by area under the learning curve, G effect significant)",
           paper="2603.01162 (extension)", slow=True, seed=20261129)
 def check_gstar_training_std(rng):
-    """Reads ``docs/results/train_vs_g_std.nc`` (``simulations/train_vs_g.py --settings grpo:3e-4:dapo``; its
+    """Reads ``docs/results/train_vs_g_std.nc`` (``python -m simulations.train_vs_g --settings grpo:3e-4:dapo``; its
     ``command`` attribute), or ``$USTAT_GRPO_TRAIN_VS_G_STD``, and re-analyses it.  Asserted for each
     std-normalised setting: the criterion's G (``pool.compare_estimators`` on the initial checkpoint) is in
     the not-worse set and the effect of G is significant (ANOVA, seeds as blocks), so the pass is not
@@ -77,7 +77,7 @@ def check_gstar_training_std(rng):
     path = os.environ.get("USTAT_GRPO_TRAIN_VS_G_STD", STORED_STD)
     grid, consts, stored, _ = T.load(path)
     if "criteria" not in consts:
-        raise ValueError(f"{path} carries no scale-free criterion (rerun train_vs_g.py without --no-criteria)")
+        raise ValueError(f"{path} carries no scale-free criterion (rerun python -m simulations.train_vs_g without --no-criteria)")
     analysis = T.analyse(grid, consts["recommended"], consts["predicted_mse"], stored["level"], consts["criteria"])
     std = {k: r for k, r in analysis.items() if r["advantage"] == "grpo"}
     if not std:

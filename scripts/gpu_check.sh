@@ -3,7 +3,7 @@
 #
 #   1. env           torch / CUDA versions, device name, memory            (limit  30 s)
 #   2. gpu_tests     pytest -m gpu (CUDA scores vs CPU autograd, ...)      (limit  90 s)
-#   3. bench_lm      simulations/bench_lm.py --device cuda, float32, then  (limit  90 s each)
+#   3. bench_lm      python -m simulations.bench_lm --device cuda, float32, then  (limit  90 s each)
 #                    bfloat16: score and sampling ratios to their floors,
 #                    tokens/s, peak memory, score MFU against the device's
 #                    dense peak at that dtype (table below)
@@ -86,7 +86,7 @@ else:
     print("device cpu (rehearsal)")'
 step gpu_tests 90 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
 for dtype in float32 bfloat16; do
-    step "bench_lm_$dtype" 90 "$PY" simulations/bench_lm.py --device "$DEV" --dtype "$dtype" \
+    step "bench_lm_$dtype" 90 "$PY" -m simulations.bench_lm --device "$DEV" --dtype "$dtype" \
         --peak-tflops "$(peak "$dtype")" --out "$OUT/bench_lm_$dtype"
 done
 step fit_scaling 150 "$PY" -m ustat_grpo.fit_scaling --device "$DEV" --format json \

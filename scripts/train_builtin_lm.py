@@ -83,7 +83,7 @@ def make_batch(tok, rng: np.random.Generator, cfg: Config):
 
 def evaluate(model, tok, cfg: Config, template: str) -> dict:
     """Sampled accuracy (temperature 1) and the spread of per-question success rates."""
-    policy = lm.Policy(model=model.eval(), tokenizer=tok, template=template, name="train",
+    policy = lm.LanguageModelPolicy(model=model.eval(), tokenizer=tok, template=template, name="train",
                        max_new_tokens=8)
     probs = arithmetic.make_dataset(500, seed=0)[:cfg.eval_questions]
     seeds = np.random.SeedSequence(cfg.seed + 1).spawn(len(probs))

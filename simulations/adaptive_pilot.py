@@ -47,9 +47,9 @@ On the toy bandit (``M = 16`` and at least 128 prompts by default, target 0.6) 0
 0.979]; with ``M = 8``, far below its measured ``M* > 32``, 0.895 [0.844, 0.934] (half the pilots
 at the cap of 1024): choose ``M`` by measurement (``pilot_design.choose_samples_per_prompt``).
 
-    python simulations/adaptive_pilot.py                      # bandit, ~1-2 min on 2 cores
-    python simulations/adaptive_pilot.py --replicates 400 --target 0.5
-    python simulations/adaptive_pilot.py --source lm --target 0.5 --replicates 300 --max-prompts 1024 \
+    python -m simulations.adaptive_pilot                      # bandit, ~1-2 min on 2 cores
+    python -m simulations.adaptive_pilot --replicates 400 --target 0.5
+    python -m simulations.adaptive_pilot --source lm --target 0.5 --replicates 300 --max-prompts 1024 \
         --output results/adaptive_pilot_lm_strong_seed0.nc          # ~8 min + the pool (~1 min)
 """
 from __future__ import annotations
@@ -62,15 +62,14 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
-from ustat_grpo.bandits import default_bandit  # noqa: E402
-from ustat_grpo.constants import constants_from_statistics, estimate_constants, prompt_pieces  # noqa: E402
-from ustat_grpo.mse import constants as exact_constants  # noqa: E402
-from ustat_grpo.pilot import (ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS,  # noqa: E402
+from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
+from ustat_grpo.bandits import default_bandit
+from ustat_grpo.constants import constants_from_statistics, estimate_constants, prompt_pieces
+from ustat_grpo.mse import constants as exact_constants
+from ustat_grpo.pilot import (ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS,
                               ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler, run_pilot, width_rule)
-from ustat_grpo.provenance import provenance_attrs  # noqa: E402
+from ustat_grpo.provenance import provenance_attrs
 
 #: one training run of arXiv 2603.01162's Table 2: 800 steps x 1024 rollouts
 TRAINING_RUN_ROLLOUTS = 800 * 1024
@@ -219,7 +218,7 @@ def _interval(st, budget, interval="fieller"):
     return float(res.g_star_exact), float(lo), float(hi)
 
 
-def _source(cfg: Config):
+def pilot_source(cfg: Config):
     """``(sampler, true G*, description, defaults (batch_size, max_prompts), extra)`` of ``cfg.source``."""
     if cfg.source == "bandit":
         policy = default_bandit()
@@ -256,7 +255,7 @@ def with_defaults(cfg: Config) -> Config:
 def simulate(cfg: Config) -> dict:
     """``replicates`` adaptive pilots (seeds ``seed + r``) and as many fixed pilots of their median size."""
     cfg = with_defaults(cfg)
-    sampler, A, what, (batch, cap), extra = _source(cfg)
+    sampler, A, what, (batch, cap), extra = pilot_source(cfg)
     batch, cap = cfg.batch_size or batch, cfg.max_prompts or cap
     g_true = 1 + np.sqrt(A[2] / A[0])
     stop = width_rule(cfg.target, budget=cfg.budget, min_prompts=cfg.min_prompts, interval=cfg.interval)
@@ -298,7 +297,7 @@ def _cp(k, n):
 
 
 def main(argv=None) -> int:
-    parser = parser_from_dataclass(Config, prog="simulations/adaptive_pilot.py", description=__doc__.split("\n\n")[0])
+    parser = parser_from_dataclass(Config, prog="python -m simulations.adaptive_pilot", description=__doc__.split("\n\n")[0])
     cfg = with_defaults(options_from_args(Config, parser.parse_args(argv)))
     out = simulate(cfg)
     n, M = cfg.replicates, cfg.samples_per_prompt

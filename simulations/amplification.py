@@ -16,7 +16,7 @@ Writes
 
 The computation is deterministic (no random numbers); ``seed`` is recorded for uniformity only.
 
-Usage: ``python simulations/amplification.py --out results/amplification``.
+Usage: ``python -m simulations.amplification --out results/amplification``.
 """
 from __future__ import annotations
 
@@ -28,12 +28,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import amplification as amp  # noqa: E402
-from ustat_grpo import attractor  # noqa: E402
-from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import amplification as amp
+from ustat_grpo import attractor
+from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 
 @dataclass(frozen=True)
@@ -204,9 +203,9 @@ def plot(ds, path: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = parser_from_dataclass(Config, prog="amplification.py", description=__doc__.split("\n\n")[0])
+    p = parser_from_dataclass(Config, prog="python -m simulations.amplification", description=__doc__.split("\n\n")[0])
     cfg = options_from_args(Config, p.parse_args(argv))
-    command = " ".join(["python", "simulations/amplification.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python", "-m", "simulations.amplification", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.perf_counter()
     try:
         ds = simulate(cfg, command=command)

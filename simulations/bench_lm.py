@@ -19,8 +19,8 @@ FLOPs (forward + backward of a dense model, Kaplan et al. 2020) per second over 
 (0 = not reported; ``scripts/gpu_check.sh`` passes the GPU's dense peak).  Timings are medians of
 interleaved repeats.  Writes ``bench_lm.nc``.  Usage::
 
-    python simulations/bench_lm.py                        # built-in strong model, CPU, ~1 min
-    python simulations/bench_lm.py --model PATH --device cuda --num-generations 8,16,32,64
+    python -m simulations.bench_lm                        # built-in strong model, CPU, ~1 min
+    python -m simulations.bench_lm --model PATH --device cuda --num-generations 8,16,32,64
 """
 from __future__ import annotations
 
@@ -36,13 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import torch  # noqa: E402
+import torch
 
-from ustat_grpo import arithmetic, lm  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import arithmetic, lm
+from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    return parser_from_dataclass(Config, prog="bench_lm.py", description=__doc__.split("\n\n")[0])
+    return parser_from_dataclass(Config, prog="python -m simulations.bench_lm", description=__doc__.split("\n\n")[0])
 
 
 def _sync(dev):
@@ -195,7 +194,7 @@ def main(argv=None) -> int:
          "score_mfu": ("num_generations", a[:, 14])},
         coords={"num_generations": Gs})
     ds.attrs.update(provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg),
-                                     command=shlex.join(["python", "simulations/bench_lm.py", *args])))
+                                     command=shlex.join(["python", "-m", "simulations.bench_lm", *args])))
     ds.attrs["device"] = str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)
     ds.attrs["num_parameters"] = int(policy.num_parameters)
     ds.attrs["policy"] = json.dumps({"name": policy.name, "template": policy.template})

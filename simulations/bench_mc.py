@@ -37,26 +37,24 @@ here in 14 runs: floor 0.073-0.079 s quiet (0.12-0.15 s under load), fast path 0
 the kernel (tests/test_ckernel.py).
 
 stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
-Usage: ``python simulations/bench_mc.py`` (about 15 s).
+Usage: ``python -m simulations.bench_mc`` (about 15 s).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import finite_action  # noqa: E402
-from ustat_grpo import montecarlo as mc  # noqa: E402
-from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo import finite_action
+from ustat_grpo import montecarlo as mc
+from ustat_grpo.bandits import SoftmaxBandit
+from ustat_grpo.cli_options import parser_from_dataclass
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    return parser_from_dataclass(Config, prog="bench_mc.py", description=__doc__.split("\n\n")[0])
+    return parser_from_dataclass(Config, prog="python -m simulations.bench_mc", description=__doc__.split("\n\n")[0])
 
 
 def _medians(fns, repeats):

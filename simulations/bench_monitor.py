@@ -2,7 +2,7 @@
 
 Exact command (numbers in the README come from it)::
 
-    PYTHONPATH=. python simulations/bench_monitor.py --steps 101 --every 50
+    python -m simulations.bench_monitor --steps 101 --every 50
 
 Trains twice from the same exported weights and seed: once plain, once with the monitor
 (``every``, ``num_prompts``, ``projection_dim`` as given), and prints the median and total step time

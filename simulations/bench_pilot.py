@@ -13,21 +13,19 @@ full run each.  Sources:
   the command line's ``--target-width``), scores sketched to 256 dimensions;
 * a fixed pilot of the paper's size (500 prompts x 64), priced, not run.
 
-    python simulations/bench_pilot.py                      # ~1 min on 2 cores
-    python simulations/bench_pilot.py --sources bandit --target 0.3
+    python -m simulations.bench_pilot                      # ~1 min on 2 cores
+    python -m simulations.bench_pilot --sources bandit --target 0.3
 """
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import __version__  # noqa: E402
-from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
+from ustat_grpo import __version__
+from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
 
 #: one training run of arXiv 2603.01162's Table 2: 800 steps x 1,024 rollouts, one backward pass each
 TRAINING_RUN_ROLLOUTS = 800 * 1024
@@ -148,7 +146,7 @@ def render(rows: list[Row], cfg: Config) -> str:
 
 
 def main(argv=None) -> int:
-    parser = parser_from_dataclass(Config, prog="simulations/bench_pilot.py", description=__doc__.split("\n\n")[0])
+    parser = parser_from_dataclass(Config, prog="python -m simulations.bench_pilot", description=__doc__.split("\n\n")[0])
     cfg = options_from_args(Config, parser.parse_args(argv))
     try:
         rows = benchmark(cfg)

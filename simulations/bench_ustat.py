@@ -8,7 +8,7 @@ Prints, in one process:
   * the GRPO closed form at n = 1024, d = 256 as a ratio to one pass over the data (``scores.sum()``),
     and its jackknife covariance as a ratio to one ``S^T S`` product (the floor of a d x d covariance).
 
-Usage: ``python simulations/bench_ustat.py [--seed 0] [--quick]``.
+Usage: ``python -m simulations.bench_ustat [--seed 0] [--quick]``.
 """
 from __future__ import annotations
 

@@ -24,11 +24,10 @@ per call (one point per call, median over the grid, and the max).
 
 The tables go to stdout (Markdown, or JSON with ``--format json``: ``{"methods": [...],
 "spread": [...]}``); ``--out`` also writes a NetCDF of the first with provenance.  Usage:
-``python simulations/bench_wchisq.py``.
+``python -m simulations.bench_wchisq``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,14 +37,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
+from scipy import stats
+from scipy.stats._hypotests import _cdf_cvm_inf
 
-from scipy import stats  # noqa: E402
-from scipy.stats._hypotests import _cdf_cvm_inf  # noqa: E402
-
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
-from ustat_grpo.wchisq import METHODS, WeightedChiSquared  # noqa: E402
+from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.wchisq import METHODS, WeightedChiSquared
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,7 @@ def _timed(fn, x):
 
 def run_spread() -> list[dict]:
     """Issue-14 laws: accuracy against the mpmath reference and time per call, per law and side."""
-    from _wchisq_reference import mp_sf_cdf
+    from tests._wchisq_reference import mp_sf_cdf  # the tests' independent oracle (run from the repo root)
 
     rows = []
     for name, (w, df, nc) in SPREAD_LAWS.items():
@@ -171,12 +168,8 @@ def _fmt(v, f=".1e"):
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="bench_wchisq.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
-                       help=f.metadata["help"])
-    cfg = Config(**vars(p.parse_args(args)))
+    p = parser_from_dataclass(Config, prog="python -m simulations.bench_wchisq", description=__doc__.split("\n\n")[0])
+    cfg = options_from_args(Config, p.parse_args(args))
     if cfg.format not in ("markdown", "json"):
         print("bench_wchisq.py: --format must be markdown or json", file=sys.stderr)
         return 2
@@ -204,7 +197,7 @@ def main(argv=None) -> int:
                     arr[k][laws.index(r["law"]), meths.index(r["method"])] = r[k]
         ds = xr.Dataset({k: (("law", "method"), v) for k, v in arr.items()}, coords=dict(law=laws, method=meths))
         prov = provenance_attrs(seed="none (deterministic)", config=dataclasses.asdict(cfg),
-                                command=" ".join(["python", "simulations/bench_wchisq.py", *args]))
+                                command=" ".join(["python", "-m", "simulations.bench_wchisq", *args]))
         path = write_netcdf(ds, os.path.join(cfg.out, "bench_wchisq.nc"), provenance=prov)
         print(f"wrote {path}", file=sys.stderr)
     return 0

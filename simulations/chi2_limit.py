@@ -10,7 +10,7 @@ for the vanilla, GRPO and oracle estimators, and writes
 * ``<out>/chi2_limit.png``: per estimator, a QQ plot (empirical vs predicted quantiles, with the
   uncorrected paper display without beta^2 for contrast) and the empirical CDF over the predicted CDF.
 
-Usage: ``python simulations/chi2_limit.py --replicates 4000 --num-steps 4000``.
+Usage: ``python -m simulations.chi2_limit --replicates 4000 --num-steps 4000``.
 """
 from __future__ import annotations
 
@@ -25,15 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from scipy import stats  # noqa: E402
+from scipy import stats
 
-from ustat_grpo.bandits import GaussianPolicyBandit  # noqa: E402
-from ustat_grpo.limits import identifiable_subspace, limit_law  # noqa: E402
-from ustat_grpo.optimize import run_algorithm1  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
+from ustat_grpo.bandits import GaussianPolicyBandit
+from ustat_grpo.limits import identifiable_subspace, limit_law
+from ustat_grpo.optimize import run_algorithm1
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.cli_options import parser_from_dataclass
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    return parser_from_dataclass(Config, prog="chi2_limit.py", description=__doc__.split("\n\n")[0])
+    return parser_from_dataclass(Config, prog="python -m simulations.chi2_limit", description=__doc__.split("\n\n")[0])
 
 
 def simulate(cfg: Config, *, command: str = ""):
@@ -165,7 +164,7 @@ def main(argv=None) -> int:
         print("chi2_limit.py: need --replicates >= 2 and --num-steps >= 1", file=sys.stderr)
         return 2
     try:
-        ds = simulate(cfg, command=" ".join(["python", "simulations/chi2_limit.py", *args]))
+        ds = simulate(cfg, command=" ".join(["python", "-m", "simulations.chi2_limit", *args]))
     except ValueError as exc:  # e.g. beta * lambda_min(K) <= 1/2
         print(f"chi2_limit.py: {exc}", file=sys.stderr)
         return 2

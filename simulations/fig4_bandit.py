@@ -17,7 +17,7 @@ Outputs (``--out``):
   exact curves (Theorem 2 in its exact form).
 
 stdout: per panel the largest |z| of Monte Carlo vs exact and the Bonferroni bound; exit code 1 if
-any exceeds it.  Usage: ``python simulations/fig4_bandit.py`` (about 20 s on 2 cores).
+any exceeds it.  Usage: ``python -m simulations.fig4_bandit`` (about 20 s on 2 cores).
 """
 from __future__ import annotations
 
@@ -30,16 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from scipy import optimize  # noqa: E402
+from scipy import optimize
 
-from ustat_grpo import montecarlo as mc  # noqa: E402
-from ustat_grpo.bandits import SoftmaxBandit  # noqa: E402
-from ustat_grpo.mse import exact_mse  # noqa: E402
-from ustat_grpo.testing import bonferroni_z  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import montecarlo as mc
+from ustat_grpo.bandits import SoftmaxBandit
+from ustat_grpo.mse import exact_mse
+from ustat_grpo.testing import bonferroni_z
+from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 #: Success probabilities of the K = 10 arms ("answers"): a few good, most poor.
 SUCCESS_PROBS = (0.95, 0.9, 0.7, 0.5, 0.3, 0.15, 0.1, 0.05, 0.02, 0.0)
@@ -62,7 +61,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    return parser_from_dataclass(Config, prog="fig4_bandit.py", description=__doc__.split("\n\n")[0])
+    return parser_from_dataclass(Config, prog="python -m simulations.fig4_bandit", description=__doc__.split("\n\n")[0])
 
 
 def panel_policy(target_value: float) -> SoftmaxBandit:
@@ -186,7 +185,7 @@ def main(argv=None) -> int:
         print("fig4_bandit.py: need every G >= 2, --num-replicates >= 2, --max-workers >= 0",
               file=sys.stderr)
         return 2
-    command = " ".join(["python", "simulations/fig4_bandit.py", *args])
+    command = " ".join(["python", "-m", "simulations.fig4_bandit", *args])
     try:
         ds = simulate(cfg, command=command)
     except ValueError as exc:

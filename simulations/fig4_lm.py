@@ -25,8 +25,8 @@ Instruct + ICL), or with ``--model PATH`` that model with the paper's zero-shot 
 prompts.  Outputs ``fig4_lm.nc`` (NetCDF, provenance attributes) and ``fig4_lm.png``; stdout gives
 the table and whether the ordering vanilla > GRPO >= oracle holds.  Usage::
 
-    python simulations/fig4_lm.py                      # built-in policies, ~3 min on 1 CPU thread
-    python simulations/fig4_lm.py --model PATH --device cuda --num-prompts 500 --pool 1088
+    python -m simulations.fig4_lm                      # built-in policies, ~3 min on 1 CPU thread
+    python -m simulations.fig4_lm --model PATH --device cuda --num-prompts 500 --pool 1088
 """
 from __future__ import annotations
 
@@ -41,14 +41,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import torch  # noqa: E402
+import torch
 
-from ustat_grpo import arithmetic, lm  # noqa: E402
-from ustat_grpo import constants  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import arithmetic, lm
+from ustat_grpo import constants
+from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 ESTIMATOR_NAMES = ("vanilla", "leave_one_out", "oracle")
 COLORS = {"vanilla": "tab:blue", "leave_one_out": "tab:orange", "oracle": "tab:green"}
@@ -73,7 +72,7 @@ class Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    return parser_from_dataclass(Config, prog="fig4_lm.py", description=__doc__.split("\n\n")[0])
+    return parser_from_dataclass(Config, prog="python -m simulations.fig4_lm", description=__doc__.split("\n\n")[0])
 
 
 def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
@@ -292,7 +291,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     torch.manual_seed(0)
-    command = shlex.join(["python", "simulations/fig4_lm.py", *args])
+    command = shlex.join(["python", "-m", "simulations.fig4_lm", *args])
     try:
         ds = simulate(cfg, command=command)
     except (ValueError, FileNotFoundError) as exc:

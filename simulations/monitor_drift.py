@@ -2,7 +2,7 @@
 
 Exact command (the committed figure and docs/results/monitor_drift.json come from it)::
 
-    PYTHONPATH=. python simulations/monitor_drift.py --steps 300 --every 10 --pool-windows 5 --seed 0
+    python -m simulations.monitor_drift --steps 300 --every 10 --pool-windows 5 --seed 0
 
 The built-in weak model (exported as an HF directory) trained by TRL 1.16's ``GRPOTrainer`` on CPU on
 the arithmetic task (64 completions per step, ``num_generations`` 8, the arithmetic verifier as
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
              f"window every {cfg.every} steps, {cfg.num_prompts} groups, pooled over {cfg.pool_windows} windows")
     monitor.plot(cfg.figure, title=title)
     reward = {int(r["step"]): r["reward"] for r in trainer.state.log_history if "reward" in r}
-    out = {"command": "PYTHONPATH=. python simulations/monitor_drift.py " + " ".join(sys.argv[1:] if argv is None
+    out = {"command": "python -m simulations.monitor_drift " + " ".join(sys.argv[1:] if argv is None
                                                                                      else argv),
            "config": asdict(cfg), "torch": torch.__version__, "wall_s": round(wall, 1),
            "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:160]}" for w in caught

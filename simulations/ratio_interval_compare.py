@@ -14,23 +14,21 @@ the same sources and scores three intervals of ``rho`` on each, against the know
   with a linearised (influence-function) standard error, calibrated by ``bootstrap`` resamples of
   the prompts (quantiles of the pivot at ``rho-hat``), inverted on a grid of ``arctan(rho)``.
 
-    python simulations/ratio_interval_compare.py --source lm --num-prompts 368 --replicates 300
-    python simulations/ratio_interval_compare.py --source bandit --num-prompts 272 --replicates 200
+    python -m simulations.ratio_interval_compare --source lm --num-prompts 368 --replicates 300
+    python -m simulations.ratio_interval_compare --source bandit --num-prompts 272 --replicates 200
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from simulations.adaptive_pilot import Config as PilotConfig, _source  # noqa: E402
-from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
-from ustat_grpo.constants import constants_from_statistics  # noqa: E402
-from ustat_grpo.pilot import run_pilot  # noqa: E402
+from simulations.adaptive_pilot import Config as PilotConfig, pilot_source
+from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
+from ustat_grpo.constants import constants_from_statistics
+from ustat_grpo.pilot import run_pilot
 
 METHODS = ("fieller", "fieller_skew", "bootstrap_t")
 
@@ -87,7 +85,7 @@ def bootstrap_t_interval(st, rng, *, bootstrap=999, level=0.95):
 
 def simulate(cfg: Config) -> dict:
     """``{method: (R, 2) intervals of rho}``, the true rho and the source's description."""
-    sampler, A, what, *_ = _source(PilotConfig(source=cfg.source, samples_per_prompt=cfg.samples_per_prompt))
+    sampler, A, what, *_ = pilot_source(PilotConfig(source=cfg.source, samples_per_prompt=cfg.samples_per_prompt))
     rng = np.random.default_rng(cfg.seed)
     out = {m: [] for m in METHODS}
     for r in range(cfg.replicates):
@@ -100,7 +98,7 @@ def simulate(cfg: Config) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = parser_from_dataclass(Config, prog="simulations/ratio_interval_compare.py",
+    parser = parser_from_dataclass(Config, prog="python -m simulations.ratio_interval_compare",
                                    description=__doc__.split("\n\n")[0])
     cfg = options_from_args(Config, parser.parse_args(argv))
     out = simulate(cfg)

@@ -11,12 +11,11 @@ script checks the prediction against an independent computation and measures ``M
   and "independent rollouts" ``v(M) = M0 v(M0) / M``;
 * built-in model (``--lm``): one pilot of ``lm_prompts x lm_samples`` -> ``M*`` and its table.
 
-    python simulations/samples_per_prompt.py              # bandit only, ~40 s on 2 cores
-    python simulations/samples_per_prompt.py --lm         # + built-in model, ~4 min more
+    python -m simulations.samples_per_prompt              # bandit only, ~40 s on 2 cores
+    python -m simulations.samples_per_prompt --lm         # + built-in model, ~4 min more
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,13 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import __version__  # noqa: E402
-from ustat_grpo._cli import options_from_args, parser_from_dataclass  # noqa: E402
-from ustat_grpo.bandits import default_bandit  # noqa: E402
-from ustat_grpo.constants import prompt_pieces  # noqa: E402
-from ustat_grpo.pilot_design import choose_samples_per_prompt  # noqa: E402
+from ustat_grpo import __version__
+from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
+from ustat_grpo.bandits import default_bandit
+from ustat_grpo.constants import prompt_pieces
+from ustat_grpo.pilot_design import choose_samples_per_prompt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +122,7 @@ def lm(cfg: Config) -> int:
 
 
 def main(argv=None) -> int:
-    parser = parser_from_dataclass(Config, prog="simulations/samples_per_prompt.py", description=__doc__.split("\n\n")[0])
+    parser = parser_from_dataclass(Config, prog="python -m simulations.samples_per_prompt", description=__doc__.split("\n\n")[0])
     cfg = options_from_args(Config, parser.parse_args(argv))
     rc = bandit(cfg)
     if cfg.lm:

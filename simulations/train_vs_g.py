@@ -26,8 +26,8 @@ This script tests it on a built-in transformer policy (weak by default):
 Outputs in ``--out``: ``train_vs_g.nc`` (per-step and per-evaluation arrays, AUC, constants,
 provenance), ``summary.json`` and ``train_vs_g.png``.  Usage::
 
-    python simulations/train_vs_g.py                     # the default grid, about an hour on 2 cores
-    python simulations/train_vs_g.py --quick             # seconds: keeps the script working (tests)
+    python -m simulations.train_vs_g                     # the default grid, about an hour on 2 cores
+    python -m simulations.train_vs_g --quick             # seconds: keeps the script working (tests)
     python -m paper_checks --only Gstar-training         # the check on the stored result
 """
 from __future__ import annotations
@@ -41,13 +41,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import lm_train  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
-from ustat_grpo._scheduler import executor_map, scheduler_iv  # noqa: E402
-from ustat_grpo.performance import compare_group_sizes  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import lm_train
+from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.scheduling import executor_map, scheduler_iv
+from ustat_grpo.performance import compare_group_sizes
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def measure_constants(cfg: Config, model=None, *, samples=None, seed_offset=0):
 
 def initial_constants(cfg: Config, groups) -> dict:
     """Constants, recommendation and predicted MSE at the initial checkpoint (cached in ``out/``)."""
-    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.provenance import sha256_json
 
     key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
     path = os.path.join(cfg.out, f"constants-{sha256_json(key)[:16]}.json")
@@ -128,7 +127,7 @@ def initial_constants(cfg: Config, groups) -> dict:
 
 
 #: The pool estimator whose criterion describes each training advantage (lm_train's ``advantage``).
-ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_grpo": "dr_grpo"}
+ADVANTAGE_ESTIMATOR = {"rloo": "leave_one_out", "grpo": "std_normalized", "dr_grpo": "group_mean"}
 
 
 def initial_criteria(cfg: Config, groups) -> dict:
@@ -138,7 +137,7 @@ def initial_criteria(cfg: Config, groups) -> dict:
     ``cfg.seed``, scores sketched to 256 dimensions) fed to :func:`ustat_grpo.pool.compare_estimators`.
     """
     from ustat_grpo import sampler
-    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.provenance import sha256_json
     from ustat_grpo.pool import compare_estimators
 
     key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
@@ -214,7 +213,7 @@ def _tasks(cfg: Config, groups, settings):
 
 def _cell_path(cache_dir, task) -> str:
     """Cache file of a cell: named by a hash of everything that determines its result."""
-    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.provenance import sha256_json
 
     what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
     return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
@@ -375,7 +374,12 @@ def load(path):
                     ds.loss_type.values if "loss_type" in ds.coords else ["sequence_sum"] * ds.sizes["setting"])],
                 eval_steps=ds.eval_step.values,
                 **{k: ds[k].values for k in ("reward", "frac_reward_zero_std", "grad_norm", "p_canonical")})
-    return grid, json.loads(ds.attrs["constants"]), json.loads(ds.attrs["config"]), ds
+    consts = json.loads(ds.attrs["constants"])
+    crit = consts.get("criteria")
+    if crit and "dr_grpo" in crit["estimators"]:     # files written before pool's "dr_grpo" became "group_mean"
+        crit["estimators"] = ["group_mean" if e == "dr_grpo" else e for e in crit["estimators"]]
+        crit["recommended"] = {("group_mean" if k == "dr_grpo" else k): v for k, v in crit["recommended"].items()}
+    return grid, consts, json.loads(ds.attrs["config"]), ds
 
 
 def plot(ds, summary: dict, path: str) -> None:
@@ -473,7 +477,7 @@ def reanalyse(cfg: Config) -> int:
 
 
 def main(argv=None) -> int:
-    p = parser_from_dataclass(Config, prog="train_vs_g.py", description=__doc__.split("\n\n")[0])
+    p = parser_from_dataclass(Config, prog="python -m simulations.train_vs_g", description=__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
     cfg = Config(**{k: getattr(args, k) for k in Config.__dataclass_fields__})
     if cfg.quick:

@@ -14,7 +14,7 @@ check ``Thm7-universality`` (:func:`universality_bandit`: predicted
 * stdout: Table-2 analogue (final-iteration gap, best G per budget in bold) and the measured
   ``G*`` per (budget, iteration) against the prediction.
 
-Usage: ``python simulations/universality.py`` (about a minute on 2 CPU cores).
+Usage: ``python -m simulations.universality`` (about a minute on 2 CPU cores).
 """
 from __future__ import annotations
 
@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from ustat_grpo import grid_fit  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
-from ustat_grpo.bandits import ContextualSoftmaxBandit  # noqa: E402
-from ustat_grpo.mse import constants  # noqa: E402
-from ustat_grpo.optimize import run_algorithm1  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import grid_fit
+from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.bandits import ContextualSoftmaxBandit
+from ustat_grpo.mse import constants
+from ustat_grpo.optimize import run_algorithm1
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 __all__ = ["universality_bandit", "simulate_universality", "fit_universality", "simulate", "main"]
 
@@ -144,7 +143,7 @@ def _ints(s):
 
 
 def _parser() -> argparse.ArgumentParser:
-    return parser_from_dataclass(Config, prog="universality.py", description=__doc__.split("\n\n")[0])
+    return parser_from_dataclass(Config, prog="python -m simulations.universality", description=__doc__.split("\n\n")[0])
 
 
 def simulate(cfg: Config, *, command: str = "", progress=None):
@@ -259,7 +258,7 @@ def main(argv=None) -> int:
         return 2
     t0 = time.perf_counter()
     os.makedirs(cfg.out, exist_ok=True)
-    command = "python simulations/universality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m simulations.universality " + " ".join(sys.argv[1:] if argv is None else argv)
     ds = simulate(cfg, command=command, progress=lambda s: print(s, file=sys.stderr))
     nc = os.path.join(cfg.out, "universality.nc")
     write_netcdf(ds, nc)

@@ -251,11 +251,13 @@ def test_rounding_noise_groups():
     assert json_safe["groups"] == ["a", "b", "c", "d"]
 
 
-def test_presets_and_renamed_point_to_canonical_estimators():
+def test_presets_point_to_canonical_estimators():
     for name, p in presets.PRESETS.items():
         assert p.estimator in est.ESTIMATORS, name
         assert (p.estimator == "std_normalized") == (p.scale_rewards == "group"), name
-    assert set(presets.RENAMED.values()) <= set(est.ESTIMATORS)
+    assert not hasattr(presets, "RENAMED")               # "grpo" names the TRL preset only, no legacy label
+    trl = [p for p in presets.PRESETS.values() if p.source.startswith("TRL")]
+    assert len(trl) >= 4 and all(p.eps == presets.TRL_EPS == 1e-4 for p in trl)
     # the framework word "grpo" is the std-normalised estimator as TRL ships it
     assert presets.PRESETS["grpo"].estimator == "std_normalized" and presets.PRESETS["rloo"].estimator == "leave_one_out"
 

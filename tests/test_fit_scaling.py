@@ -118,15 +118,17 @@ def test_netcdf_input(tmp_path, capsys):
     B = np.array([4, 16])
     A = np.array([0.02, 0.5, 0.6])
     mse = np.stack([optimum.mse_design(b, G) @ A for b in B])            # (B, G)
-    for label in ("leave_one_out", "grpo"):                           # "grpo": grids written before the rename
+    for label, pick in (("leave_one_out", []), ("my_rloo", ["--estimator", "my_rloo"])):   # default, or named
         ds = xr.Dataset({"mse": (("estimator", "num_prompts", "num_generations"), np.stack([mse, 2 * mse])),
                          "mse_se": (("estimator", "num_prompts", "num_generations"), np.stack([mse, mse]) * 0.01)},
                         coords={"estimator": [label, "vanilla"], "num_prompts": B, "num_generations": G})
         path = tmp_path / f"grid_{label}.nc"
         ds.to_netcdf(path, engine="h5netcdf")
-        rc, out, err = _run(capsys, [str(path), "--format", "json", "--budget", "64"])
+        rc, out, err = _run(capsys, [str(path), "--format", "json", "--budget", "64", *pick])
         assert rc == 0, err
         np.testing.assert_allclose(json.loads(out)["A1"], 0.02, rtol=1e-6)
+    rc, _, err = _run(capsys, [str(path)])                 # no label is guessed: "leave_one_out" is absent
+    assert rc == 2 and "estimator 'leave_one_out' not in the file (has: my_rloo, vanilla)" in err
     rc, _, err = _run(capsys, [str(path), "--estimator", "oracle"])
     assert rc == 2 and "estimator 'oracle' not in the file" in err
 

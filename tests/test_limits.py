@@ -157,19 +157,12 @@ def test_limit_law_invariant_along_maximiser_set():
 
 def test_chi2_limit_script_records_provenance(tmp_path):
     """simulations/chi2_limit.py: tiny run; the NetCDF holds the predicted weights and provenance."""
-    import importlib.util
     import json
-    import os
 
     import xarray as xr
 
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "simulations", "chi2_limit.py")
-    spec = importlib.util.spec_from_file_location("chi2_limit", path)
-    mod = importlib.util.module_from_spec(spec)
-    import sys
+    from simulations import chi2_limit as mod
 
-    sys.modules.setdefault("chi2_limit", mod)  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(mod)
     rc = mod.main(["--replicates", "40", "--num-steps", "60", "--estimators", "leave_one_out", "--no-plot",
                    "--ks-nodes", "17", "--out", str(tmp_path), "--seed", "123"])
     assert rc == 0
@@ -178,6 +171,6 @@ def test_chi2_limit_script_records_provenance(tmp_path):
     ll = limit_law(pol, "leave_one_out", num_prompts=2, num_generations=4, beta=float(ds.attrs["beta"]))
     np.testing.assert_allclose(ds.weights.sel(estimator="leave_one_out").values, ll.weights, rtol=1e-12)
     assert ds.attrs["seed"] == "123" and json.loads(ds.attrs["config"])["num_steps"] == 60
-    assert ds.attrs["command"].startswith("python simulations/chi2_limit.py")
+    assert ds.attrs["command"].startswith("python -m simulations.chi2_limit")
     assert ds.n_gap.shape == (1, 40) and np.all(ds.n_gap.values >= 0)
     assert mod.main(["--replicates", "1"]) == 2

@@ -181,7 +181,7 @@ def test_sampling_is_exact_for_first_token(builtin):
     with torch.no_grad():
         p = torch.softmax(builtin.model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)
     gen = torch.Generator().manual_seed(0)
-    pol = lm.Policy(model=builtin.model, tokenizer=builtin.tokenizer, template=builtin.template,
+    pol = lm.LanguageModelPolicy(model=builtin.model, tokenizer=builtin.tokenizer, template=builtin.template,
                     name="x", max_new_tokens=1)
     n = 4000
     comp = lm.sample_completions(pol, ids, n, rng=gen)

@@ -164,8 +164,8 @@ def test_trainer_settings_decide_the_headline(task, capsys):
     d = json.loads(out)
     rec, card = d["recommendation"], d["card"]
     assert card["trainer"]["scale_rewards"] == "none" and card["estimator"] == "group_mean"
-    assert rec["estimator"] == "dr_grpo" and rec["criterion"] == "scale_free"
-    pick = d["estimators"]["recommended"]["dr_grpo"]
+    assert rec["estimator"] == "group_mean" and rec["criterion"] == "scale_free"
+    pick = d["estimators"]["recommended"]["group_mean"]
     assert rec["num_generations"] == pick["num_generations"] and rec["interval"] == list(pick["interval"])
     rc = fit_scaling.main(_argv(task))                    # no trainer settings: the paper's leave-one-out
     d = json.loads(capsys.readouterr().out)

@@ -33,7 +33,7 @@ def _pool(policy, P, M, seed):
 
 def test_multiset_enumeration_equals_brute_force_over_ordered_groups():
     b = _bandit()
-    for name in ("leave_one_out", "std_normalized", "dr_grpo"):
+    for name in ("leave_one_out", "std_normalized", "group_mean"):
         for G in (2, 3, 4):
             mean, m2 = sf.exact_group_moments(b, name, G)
             for x in range(b.num_contexts):
@@ -56,14 +56,14 @@ def test_exact_leave_one_out_criterion_is_the_exact_mse_law_transformed():
     assert list(np.argsort(c["criterion"])) == list(np.argsort(mse))                  # same ranking of G
 
 
-def test_exact_dr_grpo_criterion_is_leave_one_outs_while_its_raw_mse_is_not():
+def test_exact_group_mean_criterion_is_leave_one_outs_while_its_raw_mse_is_not():
     b = _bandit()
-    loo, dr = (sf.exact_criterion(b, e, GS, budget=N) for e in ("leave_one_out", "dr_grpo"))
+    loo, dr = (sf.exact_criterion(b, e, GS, budget=N) for e in ("leave_one_out", "group_mean"))
     np.testing.assert_allclose(dr["criterion"], loo["criterion"], rtol=1e-12)
     assert not np.allclose(dr["mse"], loo["mse"], rtol=1e-3)                          # control: raw MSE differs
 
 
-@pytest.mark.parametrize("name", ["leave_one_out", "dr_grpo", "std_normalized_noeps"])
+@pytest.mark.parametrize("name", ["leave_one_out", "group_mean", "std_normalized_noeps"])
 def test_exact_criterion_is_invariant_to_the_reward_scale(name):
     one, ten = (sf.exact_criterion(_bandit(k), name, GS, budget=N) for k in (1.0, 10.0))
     np.testing.assert_allclose(ten["criterion"], one["criterion"], rtol=1e-10)
@@ -118,13 +118,13 @@ def test_pool_criterion_ranks_leave_one_out_as_pool_mse(pool):
     assert list(np.argsort(c.criterion[0])) == list(np.argsort(m.mse[0]))
 
 
-def test_pool_dr_grpo_gets_exactly_leave_one_outs_g(pool):
+def test_pool_group_mean_gets_exactly_leave_one_outs_g(pool):
     r, s = pool
-    c = compare_estimators(r, s, budget=N, num_generations=GS, estimators=["leave_one_out", "dr_grpo"], rng=2)
+    c = compare_estimators(r, s, budget=N, num_generations=GS, estimators=["leave_one_out", "group_mean"], rng=2)
     np.testing.assert_allclose(c.criterion[1], c.criterion[0], rtol=1e-10)
     np.testing.assert_allclose(c.criterion_se[1], c.criterion_se[0], rtol=1e-8)
-    assert c.recommended["dr_grpo"] == {**c.recommended["leave_one_out"],
-                                        "raw_mse_num_generations": c.recommended["dr_grpo"]["raw_mse_num_generations"]}
+    assert c.recommended["group_mean"] == {**c.recommended["leave_one_out"],
+                                        "raw_mse_num_generations": c.recommended["group_mean"]["raw_mse_num_generations"]}
     assert c.agree and "disagree" not in c.note
 
 
@@ -132,8 +132,8 @@ def test_pool_criterion_is_invariant_to_scaling_rewards_and_estimator(pool):
     r, s = pool
     noeps = sf.ESTIMATOR_FUNCTIONS["std_normalized_noeps"]
     kw = dict(budget=N, num_generations=GS, rng=3)
-    base = compare_estimators(r, s, estimators=["leave_one_out", "dr_grpo", noeps], **kw)
-    tenx = compare_estimators(10 * r, s, estimators=["leave_one_out", "dr_grpo", noeps], **kw)
+    base = compare_estimators(r, s, estimators=["leave_one_out", "group_mean", noeps], **kw)
+    tenx = compare_estimators(10 * r, s, estimators=["leave_one_out", "group_mean", noeps], **kw)
     np.testing.assert_allclose(tenx.criterion, base.criterion, rtol=1e-9)
     np.testing.assert_allclose(tenx.criterion_se, base.criterion_se, rtol=1e-7)
     scaled = compare_estimators(r, s, estimators=[lambda a, b: 3.0 * noeps(a, b)], **kw)

@@ -68,7 +68,7 @@ def test_cli_end_to_end_lora_temperature(model_dir, gsm8k, tmp_path, capsys):
     assert card["reward"]["names"] == ["correct"] and card["prompt_format"] == "standard"
     assert card["score_mean"]["passed"] is True and "peft" in card["versions"]
     est = d["estimators"]
-    assert est["estimators"] == ["leave_one_out", "std_normalized", "dr_grpo"] and est["num_generations"] == [2, 4, 8]
+    assert est["estimators"] == ["leave_one_out", "std_normalized", "group_mean"] and est["num_generations"] == [2, 4, 8]
     for name in est["estimators"]:                            # per estimator: its G and interval
         pick = est["recommended"][name]
         assert pick["num_generations"] in (2, 4, 8) and pick["interval"][0] <= pick["num_generations"]
@@ -147,7 +147,7 @@ def test_empty_completions_score_one_token():
     with torch.no_grad():  # EOS always wins: every completion is [eos], text ""
         net.get_output_embeddings().weight[tok.eos_token_id] = 50 * net.get_input_embeddings().weight.std()
         net.get_output_embeddings().weight[tok.eos_token_id] += net.model.norm.weight.detach().sign() * 50
-    pol = lm.Policy(model=net, tokenizer=tok, template="zero_shot", name="eos", max_new_tokens=4)
+    pol = lm.LanguageModelPolicy(model=net, tokenizer=tok, template="zero_shot", name="eos", max_new_tokens=4)
     comp = lm.sample_completions(pol, tok("What is 2?")["input_ids"], 8, rng=0, temperature=0.7)
     assert comp.completion_ids == [[tok.eos_token_id]] * 8 and comp.texts == [""] * 8
     assert not comp.truncated.any() and comp.completion_mask.sum(1).tolist() == [1.0] * 8

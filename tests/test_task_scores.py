@@ -22,7 +22,7 @@ def _policy(dtype=torch.float32, max_new_tokens=3, scale=40.0):
 
     tok = tt.tokenizer()
     net = _sharp(tt.model(tok, dtype=dtype), scale)
-    return lm.Policy(model=net, tokenizer=tok, template="zero_shot", name="tiny", max_new_tokens=max_new_tokens)
+    return lm.LanguageModelPolicy(model=net, tokenizer=tok, template="zero_shot", name="tiny", max_new_tokens=max_new_tokens)
 
 
 def test_scores_at_temperature_equal_explicit_log_softmax_reference():

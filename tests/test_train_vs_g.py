@@ -96,7 +96,7 @@ def test_std_grid_records_loss_type_and_the_scale_free_criterion(quick_std):
     r = summary["analysis"]["grpo/lr=0.001/dapo"]
     assert r["criterion_estimator"] == "std_normalized" and len(r["criterion"]) == 3
     crit = summary["constants"]["criteria"]
-    assert crit["estimators"] == ["leave_one_out", "std_normalized", "dr_grpo"]
+    assert crit["estimators"] == ["leave_one_out", "std_normalized", "group_mean"]
     np.testing.assert_allclose(crit["criterion"][2], crit["criterion"][0], rtol=1e-9)   # Dr.GRPO = leave-one-out
     grid, consts, cfg, _ = T.load(quick_std / "train_vs_g.nc")
     assert grid["settings"] == [("grpo", 1e-3, "dapo")]

@@ -1,15 +1,28 @@
-"""The package's one RNG convention: ``rng=`` is anything :func:`numpy.random.default_rng` accepts.
+"""The package's one RNG convention, and the only place that builds numpy generators and seed sequences.
 
-``None`` (fresh OS entropy), an int, a :class:`numpy.random.SeedSequence` or a
-:class:`numpy.random.Generator` (used as is, so a caller's stream keeps advancing).  Torch
-generators are derived from the same argument by :func:`torch_generator`, so that numpy and torch
-code take the same ``rng=``.
+``rng=`` vs ``seed=`` (docs/conventions.md):
+
+* A library function that draws random numbers takes a keyword ``rng=None``: anything
+  :func:`numpy.random.default_rng` accepts -- ``None`` (fresh OS entropy), an int, a
+  :class:`numpy.random.SeedSequence` or a :class:`numpy.random.Generator` (used as is, so a
+  caller's stream keeps advancing).  It converts it once, on entry, with :func:`default_rng` (one
+  stream) or :func:`seed_sequence` (independent child streams, ``.spawn``).
+* A function takes ``seed: int`` instead only when the seed is *recorded in its output* (a NetCDF
+  or JSON attribute, a resumable file, a CLI option, a simulation's ``Config``), so that the file
+  says how to rebuild it; its streams are derived from that int by :func:`keyed_seed_sequence`
+  (``SeedSequence(seed, spawn_key=key)``), one per cell / prompt / row, so results do not depend on
+  the order or the machine that computes them.
+* Nothing uses numpy's global state; tests build ``np.random.default_rng(<literal>)``.
+
+Torch generators are derived from the same argument by :func:`torch_generator`, so that numpy and
+torch code take the same ``rng=``.  Every helper returns exactly what the numpy call it names
+returns (same bits).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["default_rng", "seed_sequence", "torch_seed", "torch_generator"]
+__all__ = ["default_rng", "seed_sequence", "keyed_seed_sequence", "torch_seed", "torch_generator"]
 
 
 def default_rng(rng=None) -> np.random.Generator:
@@ -27,6 +40,12 @@ def seed_sequence(rng=None) -> np.random.SeedSequence:
     if isinstance(rng, np.random.BitGenerator):
         return seed_sequence(np.random.Generator(rng))
     return np.random.SeedSequence(rng)
+
+
+def keyed_seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
+    """``SeedSequence(int(seed), spawn_key=key)``: the stream ``key`` of a recorded integer ``seed``
+    (the same as ``SeedSequence(seed).spawn(...)``'s children when ``key`` is their index)."""
+    return np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key))
 
 
 def torch_seed(rng=None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ._serialize import jsonable
 from .estimators import _check_eps
 from .presets import PRESETS, get_preset, trl_scale_rewards, with_scale_rewards
 
@@ -308,7 +309,7 @@ class RoundingNoise:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d.update(flagged=self.flagged, max_noise=self.max_noise)
-        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in d.items()}
+        return jsonable({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in d.items()})
 
 
 def rounding_noise_groups(rewards, *, preset="grpo", num_generations=None, index=None, threshold=1e-2):

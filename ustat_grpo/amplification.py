@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+from ._serialize import jsonable
+
 __all__ = [
     "VARIANTS", "omega_plus", "omega_minus", "omega", "whitened_advantage", "effective_beta", "pos_map",
     "h_prime", "pos_map_derivative", "iterate_pos", "PoSTrajectory", "classify_grid", "STATUS_CODES",
@@ -244,9 +246,9 @@ class PoSTrajectory:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(p=[float(x) for x in self.p], logit=[float(x) for x in self.logit],
+        return jsonable(dict(p=[float(x) for x in self.p], logit=[float(x) for x in self.logit],
                     status=self.status, period=int(self.period),
-                    limit=[float(x) for x in self.limit], params=dict(self.params))
+                    limit=[float(x) for x in self.limit], params=dict(self.params)))
 
 
 def iterate_pos(p_ref, beta, eps=0.0, variant="ref", *, p0=None, alpha=None, max_iter=1000,

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._random import default_rng
+from ._serialize import jsonable
+
 __all__ = [
     "CATEGORIES", "Problem", "make_problem", "make_dataset", "question_set", "ZERO_SHOT_TEMPLATE",
     "FEW_SHOT_TEMPLATE", "format_prompt", "extract_answer", "verify",
@@ -73,7 +76,7 @@ class Problem:
     category: str
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "answer": self.answer, "category": self.category}
+        return jsonable({"text": self.text, "answer": self.answer, "category": self.category})
 
 
 def _pm(rng: np.random.Generator) -> str:
@@ -145,7 +148,7 @@ def make_dataset(num_questions: int = 500, *, seed: int = 0) -> list[Problem]:
     """
     if num_questions < 1:
         raise ValueError(f"num_questions must be >= 1, got {num_questions}")
-    rng = np.random.default_rng(seed)
+    rng = default_rng(seed)
     cats = [CATEGORIES[i % len(CATEGORIES)] for i in range(num_questions)]
     problems = [make_problem(c, rng) for c in cats]
     order = rng.permutation(num_questions)

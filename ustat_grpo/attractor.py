@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special
 
+from ._serialize import jsonable
 from .amplification import _MEAN_ONLY, _check_args, _logit, _omega_logit
 
 __all__ = ["FixedPoint", "fixed_points", "TwoCycle", "two_cycles"]
@@ -55,7 +56,7 @@ class FixedPoint:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(p=self.p, logit=self.logit, derivative=self.derivative, stable=self.stable)
+        return jsonable(dict(p=self.p, logit=self.logit, derivative=self.derivative, stable=self.stable))
 
 
 def _fixed_point_residual(L, L_ref, beta, eps, scale):
@@ -140,7 +141,7 @@ class TwoCycle:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(p_low=self.p_low, p_high=self.p_high, multiplier=self.multiplier, stable=self.stable)
+        return jsonable(dict(p_low=self.p_low, p_high=self.p_high, multiplier=self.multiplier, stable=self.stable))
 
 
 def two_cycles(p_ref, beta, eps=0.0, *, grid_size=40001, logit_max=60.0):

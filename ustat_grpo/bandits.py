@@ -550,7 +550,7 @@ def default_bandit() -> ContextualSoftmaxBandit:
     >>> default_bandit().dim
     4
     """
-    rng = np.random.default_rng(0)
+    rng = default_rng(0)
     P, K, d, shared = 8, 6, 4, 0.5
     base = rng.standard_normal((K, d))
     phi = shared * base + (1 - shared) * rng.standard_normal((P, K, d))     # (P, K, d)

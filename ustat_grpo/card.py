@@ -132,10 +132,10 @@ class EstimatorCard:
     @property
     def criterion_estimator(self) -> str:
         """:attr:`estimator` by its name in :data:`ustat_grpo.pool.CRITERION_ESTIMATORS` (group-mean
-        advantages are ``dr_grpo``, ``dr_grpo_batch`` with TRL's ``scale_rewards="batch"``)."""
+        advantages are ``group_mean``, ``group_mean_batch`` with TRL's ``scale_rewards="batch"``)."""
         name = self.estimator
         if name == "group_mean":
-            return "dr_grpo_batch" if (self.trainer or {}).get("batch_scaled") else "dr_grpo"
+            return "group_mean_batch" if (self.trainer or {}).get("batch_scaled") else "group_mean"
         return name
 
     def warnings(self) -> tuple:

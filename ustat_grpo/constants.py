@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._serialize import jsonable
 from . import kernels, ustat
 from .estimators import leave_one_out
-from .interval import json_float, json_interval
+from .interval import jackknife_covariance, json_float, json_interval
 from .mse import CONSTANT_NAMES, paper_constants
 from .optimum import ConstantsEstimate
 
@@ -306,7 +307,7 @@ class ScalingConstants(ConstantsEstimate):
 
     def to_dict(self) -> dict:
         ci = self.confidence_interval()
-        return dict(form=self.form, method="unbiased U-statistics + delete-a-group jackknife",
+        return jsonable(dict(form=self.form, method="unbiased U-statistics + delete-a-group jackknife",
                     design=self.design, n_groups=self.n_groups,
                     constants={n: json_float(self.params[i]) for i, n in enumerate(self.names)},
                     unconstrained={n: json_float(self.unconstrained[i]) for i, n in enumerate(self.names)},
@@ -316,7 +317,7 @@ class ScalingConstants(ConstantsEstimate):
                     covariance=[[json_float(v) for v in row] for row in self.covariance],
                     num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
                     level=self.level, concentration=json_float(self.concentration)
-                    if self.concentration is not None else None)
+                    if self.concentration is not None else None))
 
 
 def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.95,
@@ -381,17 +382,9 @@ def estimate_constants(rewards, scores, *, prompt_probs=None, level: float = 0.9
     for blk in np.array_split(np.arange(M), K):          # jackknife over blocks of samples
         keep = np.setdiff1d(np.arange(M), blk)
         reps.append(_constants_from_pieces(*prompt_pieces(z[:, keep], w[:, keep]), probs))
-    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=jackknife_covariance(reps),
                             df=float(K - 1), level=level, plugin=_constants_plugin(z, w, probs),
                             num_prompts=P, samples_per_prompt=M, design="fixed prompt set", n_groups=K)
-
-
-def _jackknife_cov(reps) -> np.ndarray:
-    """Delete-a-group jackknife covariance ``(K-1)/K sum_k (r_k - rbar)(r_k - rbar)^T``."""
-    reps = np.asarray(reps)                              # (K, 3)
-    K = reps.shape[0]
-    dev = reps - reps.mean(0)
-    return (K - 1) / K * dev.T @ dev
 
 
 # ------------------------------------------------------------------ mergeable per-prompt statistics
@@ -569,7 +562,7 @@ def constants_from_statistics(stats: PromptStatistics, *, level: float = 0.95,
         reps.append(_constants_from_pieces(*(x[keep] for x in pieces), None))
     plugin = _plugin_from_pieces(stats.g, stats.zzq_plugin, stats.reward_var, stats.mean_score_norm2, None)
     M = np.unique(stats.num_samples)
-    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=_jackknife_cov(reps),
+    return ScalingConstants(params=np.maximum(est, 0.0), unconstrained=est, covariance=jackknife_covariance(reps),
                             df=float(K - 1), level=level, plugin=plugin, num_prompts=P,
                             samples_per_prompt=int(M[0]) if len(M) == 1 else int(np.median(stats.num_samples)),
                             design="sampled prompts", n_groups=K,

@@ -18,7 +18,7 @@ Each name says what the estimator computes; the framework names are presets (bel
 ``ddof``, reward scaling, float32 std algorithm); :func:`ustat_grpo.advantages.advantages` returns
 the per-completion advantages of a preset as the frameworks compute them.
 
-Each fast function has a loop twin ``_naive_<name>`` used as its test oracle.
+Each fast function has a loop twin ``_naive_<name>`` used as its test oracle (by name: :data:`NAIVE`).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from .presets import PRESETS, get_preset
 
 __all__ = [
     "vanilla", "leave_one_out", "group_mean", "std_normalized", "oracle", "prompt_baseline", "ESTIMATORS",
+    "NAIVE",
 ]
 
 
@@ -310,15 +311,24 @@ def prompt_baseline(rewards, scores, *, baseline):
 
 # --------------------------------------------------------------------------- registry
 
-def _std_trl(rewards, scores, *, values=None):
-    return std_normalized(rewards, scores, preset="grpo")
+def _std_with_eps(eps):
+    """``std_normalized`` at a fixed ``eps`` (Bessel std, mean centre, zero-variance groups -> 0) as
+    ``f(rewards, scores, *, values=None)``: the one such function (``ESTIMATORS["std_normalized"]`` at
+    :data:`~ustat_grpo.presets.TRL_EPS`, and the framework variants of
+    :data:`ustat_grpo.scale_free.ESTIMATOR_FUNCTIONS`)."""
+    eps = _check_eps(eps)
+
+    def f(rewards, scores, *, values=None):
+        return std_normalized(rewards, scores, eps=eps, ddof=1, zero_std="zero")
+    f.__name__ = f"std_normalized_eps{eps:g}"
+    return f
 
 
 ESTIMATORS: dict[str, Callable] = {
     "vanilla": lambda rewards, scores, *, values=None: vanilla(rewards, scores),
     "leave_one_out": lambda rewards, scores, *, values=None: leave_one_out(rewards, scores),
     "group_mean": lambda rewards, scores, *, values=None: group_mean(rewards, scores),
-    "std_normalized": _std_trl,
+    "std_normalized": _std_with_eps(PRESETS["grpo"].eps),
     "oracle": lambda rewards, scores, *, values=None: oracle(rewards, scores, values=_need(values)),
 }
 """Uniform callables ``f(rewards (..., G), scores (..., G, d), *, values=None) -> (..., d)``, one per
@@ -407,3 +417,17 @@ def _naive_prompt_baseline(rewards, scores, baseline):
     def one(r1, s1, ix):
         return sum(s1[g] * (r1[g] - c[ix]) for g in range(len(r1))) / len(r1)
     return _naive_loop(one, rewards, scores)
+
+
+#: The naive twins by name (explicit Python loops over groups and completions; test oracles for the
+#: vectorised estimators, public for scripts such as ``paper_checks``): ``leave_one_out`` is eq. (4)-(5)
+#: with an explicit leave-one-out mean, ``leave_one_out_pairs`` eq. (6) as a double loop over pairs;
+#: ``std_normalized`` takes ``eps=`` (and ``ddof=``, ``center=``), ``prompt_baseline`` a ``baseline``.
+NAIVE: dict[str, Callable] = {
+    "vanilla": _naive_vanilla,
+    "leave_one_out": _naive_leave_one_out,
+    "leave_one_out_pairs": _naive_leave_one_out_ustat,
+    "group_mean": _naive_group_mean,
+    "std_normalized": _naive_std_normalized,
+    "prompt_baseline": _naive_prompt_baseline,
+}

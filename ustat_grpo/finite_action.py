@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._random import default_rng
+
 __all__ = ["FiniteActionModel"]
 
 
@@ -164,7 +166,7 @@ def mismatched_affine(names, estimators, fam, G):
     Probed on a small fixed sample with random scores; an estimator that rejects this ``G``
     (``ValueError``, e.g. leave_one_out at G = 1) is not disqualified: it will fail in its cell anyway.
     """
-    rng = np.random.default_rng(12345)                # a fixed probe, not part of any cell stream
+    rng = default_rng(12345)                # a fixed probe, not part of any cell stream
     x = rng.choice(fam.prompt_probs.size, size=(3, 2), p=fam.prompt_probs)
     z = rng.normal(size=(3, 2, G)).round(1)           # (3, 2, G)
     z[0, 0] = 1.0                                     # a zero-variance group

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
+from ._serialize import jsonable
 from .interval import json_float, json_interval
 from .mse import CONSTANT_NAMES
 from .optimum import ConstantsEstimate, _check_form, mse_design
@@ -74,7 +75,7 @@ class ScalingFit(ConstantsEstimate):
 
     def to_dict(self) -> dict:
         ci = self.confidence_interval()
-        return dict(form=self.form, method=self.method,
+        return jsonable(dict(form=self.form, method=self.method,
                     constants={n: json_float(self.params[i]) for i, n in enumerate(self.names)},
                     unconstrained={n: json_float(self.unconstrained[i]) for i, n in enumerate(self.names)},
                     standard_error={n: json_float(self.standard_error[i]) for i, n in enumerate(self.names)},
@@ -82,7 +83,7 @@ class ScalingFit(ConstantsEstimate):
                     covariance=[[json_float(v) for v in row] for row in self.covariance],
                     active_constraints={n: bool(self.active[i]) for i, n in enumerate(self.names)},
                     chi2=json_float(self.chi2), dof=int(self.dof), pvalue=json_float(self.pvalue), level=self.level,
-                    num_cells=int(len(self.mse)))
+                    num_cells=int(len(self.mse))))
 
 
 def _fit_mse_grid_iv(num_prompts, num_generations, mse, mse_se, form, method, level):

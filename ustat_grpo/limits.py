@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg
 
+from ._serialize import jsonable
 from .wchisq import WeightedChiSquared
 
 __all__ = ["LimitLaw", "noise_covariance", "per_prompt_covariance", "identifiable_subspace",
@@ -198,10 +199,10 @@ class LimitLaw:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dict(
+        return jsonable(json.loads(json.dumps(dict(
             weights=self.weights.tolist(), K=self.K.tolist(), Omega=self.Omega.tolist(),
             Sigma=self.Sigma.tolist(), Q=self.Q.tolist(), beta=self.beta,
-            lyapunov_residual=self.lyapunov_residual, paper_display=self.paper_display, config=self.config)))
+            lyapunov_residual=self.lyapunov_residual, paper_display=self.paper_display, config=self.config))))
 
 
 def limit_weights(hessian, gamma, *, beta: float, paper_display: bool = False, rtol: float = 1e-9,

@@ -47,7 +47,7 @@ from .policy import Sample
 from .score import Sketch, gram, parameter_names, per_sample_scores, sequence_logprob, squared_errors
 
 __all__ = [
-    "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "Policy", "load_policy",
+    "BUILTIN_DIR", "BUILTIN_VARIANTS", "COMPACT_FEW_SHOT_PREFIX", "LanguageModelPolicy", "load_policy",
     "build_tokenizer", "format_compact", "Completions", "sample_completions", "parameter_names",
     "per_sample_scores", "sequence_logprob", "Sketch", "gram", "squared_errors", "sample_prompt",
     "resolve_device", "check_model_directory", "context_length", "check_prompt_length", "BUILTIN_CHAT_TEMPLATE",
@@ -104,7 +104,7 @@ def build_tokenizer():
     ``TemplateProcessing`` post-processor; ``add_special_tokens=False`` gives the bare
     characters), and :data:`BUILTIN_CHAT_TEMPLATE` renders a user turn as ``<bos>`` + its text.
     So a user's pipeline (TRL's ``tokenizer(prompt)`` or ``apply_chat_template``) gives a saved
-    built-in checkpoint the ids :meth:`Policy.encode` gives the built-in model.
+    built-in checkpoint the ids :meth:`LanguageModelPolicy.encode` gives the built-in model.
     """
     from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
@@ -178,7 +178,7 @@ def format_compact(problem: arithmetic.Problem | str, template: str = "compact_z
 
 
 @dataclass(kw_only=True)
-class Policy:
+class LanguageModelPolicy:
     """A causal LM, its tokenizer and how questions are turned into prompts.
 
     Satisfies the ``Policy`` protocol of :mod:`ustat_grpo.policy`: ``theta`` is the flat vector
@@ -257,7 +257,7 @@ class Policy:
         with torch.no_grad():
             return torch.cat([p.detach().reshape(-1).double().cpu() for p in self.model.parameters()]).numpy()
 
-    def with_theta(self, theta) -> Policy:
+    def with_theta(self, theta) -> LanguageModelPolicy:
         """The same policy with a deep copy of the model holding parameters ``theta (d,)``."""
         t = np.asarray(theta, float)
         if t.shape != (self.dim,):
@@ -430,7 +430,7 @@ def check_model_directory(path: str | os.PathLike) -> None:
 
 def context_length(model) -> int | None:
     """The model's context in tokens: ``config.max_position_embeddings`` (or ``n_positions`` /
-    ``n_ctx``), ``None`` when the config defines none.  ``model``: a model or a :class:`Policy`."""
+    ``n_ctx``), ``None`` when the config defines none.  ``model``: a model or a :class:`LanguageModelPolicy`."""
     config = getattr(getattr(model, "model", model), "config", None)
     for key in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(config, key, None)
@@ -444,7 +444,7 @@ def check_prompt_length(policy, prompt_ids, max_new_tokens: int | None = None, *
 
     Parameters
     ----------
-    policy : Policy or a transformers model
+    policy : LanguageModelPolicy or a transformers model
         Its ``config.max_position_embeddings`` (or ``n_positions``) is the context.
     prompt_ids : sequence of int
         The prompt's token ids.
@@ -479,7 +479,7 @@ def check_prompt_length(policy, prompt_ids, max_new_tokens: int | None = None, *
 def load_policy(model: str | os.PathLike | None = None, *, variant: str = "strong",
                 template: str | None = None, device: str | torch.device = "auto",
                 dtype: torch.dtype | str | None = None, max_new_tokens: int | None = None,
-                attn_implementation: str = "eager", device_map: str | dict | None = None) -> Policy:
+                attn_implementation: str = "eager", device_map: str | dict | None = None) -> LanguageModelPolicy:
     """Load the built-in policy (``model=None``) or a local Hugging Face causal-LM directory.
 
     Parameters
@@ -504,7 +504,7 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
     device_map : "auto", dict or None
         For a model too large for one device: passed to ``AutoModelForCausalLM.from_pretrained``
         (needs ``accelerate``), which places the layers over the GPUs itself; the model is not
-        moved afterwards and :attr:`Policy.device` is the device of its input embeddings.
+        moved afterwards and :attr:`LanguageModelPolicy.device` is the device of its input embeddings.
         ``device`` must then stay ``"auto"``.  A map that offloads layers to CPU or disk is refused
         (``ValueError``): offloaded parameters are not resident, so their scores cannot be taken.
         Not for the built-in models (they fit anywhere).
@@ -545,7 +545,7 @@ def load_policy(model: str | os.PathLike | None = None, *, variant: str = "stron
                              "per-sample scores need every parameter resident on a device: more GPUs, or a "
                              "map without 'cpu'/'disk' entries")
         dev = net.get_input_embeddings().weight.device
-    return Policy(model=net, tokenizer=tok, template=template or default_template, name=name,
+    return LanguageModelPolicy(model=net, tokenizer=tok, template=template or default_template, name=name,
                   use_chat_template=chat, max_new_tokens=max_new_tokens, device=dev)
 
 
@@ -634,7 +634,7 @@ def _truncate(logits, top_k, top_p, min_p):
 
 
 @torch.no_grad()
-def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, *,
+def sample_completions(policy: LanguageModelPolicy, prompt_ids: list[int], num_samples: int, *,
                        rng=None, temperature: float = 1.0,
                        top_k: int | None = None, top_p: float | None = None,
                        min_p: float | None = None, repetition_penalty: float = 1.0,
@@ -717,7 +717,7 @@ def sample_completions(policy: Policy, prompt_ids: list[int], num_samples: int, 
 
 # --------------------------------------------------------------------------- prompt samples
 
-def sample_prompt(policy: Policy, problem: arithmetic.Problem, num_samples: int, *, rng=None):
+def sample_prompt(policy: LanguageModelPolicy, problem: arithmetic.Problem, num_samples: int, *, rng=None):
     """Completions and binary rewards ``(Completions, rewards (M,))`` for one question.
 
     ``rng`` as in :func:`sample_completions`; a SeedSequence ``ss`` seeds torch with

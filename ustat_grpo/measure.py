@@ -31,12 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._random import seed_sequence
+from ._random import default_rng, seed_sequence
 from .bandits import default_bandit
 from .card import EstimatorCard, build_card
 from .constants import PromptStatistics, ScalingConstants, constants_from_statistics
 from .estimators import leave_one_out
 from .mse import constants as exact_constants
+from .optimum import group_size_divisors
 from .pilot_design import SamplesPerPromptResult
 from .pool import EstimatorComparison, compare_estimators
 from .pilot import (ADAPTIVE_MIN_PROMPTS, BanditSampler, load_pilot, lm_pilot_size, run_pilot, scorable,
@@ -116,7 +117,7 @@ def _samples_choice(rewards, scores, seed):
 
 
 #: Estimators every comparison covers; a trainer's own (``--scale-rewards``, ``GRPOConfig``) is added.
-COMPARED = ("leave_one_out", "std_normalized", "dr_grpo")
+COMPARED = ("leave_one_out", "std_normalized", "group_mean")
 
 
 def _comparison(rewards, scores, *, budget, num_generations, seed, level, extra=None):
@@ -292,14 +293,14 @@ def _peft_info(peft_config):
 def task_policy(model=None, *, processing_class=None, peft_config=None, device: str = "auto",
                 max_completion_length: int | None = None, variant: str = "strong", device_map=None,
                 template: str | None = None):
-    """The :class:`~ustat_grpo.lm.Policy` measured for a user's model: a path (or ``None``, the
-    built-in model), a ``transformers`` model object with its tokenizer, or a Policy; with
+    """The :class:`~ustat_grpo.lm.LanguageModelPolicy` measured for a user's model: a path (or ``None``, the
+    built-in model), a ``transformers`` model object with its tokenizer, or a LanguageModelPolicy; with
     ``peft_config`` a LoRA adapter is added to a copy."""
     import dataclasses
 
     from . import lm
 
-    if isinstance(model, lm.Policy):
+    if isinstance(model, lm.LanguageModelPolicy):
         pol = model
     elif model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         pol = lm.load_policy(model, variant=variant, device=device, max_new_tokens=max_completion_length,
@@ -308,7 +309,7 @@ def task_policy(model=None, *, processing_class=None, peft_config=None, device: 
         if processing_class is None:
             raise ValueError("processing_class: a model object needs its tokenizer")
         dev = next(model.parameters()).device
-        pol = lm.Policy(model=model, tokenizer=processing_class, template="zero_shot", name=type(model).__name__,
+        pol = lm.LanguageModelPolicy(model=model, tokenizer=processing_class, template="zero_shot", name=type(model).__name__,
                         device=dev)
     tok = processing_class if processing_class is not None else pol.tokenizer
     net = pol.model if peft_config is None else apply_peft(pol.model, peft_config)
@@ -327,7 +328,7 @@ def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, proce
 
     Parameters
     ----------
-    model : path, ``transformers`` causal LM, :class:`~ustat_grpo.lm.Policy` or None (built-in)
+    model : path, ``transformers`` causal LM, :class:`~ustat_grpo.lm.LanguageModelPolicy` or None (built-in)
         A model object is left as it was: its train/eval mode is restored, and a LoRA adapter
         (``peft_config``) goes on a copy.
     reward_funcs : callable, spec string, or a list of them (:mod:`ustat_grpo.rewards`)
@@ -364,10 +365,10 @@ def measure_task(model=None, reward_funcs=(), *, train_dataset, args=None, proce
     if reward_weights is None:
         reward_weights = args.get("reward_weights") if isinstance(args, dict) else getattr(args, "reward_weights", None)
     trainer = _trainer_info(args)
-    from .lm import Policy
+    from .lm import LanguageModelPolicy
 
     caller = None if isinstance(model, (str, bytes, type(None))) or hasattr(model, "__fspath__") else model
-    inner = caller.model if isinstance(caller, Policy) else caller     # the torch module the caller holds
+    inner = caller.model if isinstance(caller, LanguageModelPolicy) else caller     # the torch module the caller holds
     with (_left_alone(inner) if inner is not None else contextlib.nullcontext()):
         pol = task_policy(model, processing_class=processing_class, peft_config=peft_config, device=device,
                           max_completion_length=sampling.max_completion_length)
@@ -433,10 +434,10 @@ def bandit_mse_grid(policy, budget: int, replicates: int, *, rng=None, max_group
     """
     seq = seed_sequence(rng)
     theta, grad = policy.theta, policy.gradient()
-    gs = [g for g in range(2, budget + 1) if budget % g == 0 and g <= max_group_size]
+    gs = group_size_divisors(budget, max_group_size=max_group_size)
     rows = []
     for G, cell_seq in zip(gs, seq.spawn(len(gs))):
-        cell_rng, B = np.random.default_rng(cell_seq), budget // G
+        cell_rng, B = default_rng(cell_seq), budget // G
         chunk = max(1, int(2_000_000 // (B * G * policy.dim)))   # bound memory per draw
         errs, done = [], 0
         while done < replicates:
@@ -470,5 +471,5 @@ def measure_bandit(*, num_prompts: int = 128, samples_per_prompt: int = 256, see
     grid = None
     if replicates > 0:
         log(f"Monte Carlo MSE grid at N = {budget} ({replicates} replicates per cell) ...")
-        grid = bandit_mse_grid(policy, budget, replicates, rng=np.random.SeedSequence(seed).spawn(2)[1], log=log)
+        grid = bandit_mse_grid(policy, budget, replicates, rng=seed_sequence(seed).spawn(2)[1], log=log)
     return dataclasses.replace(m, exact=np.asarray(exact_constants(policy.moments()), float)[:3], grid=grid)

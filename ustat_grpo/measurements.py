@@ -18,8 +18,6 @@ import os
 
 import numpy as np
 
-from .presets import RENAMED
-
 __all__ = ["GRID_COLUMNS", "PERF_COLUMNS", "load_measurements"]
 
 GRID_COLUMNS = ("num_prompts", "num_generations", "mse")
@@ -132,11 +130,9 @@ def _load_netcdf(path, estimator):
             raise ValueError(f"{path}: variable 'mse' lacks dimension '{d}' (dims: {ds['mse'].dims})")
     if "estimator" in ds["mse"].dims:
         names = [str(x) for x in ds["estimator"].values]
-        # grids written before the estimators were renamed carry the old label (e.g. "grpo")
-        label = next((n for n in (estimator, *[o for o, c in RENAMED.items() if c == estimator]) if n in names), None)
-        if label is None:
+        if estimator not in names:
             raise ValueError(f"{path}: estimator {estimator!r} not in the file (has: {', '.join(names)})")
-        ds = ds.sel(estimator=label)
+        ds = ds.sel(estimator=estimator)
     mse = ds["mse"].transpose("num_prompts", "num_generations", ...)
     if mse.ndim != 2:
         raise ValueError(f"{path}: variable 'mse' has extra dimensions {mse.dims}; select one slice first")

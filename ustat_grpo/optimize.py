@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._serialize import jsonable
 from ._random import default_rng
 from .policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling
 
@@ -116,7 +117,7 @@ class Algorithm1Result:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return {
+        return jsonable({
             "thetas": self.thetas.tolist(),
             "record_steps": self.record_steps.tolist(),
             "gap": self.gap.tolist(),
@@ -124,7 +125,7 @@ class Algorithm1Result:
             "j_star": float(self.j_star),
             "eta": self.eta.tolist(),
             "config": json.loads(json.dumps(self.config)),
-        }
+        })
 
 
 def _resolve_estimator(estimator) -> tuple[Callable, str, bool]:

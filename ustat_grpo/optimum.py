@@ -36,11 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ._serialize import jsonable
 from .interval import ConfidenceInterval, json_float, json_interval
 
 
 __all__ = [
-    "FORMS", "INTERVALS", "mse_design", "integer_optimum",
+    "FORMS", "INTERVALS", "mse_design", "integer_optimum", "group_size_divisors",
     "fieller_ratio_interval", "skew_corrected_t", "skew_fieller_ratio_interval",
     "GroupSizeResult", "optimal_group_size", "ConstantsEstimate",
 ]
@@ -92,6 +93,32 @@ def _continuous_optimum(rho, form):
     return (1.0 + math.sqrt(rho)) if form == "exact" else math.sqrt(rho)
 
 
+def group_size_divisors(budget: int, *, max_group_size: int | None = None) -> list[int]:
+    """The group sizes ``G`` with an integer number of prompts ``B = budget / G``: the divisors
+    ``2 <= G <= min(budget, max_group_size)`` of ``budget``, increasing (``O(sqrt(budget))``).
+
+    Examples
+    --------
+    >>> group_size_divisors(64)
+    [2, 4, 8, 16, 32, 64]
+    >>> group_size_divisors(12, max_group_size=6)
+    [2, 3, 4, 6]
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+    budget = int(budget)
+    small, large = [], []
+    d = 1
+    while d * d <= budget:
+        if budget % d == 0:
+            small.append(d)
+            if d * d != budget:
+                large.append(budget // d)
+        d += 1
+    hi = budget if max_group_size is None else min(budget, int(max_group_size))
+    return [g for g in small + large[::-1] if 2 <= g <= hi]
+
+
 def integer_optimum(rho: float, *, form: str = "exact", budget: int | None = None,
                     divisors_only: bool = False, max_group_size: int = 1 << 20) -> int:
     """Integer ``G >= 2`` minimising ``G + rho * k(G)`` (the fixed-budget MSE up to constants).
@@ -107,7 +134,7 @@ def integer_optimum(rho: float, *, form: str = "exact", budget: int | None = Non
     if divisors_only:
         if budget is None:
             raise ValueError("divisors_only needs a budget")
-        cand = np.array([d for d in range(2, hi + 1) if hi % d == 0], float)
+        cand = np.array(group_size_divisors(hi), float)
     else:
         gc = _continuous_optimum(rho, form)
         if math.isinf(gc):
@@ -374,7 +401,7 @@ class GroupSizeResult:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(form=self.form, ratio=json_float(self.ratio), ratio_interval=json_interval(self.ratio_interval),
+        return jsonable(dict(form=self.form, ratio=json_float(self.ratio), ratio_interval=json_interval(self.ratio_interval),
                     bounded=self.bounded, interior=self.interior,
                     g_star_paper=json_float(self.g_star_paper), g_star_exact=json_float(self.g_star_exact),
                     g_star_integer=int(self.g_star_integer),
@@ -382,7 +409,7 @@ class GroupSizeResult:
                     g_star_exact_interval=json_interval(self.g_star_exact_interval),
                     g_star_integer_interval=json_interval(self.g_star_integer_interval),
                     budget=self.budget, divisors_only=self.divisors_only, level=self.level,
-                    interval=self.interval)
+                    interval=self.interval))
 
 
 def optimal_group_size(constants, covariance=None, *, form: str = "exact", budget: int | None = None,

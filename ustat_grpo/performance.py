@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
+from ._random import default_rng
+from ._serialize import jsonable
 from .interval import ConfidenceInterval, json_float, json_interval
 from .optimum import fieller_ratio_interval
 
@@ -141,7 +143,7 @@ class PerformanceFit:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(g_star=json_float(self.g_star), g_star_interval=json_interval(self.g_star_interval),
+        return jsonable(dict(g_star=json_float(self.g_star), g_star_interval=json_interval(self.g_star_interval),
                     bounded=self.bounded, curvature=json_float(self.curvature),
                     curvature_pvalue=json_float(self.curvature_pvalue), budget_pvalue=json_float(self.budget_pvalue),
                     best_observed={str(k): int(v) for k, v in self.best_observed.items()},
@@ -156,7 +158,7 @@ class PerformanceFit:
                                    shapes_agree=self.mse_shape.get("shapes_agree", True)),
                     preferred_shape=self.preferred_shape, effect_pvalue=json_float(self.effect_pvalue),
                     best_adjusted=self.best_adjusted,
-                    recommended_g_star=json_float(self.recommended[0]), recommended_interval=json_interval(self.recommended[1]))
+                    recommended_g_star=json_float(self.recommended[0]), recommended_interval=json_interval(self.recommended[1])))
 
 
 def _perf_interval(params, cov, level, dof):
@@ -338,7 +340,7 @@ def fit_performance_table(budget, num_generations, score, run=None, *, level: fl
         raise ValueError("num_generations must be >= 2")
     if len(np.unique(g)) < 3:
         raise ValueError("need at least three distinct num_generations")
-    rng = np.random.default_rng(rng)
+    rng = default_rng(rng)
     sign = 1.0 if higher_is_better else -1.0
     ys = sign * y
     budgets = tuple(np.unique(nb).tolist())
@@ -423,12 +425,12 @@ class GroupSizeComparison:
     level: float
 
     def to_dict(self) -> dict:
-        return {"groups": list(self.groups), "mean": self.mean.tolist(), "se": self.se.tolist(),
+        return jsonable({"groups": list(self.groups), "mean": self.mean.tolist(), "se": self.se.tolist(),
                 "best": self.best, "best_set": list(self.best_set),
                 "pvalue_worse": {str(g): json_float(p) for g, p in self.pvalue_worse.items()},
                 "effect_pvalue": json_float(self.effect_pvalue),
                 "seeds_needed": {str(g): json_float(n) for g, n in self.seeds_needed.items()},
-                "num_seeds": self.num_seeds, "level": self.level}
+                "num_seeds": self.num_seeds, "level": self.level})
 
 
 def compare_group_sizes(groups, scores, *, level: float = 0.95, higher_is_better: bool = True,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._random import default_rng, seed_sequence
 from .constants import PromptStatistics, merge_statistics, prompt_statistics
 from .provenance import provenance_attrs, write_netcdf
 
@@ -111,7 +112,7 @@ class BanditSampler:
     samples_per_prompt: int
 
     def __call__(self, p: int, seq) -> PromptDraw:
-        s = self.policy.sample(1, self.samples_per_prompt, rng=np.random.default_rng(seq))
+        s = self.policy.sample(1, self.samples_per_prompt, rng=default_rng(seq))
         return PromptDraw(rewards=s.rewards[0], scores=s.scores[0])
 
     def describe(self) -> dict:
@@ -338,7 +339,7 @@ def run_pilot(sample_prompt: Callable, *, num_prompts: int, path=None, seed: int
                          f"({config_difference(old.get('config'), attrs['config'])}); remove it or use another path")
     finished = set() if done is None else set(done.prompt.tolist())
     todo = [p for p in range(rank, num_prompts, world_size) if p not in finished]
-    streams = np.random.SeedSequence(seed).spawn(num_prompts)
+    streams = seed_sequence(seed).spawn(num_prompts)
     bar = _progress(len(todo), progress, rank)
     for start in range(0, len(todo), batch_size):
         if stop is not None and done is not None and stop(done):

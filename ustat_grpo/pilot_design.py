@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
+from ._serialize import jsonable
 from ._random import default_rng
-from .constants import _a1_sampled, _a1_without_each, _jackknife_cov, pool_arrays, prompt_pieces
+from .constants import _a1_sampled, _a1_without_each, pool_arrays, prompt_pieces
+from .interval import jackknife_covariance
 
 __all__ = ["SamplesPerPromptResult", "choose_samples_per_prompt", "hoeffding_basis", "jackknife_constants"]
 
@@ -165,13 +167,13 @@ class SamplesPerPromptResult:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(samples_per_prompt=self.samples_per_prompt, num_prompts=self.num_prompts, optimum=self.optimum,
+        return jsonable(dict(samples_per_prompt=self.samples_per_prompt, num_prompts=self.num_prompts, optimum=self.optimum,
                     ratio=float(self.ratio), extrapolated=self.extrapolated, g_star=float(self.g_star),
                     coefficients=[float(c) for c in self.coefficients],
                     coefficient_covariance=[[float(v) for v in row] for row in self.coefficient_covariance],
                     subsample_sizes=[int(m) for m in self.subsample_sizes],
                     measured=[float(v) for v in self.measured], max_samples=self.max_samples,
-                    repeats=self.repeats, n_groups=self.n_groups)
+                    repeats=self.repeats, n_groups=self.n_groups))
 
 
 def _choose_iv(rewards, scores, subsample_sizes, repeats, max_samples, n_groups):
@@ -206,7 +208,7 @@ def _optimum(coef, max_samples):
 def _per_prompt_variance(pieces, keep, grad):
     """``v``-hat: ``P_kept x grad^T Cov_jackknife(A1, A3) grad`` per subsample, from kept prompts."""
     g, g2, a3 = (x[keep] for x in pieces)
-    cov = _jackknife_cov(jackknife_constants(g, g2, a3))
+    cov = jackknife_covariance(jackknife_constants(g, g2, a3))
     return g.shape[0] * grad @ cov @ grad
 
 
@@ -293,8 +295,7 @@ def choose_samples_per_prompt(rewards, scores, *, subsample_sizes=None, repeats:
         keep[blk] = False
         reps.append(fit(keep)[0])
     reps = np.asarray(reps)                                # (K, 5)
-    dev = reps - reps.mean(0)
-    coef_cov = (n_groups - 1) / n_groups * dev.T @ dev
+    coef_cov = jackknife_covariance(reps)
     m_star = _optimum(coef, max_samples)
     ratio = float(M * (hoeffding_basis(M) @ coef) / (m_star * (hoeffding_basis(m_star) @ coef)))
     return SamplesPerPromptResult(samples_per_prompt=M, num_prompts=P, optimum=m_star, ratio=ratio,

@@ -28,7 +28,8 @@ import numpy as np
 
 from . import estimators as est
 from .constants import pool_arrays
-from ._random import seed_sequence
+from .interval import jackknife_covariance
+from ._random import default_rng, seed_sequence
 from ._serialize import jsonable
 from .kernels import Kernel
 from .scale_free import ESTIMATOR_FUNCTIONS
@@ -38,17 +39,12 @@ __all__ = ["POOL_ESTIMATORS", "PoolMSE", "pool_mse", "CRITERION_ESTIMATORS", "Es
            "compare_estimators", "ScoreMeanCheck", "score_mean_check"]
 
 
-def _std_trl(r, s):
-    """TRL GRPOTrainer default: ``(r - mean) / (std_unbiased + 1e-4)``, zero-std groups -> 0."""
-    return est.std_normalized(r, s, eps=1e-4, ddof=1, zero_std="zero")
-
-
 #: estimator name -> (function on (K, G) rewards and (K, G, d) scores, target and bias in words)
 POOL_ESTIMATORS = {
     "leave_one_out": (est.leave_one_out, "unbiased for grad E_{pi_T}[R] (RLOO / the paper's GRPO)"),
-    "std_normalized": (_std_trl, "TRL/verl default (r - mean)/(std + eps): targets E_x[Cov(R, S | x) / sd(R | x)]"
+    "std_normalized": (ESTIMATOR_FUNCTIONS["std_normalized"], "TRL/verl default (r - mean)/(std + eps): targets E_x[Cov(R, S | x) / sd(R | x)]"
                                  " roughly, a prompt-reweighted gradient; biased for grad E[R], bias depends on G"),
-    "dr_grpo": (est.group_mean, "Dr.GRPO (r - mean), no std: mean (1 - 1/G) grad E[R], bias -grad E[R]/G"),
+    "group_mean": (est.group_mean, "Dr.GRPO (r - mean), no std: mean (1 - 1/G) grad E[R], bias -grad E[R]/G"),
 }
 
 
@@ -114,12 +110,12 @@ class PoolMSE:
 
     def to_dict(self) -> dict:
         tl = lambda a: [[float(x) for x in row] for row in a]
-        return dict(estimators=list(self.estimators), num_generations=[int(g) for g in self.num_generations],
+        return jsonable(dict(estimators=list(self.estimators), num_generations=[int(g) for g in self.num_generations],
                     budget=int(self.budget), mse=tl(self.mse), mse_se=tl(self.mse_se),
                     bias_sq=tl(self.bias_sq), bias_sq_se=tl(self.bias_sq_se), variance=tl(self.variance),
                     num_prompts=self.num_prompts, samples_per_prompt=self.samples_per_prompt,
                     best=self.best(), targets={k: POOL_ESTIMATORS[k][1] for k in self.estimators
-                                               if k in POOL_ESTIMATORS})
+                                               if k in POOL_ESTIMATORS}))
 
 
 def _cross(a, b=None):
@@ -135,14 +131,13 @@ def _cross(a, b=None):
 
 
 def _jack_se(loo):
-    P = len(loo)
     if not np.all(np.isfinite(loo)):               # a delete-one value undefined (a zero norm): no SE
         return math.nan
-    return float(np.sqrt((P - 1) / P * ((loo - loo.mean()) ** 2).sum()))
+    return math.sqrt(jackknife_covariance(loo))
 
 
 def pool_mse(rewards, scores, *, budget: int, num_generations=None, estimators=("leave_one_out",
-             "std_normalized", "dr_grpo"), num_groups: int = 256, rng=None,
+             "std_normalized", "group_mean"), num_groups: int = 256, rng=None,
              with_replacement: bool = False) -> PoolMSE:
     """MSE(G) of each estimator at ``budget`` from per-prompt pools (see the module docstring).
 
@@ -218,7 +213,7 @@ def _pool_stats(r, s, gs, fns, num_groups, rng, with_replacement=False, chunk_el
     per_g = []
     for G, seq in zip(gs, seeds):
         G = int(G)
-        prng = np.random.default_rng(seq)
+        prng = default_rng(seq)
         complete = not with_replacement and math.comb(M, G) <= num_groups
         combos = np.array(list(itertools.combinations(range(M), G))) if complete else None  # (C, G)
         K = len(combos) if complete else num_groups
@@ -274,7 +269,7 @@ def _pool_stats_naive(r, s, gs, fns, num_groups, rng, with_replacement=False):
     per_g = []
     for G, seq in zip(gs, seeds):
         kern = _kernel(fns, int(G))
-        prng = np.random.default_rng(seq)
+        prng = default_rng(seq)
         stats = np.stack([_prompt_stat(data[p], kern, num_groups, prng, with_replacement)
                           for p in range(P)])  # (P, E (1 + d))
         per_g.append([(stats[:, e * (1 + d)], stats[:, e * (1 + d) + 1:(e + 1) * (1 + d)]) for e in range(E)])
@@ -299,13 +294,13 @@ def _prompt_stat(data, kern, num_groups, rng, with_replacement):
 #: order in 1/N: the batch std concentrates, and a constant scale leaves the criterion unchanged).
 CRITERION_ESTIMATORS = {
     "leave_one_out": (ESTIMATOR_FUNCTIONS["leave_one_out"], "RLOO / the paper's GRPO (unbiased)"),
-    "dr_grpo": (ESTIMATOR_FUNCTIONS["dr_grpo"], "Dr.GRPO r - mean = (G-1)/G leave-one-out; TRL scale_rewards='none'"),
+    "group_mean": (ESTIMATOR_FUNCTIONS["group_mean"], "Dr.GRPO r - mean = (G-1)/G leave-one-out; TRL scale_rewards='none'"),
     "std_normalized": (ESTIMATOR_FUNCTIONS["std_normalized"], "TRL default (r - mean)/(std + 1e-4)"),
     "std_normalized_verl": (ESTIMATOR_FUNCTIONS["std_normalized_verl"], "verl grpo (r - mean)/(std + 1e-6)"),
     "std_normalized_openrlhf": (ESTIMATOR_FUNCTIONS["std_normalized_openrlhf"],
                                 "OpenRLHF group_norm (r - mean)/(std + 1e-9)"),
-    "dr_grpo_batch": (ESTIMATOR_FUNCTIONS["dr_grpo"], "TRL scale_rewards='batch' (LitePPO): r - mean over the batch"
-                                                      " std; criterion of dr_grpo to first order in 1/N"),
+    "group_mean_batch": (ESTIMATOR_FUNCTIONS["group_mean"], "TRL scale_rewards='batch' (LitePPO): r - mean over the"
+                                                            " batch std; criterion of group_mean to first order in 1/N"),
 }
 
 
@@ -399,7 +394,7 @@ def _not_worse(R, R_l, level):
     """Indices of the G whose R is not significantly above the smallest (paired jackknife, Bonferroni)."""
     from scipy.stats import norm
 
-    K, P = R.shape[0], R_l.shape[1]
+    K = R.shape[0]
     best = int(np.nanargmin(R))
     R = np.where(np.isnan(R), np.inf, R)
     z = norm.ppf(1 - (1 - level) / max(K - 1, 1))
@@ -408,15 +403,14 @@ def _not_worse(R, R_l, level):
         if k != best and not np.isfinite(R[k]):              # undefined on this pilot: not a candidate
             continue
         with np.errstate(invalid="ignore"):                     # an undefined delete-one value: no SE
-            diff = R_l[k] - R_l[best]
-            se = math.sqrt((P - 1) / P * ((diff - diff.mean()) ** 2).sum())
+            se = math.sqrt(jackknife_covariance(R_l[k] - R_l[best]))
         if k == best or not np.isfinite(se) or R[k] - R[best] <= z * se:
             keep.append(k)
     return best, keep
 
 
 def compare_estimators(rewards, scores, *, budget: int, num_generations=None,
-                       estimators=("leave_one_out", "std_normalized", "dr_grpo"), rng=None, level: float = 0.95,
+                       estimators=("leave_one_out", "std_normalized", "group_mean"), rng=None, level: float = 0.95,
                        num_groups: int = 256) -> EstimatorComparison:
     """Compare GRPO-family estimators by the scale-free criterion and recommend G for each.
 
@@ -432,8 +426,8 @@ def compare_estimators(rewards, scores, *, budget: int, num_generations=None,
     num_generations : sequence of int, optional
         Candidate G, each in ``[2, M]`` (default powers of two ``<= M // 2``).
     estimators : sequence of str or callable
-        Keys of :data:`CRITERION_ESTIMATORS` (``leave_one_out``, ``dr_grpo``, ``std_normalized``
-        (TRL), ``std_normalized_verl``, ``std_normalized_openrlhf``, ``dr_grpo_batch``) or
+        Keys of :data:`CRITERION_ESTIMATORS` (``leave_one_out``, ``group_mean`` (Dr.GRPO), ``std_normalized``
+        (TRL), ``std_normalized_verl``, ``std_normalized_openrlhf``, ``group_mean_batch``) or
         callables ``f(rewards (K, G), scores (K, G, k)) -> (K, k)``.
     rng : seed of the incomplete U-statistics (groups drawn per prompt when ``C(M, G) > num_groups``).
     level : float
@@ -558,9 +552,9 @@ class ScoreMeanCheck:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(statistic=float(self.statistic), standard_error=float(self.standard_error), z=float(self.z),
+        return jsonable(dict(statistic=float(self.statistic), standard_error=float(self.standard_error), z=float(self.z),
                     relative_drift=float(self.relative_drift), passed=bool(self.passed),
-                    threshold=float(self.threshold), n=int(self.n))
+                    threshold=float(self.threshold), n=int(self.n)))
 
 
 def score_mean_check(scores, *, threshold: float = 4.0) -> ScoreMeanCheck:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import special
 
+from ._serialize import jsonable
 from ._random import default_rng
 from .presets import PRESETS
 from .policy import Sample
@@ -541,10 +542,10 @@ class Algorithm2Result:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(theta=self.theta.tolist(), objective=self.objective.tolist(), arcsin=self.arcsin.tolist(),
+        return jsonable(dict(theta=self.theta.tolist(), objective=self.objective.tolist(), arcsin=self.arcsin.tolist(),
                     values=self.values.tolist(), kl=self.kl.tolist(),
                     frac_reward_zero_std=self.frac_reward_zero_std.tolist(),
-                    config=json.loads(json.dumps(asdict(self.config))), seed=self.seed)
+                    config=json.loads(json.dumps(asdict(self.config))), seed=self.seed))
 
 
 def run_algorithm2(policy, config=None, *, rng=None, theta0=None, theta_ref=None, track=True):

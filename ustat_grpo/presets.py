@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Preset", "PRESETS", "RENAMED", "get_preset", "trl_scale_rewards", "with_scale_rewards",
+__all__ = ["Preset", "PRESETS", "TRL_EPS", "get_preset", "trl_scale_rewards", "with_scale_rewards",
            "framework_preset"]
 
 
@@ -50,10 +50,14 @@ class Preset:
     source: str = ""
 
 
-_TRL_GRPO = Preset(estimator="std_normalized", eps=1e-4, scale_rewards="group", std_algorithm="two_pass_float32",
+#: TRL's ``epsilon`` added to the group std (``GRPOTrainer``: ``(r - mean) / (std + 1e-4)``); every TRL
+#: preset, and the default ``eps`` of :func:`ustat_grpo.estimators.std_normalized`, take it from here.
+TRL_EPS = 1e-4
+
+_TRL_GRPO = Preset(estimator="std_normalized", eps=TRL_EPS, scale_rewards="group", std_algorithm="two_pass_float32",
                    source='TRL GRPOTrainer, scale_rewards="group" (default)')
-_TRL_DR = Preset(estimator="group_mean", eps=1e-4, source='TRL GRPOTrainer, scale_rewards="none"')
-_TRL_RLOO = Preset(estimator="leave_one_out", eps=1e-4, source="TRL RLOOTrainer (normalize_advantages=False)")
+_TRL_DR = Preset(estimator="group_mean", eps=TRL_EPS, source='TRL GRPOTrainer, scale_rewards="none"')
+_TRL_RLOO = Preset(estimator="leave_one_out", eps=TRL_EPS, source="TRL RLOOTrainer (normalize_advantages=False)")
 
 #: The one table of framework settings (grpo_frameworks.md §1-§3).  ``grpo``, ``dr_grpo`` and
 #: ``rloo`` are the framework words as TRL means them; ``paper`` is arXiv 2603.01162, eqs. (15)-(16).
@@ -62,7 +66,7 @@ PRESETS: dict[str, Preset] = {
     "dr_grpo": _TRL_DR,
     "rloo": _TRL_RLOO,
     "trl_grpo": _TRL_GRPO,
-    "trl_grpo_batch": Preset(estimator="group_mean", eps=1e-4, scale_rewards="batch",
+    "trl_grpo_batch": Preset(estimator="group_mean", eps=TRL_EPS, scale_rewards="batch",
                              source='TRL GRPOTrainer, scale_rewards="batch" (LitePPO)'),
     "trl_async_grpo": Preset(estimator="std_normalized", eps=1e-8, ddof=0, scale_rewards="group",
                              source="trl/experimental/async_grpo (numpy std, ddof=0)"),
@@ -80,11 +84,6 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(estimator="std_normalized", eps=0.0, scale_rewards="group", center="loo",
                     source="arXiv 2603.01162, Appendix A, eqs. (15)-(16)"),
 }
-
-#: Estimator names before the one-name-per-concept rename -> canonical names.  Monte Carlo
-#: grids written by earlier versions carry the old labels on their ``estimator`` axis.
-RENAMED = {"grpo": "leave_one_out", "rloo": "leave_one_out", "dr_grpo": "group_mean"}
-
 
 def get_preset(name) -> Preset:
     """The preset called ``name`` (a clear error naming the choices otherwise).

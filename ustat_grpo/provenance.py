@@ -9,6 +9,7 @@ leaves a truncated file behind.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shlex
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-__all__ = ["provenance_attrs", "git_describe", "write_netcdf", "REQUIRED_ATTRS"]
+__all__ = ["provenance_attrs", "git_describe", "write_netcdf", "REQUIRED_ATTRS", "sha256_file", "sha256_json"]
 
 #: Global attributes that :func:`write_netcdf` requires.
 REQUIRED_ATTRS = ("seed", "package_version", "git_describe", "command", "config", "created")
@@ -93,3 +94,17 @@ def write_netcdf(ds, path, *, provenance: Mapping | None = None) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def sha256_file(path) -> str:
+    """SHA-256 hex digest of the file at ``path`` (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    """SHA-256 hex digest of ``obj`` as JSON with sorted keys (``default=str`` for non-JSON values)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -23,7 +23,7 @@ from .cost import TokenBudgetResult
 from .grid_fit import ScalingFit
 from .interval import ConfidenceInterval, json_float, json_interval
 from .mse import C_CONVENTION
-from .optimum import ConstantsEstimate, GroupSizeResult, mse_design, optimal_group_size
+from .optimum import ConstantsEstimate, GroupSizeResult, group_size_divisors, mse_design, optimal_group_size
 from .card import EstimatorCard
 from .performance import PerformanceFit
 from .pilot_design import SamplesPerPromptResult
@@ -57,7 +57,7 @@ class Curve:
         d = dict(num_generations=self.num_generations.tolist(), mse=self.mse.tolist())
         if self.low is not None:
             d.update(low=self.low.tolist(), high=self.high.tolist())
-        return d
+        return jsonable(d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,8 +70,8 @@ class BestDivisor:
     relative: float
 
     def to_dict(self) -> dict:
-        return dict(num_generations=self.num_generations, num_prompts=self.num_prompts,
-                    relative=json_float(self.relative))
+        return jsonable(dict(num_generations=self.num_generations, num_prompts=self.num_prompts,
+                    relative=json_float(self.relative)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +161,7 @@ class Recommendation:
         of several estimators resampled from the pilot and the G each recommends, or ``None``; JSON
         key ``estimators``, present only then.
     estimator : the estimator the headline speaks for: ``leave_one_out`` (the paper's GRPO), or
-        the trainer's own (the card's ``std_normalized`` / ``dr_grpo``), whose G comes from the
+        the trainer's own (the card's ``std_normalized`` / ``group_mean``), whose G comes from the
         scale-free criterion (``criterion="scale_free"``) rather than the MSE law (``"mse"``).
     criterion : ``"mse"`` or ``"scale_free"``.
     interval : the integer interval of the recommended G: the MSE law's, or the criterion's set of
@@ -358,14 +358,14 @@ class Recommendation:
 def candidate_group_sizes(budget: int, divisors_only: bool, extra=()) -> list[int]:
     """Rows of the MSE table: powers of two up to the budget (or its divisors), plus ``extra``."""
     if divisors_only:
-        gs = [g for g in range(2, budget + 1) if budget % g == 0]
+        gs = group_size_divisors(budget)
     else:
         gs = [2 ** k for k in range(1, 31) if 2 ** k <= budget]
     return sorted(set(gs) | {int(x) for x in extra if 2 <= x <= budget})
 
 
 def _best_divisor(model, budget, g_rec, level):
-    divs = np.array([g for g in range(2, budget + 1) if budget % g == 0], float)
+    divs = np.array(group_size_divisors(budget), float)
     if not len(divs):
         return None
     dm, _, _ = model.predict(divs, budget=budget, level=level)

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._serialize import jsonable
+
 __all__ = ["RewardFunction", "RewardError", "RewardTable", "load_reward", "reward_style", "is_async",
            "compute_rewards", "BUILTIN_REWARDS"]
 
@@ -370,10 +372,10 @@ class RewardTable:
 
     def to_dict(self) -> dict:
         mean = [float(np.nanmean(c)) if np.isfinite(c).any() else None for c in self.per_function.T]
-        return dict(names=list(self.names), weights=list(self.weights), styles=list(self.styles),
+        return jsonable(dict(names=list(self.names), weights=list(self.weights), styles=list(self.styles),
                     none_rate=self.none_rate.tolist(), error_count=[int(e) for e in self.errors],
                     mean=mean, unscorable_rate=self.unscorable_rate, on_error=self.on_error,
-                    num_completions=int(len(self.total)))
+                    num_completions=int(len(self.total))))
 
 
 def compute_rewards(reward_funcs, *, prompts, completions, completion_ids, columns, texts=None,

@@ -36,6 +36,7 @@ from importlib import metadata
 import numpy as np
 
 from . import arithmetic
+from ._random import default_rng, keyed_seed_sequence
 from . import rewards as rw
 from . import task as tk
 from ._random import seed_sequence
@@ -70,8 +71,7 @@ def prompt_order(num_rows: int, seed: int, *, shuffle: bool = True) -> np.ndarra
     """
     if not shuffle:
         return np.arange(num_rows)
-    ss = np.random.SeedSequence(int(seed), spawn_key=(_ORDER_KEY,))
-    return np.random.default_rng(ss).permutation(num_rows)
+    return default_rng(keyed_seed_sequence(seed, _ORDER_KEY)).permutation(num_rows)
 
 
 def resolve_params(model, params) -> list[str]:
@@ -253,7 +253,7 @@ def task_sampler(policy, data: tk.TaskData, reward_funcs, *, samples_per_prompt:
                  projection_dim: int | str | None = 256, projection_kind: str = "gaussian", seed=0,
                  on_reward_error: str = "raise", shuffle: bool = True, chunk_size: int = 32,
                  info: dict | None = None) -> TaskSampler:
-    """The :class:`TaskSampler` of ``policy`` (a :class:`ustat_grpo.lm.Policy`) on ``data``.
+    """The :class:`TaskSampler` of ``policy`` (a :class:`ustat_grpo.lm.LanguageModelPolicy`) on ``data``.
 
     Parameters
     ----------
@@ -298,11 +298,11 @@ def arithmetic_sampler(model=None, *, num_prompts: int = 32, samples_per_prompt:
                        template: str | None = None, first_question: int = 0,
                        device_map: str | dict | None = None, sampling: tk.SamplingConfig | None = None) -> TaskSampler:
     """The :class:`TaskSampler` of a transformer (built-in when ``model`` is None, a
-    :class:`~ustat_grpo.lm.Policy` or a local directory) on the built-in arithmetic task
+    :class:`~ustat_grpo.lm.LanguageModelPolicy` or a local directory) on the built-in arithmetic task
     (:func:`arithmetic_task`) with the ``arithmetic`` reward; questions in their generated order."""
-    from .lm import Policy, load_policy
+    from .lm import LanguageModelPolicy, load_policy
 
-    policy = model if isinstance(model, Policy) else load_policy(model, variant=variant, device=device,
+    policy = model if isinstance(model, LanguageModelPolicy) else load_policy(model, variant=variant, device=device,
                                                                  template=template, device_map=device_map)
     data = arithmetic_task(policy, num_prompts, first_question=first_question, dataset_seed=dataset_seed)
     sampling = sampling or tk.SamplingConfig(max_completion_length=policy.max_new_tokens)

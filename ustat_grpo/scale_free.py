@@ -31,26 +31,22 @@ import math
 import numpy as np
 
 from . import estimators as est
+from .presets import PRESETS
 
 __all__ = ["ESTIMATOR_FUNCTIONS", "exact_group_moments", "exact_criterion", "criterion_from_moments",
            "std_normalized_expansion"]
 
 
-def _std(eps):
-    def f(r, s):
-        return est.std_normalized(r, s, eps=eps, ddof=1, zero_std="zero")
-    f.__name__ = f"std_normalized_eps{eps:g}"
-    return f
-
-
-#: Per-prompt estimators by name (the pool's names; TRL 1e-4, verl 1e-6, OpenRLHF 1e-9, no eps).
+#: Per-prompt estimators by name: the estimator names of :data:`ustat_grpo.estimators.ESTIMATORS`
+#: (``group_mean`` is Dr.GRPO's advantage), ``std_normalized`` at each framework's eps (TRL 1e-4,
+#: verl 1e-6, OpenRLHF 1e-9, none).
 ESTIMATOR_FUNCTIONS = {
     "leave_one_out": est.leave_one_out,
-    "dr_grpo": est.group_mean,
-    "std_normalized": _std(1e-4),
-    "std_normalized_verl": _std(1e-6),
-    "std_normalized_openrlhf": _std(1e-9),
-    "std_normalized_noeps": _std(0.0),
+    "group_mean": est.group_mean,
+    "std_normalized": est._std_with_eps(PRESETS["grpo"].eps),
+    "std_normalized_verl": est._std_with_eps(PRESETS["verl_grpo"].eps),
+    "std_normalized_openrlhf": est._std_with_eps(PRESETS["openrlhf_group_norm"].eps),
+    "std_normalized_noeps": est._std_with_eps(0.0),
 }
 
 
@@ -148,7 +144,7 @@ def exact_criterion(policy, estimator, num_generations, *, budget: int, theta=No
     >>> from ustat_grpo.bandits import SoftmaxBandit
     >>> b = SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5])
     >>> loo = exact_criterion(b, "leave_one_out", [2, 4], budget=16)["criterion"]
-    >>> dr = exact_criterion(b, "dr_grpo", [2, 4], budget=16)["criterion"]
+    >>> dr = exact_criterion(b, "group_mean", [2, 4], budget=16)["criterion"]
     >>> bool(np.allclose(loo, dr, rtol=1e-12))
     True
     """

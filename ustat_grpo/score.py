@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from ._random import torch_seed
+
 __all__ = ["sequence_logprob", "token_logprobs", "parameter_names", "per_sample_scores", "Sketch", "gram",
            "squared_errors"]
 
@@ -257,7 +259,7 @@ class Sketch:
         if self._cache is not None and b in self._cache:
             return self._cache[b].to(dtype=dtype, device=device)
         width = min(self.block, self.dim - b * self.block)
-        s = int(np.random.SeedSequence([self.seed, b]).generate_state(1, np.uint64)[0]) >> 1
+        s = torch_seed([self.seed, b])
         gen = torch.Generator().manual_seed(s)
         if self.kind == "gaussian":
             m = torch.randn(width, self.k, generator=gen)

@@ -30,6 +30,8 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+from ._serialize import jsonable
+
 __all__ = ["RESERVED_COLUMNS", "TaskData", "load_task", "load_rows", "validate_rows",
            "is_conversational", "encode_prompt", "chat_template_hash", "SamplingConfig", "TrainerSettings",
            "LOSS_TYPES", "adds_bos"]
@@ -72,8 +74,8 @@ class TaskData:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(source=self.source, num_rows=len(self.rows), prompt_format=self.prompt_format,
-                    columns=list(self.columns))
+        return jsonable(dict(source=self.source, num_rows=len(self.rows), prompt_format=self.prompt_format,
+                    columns=list(self.columns)))
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -392,12 +394,12 @@ class SamplingConfig:
         return cls(**vals)
 
     def to_dict(self) -> dict:
-        return dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
+        return jsonable(dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
                     repetition_penalty=self.repetition_penalty,
                     max_completion_length=self.max_completion_length,
                     chat_template_kwargs=dict(self.chat_template_kwargs), case=self.case,
                     order="repetition_penalty -> temperature -> top_k -> top_p -> min_p (transformers)",
-                    model_generation_config="ignored")
+                    model_generation_config="ignored"))
 
 
 # --------------------------------------------------------------------------- trainer settings
@@ -577,8 +579,8 @@ class TrainerSettings:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return dict(num_generations=int(self.num_generations), scale_rewards=self.scale_rewards,
+        return jsonable(dict(num_generations=int(self.num_generations), scale_rewards=self.scale_rewards,
                     loss_type=self.loss_type, num_iterations=int(self.num_iterations), epsilon=float(self.epsilon),
                     epsilon_high=float(self.epsilon_high), beta=float(self.beta), bf16=bool(self.bf16),
                     estimator=self.estimator(), preset=self.preset, batch_scaled=self.batch_scaled,
-                    length_normalized=self.length_normalized, notes=list(self.notes()))
+                    length_normalized=self.length_normalized, notes=list(self.notes())))

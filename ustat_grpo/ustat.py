@@ -40,8 +40,9 @@ import numpy as np
 from scipy import stats
 
 from . import _kernel_sums
+from ._random import default_rng
 from ._serialize import jsonable as _json
-from .interval import ConfidenceInterval
+from .interval import ConfidenceInterval, jackknife_covariance
 from .kernels import Kernel
 
 __all__ = ["UStatResult", "HoeffdingResult", "ConfidenceInterval", "ustatistic", "hoeffding", "ustat_variance"]
@@ -112,13 +113,13 @@ class UStatResult:
 
     def to_dict(self) -> dict:
         ci = self.confidence_interval()
-        return {
+        return _json({
             "statistic": _json(self.statistic), "variance": _json(self.variance),
             "standard_error": _json(self.standard_error),
             "confidence_interval_95": [_json(ci.low), _json(ci.high)],
             "n": self.n, "order": self.order, "method": self.method,
             "variance_method": self.variance_method, "num_tuples": self.num_tuples, "kernel": self.kernel,
-        }
+        })
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,9 +156,9 @@ class HoeffdingResult:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return {"statistic": _json(self.statistic), "zetas": self.zetas.tolist(),
+        return _json({"statistic": _json(self.statistic), "zetas": self.zetas.tolist(),
                 "variance": self.variance, "first_order_share": self.first_order_share,
-                "n": self.n, "order": self.order}
+                "n": self.n, "order": self.order})
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,10 +293,9 @@ def _jackknife(S, R, n, m):
     if n < m + 1:
         raise ValueError(f"the jackknife needs n >= order + 1, got n = {n}")
     loo = (S - R) / math.comb(n - 1, m)  # (n,) or (n, p)
-    dev = loo - loo.mean(0)
-    if dev.ndim == 1:
-        return (n - 1) / n * float(dev @ dev), None
-    cov = (n - 1) / n * dev.T @ dev
+    cov = jackknife_covariance(loo)
+    if loo.ndim == 1:
+        return cov, None
     return np.diag(cov).copy(), cov
 
 
@@ -306,7 +306,7 @@ def _incomplete(data, kernel, rng, num_tuples, batch_size):
     M = int(num_tuples) if num_tuples is not None else int(max(50 * n, min(total, 10**6)))
     if M < 2:
         raise ValueError(f"num_tuples must be at least 2, got {M}")
-    S, sumsq, R1, R2, cnt, shape = _incomplete_sums(data, kernel, np.random.default_rng(rng), M, batch_size)
+    S, sumsq, R1, R2, cnt, shape = _incomplete_sums(data, kernel, default_rng(rng), M, batch_size)
     U = S / M
     s2 = (sumsq - M * U**2) / (M - 1)
     var = s2 / M + (1 - 1 / M) * m**2 * _design_zeta1(R1, R2, cnt) / n

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
+from ._serialize import jsonable
 from ._wchisq_imhof import imhof_integral
 from ._wchisq_inversion import (
     RTOL,
@@ -539,6 +540,6 @@ class WeightedChiSquared:
                 f"nc={self._f.nc.tolist()!r}, method={self.method!r})")
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dict(weights=self._f.weights.tolist(), df=self._f.df.tolist(),
+        return jsonable(json.loads(json.dumps(dict(weights=self._f.weights.tolist(), df=self._f.df.tolist(),
                                           nc=self._f.nc.tolist(), method=self.method,
-                                          mean=self.mean(), var=self.var())))
+                                          mean=self.mean(), var=self.var()))))

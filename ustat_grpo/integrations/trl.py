@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._random import default_rng
+
 __all__ = ["GroupSizeMonitor", "MonitorWindow", "LogprobCheck", "GroupSizeWarning", "LogprobMismatchWarning",
            "METRIC_KEYS"]
 
@@ -289,7 +291,7 @@ class GroupSizeMonitor:
         z_all = np.array([r for _, _, r in batch], float).reshape(-1, G)           # (groups, G)
         finite = np.isfinite(z_all).all(1)
         zero_share = zero_variance_share(z_all[finite], G) if finite.any() else math.nan
-        rng = np.random.default_rng([int(self.seed), int(step)])
+        rng = default_rng([int(self.seed), int(step)])
         n = z_all.shape[0]
         chosen = np.sort(rng.choice(n, size=min(int(self.num_prompts), n), replace=False))
         stats = self._statistics(step, [batch[g * G:(g + 1) * G] for g in chosen], chosen)
