@@ -139,16 +139,16 @@ def test_categorical_sampler_equals_searchsorted():
     np.testing.assert_array_equal(per_element, ids)
 
 
-@pytest.fixture(params=["C", "numpy"])
+@pytest.fixture(params=["numba", "numpy"])
 def kernel(request, monkeypatch):
-    """Run a test with the compiled kernel (ustat_grpo._ckernel; skipped without a compiler) and
+    """Run a test with the numba kernel (ustat_grpo._numba_kernel; skipped without numba) and
     with the numpy path: they must give the same bits."""
-    from ustat_grpo import _ckernel
+    from ustat_grpo import _numba_kernel
 
     if request.param == "numpy":
-        monkeypatch.setenv("USTAT_GRPO_NO_CKERNEL", "1")
-    elif _ckernel.load() is None:
-        pytest.skip("no C compiler")
+        monkeypatch.setenv("USTAT_GRPO_NO_NUMBA", "1")
+    elif _numba_kernel.load() is None:
+        pytest.skip("numba is not installed")
     return request.param
 
 
