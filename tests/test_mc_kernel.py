@@ -97,7 +97,7 @@ def test_numba_histograms_equal_numpy_twins(K):
 
 @needs_numba
 def test_numba_histograms_other_bit_generators():
-    """Through any numpy bit generator (the kernel draws with ``gen.random()``, so MT19937's
+    """Through any numpy bit generator (the uniforms come from ``gen.random``, so MT19937's
     two-word uniforms too) the kernel gives the per-pull sampler's counts and leaves the generator
     where the per-pull sampler does (the fused numpy sampler needs PCG64's ``advance``)."""
     rng = np.random.default_rng(5)
@@ -128,12 +128,13 @@ def test_thresholds_decide_the_uniform_comparisons():
 
 
 def _crafted_hist(one, words, n, G):
-    """The kernel's cells on given words (``hist_words``: ``hist_block``'s arm and reward-cell
-    functions on the integers ``w >> 11`` in place of a generator's draws)."""
+    """The kernel's histogram of given words (their uniforms ``(w >> 11) 2**-53``, stream order
+    after the prompt slots) in place of a generator's draws."""
     c = one._nb
     out = np.empty((n, one.KM))
-    ks = (words >> np.uint64(11)).astype(np.int64)
-    KERN.hist_words(ks, n, G, c["athr"], c["lut"], c["shift"], c["rthr"], out)
+    u = (words[n:] >> np.uint64(11)).astype(float) * 2.0 ** -53
+    KERN.hist_uniforms(u, n, G, c["athr"], c["lut"], c["shift"], c["rthr"],
+                       np.empty(n * G, np.int32), out)
     return out
 
 

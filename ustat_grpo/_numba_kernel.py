@@ -1,15 +1,16 @@
 """Optional numba kernels of the finite-action fast path (install the extra ``fast``: numba).
 
 Nothing is compiled by this package: numba (a maintained JIT compiler, imported lazily) compiles
-the two loops below in memory on their first call in a process (about a second; ``cache`` is
-off, so nothing is written to or loaded from disk), and they draw through numba's documented
-support for ``numpy.random.Generator``: ``gen.random()`` in a jitted function calls the
-generator's own bit generator (its ``next_double``, what ``Generator.random`` calls) on its own
-state, so the words, their order and the generator's final state are numpy's.
+the two loops below in memory on their first call in a process (~1-2 s; ``cache`` is off, so
+nothing is written to or loaded from disk).  They take numpy arrays only: the uniforms are drawn
+by numpy itself (``Generator.random(out=...)``, from the block's own generator, in the stream
+order of :mod:`ustat_grpo.finite_action`), so the draws and the generator's final state are
+numpy's by construction.
 
-* :func:`hist_block` -- the fused one-prompt block sampler of
-  :class:`ustat_grpo.finite_action._OnePromptSampler`: one pass per pull counts the histogram
-  ``(n, K*M)`` with integer thresholds that decide exactly what its float comparisons decide.
+* :func:`hist_uniforms` -- the fused one-prompt block sampler of
+  :class:`ustat_grpo.finite_action._OnePromptSampler`: one pass per pull gives its histogram cell
+  from its uniforms with integer thresholds that decide exactly what the float comparisons
+  decide, a second pass counts the cells (``(n, K*M)``).
 * :func:`affine_diff` -- the ``B = 1`` affine errors' ``g_hat - g``, the same elementwise IEEE
   operations in the same order as numpy's path (no fast-math: numba's default).
 
@@ -34,9 +35,8 @@ class NumpyPathWarning(UserWarning):
 class Kernels(NamedTuple):
     """The jitted functions (module notes)."""
 
-    hist_block: object
+    hist_uniforms: object
     affine_diff: object
-    hist_words: object
 
 
 _kernels: dict = {}
@@ -82,12 +82,6 @@ def _build(numba):
     two53 = 9007199254740992.0               # 2**53
 
     @njit
-    def _word(gen):
-        # Generator.random's uniform is u = k * 2**-53 with k = next_uint64 >> 11, so k = u * 2**53
-        # exactly; for a double c, u >= c iff k >= ceil(c * 2**53) (finite_action._thresholds).
-        return np.int64(gen.random() * two53)
-
-    @njit
     def _arm(k, athr, lut, shift):
         a = lut[k >> shift]                  # arm at the left edge of k's table bin
         while athr[a] <= k:                  # athr[K-1]: a sentinel above every k
@@ -95,43 +89,30 @@ def _build(numba):
         return a
 
     @njit
-    def _cell(a, k, rthr):
-        return 2 * a + (1 if k >= rthr[a] else 0)   # M = 2: reward index 1 iff u >= P(m = 0 | a)
+    def hist_uniforms(u, n, G, athr, lut, shift, rthr, cells, hist):
+        """Histogram ``hist (n, K*M)`` (float64 counts) of one block from its uniforms ``u``
+        (stream order: the n*G arm uniforms, group by group, then, when ``rthr`` is not empty
+        (M = 2), the n*G reward ones).  ``cells``: int32 scratch of n*G.
 
-    @njit
-    def hist_block(gen, n, G, athr, lut, shift, rthr, arms, hist):
-        """Histogram ``hist (n, K*M)`` of one block (stream order: n prompt-slot uniforms,
-        unused; then the n*G arm uniforms; then, when ``rthr`` is not empty (M = 2), the n*G
-        reward uniforms).  ``arms``: int32 scratch of n*G."""
-        M = 2 if rthr.size else 1
-        hist[:, :] = 0.0
-        for _ in range(n):                   # prompt slots (P = 1: they decide nothing)
-            gen.random()
-        if M == 1:
-            for g in range(n):
-                for _ in range(G):
-                    hist[g, _arm(_word(gen), athr, lut, shift)] += 1.0
-            return
-        for i in range(n * G):               # all arm uniforms of the block ...
-            arms[i] = _arm(_word(gen), athr, lut, shift)
-        i = 0
-        for g in range(n):                   # ... then its reward uniforms
-            for _ in range(G):
-                a = arms[i]
-                i += 1
-                hist[g, _cell(a, _word(gen), rthr)] += 1.0
-
-    @njit
-    def hist_words(ks, n, G, athr, lut, shift, rthr, hist):
-        """:func:`hist_block` on given integers ``ks = u 2**53`` (stream order) in place of a
-        generator's draws: its cell functions on chosen values, for tests."""
-        M = 2 if rthr.size else 1
+        ``u = k 2**-53`` with an integer ``k`` (``Generator.random``), so ``k = u 2**53``
+        exactly, and for a double ``c``, ``u >= c`` iff ``k >= ceil(c 2**53)``
+        (``finite_action._thresholds``): the arm is ``#{a : athr[a] <= k}`` (a table over the
+        top bits of ``k`` gives the count at the bin's left edge, a scan the rest) and the cell
+        ``2 a + (k2 >= rthr[a])``.  Cells first, counts second: counting in the same loop makes
+        each pull wait for the previous store to the same cell.
+        """
+        nG = n * G
+        if rthr.size:                                        # M = 2
+            for i in range(nG):
+                a = _arm(np.int64(u[i] * two53), athr, lut, shift)
+                cells[i] = 2 * a + np.int64(np.int64(u[nG + i] * two53) >= rthr[a])
+        else:
+            for i in range(nG):
+                cells[i] = _arm(np.int64(u[i] * two53), athr, lut, shift)
         hist[:, :] = 0.0
         for g in range(n):
             for j in range(G):
-                i = g * G + j
-                a = _arm(ks[n + i], athr, lut, shift)
-                hist[g, a if M == 1 else _cell(a, ks[n + n * G + i], rthr)] += 1.0
+                hist[g, cells[g * G + j]] += 1.0
 
     @njit
     def affine_diff(ZW, NW, a, c, use_c, G, pow2, grad, out):
@@ -154,4 +135,4 @@ def _build(numba):
                         t = t / G
                     out[e, r, k] = t - grad[k]
 
-    return Kernels(hist_block, affine_diff, hist_words)
+    return Kernels(hist_uniforms, affine_diff)

@@ -20,9 +20,8 @@ own histogram -> sums matmul, every later step per replicate -- so the errors ar
 :func:`errors_finite` per block, bit for bit (tests check both against their twins).
 
 Numba kernel.  With the optional extra ``fast`` (numba), :mod:`ustat_grpo._numba_kernel`
-draws the fused sampler's histograms (one pass per pull through the block's own ``Generator``,
-reading the same uniforms of the same stream, with integer thresholds that decide exactly what
-the float comparisons decide) and computes the ``B = 1`` affine errors' ``g_hat - g`` (the same
+counts the fused sampler's histograms (from the block's uniforms, drawn by numpy in the same
+stream order, with integer thresholds that decide exactly what the float comparisons decide) and computes the ``B = 1`` affine errors' ``g_hat - g`` (the same
 elementwise IEEE operations in the same order; the squared norms stay numpy's einsum, the sums
 numpy's BLAS matmul).  It gives the numpy path's bits and leaves each generator in the same
 state, so results do not depend on whether numba is installed (``tests/test_mc_kernel.py``).
@@ -285,8 +284,9 @@ class _OnePromptSampler:
         athr = np.append(_thresholds(cdf).astype(np.int64), np.iinfo(np.int64).max)   # sentinel
         rthr = (np.empty(0, np.int64) if self.fail is None
                 else _thresholds(self.fail).astype(np.int64))
-        return {"hist_block": kern.hist_block, "athr": athr, "lut": lut, "shift": 53 - self.NB_LUT_BITS,
-                "rthr": rthr, "arms": np.empty(0, np.int32)}
+        return {"hist_uniforms": kern.hist_uniforms, "athr": athr, "lut": lut,
+                "shift": 53 - self.NB_LUT_BITS, "rthr": rthr, "u": np.empty(0),
+                "cells": np.empty(0, np.int32)}
 
     @property
     def kernel(self) -> str:
@@ -295,15 +295,20 @@ class _OnePromptSampler:
 
     def _nb_block(self, gen, R, B, G, out):
         """One block's histogram ``(R*B, K*M)`` into ``out`` (float64) by the numba kernel: the
-        counts of :meth:`__call__`, bit for bit, from the same uniforms of the same stream, and
-        the generator left in the same state (it draws through ``gen`` itself)."""
+        counts of :meth:`__call__`, bit for bit, from the same uniforms of the same stream (drawn
+        here by ``gen.random``: the prompt slots, then the arms, then the rewards), and the
+        generator left in the same state."""
         c = self._nb
         n = R * B
-        if c["arms"].size < n * G:
-            c["arms"] = np.empty(n * G, np.int32)
+        nm = 1 if self.fail is None else 2
+        if c["u"].size < nm * n * G:
+            c["u"], c["cells"] = np.empty(nm * n * G), np.empty(n * G, np.int32)
         if out.shape != (n, self.KM) or out.dtype != np.float64:
             raise ValueError("out must be a float64 array of shape (R*B, K*M)")
-        c["hist_block"](gen, n, G, c["athr"], c["lut"], c["shift"], c["rthr"], c["arms"], out)
+        u = c["u"][:nm * n * G]
+        gen.random(out=u[:n])                                           # prompt slots (P = 1: unused)
+        gen.random(out=u)                                               # arms, then rewards
+        c["hist_uniforms"](u, n, G, c["athr"], c["lut"], c["shift"], c["rthr"], c["cells"], out)
         return out
 
     def _workspace(self, n, G):
