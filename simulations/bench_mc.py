@@ -131,12 +131,14 @@ def bench(cfg: Config) -> dict:
             bg.advance(r * B)                  # prompt slots
             bg.random_raw(2 * r * B * G)       # arms, then rewards
 
-    fam = finite_action.FiniteActionModel.from_policy(policy)
     kernel = finite_action.fast_path_kernel()                                     # this process
     kw = dict(num_generations=G, num_prompts=B, estimators=names, seed=cfg.seed, scheduler="serial",
               progress=False, exact=None)
     Rg = cfg.generic_replicates
-    fast = lambda: mc.run_grid(policy, num_replicates=R, sampler="finite", **kw)   # noqa: E731
+
+    def fast():
+        mc.run_grid(policy, num_replicates=R, sampler="finite", **kw)
+
     mc.run_grid(policy, num_replicates=min(R, 2 * bs), sampler="finite", **kw)     # warm-up (numba compiles)
     print("timing the floors, the fast (finite-action) and the generic path ...", file=sys.stderr)
     times = _timings(

@@ -24,7 +24,7 @@ import os
 import warnings
 from typing import NamedTuple
 
-__all__ = ["NumpyPathWarning", "load", "announce_numpy_path"]
+__all__ = ["Kernels", "NumpyPathWarning", "announce_numpy_path", "disabled", "load"]
 
 
 class NumpyPathWarning(UserWarning):
