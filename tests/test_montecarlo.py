@@ -640,8 +640,7 @@ def test_killed_script_resumes_to_identical_data(tmp_path):
     proc = subprocess.Popen([sys.executable, script, *args, "--out", str(tmp_path / "a"),
                              "--checkpoint-dir", str(ckpt)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(list(ckpt.glob("*/cell-*.npz"))) < 2 and time.time() < deadline and proc.poll() is None:
+    while len(list(ckpt.glob("*/cell-*.npz"))) < 2 and proc.poll() is None:   # 2 cells, or exit
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     os.kill(proc.pid, signal.SIGKILL)
@@ -649,9 +648,9 @@ def test_killed_script_resumes_to_identical_data(tmp_path):
     done = len(list(ckpt.glob("*/cell-*.npz")))
     assert 2 <= done < 15
     subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "a"), "--checkpoint-dir", str(ckpt)],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "b")], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a = xr.load_dataset(tmp_path / "a" / "fig4_bandit.nc")
     b = xr.load_dataset(tmp_path / "b" / "fig4_bandit.nc")
     for v in ("count", "mse", "m2", "mse_se", "exact", "exact_curve"):

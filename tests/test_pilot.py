@@ -96,17 +96,16 @@ def test_resume_after_sigkill_gives_the_uninterrupted_file_byte_for_byte(tmp_pat
     script = tmp_path / "slow.py"
     script.write_text(_SLOW_PILOT)
     ref = tmp_path / "ref.nc"
-    subprocess.run([sys.executable, str(script), str(ref), "0"], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, str(script), str(ref), "0"], check=True, env=env)
     path = tmp_path / "killed.nc"
     proc = subprocess.Popen([sys.executable, str(script), str(path), "0.05"], env=env)
-    t0 = time.time()
-    while not path.exists() and time.time() - t0 < 60:            # first batch written
+    while not path.exists() and proc.poll() is None:               # first batch written, or exit
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial, _ = load_pilot(str(path))
     assert 3 <= len(partial) < 30
-    subprocess.run([sys.executable, str(script), str(path), "0"], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, str(script), str(path), "0"], check=True, env=env)
     assert path.read_bytes() == ref.read_bytes()
 
 
@@ -137,7 +136,7 @@ _LM_ARGS = ["--num-prompts", "6", "--samples-per-prompt", "8", "--variant", "wea
 
 def _cli_json(argv, env=None, keep_provenance=False):
     out = subprocess.run([sys.executable, "-m", "ustat_grpo.fit_scaling", *argv], capture_output=True, text=True,
-                         env=env or dict(os.environ, PYTHONPATH=REPO), timeout=300)
+                         env=env or dict(os.environ, PYTHONPATH=REPO))
     assert out.returncode == 0, out.stderr
     import json
     d = json.loads(out.stdout)
@@ -169,7 +168,7 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     two = tmp_path / "two.nc"
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                           "-m", "ustat_grpo.fit_scaling", *_LM_ARGS, "--pilot", str(two), "--device", "cpu"],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     import json
     d = json.loads(out.stdout)
