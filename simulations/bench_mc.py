@@ -14,7 +14,7 @@ one prompt; the third row times exactly those draws, so "x raw" is the engine's 
 
 Where the time goes (issue 14; this project's 2-core machine is shared with other jobs, so every
 figure moves by up to 2x with the load; medians and minima of interleaved runs).  Before the C
-kernel (numpy only, still the path without a compiler): one ``run_grid`` of 200,000 replicates
+kernel (numpy only, still the path without numba): one ``run_grid`` of 200,000 replicates
 took ~0.23-0.27 s against a floor of ~0.07-0.08 s (ratio 2.6-3.5): the fused sampler's draws
 plus seven numpy passes per block (two shifts, two table gathers, two adds, one ``bincount``)
 ~0.19 s, the B = 1 affine errors ~0.036 s (~0.85 ms per 4-block call, of which the einsum

@@ -72,6 +72,7 @@ def _same_data(a, b):
         np.testing.assert_array_equal(sa.extras[k][1], sb.extras[k][1])
 
 
+@pytest.mark.slow
 def test_own_task_torchrun_resume_and_pilot_file_report(task, tmp_path):
     pytest.importorskip("torch.distributed.run")
     one = tmp_path / "one.nc"

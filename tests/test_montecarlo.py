@@ -618,8 +618,11 @@ def test_bench_script_reports_ratios(capsys):
     assert bench_mc.main(["--num-replicates", "2000", "--generic-replicates", "200", "--repeats", "1",
                           "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res["ratio_to_floor"]) == set(res["seconds"])
-    assert res["ratio_to_floor"]["floor: same uniforms, same streams"] == 1.0
+    for stat in ("median", "min"):
+        r = res[stat]
+        assert set(r["ratio_to_floor"]) == set(r["seconds"]) and len(r["seconds"]) == 6
+        assert r["ratio_to_floor"]["floor: same uniforms, same streams"] == 1.0
+    assert res["kernel"] in ("numba", "numpy")
     assert bench_mc.main(["--num-arms", "1"]) == 2
 
 

@@ -91,6 +91,7 @@ run_pilot(slow, num_prompts=30, path=sys.argv[1], seed=11, batch_size=3, created
 """ % CREATED
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_file_byte_for_byte(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     script = tmp_path / "slow.py"
@@ -120,6 +121,7 @@ def _gloo_worker(rank, world_size, init_file, path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(tmp_path):
     mp = pytest.importorskip("torch.multiprocessing")
     one = tmp_path / "one.nc"
@@ -147,6 +149,7 @@ def _cli_json(argv, env=None, keep_provenance=False):
     return d
 
 
+@pytest.mark.slow
 def test_cli_pilot_file_gives_the_same_recommendation_and_reports_from_the_file(tmp_path):
     plain = _cli_json(_LM_ARGS)
     path = tmp_path / "pilot.nc"
@@ -158,6 +161,7 @@ def test_cli_pilot_file_gives_the_same_recommendation_and_reports_from_the_file(
     assert from_file == plain
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     pytest.importorskip("torch.distributed.run")
     # one thread in every process: float32 reductions then add in the same order (bit-identity holds
@@ -195,6 +199,7 @@ def test_adaptive_pilot_stops_when_the_interval_is_narrow_enough():
         run_pilot(sampler, num_prompts=10, seed=0, path="unused.nc", stop=rule, rank=0, world_size=2)
 
 
+@pytest.mark.slow
 def test_cli_adaptive_pilot_reports_what_it_spent():
     d = _cli_json(["--samples-per-prompt", "8", "--variant", "weak", "--projection-dim", "32", "--seed", "2",
                    "--format", "json", "--target-width", "1000", "--min-prompts", "128"])

@@ -22,6 +22,7 @@ def test_process_pool_returns_every_result():
     assert out == {i: i * i for i in range(7)}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
     """SIGKILL the parent mid-task: its forkserver workers must not keep computing orphaned cells."""
