@@ -248,6 +248,7 @@ def test_without_numba_the_numpy_path_runs_announced(monkeypatch):
     pol = SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5])
     kw = {"num_generations": 4, "num_replicates": 300, "seed": 1,
           "estimators": ("vanilla", "oracle"), "scheduler": "serial", "progress": False}
+    monkeypatch.delenv("USTAT_GRPO_NO_NUMBA", raising=False)
     reference = mc.run_grid(pol, **kw)
     fam = finite_action.FiniteActionModel.from_policy(pol)
     monkeypatch.setitem(sys.modules, "numba", None)                 # import numba -> ImportError
