@@ -32,7 +32,12 @@ same elementwise operations as numpy's) before numpy's einsum.  The matmuls, blo
 and fixed cost are unchanged (numpy/BLAS, for the same bits).  Numba compiles both loops in
 memory on their first call in a process (~1-2 s quiet; the warm-up run below takes it).  The
 row "fast path, numpy kernel" times the same run with ``USTAT_GRPO_NO_NUMBA=1`` (same bits,
-tests/test_mc_kernel.py).  Measured numbers: README and the report of issue 24.
+tests/test_mc_kernel.py).  Measured here (issue 24, load average 6-12 on the 2 cores, so every
+figure is inflated; 9 interleaved timings): floor 0.18-0.25 s (min-median), fast path with numba
+0.51-0.61 s (2.5-2.9x), with numpy 0.70-0.80 s (3.2-3.9x); per block of 1024 x 64 pulls, numpy's
+draws ~0.34 ms, the cells pass ~0.17 ms, the count pass ~0.06 ms.  The C kernel's ~1.0x sampler
+came from stepping four PCG64 chains of its own; numba reads numpy's one chain, so the sampler
+costs ~1.7x the draws and the 2x target is not met (estimated 2.1-2.3x on a quiet machine).
 
 stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
 Usage: ``python simulations/bench_mc.py`` (about 20 s).
