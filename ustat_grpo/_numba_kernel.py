@@ -15,7 +15,7 @@ numpy's by construction.
   operations in the same order as numpy's path (no fast-math: numba's default).
 
 Without numba :func:`load` returns ``None`` and :mod:`ustat_grpo.finite_action` runs its numpy
-twin (the same bits, ~1.5-2x slower end to end), announced once per process by a
+twin (the same bits, ~1.3-1.4x slower end to end in ``simulations/bench_mc.py``), announced once per process by a
 :class:`NumpyPathWarning`.  ``USTAT_GRPO_NO_NUMBA=1`` chooses the numpy path without a warning.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def announce_numpy_path() -> None:
         return
     _announced = True
     warnings.warn("numba is not installed: the Monte Carlo fast path runs its numpy twin (the "
-                  "same numbers, about 1.5-2x slower); pip install 'ustat_grpo[fast]' for the "
+                  "same numbers, about 1.3-1.4x slower); pip install 'ustat_grpo[fast]' for the "
                   "numba kernel", NumpyPathWarning, stacklevel=3)
 
 

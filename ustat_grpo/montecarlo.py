@@ -28,9 +28,10 @@ Design (STYLE.md, "Monte Carlo outputs"):
   against ``policy.moments()``.  ``sampler="generic"`` uses ``policy.sample`` and the estimators as
   given.  The fast path consumes each block's stream in the order of
   ``ContextualSoftmaxBandit.sample``, so for those bandits it reproduces the generic path to
-  rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~1.5-1.7x the cost of
-  merely drawing its uniforms with the optional numba kernel (extra ``fast``; same bits; 2.6-3.5x
-  with numpy alone, announced once by a warning), the generic path at ~45x.  ``config`` records
+  rounding (a test checks this); ``simulations/bench_mc.py`` times it at ~2.5-2.9x the cost of
+  merely drawing its uniforms with the optional numba kernel (extra ``fast``; same bits; measured
+  under load, ~2.1-2.3x estimated quiet) and ~3.2-3.9x with numpy alone (announced once by a
+  warning), the generic path at ~40x.  ``config`` records
   which ran (``fast_path_kernel``; not part of the checkpoint fingerprint: same numbers).
 * **Output.** The dataset carries the attributes of :func:`ustat_grpo.provenance.provenance_attrs`;
   write it with :func:`ustat_grpo.provenance.write_netcdf`.
