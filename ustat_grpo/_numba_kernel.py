@@ -15,8 +15,8 @@ numpy's by construction.
   operations in the same order as numpy's path (no fast-math: numba's default).
 
 Without numba :func:`load` returns ``None`` and :mod:`ustat_grpo.finite_action` runs its numpy
-twin (the same bits, ~1.3-1.4x slower end to end in ``simulations/bench_mc.py``), announced once per process by a
-:class:`NumpyPathWarning`.  ``USTAT_GRPO_NO_NUMBA=1`` chooses the numpy path without a warning.
+twin (the same bits, ~1.3-1.4x slower end to end in ``simulations/bench_mc.py``), announced
+once per process by a :class:`NumpyPathWarning`.  ``USTAT_GRPO_NO_NUMBA=1`` chooses the numpy path without a warning.
 """
 from __future__ import annotations
 
