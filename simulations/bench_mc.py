@@ -14,7 +14,7 @@ one prompt; the third row times exactly those draws, so "x raw" is the engine's 
 
 Where the time goes (issue 14; this project's 2-core machine is shared with other jobs, so every
 figure moves by up to 2x with the load; medians and minima of interleaved runs).  Before the C
-kernel (numpy only, still the path without a compiler): one ``run_grid`` of 200,000 replicates
+kernel (numpy only, still the path without numba): one ``run_grid`` of 200,000 replicates
 took ~0.23-0.27 s against a floor of ~0.07-0.08 s (ratio 2.6-3.5): the fused sampler's draws
 plus seven numpy passes per block (two shifts, two table gathers, two adds, one ``bincount``)
 ~0.19 s, the B = 1 affine errors ~0.036 s (~0.85 ms per 4-block call, of which the einsum
@@ -22,22 +22,25 @@ plus seven numpy passes per block (two shifts, two table gathers, two adds, one 
 ``default_rng`` ~0.004 s, run_grid's fixed cost ~0.01-0.02 s (git describe ~4-6 ms, xarray
 ~2 ms, tables ~2 ms).  Numpy passes alone were ~1.3x the draws, so 2x needed compiled code.
 
-With the C kernel (``ustat_grpo/_mc_kernel.c``, compiled on first use; the ``kernel:`` line
-says which ran): one pass per pull counts the histogram, reading the block's words in the
-stream order above (PCG64 stepped in C as four chains started by jump-ahead at their stream
-positions; checked against ``random_raw``) with integer thresholds ``ceil(c 2**53)`` in place
-of the float comparisons: ~0.55-0.65 ms per block of 1024 x 64 pulls, about ``Generator.random``
-on the same 131k words (0.5-0.65 ms; one PCG64 chain is latency-bound at ~2.6 ns a word, four
-chains reach ~1.5-2.2 ns on a quiet core, less when the other job shares it), i.e. ~1.0x the
-floor over the run.  The B = 1 errors' ``g_hat - g`` is one C pass (~0.13 ms per call, the
-same elementwise operations as numpy's) before numpy's einsum (~0.085 ms), ~0.02 s in all; the
-matmuls, block statistics and fixed cost are unchanged (numpy/BLAS, for the same bits).  Measured
-here in 14 runs: floor 0.073-0.079 s quiet (0.12-0.15 s under load), fast path 0.115-0.13 s
-(0.16-0.21 s), ratio 1.24-1.66 in 13 and 2.26 once; the numbers are the same bits as without
-the kernel (tests/test_ckernel.py).
+The C kernel that was here (issue 14: compiled at run time by the system compiler into a cache
+directory) is gone (issue 24).  With the optional extra ``fast`` (numba; the ``kernel:`` line
+says which ran) the fused sampler's per-pull work is two numba passes over the block's uniforms,
+drawn by numpy's ``Generator.random`` from the same streams (the floor's own draws): one pass
+gives each pull's histogram cell with integer thresholds ``ceil(c 2**53)`` in place of the float
+comparisons, one counts the cells; and the B = 1 errors' ``g_hat - g`` is one numba pass (the
+same elementwise operations as numpy's) before numpy's einsum.  The matmuls, block statistics
+and fixed cost are unchanged (numpy/BLAS, for the same bits).  Numba compiles both loops in
+memory on their first call in a process (~1-2 s quiet; the warm-up run below takes it).  The
+row "fast path, numpy kernel" times the same run with ``USTAT_GRPO_NO_NUMBA=1`` (same bits,
+tests/test_mc_kernel.py).  Measured here (issue 24, load average 6-12 on the 2 cores, so every
+figure is inflated; 9 interleaved timings): floor 0.18-0.25 s (min-median), fast path with numba
+0.51-0.61 s (2.5-2.9x), with numpy 0.70-0.80 s (3.2-3.9x); per block of 1024 x 64 pulls, numpy's
+draws ~0.34 ms, the cells pass ~0.17 ms, the count pass ~0.06 ms.  The C kernel's ~1.0x sampler
+came from stepping four PCG64 chains of its own; numba reads numpy's one chain, so the sampler
+costs ~1.7x the draws and the 2x target is not met (estimated 2.1-2.3x on a quiet machine).
 
 stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
-Usage: ``python -m simulations.bench_mc`` (about 15 s).
+Usage: ``python -m simulations.bench_mc`` (about 20 s).
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ class Config:
     num_replicates: int = field(default=200_000, metadata={"help": "replicates of the fast path"})
     generic_replicates: int = field(default=10_000, metadata={"help": "replicates of the generic path"})
     estimators: str = field(default="vanilla,leave_one_out,oracle", metadata={"help": "comma-separated names"})
-    repeats: int = field(default=5, metadata={"help": "timings per path, interleaved; the median is reported"})
+    repeats: int = field(default=5, metadata={"help": "timings per path, interleaved; the median and the minimum are reported"})
     seed: int = field(default=0, metadata={"help": "seed of the bandit and of the Monte Carlo streams"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of the table"})
 
@@ -74,15 +77,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser_from_dataclass(Config, prog="python -m simulations.bench_mc", description=__doc__.split("\n\n")[0])
 
 
-def _medians(fns, repeats):
-    """Median seconds of each callable, timed round-robin so that load changes hit all alike."""
+def _timings(fns, repeats):
+    """Seconds of each callable, ``repeats`` times, timed round-robin so that load changes hit
+    all alike."""
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
             t = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t)
-    return [float(np.median(ts)) for ts in times]
+    return times
+
+
+def _numpy_kernel(fn):
+    """``fn`` run with ``USTAT_GRPO_NO_NUMBA=1`` (the numpy path of the same run)."""
+    def run():
+        old = os.environ.get("USTAT_GRPO_NO_NUMBA")
+        os.environ["USTAT_GRPO_NO_NUMBA"] = "1"
+        try:
+            fn()
+        finally:
+            if old is None:
+                del os.environ["USTAT_GRPO_NO_NUMBA"]
+            else:
+                os.environ["USTAT_GRPO_NO_NUMBA"] = old
+    return run
 
 
 def bench(cfg: Config) -> dict:
@@ -115,34 +134,36 @@ def bench(cfg: Config) -> dict:
             bg.advance(r * B)                  # prompt slots
             bg.random_raw(2 * r * B * G)       # arms, then rewards
 
-    fam = finite_action.FiniteActionModel.from_policy(policy)
-    kernel = finite_action.samplers_for(fam)[-2].kernel if K > 1 else "numpy"     # this process
+    kernel = finite_action.fast_path_kernel()                                     # this process
     kw = dict(num_generations=G, num_prompts=B, estimators=names, seed=cfg.seed, scheduler="serial",
               progress=False, exact=None)
     Rg = cfg.generic_replicates
-    mc.run_grid(policy, num_replicates=min(R, 2 * bs), sampler="finite", **kw)     # warm-up
+
+    def fast():
+        mc.run_grid(policy, num_replicates=R, sampler="finite", **kw)
+
+    mc.run_grid(policy, num_replicates=min(R, 2 * bs), sampler="finite", **kw)     # warm-up (numba compiles)
     print("timing the floors, the fast (finite-action) and the generic path ...", file=sys.stderr)
-    t_floor, t_raw, t_words, t_fast, t_gen = _medians(
-        [floor_streams, floor_one_call, floor_raw,
-         lambda: mc.run_grid(policy, num_replicates=R, sampler="finite", **kw),
+    times = _timings(
+        [floor_streams, floor_one_call, floor_raw, fast, _numpy_kernel(fast),
          lambda: mc.run_grid(policy, num_replicates=Rg, sampler="generic", **kw)], cfg.repeats)
-    t_gen_scaled = t_gen * R / Rg
-    rows = {
-        "floor: same uniforms, same streams": t_floor,
-        "floor: one Generator.random call": t_raw,
-        "floor: same streams as raw words": t_words,
-        "engine, fast path (sampler=finite)": t_fast,
-        "engine, generic path (scaled)": t_gen_scaled,
-    }
-    return {
-        "config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens, "kernel": kernel,
-        "seconds": rows,
-        "ns_per_generation": {k: v / gens * 1e9 for k, v in rows.items()},
-        "ratio_to_floor": {k: v / t_floor for k, v in rows.items()},
-        "ratio_to_one_call": {k: v / t_raw for k, v in rows.items()},
-        "ratio_to_raw_words": {k: v / t_words for k, v in rows.items()},
-        "target_met": bool(t_fast <= 2 * t_floor),
-    }
+    names_ = ["floor: same uniforms, same streams", "floor: one Generator.random call",
+              "floor: same streams as raw words", f"engine, fast path ({kernel} kernel)",
+              "engine, fast path, numpy kernel", "engine, generic path (scaled)"]
+    scale = [1, 1, 1, 1, 1, R / Rg]
+    out = {"config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens, "kernel": kernel}
+    for stat, f in (("median", np.median), ("min", np.min)):
+        rows = {k: float(f(ts)) * c for k, ts, c in zip(names_, times, scale)}
+        t_floor, t_raw, t_words = (rows[k] for k in names_[:3])
+        out[stat] = {
+            "seconds": rows,
+            "ns_per_generation": {k: v / gens * 1e9 for k, v in rows.items()},
+            "ratio_to_floor": {k: v / t_floor for k, v in rows.items()},
+            "ratio_to_one_call": {k: v / t_raw for k, v in rows.items()},
+            "ratio_to_raw_words": {k: v / t_words for k, v in rows.items()},
+            "target_met": bool(rows[names_[3]] <= 2 * t_floor),
+        }
+    return out
 
 
 def main(argv=None) -> int:
@@ -159,14 +180,17 @@ def main(argv=None) -> int:
         return 0
     print(f"K={cfg.num_arms} arms, d={cfg.num_arms}, G={cfg.num_generations}, B={cfg.num_prompts}, "
           f"{cfg.num_replicates} replicates, estimators {cfg.estimators}; block {res['block_size']} "
-          f"replicates; median of {cfg.repeats}, interleaved")
-    print(f"{'path':40s} {'seconds':>9s} {'ns/gen':>8s} {'x floor':>8s} {'x 1-call':>8s} {'x raw':>8s}")
-    for k, v in res["seconds"].items():
-        print(f"{k:40s} {v:9.3f} {res['ns_per_generation'][k]:8.2f} {res['ratio_to_floor'][k]:8.2f} "
-              f"{res['ratio_to_one_call'][k]:8.2f} {res['ratio_to_raw_words'][k]:8.2f}")
-    print(f"kernel: {res['kernel']} (fast path's sampler and B = 1 errors; 'numpy' without a C "
-          "compiler or with USTAT_GRPO_NO_CKERNEL=1: same bits)")
-    print(f"target (fast path <= 2 x floor): {'met' if res['target_met'] else 'NOT met'}")
+          f"replicates; {cfg.repeats} timings each, interleaved")
+    for stat in ("median", "min"):
+        r = res[stat]
+        print(f"{stat + ' of ' + str(cfg.repeats):40s} {'seconds':>9s} {'ns/gen':>8s} {'x floor':>8s} "
+              f"{'x 1-call':>8s} {'x raw':>8s}")
+        for k, v in r["seconds"].items():
+            print(f"{k:40s} {v:9.3f} {r['ns_per_generation'][k]:8.2f} {r['ratio_to_floor'][k]:8.2f} "
+                  f"{r['ratio_to_one_call'][k]:8.2f} {r['ratio_to_raw_words'][k]:8.2f}")
+        print(f"target (fast path <= 2 x floor, {stat}s): {'met' if r['target_met'] else 'NOT met'}")
+    print(f"kernel: {res['kernel']} (fast path's sampler and B = 1 errors; 'numpy' without numba "
+          "(pip install -e '.[fast]') or with USTAT_GRPO_NO_NUMBA=1: same bits)")
     return 0
 
 

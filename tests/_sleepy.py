@@ -6,4 +6,5 @@ import time
 def sleepy(directory):
     open(os.path.join(directory, f"worker-{os.getpid()}"), "w").close()
     time.sleep(120)
+    open(os.path.join(directory, f"done-{os.getpid()}"), "w").close()   # not reached if killed
     return 0

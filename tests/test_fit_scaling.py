@@ -36,6 +36,7 @@ def _grid_csv(tmp_path, A=(0.01, 0.4, 0.4), budget=256, noise=0.02, seed=0, se=T
     return path
 
 
+@pytest.mark.slow
 def test_default_run_recovers_toy_optimum(capsys):
     rc, out, err = _run(capsys, ["--source", "bandit", "--format", "json", "--replicates", "400"])
     assert rc == 0, err
@@ -50,6 +51,7 @@ def test_default_run_recovers_toy_optimum(capsys):
     assert "grid cell" in err and "done in" in err          # progress on stderr, not stdout
 
 
+@pytest.mark.slow
 def test_text_report_explains_recommendation(capsys):
     rc, out, err = _run(capsys, ["--source", "bandit", "--replicates", "0", "--budget", "512"])
     assert rc == 0, err

@@ -50,12 +50,11 @@ def _argv(task, *extra):
             "--num-prompts", "32", "--projection-dim", "16", "--device", "cpu", "--format", "json", *extra]
 
 
-def _run(argv, *, torchrun=False, env=None, timeout=300):
+def _run(argv, *, torchrun=False, env=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env or {}))
     head = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"] if torchrun
             else [sys.executable])
-    out = subprocess.run([*head, "-m", "ustat_grpo.fit_scaling", *argv], capture_output=True, text=True, env=env,
-                         timeout=timeout)
+    out = subprocess.run([*head, "-m", "ustat_grpo.fit_scaling", *argv], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     d = json.loads(out.stdout)
     for k in ("runtime_s", "command", "options", "input_hash", "source"):   # differ with the pilot's path
@@ -73,6 +72,7 @@ def _same_data(a, b):
         np.testing.assert_array_equal(sa.extras[k][1], sb.extras[k][1])
 
 
+@pytest.mark.slow
 def test_own_task_torchrun_resume_and_pilot_file_report(task, tmp_path):
     pytest.importorskip("torch.distributed.run")
     one = tmp_path / "one.nc"
@@ -86,8 +86,7 @@ def test_own_task_torchrun_resume_and_pilot_file_report(task, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", REWARD_SLEEP="0.2")
     proc = subprocess.Popen([sys.executable, "-m", "ustat_grpo.fit_scaling", *_argv(task, "--pilot", str(killed))],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    while not killed.exists() and time.time() - t0 < 120:
+    while not killed.exists() and proc.poll() is None:                  # first batch written, or exit
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

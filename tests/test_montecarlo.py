@@ -139,16 +139,16 @@ def test_categorical_sampler_equals_searchsorted():
     np.testing.assert_array_equal(per_element, ids)
 
 
-@pytest.fixture(params=["C", "numpy"])
+@pytest.fixture(params=["numba", "numpy"])
 def kernel(request, monkeypatch):
-    """Run a test with the compiled kernel (ustat_grpo._ckernel; skipped without a compiler) and
+    """Run a test with the numba kernel (ustat_grpo._numba_kernel; skipped without numba) and
     with the numpy path: they must give the same bits."""
-    from ustat_grpo import _ckernel
+    from ustat_grpo import _numba_kernel
 
     if request.param == "numpy":
-        monkeypatch.setenv("USTAT_GRPO_NO_CKERNEL", "1")
-    elif _ckernel.load() is None:
-        pytest.skip("no C compiler")
+        monkeypatch.setenv("USTAT_GRPO_NO_NUMBA", "1")
+    elif _numba_kernel.load() is None:
+        pytest.skip("numba is not installed")
     return request.param
 
 
@@ -618,8 +618,11 @@ def test_bench_script_reports_ratios(capsys):
     assert bench_mc.main(["--num-replicates", "2000", "--generic-replicates", "200", "--repeats", "1",
                           "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res["ratio_to_floor"]) == set(res["seconds"])
-    assert res["ratio_to_floor"]["floor: same uniforms, same streams"] == 1.0
+    for stat in ("median", "min"):
+        r = res[stat]
+        assert set(r["ratio_to_floor"]) == set(r["seconds"]) and len(r["seconds"]) == 6
+        assert r["ratio_to_floor"]["floor: same uniforms, same streams"] == 1.0
+    assert res["kernel"] in ("numba", "numpy")
     assert bench_mc.main(["--num-arms", "1"]) == 2
 
 
@@ -640,8 +643,7 @@ def test_killed_script_resumes_to_identical_data(tmp_path):
     proc = subprocess.Popen([sys.executable, script, *args, "--out", str(tmp_path / "a"),
                              "--checkpoint-dir", str(ckpt)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(list(ckpt.glob("*/cell-*.npz"))) < 2 and time.time() < deadline and proc.poll() is None:
+    while len(list(ckpt.glob("*/cell-*.npz"))) < 2 and proc.poll() is None:   # 2 cells, or exit
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     os.kill(proc.pid, signal.SIGKILL)
@@ -649,9 +651,9 @@ def test_killed_script_resumes_to_identical_data(tmp_path):
     done = len(list(ckpt.glob("*/cell-*.npz")))
     assert 2 <= done < 15
     subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "a"), "--checkpoint-dir", str(ckpt)],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "b")], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a = xr.load_dataset(tmp_path / "a" / "fig4_bandit.nc")
     b = xr.load_dataset(tmp_path / "b" / "fig4_bandit.nc")
     for v in ("count", "mse", "m2", "mse_se", "exact", "exact_curve"):

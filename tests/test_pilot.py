@@ -91,22 +91,22 @@ run_pilot(slow, num_prompts=30, path=sys.argv[1], seed=11, batch_size=3, created
 """ % CREATED
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_file_byte_for_byte(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     script = tmp_path / "slow.py"
     script.write_text(_SLOW_PILOT)
     ref = tmp_path / "ref.nc"
-    subprocess.run([sys.executable, str(script), str(ref), "0"], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, str(script), str(ref), "0"], check=True, env=env)
     path = tmp_path / "killed.nc"
     proc = subprocess.Popen([sys.executable, str(script), str(path), "0.05"], env=env)
-    t0 = time.time()
-    while not path.exists() and time.time() - t0 < 60:            # first batch written
+    while not path.exists() and proc.poll() is None:               # first batch written, or exit
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial, _ = load_pilot(str(path))
     assert 3 <= len(partial) < 30
-    subprocess.run([sys.executable, str(script), str(path), "0"], check=True, env=env, timeout=120)
+    subprocess.run([sys.executable, str(script), str(path), "0"], check=True, env=env)
     assert path.read_bytes() == ref.read_bytes()
 
 
@@ -121,6 +121,7 @@ def _gloo_worker(rank, world_size, init_file, path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(tmp_path):
     mp = pytest.importorskip("torch.multiprocessing")
     one = tmp_path / "one.nc"
@@ -137,7 +138,7 @@ _LM_ARGS = ["--num-prompts", "6", "--samples-per-prompt", "8", "--variant", "wea
 
 def _cli_json(argv, env=None, keep_provenance=False):
     out = subprocess.run([sys.executable, "-m", "ustat_grpo.fit_scaling", *argv], capture_output=True, text=True,
-                         env=env or dict(os.environ, PYTHONPATH=REPO), timeout=300)
+                         env=env or dict(os.environ, PYTHONPATH=REPO))
     assert out.returncode == 0, out.stderr
     import json
     d = json.loads(out.stdout)
@@ -148,6 +149,7 @@ def _cli_json(argv, env=None, keep_provenance=False):
     return d
 
 
+@pytest.mark.slow
 def test_cli_pilot_file_gives_the_same_recommendation_and_reports_from_the_file(tmp_path):
     plain = _cli_json(_LM_ARGS)
     path = tmp_path / "pilot.nc"
@@ -159,6 +161,7 @@ def test_cli_pilot_file_gives_the_same_recommendation_and_reports_from_the_file(
     assert from_file == plain
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     pytest.importorskip("torch.distributed.run")
     # one thread in every process: float32 reductions then add in the same order (bit-identity holds
@@ -169,7 +172,7 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     two = tmp_path / "two.nc"
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                           "-m", "ustat_grpo.fit_scaling", *_LM_ARGS, "--pilot", str(two), "--device", "cpu"],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     import json
     d = json.loads(out.stdout)
@@ -196,6 +199,7 @@ def test_adaptive_pilot_stops_when_the_interval_is_narrow_enough():
         run_pilot(sampler, num_prompts=10, seed=0, path="unused.nc", stop=rule, rank=0, world_size=2)
 
 
+@pytest.mark.slow
 def test_cli_adaptive_pilot_reports_what_it_spent():
     d = _cli_json(["--samples-per-prompt", "8", "--variant", "weak", "--projection-dim", "32", "--seed", "2",
                    "--format", "json", "--target-width", "1000", "--min-prompts", "128"])

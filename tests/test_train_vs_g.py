@@ -18,6 +18,7 @@ def quick(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_quick_grid_writes_netcdf_summary_and_figure(quick):
     for name in ("train_vs_g.nc", "summary.json", "train_vs_g.png"):
         assert (quick / name).stat().st_size > 0
@@ -35,6 +36,7 @@ def test_quick_grid_writes_netcdf_summary_and_figure(quick):
     assert [r["step"] for r in summary["drift"]["rows"]] == [0, 6]
 
 
+@pytest.mark.slow
 def test_reanalysis_from_the_netcdf_and_cached_cells_give_the_same_numbers(quick, capsys):
     summary = json.loads((quick / "summary.json").read_text())
     grid, consts, cfg, _ = T.load(quick / "train_vs_g.nc")
@@ -48,6 +50,7 @@ def test_reanalysis_from_the_netcdf_and_cached_cells_give_the_same_numbers(quick
     assert "not significantly worse" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_gstar_training_check_reads_a_stored_result(quick, monkeypatch):
     from paper_checks import load_all, run_check
 
@@ -89,6 +92,7 @@ def quick_std(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_std_grid_records_loss_type_and_the_scale_free_criterion(quick_std):
     with xr.open_dataset(quick_std / "train_vs_g.nc") as ds:
         assert list(ds.loss_type.values) == ["dapo"] and list(ds.setting.values) == ["grpo/lr=0.001/dapo"]
@@ -104,6 +108,7 @@ def test_std_grid_records_loss_type_and_the_scale_free_criterion(quick_std):
     assert json.loads(json.dumps(again, default=float)) == summary["analysis"]
 
 
+@pytest.mark.slow
 def test_gstar_training_std_check_reads_a_stored_result(quick_std, monkeypatch):
     from paper_checks import load_all, run_check
 

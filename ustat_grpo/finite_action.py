@@ -19,14 +19,15 @@ and :class:`BlockErrors` takes several blocks per call -- each block from its ow
 own histogram -> sums matmul, every later step per replicate -- so the errors are those of one
 :func:`errors_finite` per block, bit for bit (tests check both against their twins).
 
-C kernel.  Where a C compiler exists, :mod:`ustat_grpo._ckernel` compiles ``_mc_kernel.c`` on
-first use, and the fused sampler's histograms (one pass per pull, reading the same words of the
-same stream, with integer thresholds that decide exactly what the float comparisons decide) and
-the ``B = 1`` affine errors' ``g_hat - g`` (the same elementwise IEEE operations in the same
-order; the squared norms stay numpy's einsum, the sums numpy's BLAS matmul) come from it.  It
-gives the numpy path's bits and leaves each generator in the same state, so results do not depend
-on whether a compiler exists (``tests/test_ckernel.py``); ``USTAT_GRPO_NO_CKERNEL=1`` turns it
-off.  :attr:`_OnePromptSampler.kernel` says which ran.
+Numba kernel.  With the optional extra ``fast`` (numba), :mod:`ustat_grpo._numba_kernel`
+counts the fused sampler's histograms (from the block's uniforms, drawn by numpy in the same
+stream order, with integer thresholds that decide exactly what the float comparisons decide)
+and computes the ``B = 1`` affine errors' ``g_hat - g`` (the same elementwise IEEE operations
+in the same order; the squared norms stay numpy's einsum, the sums numpy's BLAS matmul).  It gives the numpy path's bits and leaves each generator in the same
+state, so results do not depend on whether numba is installed (``tests/test_mc_kernel.py``).
+Without numba the numpy path runs, announced once per process (a
+:class:`~ustat_grpo._numba_kernel.NumpyPathWarning`); ``USTAT_GRPO_NO_NUMBA=1`` chooses it
+silently.  :attr:`_OnePromptSampler.kernel` says which ran.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _numba_kernel
 from ._random import default_rng
 
 __all__ = ["FiniteActionModel"]
@@ -196,11 +198,6 @@ def workspace(shape):
             np.empty(shape, np.int32), np.empty(shape, bool))
 
 
-#: Bit generators whose ``Generator.random`` is ``(next_raw() >> 11) * 2**-53`` (MT19937's raw
-#: words are 32-bit): the C kernel reads only these.
-_WORD_IS_UNIFORM = (np.random.PCG64, np.random.PCG64DXSM, np.random.SFC64, np.random.Philox)
-
-
 def _thresholds(c):
     """``ceil(c * 2**53)`` as uint64, clipped to ``[0, 2**53]`` (NaN: ``2**53``): for a word
     ``w`` with uniform ``u = (w >> 11) 2**-53``, ``u >= c`` iff ``(w >> 11) >= threshold``."""
@@ -258,70 +255,61 @@ class _OnePromptSampler:
             cells = np.where(m0, a2, np.where(m1, a2 + 1, self.KM))    # (K, nr)
             self.cell_lut = np.concatenate([cells, np.full((1, nr), self.KM)]).astype(np.intp).ravel()
         self._ws = {}
-        self._c = self._c_setup()
+        self._nb = self._nb_setup()
 
-    #: Table bits of the C kernel's arm lookup: 2**12 int32 entries stay in L1.
-    C_LUT_BITS = 12
+    #: Table bits of the numba kernel's arm lookup: 2**12 int32 entries stay in L1.
+    NB_LUT_BITS = 12
 
-    def _c_setup(self):
-        """Arguments of the C kernel (:mod:`ustat_grpo._ckernel`), or ``None`` to run numpy.
+    def _nb_setup(self):
+        """Arguments of the numba kernel (:mod:`ustat_grpo._numba_kernel`), or ``None`` to run
+        numpy (announced once when numba is missing).
 
-        The kernel compares ``k = w >> 11`` (``u = k 2**-53``) with integer thresholds:
-        ``u >= c`` iff ``k >= ceil(c 2**53)`` for any double ``c`` (the scaling is exact), so
-        ``athr`` (the CDF points, then a sentinel) and ``rthr`` (``P(m = 0 | a)``) decide exactly
-        what ``searchsorted`` and ``u >= fail`` decide.  Its scan ``while athr[a] <= k`` is
-        ``searchsorted(side="right")`` only on a sorted CDF, so an unsorted or non-finite one
-        (not a distribution) stays on numpy.
+        The kernel compares ``k = u 2**53`` (an integer: ``u = (w >> 11) 2**-53``) with integer
+        thresholds: ``u >= c`` iff ``k >= ceil(c 2**53)`` for any double ``c`` (the scaling is
+        exact), so ``athr`` (the CDF points, then a sentinel) and ``rthr`` (``P(m = 0 | a)``)
+        decide exactly what ``searchsorted`` and ``u >= fail`` decide.  Its scan ``while
+        athr[a] <= k`` is ``searchsorted(side="right")`` only on a sorted CDF, so an unsorted or
+        non-finite one (not a distribution) stays on numpy.
         """
-        from . import _ckernel
+        from . import _numba_kernel
 
         cdf = np.asarray(self.cdf, dtype=np.float64)
-        if not (np.isfinite(cdf).all() and (np.diff(cdf) >= 0).all()) or self.K > 2 ** 28:
+        if not (np.isfinite(cdf).all() and (np.diff(cdf) >= 0).all()):
             return None
-        lib = _ckernel.load()
-        if lib is None:
+        kern = _numba_kernel.load()
+        if kern is None:
+            _numba_kernel.announce_numpy_path()
             return None
-        nb = 2 ** self.C_LUT_BITS
+        nb = 2 ** self.NB_LUT_BITS
         lut = np.searchsorted(cdf, np.arange(nb) / nb, side="right").astype(np.int32)  # left edges
-        athr = np.append(_thresholds(cdf), np.iinfo(np.uint64).max)      # (K,): sentinel
-        rthr = None if self.fail is None else _thresholds(self.fail)
-        return {"lib": lib, "athr": athr, "lut": lut, "rthr": rthr, "arms": np.empty(0, np.int32)}
+        athr = np.append(_thresholds(cdf).astype(np.int64), np.iinfo(np.int64).max)   # sentinel
+        rthr = (np.empty(0, np.int64) if self.fail is None
+                else _thresholds(self.fail).astype(np.int64))
+        return {"hist_uniforms": kern.hist_uniforms, "athr": athr, "lut": lut,
+                "shift": 53 - self.NB_LUT_BITS, "rthr": rthr, "u": np.empty(0),
+                "cells": np.empty(0, np.int32)}
 
     @property
     def kernel(self) -> str:
-        """``"C"`` when the compiled kernel draws the histograms, else ``"numpy"``."""
-        return "numpy" if self._c is None else "C"
+        """``"numba"`` when the numba kernel counts the histograms, else ``"numpy"``."""
+        return "numpy" if self._nb is None else "numba"
 
-    def _c_block(self, gen, R, B, G, out):
-        """One block's histogram ``(R*B, K*M)`` into ``out`` (float64, C-contiguous) by the C
-        kernel: the counts of :meth:`__call__`, bit for bit, from the same stream, and the
-        generator left in the same state.  A numpy ``PCG64`` is stepped inline on a copy of its
-        state (checked against ``random_raw`` when the kernel loads), any other bit generator
-        through its C interface (``next_raw``, what ``random_raw`` calls)."""
-        from . import _ckernel
-
-        c = self._c
+    def _nb_block(self, gen, R, B, G, out):
+        """One block's histogram ``(R*B, K*M)`` into ``out`` (float64) by the numba kernel: the
+        counts of :meth:`__call__`, bit for bit, from the same uniforms of the same stream (drawn
+        here by ``gen.random``: the prompt slots, then the arms, then the rewards), and the
+        generator left in the same state."""
+        c = self._nb
         n = R * B
-        if c["arms"].size < n * G:
-            c["arms"] = np.empty(n * G, np.int32)
-        if out.shape != (n, self.KM) or out.dtype != np.float64 or not out.flags.c_contiguous:
-            raise ValueError("out must be a C-contiguous float64 array of shape (R*B, K*M)")
-        rthr = c["rthr"]
-        args = (n, G, c["athr"].ctypes.data, self.K, c["lut"].ctypes.data, self.C_LUT_BITS,
-                None if rthr is None else rthr.ctypes.data, c["arms"].ctypes.data, out.ctypes.data)
-        bg, lib = gen.bit_generator, c["lib"]
-        if type(bg) not in _WORD_IS_UNIFORM or G >= 2 ** 31:           # e.g. MT19937: numpy path
-            np.copyto(out, self.resolve(*self.block(gen, R, B, G))[:, :-1])
-            return out
-        if lib.pcg64_inline and type(bg) is np.random.PCG64:
-            words = _ckernel.pcg64_words(bg)
-            rc = lib.ustat_hist_block_pcg64(words.ctypes.data, *args)
-            if rc == 0:
-                _ckernel.set_pcg64_state(bg, words)
-        else:
-            rc = lib.ustat_hist_block(_ckernel.bitgen_address(bg), *args)
-        if rc != 0:
-            raise RuntimeError(f"C kernel failed ({rc})")
+        nm = 1 if self.fail is None else 2
+        if c["u"].size < nm * n * G:
+            c["u"], c["cells"] = np.empty(nm * n * G), np.empty(n * G, np.int32)
+        if out.shape != (n, self.KM) or out.dtype != np.float64:
+            raise ValueError("out must be a float64 array of shape (R*B, K*M)")
+        u = c["u"][:nm * n * G]
+        gen.random(out=u[:n])                                           # prompt slots (P = 1: unused)
+        gen.random(out=u)                                               # arms, then rewards
+        c["hist_uniforms"](u, n, G, c["athr"], c["lut"], c["shift"], c["rthr"], c["cells"], out)
         return out
 
     def _workspace(self, n, G):
@@ -372,10 +360,10 @@ class _OnePromptSampler:
         return hist
 
     def __call__(self, gen, R, B, G):
-        """Histogram ``(R*B, K*M)`` of one block's groups (int64 counts; float64 from the C
+        """Histogram ``(R*B, K*M)`` of one block's groups (int64 counts; float64 from the numba
         kernel, the same values)."""
-        if self._c is not None:
-            return self._c_block(gen, R, B, G, np.empty((R * B, self.KM)))
+        if self._nb is not None:
+            return self._nb_block(gen, R, B, G, np.empty((R * B, self.KM)))
         return self.resolve(*self.block(gen, R, B, G))[:, :-1]
 
     def histograms(self, gens, sizes, B, G, *, out=None):
@@ -385,10 +373,10 @@ class _OnePromptSampler:
         resolved together, which saves their per-call overhead.
         """
         out = np.empty((sum(sizes) * B, self.KM)) if out is None else out
-        if self._c is not None:
+        if self._nb is not None:
             row = 0
             for gen, R in zip(gens, sizes):
-                self._c_block(gen, R, B, G, out[row:row + R * B])
+                self._nb_block(gen, R, B, G, out[row:row + R * B])
                 row += R * B
             return out
         groups, words = [], []
@@ -400,6 +388,12 @@ class _OnePromptSampler:
             words.append(w)
             row += R * B
         return self.resolve(out, np.concatenate(groups), np.concatenate(words, axis=1))
+
+
+def fast_path_kernel() -> str:
+    """``"numba"`` or ``"numpy"``: which kernel this process's fast path runs
+    (:mod:`ustat_grpo._numba_kernel`)."""
+    return "numpy" if _numba_kernel.load() is None else "numba"
 
 
 def samplers_for(fam):
@@ -586,8 +580,8 @@ def _affine_errors_one_prompt(task, grp, fast, values, scratch=None):
     G, B = task.G, task.B
     coefs = [_affine_coefficients(task.estimators[i], grp.zbar, lambda: grp.std(G), values, G)
              for i in fast]
-    if B == 1 and (lib := _c_affine_lib(grp)) is not None:
-        return _affine_errors_one_prompt_c(lib, task, grp, coefs, scratch)
+    if B == 1 and (kern := _numba_kernel.load()) is not None:
+        return _affine_errors_one_prompt_nb(kern.affine_diff, task, grp, coefs, scratch)
     if B == 1:
         # The einsums of B > 1 sum over one b: the same products, in fewer and contiguous passes.
         # A coefficient that is constant over replicates is a scalar, and c = 0 adds nothing
@@ -626,40 +620,21 @@ def _affine_errors_one_prompt(task, grp, fast, values, scratch=None):
     return np.einsum("erd,erd->er", diff, diff)
 
 
-def _c_affine_lib(grp):
-    """The C kernel if it can take ``grp``'s ``ZW``, ``NW`` (float64 rows of contiguous
-    elements), else ``None``."""
-    from . import _ckernel
-
-    lib = _ckernel.load()
-    if lib is None:
-        return None
-    for X in (grp.ZW, grp.NW):
-        if X.dtype != np.float64 or X.ndim != 3 or X.strides[-1] != 8 or X.strides[0] % 8:
-            return None
-    return lib
-
-
-def _affine_errors_one_prompt_c(lib, task, grp, coefs, scratch):
-    """:func:`_affine_errors_one_prompt` at ``B = 1`` with ``g_hat - g`` from the C kernel: the
-    same elementwise IEEE operations in the same order (``_mc_kernel.c``), so the same bits; the
-    squared norms are numpy's einsum, as there."""
+def _affine_errors_one_prompt_nb(affine_diff, task, grp, coefs, scratch):
+    """:func:`_affine_errors_one_prompt` at ``B = 1`` with ``g_hat - g`` from the numba kernel:
+    the same elementwise IEEE operations in the same order (:mod:`ustat_grpo._numba_kernel`), so
+    the same bits; the squared norms are numpy's einsum, as there."""
     G = task.G
     R, d = grp.ZW.shape[0], grp.ZW.shape[-1]
     E = len(coefs)
-    a, c = scratch("c_a", (E, R)), scratch("c_c", (E, R))
-    use_c = np.empty(E, np.int32)
+    a, c = scratch("nb_a", (E, R)), scratch("nb_c", (E, R))
+    use_c = np.empty(E, np.bool_)
     for e, (ae, ce) in enumerate(coefs):
         a[e], c[e] = ae[:, 0], ce[:, 0]
         use_c[e] = bool((c[e] != 0).any())          # as the numpy path: c = 0 adds nothing
     est = scratch("est", (E, R, d))
     grad = np.ascontiguousarray(task.gradient, dtype=np.float64)
-    rc = lib.ustat_affine_diff(E, R, d, grp.ZW.ctypes.data, grp.ZW.strides[0] // 8,
-                               grp.NW.ctypes.data, grp.NW.strides[0] // 8, a.ctypes.data,
-                               c.ctypes.data, use_c.ctypes.data, float(G), int(G & (G - 1) == 0),
-                               grad.ctypes.data, est.ctypes.data)
-    if rc != 0:
-        raise RuntimeError(f"C kernel failed ({rc})")
+    affine_diff(grp.ZW[:, 0], grp.NW[:, 0], a, c, use_c, float(G), bool(G & (G - 1) == 0), grad, est)
     return np.einsum("erd,erd->er", est, est)
 
 

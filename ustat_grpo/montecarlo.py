@@ -29,8 +29,9 @@ Design (STYLE.md, "Monte Carlo outputs"):
   given.  The fast path consumes each block's stream in the order of
   ``ContextualSoftmaxBandit.sample``, so for those bandits it reproduces the generic path to
   rounding (a test checks this); ``python -m simulations.bench_mc`` times it against the cost of
-  merely drawing its uniforms, with the optional C kernel (same bits) and with numpy alone (when
-  no C compiler exists), and the generic path.
+  merely drawing its uniforms, with the optional numba kernel (extra ``fast``; same bits) and with
+  numpy alone (announced once by a warning), and the generic path.  ``config`` records which ran
+  (``fast_path_kernel``; not part of the checkpoint fingerprint: same numbers).
 * **Output.** The dataset carries the attributes of :func:`ustat_grpo.provenance.provenance_attrs`;
   write it with :func:`ustat_grpo.provenance.write_netcdf`.
 """
@@ -393,6 +394,8 @@ def _config(policy, names, funcs, Gs, Bs, R, seed, block_size, fam, affine, extr
         "seed": str(seed), "block_size": block_size if block_size is not None
         else f"max(1, {BLOCK_GENERATIONS} // (B * G))",
         "sampler": "finite" if fam is not None else "generic", "affine_fast_path": sorted(affine),
+        # which kernel this process runs on the fast path (the same numbers either way)
+        "fast_path_kernel": None if fam is None else finite_action.fast_path_kernel(),
         "policy": repr(policy), "policy_fingerprint": _policy_fingerprint(policy),
     }
     if extra_config:
@@ -403,7 +406,8 @@ def _config(policy, names, funcs, Gs, Bs, R, seed, block_size, fam, affine, extr
 def _fingerprint(config) -> str:
     """Checkpoint key: the config without the grid (a cell is defined by its own coordinates)."""
     return hashlib.sha256(json.dumps(
-        {k: v for k, v in config.items() if k not in ("num_generations", "num_prompts", "extra")},
+        {k: v for k, v in config.items()
+         if k not in ("num_generations", "num_prompts", "extra", "fast_path_kernel")},
         sort_keys=True).encode()).hexdigest()[:24]
 
 

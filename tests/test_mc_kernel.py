@@ -1,24 +1,25 @@
-"""Tests for the optional C kernel (ustat_grpo/_mc_kernel.c, loaded by ustat_grpo._ckernel).
+"""Tests for the optional numba kernel (ustat_grpo._numba_kernel, the extra ``fast``).
 
 The kernel must give the numpy path's histograms, generator states and errors bit for bit, so
-results never depend on whether a compiler exists.  Tests that need the compiled kernel skip when
-it cannot be built; the fallback tests run everywhere.
+results never depend on whether numba is installed.  Tests that need numba skip without it; the
+fallback tests run everywhere.
 """
 from __future__ import annotations
 
-import ctypes
-import threading
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 
-from ustat_grpo import _ckernel, finite_action
+from ustat_grpo import _numba_kernel, finite_action
 from ustat_grpo import montecarlo as mc
 from ustat_grpo.bandits import SoftmaxBandit
 from ustat_grpo.estimators import ESTIMATORS
 
-LIB = _ckernel.load()
-needs_c = pytest.mark.skipif(LIB is None, reason="no C compiler: the numpy path runs")
+KERN = _numba_kernel.load()
+needs_numba = pytest.mark.skipif(KERN is None, reason="numba is not installed: the numpy path runs")
 DATA_VARS = ("count", "mse", "m2", "mse_se", "exact")
 AFFINE = ("vanilla", "leave_one_out", "oracle", "group_mean", "std_normalized")
 
@@ -54,7 +55,7 @@ def _arm_laws(K, rng):
 
 def _edges(p, steps=4096):
     """``p`` rescaled to multiples of ``1/steps`` summing to 1 (``steps = 2**12``: CDF points on
-    the C table's bin edges and the numpy table's)."""
+    the numba table's bin edges and the numpy table's)."""
     n = np.floor(p / p.sum() * steps)
     n[np.argmax(n)] += steps - n.sum()
     return n / steps
@@ -71,10 +72,10 @@ def _numpy_twin(one, gen, R, B, G):
     return one.resolve(*one.block(gen, R, B, G))[:, :-1]
 
 
-@needs_c
+@needs_numba
 @pytest.mark.parametrize("K", [2, 3, 10, 37])
-def test_c_histograms_equal_numpy_twins(K):
-    """C histograms == the fused numpy sampler == the per-pull sampler, and the generator ends in
+def test_numba_histograms_equal_numpy_twins(K):
+    """Numba histograms == the fused numpy sampler == the per-pull sampler, and the generator ends in
     the same state, over K, M, G, B, block sizes (odd numbers of groups) and seeds."""
     rng = np.random.default_rng(K)
     for probs in _arm_laws(K, rng):
@@ -82,7 +83,7 @@ def test_c_histograms_equal_numpy_twins(K):
             fam = _model(probs, fail)
             samplers = finite_action.samplers_for(fam)
             one = samplers[-2]
-            assert one.kernel == "C"
+            assert one.kernel == "numba"
             for R, B, G in [(1, 1, 2), (5, 1, 3), (33, 2, 3), (16, 3, 64), (7, 1, 64)]:
                 seed = int(rng.integers(2 ** 32))
                 a, b, c = (np.random.default_rng(seed) for _ in range(3))
@@ -94,46 +95,22 @@ def test_c_histograms_equal_numpy_twins(K):
                 assert a.bit_generator.state == b.bit_generator.state == c.bit_generator.state
 
 
-@needs_c
-def test_c_histograms_other_bit_generators_and_generic_kernel(monkeypatch):
-    """The next_raw kernel (any bit generator; PCG64 too when the inline PCG64 is off) gives the
-    per-pull sampler's counts (other bit generators: the fused numpy sampler's ``advance`` is
-    PCG64's) and the numpy fused sampler's."""
+@needs_numba
+def test_numba_histograms_other_bit_generators():
+    """Through any numpy bit generator (the uniforms come from ``gen.random``, so MT19937's
+    two-word uniforms too) the kernel gives the per-pull sampler's counts and leaves the generator
+    where the per-pull sampler does (the fused numpy sampler needs PCG64's ``advance``)."""
     rng = np.random.default_rng(5)
-    fam = _model(rng.dirichlet(np.ones(6)), rng.uniform(size=6))
-    samplers = finite_action.samplers_for(fam)
-    one = samplers[-2]
-    for bg in (np.random.SFC64, np.random.Philox, np.random.PCG64DXSM):
-        a, b = np.random.Generator(bg(3)), np.random.Generator(bg(3))
-        ws = finite_action.workspace((20, 2, 9))
-        np.testing.assert_array_equal(
-            one(a, 20, 2, 9), finite_action._draw_histograms(fam, b, 20, 2, 9, samplers, ws)[3])
-        assert a.random() == b.random()
-    with pytest.raises(AttributeError):            # 32-bit raw words: not C's; numpy's needs advance
-        one(np.random.Generator(np.random.MT19937(3)), 20, 2, 9)
-    monkeypatch.setattr(LIB, "pcg64_inline", False)
     for M1 in (False, True):
-        fam = _model(rng.dirichlet(np.ones(4)), None if M1 else rng.uniform(size=4))
-        one = finite_action.samplers_for(fam)[-2]
-        a, b = np.random.default_rng(8), np.random.default_rng(8)
-        np.testing.assert_array_equal(one(a, 31, 1, 5), _numpy_twin(one, b, 31, 1, 5))
-        assert a.bit_generator.state == b.bit_generator.state
-
-
-@needs_c
-def test_inline_pcg64_and_jump_equal_numpy():
-    for seed in (0, 1, 2 ** 70 + 3):
-        bg = np.random.PCG64(seed)
-        w = _ckernel.pcg64_words(bg)
-        out = np.empty(777, np.uint64)
-        assert LIB.ustat_pcg64_raw(w.ctypes.data, out.size, out.ctypes.data) == 0
-        np.testing.assert_array_equal(out, bg.random_raw(out.size))
-        np.testing.assert_array_equal(w, _ckernel.pcg64_words(bg))
-        for delta in (0, 1, 12345, 2 ** 40 + 7):
-            w = _ckernel.pcg64_words(bg)
-            assert LIB.ustat_pcg64_jump(w.ctypes.data, delta) == 0
-            bg.advance(delta)
-            np.testing.assert_array_equal(w, _ckernel.pcg64_words(bg))
+        fam = _model(rng.dirichlet(np.ones(6)), None if M1 else rng.uniform(size=6))
+        samplers = finite_action.samplers_for(fam)
+        one = samplers[-2]
+        for bg in (np.random.SFC64, np.random.Philox, np.random.PCG64DXSM, np.random.MT19937):
+            a, b = np.random.Generator(bg(3)), np.random.Generator(bg(3))
+            ws = finite_action.workspace((20, 2, 9))
+            np.testing.assert_array_equal(
+                one(a, 20, 2, 9), finite_action._draw_histograms(fam, b, 20, 2, 9, samplers, ws)[3])
+            assert a.random() == b.random()
 
 
 def test_thresholds_decide_the_uniform_comparisons():
@@ -150,29 +127,14 @@ def test_thresholds_decide_the_uniform_comparisons():
     assert finite_action._thresholds([np.nan])[0] == 2 ** 53            # u >= NaN is never true
 
 
-_WORD = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
-
-
-class _Bitgen(ctypes.Structure):
-    _fields_ = [("state", ctypes.c_void_p), ("next_uint64", ctypes.c_void_p),
-                ("next_uint32", ctypes.c_void_p), ("next_double", ctypes.c_void_p),
-                ("next_raw", ctypes.c_void_p)]
-
-
 def _crafted_hist(one, words, n, G):
-    """Run the next_raw kernel on a given word sequence (a ctypes bit generator)."""
-    it = iter(words.tolist())
-    cb = _WORD(lambda _: next(it))
-    bg = _Bitgen(None, None, None, None, ctypes.cast(cb, ctypes.c_void_p).value)
-    c = one._c
+    """The kernel's histogram of given words (their uniforms ``(w >> 11) 2**-53``, stream order
+    after the prompt slots) in place of a generator's draws."""
+    c = one._nb
     out = np.empty((n, one.KM))
-    arms = np.empty(n * G, np.int32)
-    rthr = c["rthr"]
-    rc = LIB.ustat_hist_block(ctypes.addressof(bg), n, G, c["athr"].ctypes.data, one.K,
-                              c["lut"].ctypes.data, one.C_LUT_BITS,
-                              None if rthr is None else rthr.ctypes.data, arms.ctypes.data,
-                              out.ctypes.data)
-    assert rc == 0
+    u = (words[n:] >> np.uint64(11)).astype(float) * 2.0 ** -53
+    KERN.hist_uniforms(u, n, G, c["athr"], c["lut"], c["shift"], c["rthr"],
+                       np.empty(n * G, np.int32), out)
     return out
 
 
@@ -186,9 +148,9 @@ def _naive(one, words, n, G):
     return hist
 
 
-@needs_c
+@needs_numba
 @pytest.mark.parametrize("steps", [2 ** 12, 2 ** 20])
-def test_c_kernel_on_words_at_the_edges(steps):
+def test_kernel_on_words_at_the_edges(steps):
     """Words whose uniforms are exactly a CDF point / P(m = 0 | a) or one step (2**-53) either
     side, 0 and the largest uniform: the kernel's cells are searchsorted's and ``u2 >= fail``'s.
     CDF points on the table's bin edges (``steps = 2**12``: decided by the table) and off them
@@ -213,23 +175,23 @@ def test_c_kernel_on_words_at_the_edges(steps):
                             (arm_k << np.uint64(11)) | low[0], (rew_k << np.uint64(11)) | low[1]])
     want = _naive(one, words, n, G)
     np.testing.assert_array_equal(_crafted_hist(one, words, n, G), want)
-    c = one._c
+    c = one._nb
     for key, step in (("athr", 1), ("rthr", 1), ("rthr", -1)):
         if key == "athr" and steps == 2 ** 12:
             continue                                       # edge points: the table decides
         saved = c[key]
         c[key] = saved.copy()
         part = c[key][:one.K - 1] if key == "athr" else c[key]          # not the sentinel
-        part[part > 0] += np.uint64(1) if step > 0 else np.uint64(-1 & (2 ** 64 - 1))
+        part[part > 0] += step
         assert not np.array_equal(_crafted_hist(one, words, n, G), want), key
         c[key] = saved
     rolled = finite_action.samplers_for(_model(np.roll(p, 1), one.fail))[-2]
     assert not np.array_equal(_crafted_hist(rolled, words, n, G), want)
 
 
-@needs_c
-def test_c_affine_errors_equal_numpy(monkeypatch):
-    """The B = 1 errors with g_hat - g from C == the numpy path, all affine estimators, G a power
+@needs_numba
+def test_numba_affine_errors_equal_numpy(monkeypatch):
+    """The B = 1 errors with g_hat - g from numba == the numpy path, all affine estimators, G a power
     of two or not."""
     pol = SoftmaxBandit([0.2, 0.9, 0.5, 0.4], theta=[0.0, 0.5, -0.5, 0.1])
     fam = finite_action.FiniteActionModel.from_policy(pol)
@@ -241,9 +203,9 @@ def test_c_affine_errors_equal_numpy(monkeypatch):
         grp = finite_action._groups(fam, np.random.default_rng(G), 400, 1, G, samplers, None, fused=True)
         with np.errstate(all="ignore"):
             c = finite_action._errors(task, grp, 400)
-            monkeypatch.setenv("USTAT_GRPO_NO_CKERNEL", "1")
+            monkeypatch.setenv("USTAT_GRPO_NO_NUMBA", "1")
             n = finite_action._errors(task, grp, 400)
-            monkeypatch.delenv("USTAT_GRPO_NO_CKERNEL")
+            monkeypatch.delenv("USTAT_GRPO_NO_NUMBA")
         np.testing.assert_array_equal(c, n)
 
 
@@ -257,7 +219,7 @@ def _same_data(a, b):
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
 
 
-@needs_c
+@needs_numba
 def test_run_grid_same_bits_with_and_without_kernel(monkeypatch):
     pols = [SoftmaxBandit([0.2, 0.9, 0.5, 0.7], theta=[0.0, 0.5, -0.5, 1.0]),
             SoftmaxBandit(rewards=[0.0, 1.0, 0.5], theta=[0.3, 0.1, -0.2])]
@@ -266,58 +228,63 @@ def test_run_grid_same_bits_with_and_without_kernel(monkeypatch):
             kw = {"num_generations": (3, 8), "num_prompts": (1, 2), "num_replicates": 700,
                   "seed": 4, "block_size": 128, "estimators": est, "scheduler": "serial",
                   "progress": False}
-            with_c = mc.run_grid(pol, **kw)
-            monkeypatch.setenv("USTAT_GRPO_NO_CKERNEL", "1")
+            with_nb = mc.run_grid(pol, **kw)
+            monkeypatch.setenv("USTAT_GRPO_NO_NUMBA", "1")
             without = mc.run_grid(pol, **kw)
-            monkeypatch.delenv("USTAT_GRPO_NO_CKERNEL")
-            _same_data(with_c, without)
+            monkeypatch.delenv("USTAT_GRPO_NO_NUMBA")
+            _same_data(with_nb, without)
+            assert json_config(with_nb)["fast_path_kernel"] == "numba"
+            assert json_config(without)["fast_path_kernel"] == "numpy"
 
 
-def test_no_compiler_falls_back_to_numpy(monkeypatch, tmp_path):
-    """A missing compiler gives load() None, the numpy sampler, and the same numbers."""
+def json_config(ds):
+    import json
+    return json.loads(ds.attrs["config"])
+
+
+def test_without_numba_the_numpy_path_runs_announced(monkeypatch):
+    """Without numba (its import fails) load() is None, the numpy sampler runs, a
+    NumpyPathWarning says so once per process, and the numbers are the same."""
     pol = SoftmaxBandit([0.2, 0.9, 0.5], theta=[0.0, 0.5, -0.5])
     kw = {"num_generations": 4, "num_replicates": 300, "seed": 1,
           "estimators": ("vanilla", "oracle"), "scheduler": "serial", "progress": False}
+    monkeypatch.delenv("USTAT_GRPO_NO_NUMBA", raising=False)
     reference = mc.run_grid(pol, **kw)
-    monkeypatch.setenv("USTAT_GRPO_CACHE", str(tmp_path / "cache"))
-    for cc in (str(tmp_path / "no-such-compiler"), "false"):              # missing; failing
-        monkeypatch.setenv("CC", cc)
-        assert _ckernel.load() is None
-        fam = finite_action.FiniteActionModel.from_policy(pol)
+    fam = finite_action.FiniteActionModel.from_policy(pol)
+    monkeypatch.setitem(sys.modules, "numba", None)                 # import numba -> ImportError
+    monkeypatch.setattr(_numba_kernel, "_kernels", {})
+    monkeypatch.setattr(_numba_kernel, "_announced", False)
+    assert _numba_kernel.load() is None
+    with pytest.warns(_numba_kernel.NumpyPathWarning, match="numba is not installed"):
         assert finite_action.samplers_for(fam)[-2].kernel == "numpy"
-        _same_data(mc.run_grid(pol, **kw), reference)
-    assert not list((tmp_path / "cache").glob("*.so"))
-    monkeypatch.delenv("CC")
-    monkeypatch.setenv("USTAT_GRPO_NO_CKERNEL", "1")
-    assert _ckernel.load() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _numba_kernel.NumpyPathWarning)   # once per process
+        assert finite_action.samplers_for(fam)[-2].kernel == "numpy"
+        ds = mc.run_grid(pol, **kw)
+    _same_data(ds, reference)
+    assert json_config(ds)["fast_path_kernel"] == "numpy"
+    monkeypatch.setattr(_numba_kernel, "_announced", False)            # chosen: no warning
+    monkeypatch.setenv("USTAT_GRPO_NO_NUMBA", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _numba_kernel.NumpyPathWarning)
+        assert finite_action.samplers_for(fam)[-2].kernel == "numpy"
 
 
-@needs_c
-def test_cache_compiles_once_and_in_parallel(monkeypatch, tmp_path):
-    """A fresh cache directory gets one library file; concurrent compiles leave a whole file and
-    no temporaries; a later load reuses the file."""
-    monkeypatch.setenv("USTAT_GRPO_CACHE", str(tmp_path))
-    monkeypatch.setattr(_ckernel, "_cache", {})
-    path = str(tmp_path / "k.so")
-    errs = []
+@needs_numba
+def test_no_compiler_or_subprocess_is_called(monkeypatch):
+    """A run on the numba path starts no process but git (provenance): numba compiles in memory,
+    and nothing is loaded from a cache directory."""
+    calls = []
+    real = subprocess.Popen.__init__
 
-    def build():
-        try:
-            _ckernel._compile("cc", path)
-        except Exception as e:  # noqa: BLE001
-            errs.append(e)
+    def spy(self, args, *a, **k):
+        calls.append(args if isinstance(args, str) else list(map(str, args)))
+        return real(self, args, *a, **k)
 
-    threads = [threading.Thread(target=build) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errs and [p.name for p in tmp_path.iterdir()] == ["k.so"]
-    lib = _ckernel.load()
-    assert lib is not None and lib.pcg64_inline
-    files = sorted(tmp_path.glob("_mc_kernel-*.so"))
-    assert len(files) == 1
-    mtime = files[0].stat().st_mtime_ns
-    monkeypatch.setattr(_ckernel, "_cache", {})
-    assert _ckernel.load() is not None
-    assert files[0].stat().st_mtime_ns == mtime
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    monkeypatch.setattr(_numba_kernel, "_kernels", {})                  # a fresh build
+    pol = SoftmaxBandit([0.2, 0.9, 0.5, 0.6], theta=[0.0, 0.5, -0.5, 0.2])
+    ds = mc.run_grid(pol, num_generations=8, num_replicates=200, seed=3, scheduler="serial",
+                     progress=False, estimators=("vanilla", "oracle"))
+    assert json_config(ds)["fast_path_kernel"] == "numba"
+    assert all("git" in (c if isinstance(c, str) else c[0]) for c in calls), calls
