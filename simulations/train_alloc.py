@@ -33,7 +33,7 @@ Per built-in policy (weak and strong):
 Outputs in ``--out``: ``train_alloc.nc`` (per-step and per-evaluation arrays, AUC, the pilot's
 per-category statistics, analysis, provenance), ``summary.json`` and ``train_alloc.png``.  Usage::
 
-    python simulations/train_alloc.py --out docs/results/train_alloc_run   # the default grid, ~40 min on 1 core
+    python simulations/train_alloc.py --out results/train_alloc   # the default grid (80 runs of 60 steps), ~1 h on 2 busy cores
     python simulations/train_alloc.py --quick                               # seconds: keeps the script working
     python simulations/train_alloc.py --reanalyse docs/results/train_alloc.nc --out docs/figures
     python -m paper_checks --only Alloc-training                            # the check on the stored result
@@ -58,7 +58,7 @@ from ustat_grpo.performance import compare_group_sizes  # noqa: E402
 from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
 
 RULES = ("uniform", "ustat", "knapsack", "pass_rate")
-METRICS = ("auc", "final_p_canonical", "frac_reward_zero_std")
+METRICS = ("auc", "final_p_canonical", "mean_frac_reward_zero_std")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Config:
     variants: str = field(default="weak,strong", metadata={"help": "comma-separated built-in policy variants"})
     rules: str = field(default=",".join(RULES), metadata={"help": "comma-separated allocation rules (the first is the comparator)"})
     budget: int = field(default=64, metadata={"help": "rollouts per step N"})
-    steps: int = field(default=120, metadata={"help": "training steps per run"})
+    steps: int = field(default=60, metadata={"help": "training steps per run (60: what 2 shared cores allowed for the stored grid; train_vs_g runs 300)"})
     seeds: int = field(default=10, metadata={"help": "seeds per cell (runs paired by seed)"})
     advantage: str = field(default="rloo", metadata={"help": "advantage (rloo = leave-one-out GRPO, the estimator whose error the allocation models)"})
     learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate"})
@@ -78,7 +78,7 @@ class Config:
     max_size: int = field(default=0, metadata={"help": "largest group size (0: the budget)"})
     mse_draws: int = field(default=2000, metadata={"help": "category compositions averaged for the predicted MSE"})
     seed: int = field(default=20261129, metadata={"help": "root seed"})
-    workers: int = field(default=1, metadata={"help": "processes (0: all cores)"})
+    workers: int = field(default=2, metadata={"help": "processes (0: all cores)"})
     threads: int = field(default=1, metadata={"help": "torch threads per process"})
     scheduler: str = field(default="processes", metadata={"help": "processes, serial or a Dask address"})
     level: float = field(default=0.95, metadata={"help": "confidence level"})
@@ -117,14 +117,15 @@ def category_pieces(categories, rewards, a2, a3, cats=arithmetic.CATEGORIES) -> 
 def predicted_mse(pilot: dict, rule: str, budget: int, num_prompts: int, *, draws: int, seed: int,
                   min_size: int = 2, max_size=None) -> dict:
     """``E[batch_mse]`` of a rule over the category composition of a step's ``num_prompts`` questions
-    (categories uniform, as ``lm_train.fresh_problems`` draws them), by ``draws`` seeded draws:
+    (categories uniform, as ``lm_train.fresh_problems`` draws them), by ``draws`` draws seeded by
+    ``seed`` alone, so every rule is scored on the same compositions:
     ``{"mse": ..., "mean_size": [mean group size of a question of each category]}``."""
     from ustat_grpo.allocation import batch_mse
 
     al = _allocation(pilot, rule, min_size, max_size)
     cats = np.asarray(pilot["categories"])
     a2, a3 = np.maximum(pilot["a2"], 0.0), np.maximum(pilot["a3"], 0.0)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(RULES.index(rule) if rule in RULES else 99,)))
+    rng = np.random.default_rng(seed)              # the same compositions for every rule (common random numbers)
     tot, size_sum, count = 0.0, np.zeros(len(cats)), np.zeros(len(cats))
     for _ in range(draws):
         idx = rng.integers(len(cats), size=num_prompts)
@@ -182,9 +183,9 @@ def run_pilot(cfg: Config, variant: str) -> dict:
 def _tasks(cfg: Config, pilots: dict):
     tasks = []
     max_size = cfg.max_size or None
-    for v in _strs(cfg.variants):
-        pil = pilots[v]
-        for s in range(cfg.seeds):
+    for s in range(cfg.seeds):                     # seed-major: an interrupted grid has whole seeds of every cell
+        for v in _strs(cfg.variants):
+            pil = pilots[v]
             for r in _strs(cfg.rules):
                 tc = lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=pil["recommended"],
                                           advantage=cfg.advantage, learning_rate=cfg.learning_rate,
@@ -266,7 +267,7 @@ def auc(p, eval_steps):
 def metrics(grid: dict) -> dict:
     """Per (variant, rule, seed): AUC, final p_canonical, mean frac_reward_zero_std."""
     return dict(auc=auc(grid["p_canonical"], grid["eval_steps"]), final_p_canonical=grid["p_canonical"][..., -1],
-                frac_reward_zero_std=grid["frac_reward_zero_std"].mean(-1))
+                mean_frac_reward_zero_std=grid["frac_reward_zero_std"].mean(-1))
 
 
 def paired(d, level):
@@ -448,7 +449,7 @@ def report(summary: dict) -> str:
         lines.append(f"    (sizes: mean group size of a question of the category under {'/'.join(an['rules'])})")
         for r, row in an["per_rule"].items():
             s = (f"    {r:10s} AUC {row['auc']['mean']:.4f}+-{row['auc']['se']:.4f}  final {row['final_p_canonical']['mean']:.4f}"
-                 f"  zero-std {row['frac_reward_zero_std']['mean']:.3f}  predicted MSE gain {100 * row['predicted_gain']:+.1f}%")
+                 f"  zero-std {row['mean_frac_reward_zero_std']['mean']:.3f}  predicted MSE gain {100 * row['predicted_gain']:+.1f}%")
             dk = "difference_to_" + an["rules"][0]
             if dk in row:
                 d = row[dk]["auc"]
