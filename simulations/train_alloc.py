@@ -28,7 +28,9 @@ Per built-in policy (weak and strong):
 3. Per policy: :func:`ustat_grpo.performance.compare_group_sizes` over the rules (paired by seed,
    Bonferroni subset selection of the rules not significantly worse than the best), the paired
    difference of each rule to ``uniform`` with its t interval, and the predicted gain
-   ``1 - MSE_rule / MSE_uniform`` against the observed AUC difference.
+   ``1 - MSE_rule / MSE_uniform`` against the observed one, the AUC difference relative to the
+   learning of uniform (``(AUC_rule - AUC_uniform) / (AUC_uniform - p0)``, ``p0`` the initial
+   ``p_canonical``): how much more the policy learned over the run.
 
 Outputs in ``--out``: ``train_alloc.nc`` (per-step and per-evaluation arrays, AUC, the pilot's
 per-category statistics, analysis, provenance), ``summary.json`` and ``train_alloc.png``.  Usage::
@@ -286,6 +288,7 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
     first rule) for every metric, and the predicted MSE gain against the observed AUC gain."""
     rules = list(grid["rules"])
     met = metrics(grid)
+    p0 = grid["p_canonical"][..., 0]                       # the initial checkpoint's (variant, rule, seed)
     out = {}
     for i, v in enumerate(grid["variants"]):
         a = met["auc"][i]                                                  # (rule, seed)
@@ -303,7 +306,7 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
             row.update(predicted_mse=predicted[v][r]["mse"], predicted_gain=gain,
                        mean_size_by_category=predicted[v][r]["mean_size"],
                        observed_auc_gain=float((a[j] - a[0]).mean()),
-                       observed_relative_auc_gain=float((a[j] - a[0]).mean() / a[0].mean()),
+                       observed_learning_gain=float((a[j] - a[0]).mean() / (a[0] - p0[i, 0]).mean()),
                        mean_smallest_largest_group=[
                            float(np.mean(np.where(sz > 0, sz, np.iinfo(np.int64).max).min(-1))),
                            float(np.mean(sz.max(-1)))],
@@ -422,10 +425,10 @@ def plot(ds, summary: dict, path: str) -> None:
                f"({100 * an['comparison']['level']:.0f}% CI; red = worse than the best)")
         ax = axes[i, 2]
         pg = [100 * an["per_rule"][r]["predicted_gain"] for r in rules]
-        og = [100 * an["per_rule"][r]["observed_relative_auc_gain"] for r in rules]
+        og = [100 * an["per_rule"][r]["observed_learning_gain"] for r in rules]
         xs = np.arange(len(rules))
         ax.bar(xs - 0.2, pg, 0.4, label="predicted MSE reduction (%)")
-        ax.bar(xs + 0.2, og, 0.4, label="observed AUC change (%)")
+        ax.bar(xs + 0.2, og, 0.4, label="observed change of AUC - p0 (%)")
         ax.axhline(0, color="k", lw=1)
         ax.set_xticks(xs, rules)
         ax.set(title=f"{v}: predicted vs observed gain over {rules[0]} G* = {an['recommended']}")
