@@ -295,6 +295,7 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
         cmp = compare_group_sizes(np.arange(len(rules)), a, level=level)
         d = cmp.to_dict()
         base = rules[0]
+        learned = float((a[0] - p0[i, 0]).mean())         # uniform's learning; the gain is undefined if <= 0
         per_rule = {}
         for j, r in enumerate(rules):
             row = {m: dict(mean=float(met[m][i, j].mean()),
@@ -306,7 +307,7 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
             row.update(predicted_mse=predicted[v][r]["mse"], predicted_gain=gain,
                        mean_size_by_category=predicted[v][r]["mean_size"],
                        observed_auc_gain=float((a[j] - a[0]).mean()),
-                       observed_learning_gain=float((a[j] - a[0]).mean() / (a[0] - p0[i, 0]).mean()),
+                       observed_learning_gain=(float((a[j] - a[0]).mean() / learned) if learned > 0 else math.nan),
                        mean_smallest_largest_group=[
                            float(np.mean(np.where(sz > 0, sz, np.iinfo(np.int64).max).min(-1))),
                            float(np.mean(sz.max(-1)))],
@@ -336,7 +337,8 @@ def conclusion(analysis: dict) -> str:
                    "was worse than uniform G*" if r["ustat_worse_than_uniform"] else "did not beat uniform G*")
         out.append(f"{v}: the U-statistic allocation {verdict} (AUC difference {d['mean']:+.4f}, "
                    f"{100 * r['comparison']['level']:.0f}% CI [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], "
-                   f"paired p = {d['pvalue']:.2g}; predicted MSE gain {100 * u['predicted_gain']:.1f}%)")
+                   f"paired p = {d['pvalue']:.2g}; predicted MSE reduction {100 * u['predicted_gain']:.1f}%, "
+                   f"observed change of the learning AUC - p0 {100 * u['observed_learning_gain']:+.1f}%)")
     return "; ".join(out)
 
 
@@ -463,6 +465,26 @@ def report(summary: dict) -> str:
                      f"ANOVA p(rule) = {c['effect_pvalue']:.3g}")
     lines.append("Conclusion: " + summary["conclusion"])
     return "\n".join(lines)
+
+
+def markdown(summary: dict) -> str:
+    """The result table (rule x policy) in Markdown, for docs/allocation_training.md."""
+    cats = next(iter(summary["pilots"].values()))["categories"]
+    rows = [f"| policy | rule | mean group size ({' / '.join(cats)}) | AUC (mean +- se) | AUC - uniform (95% CI) | paired p | "
+            "not worse | predicted MSE reduction | observed change of AUC - p0 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for v, an in summary["analysis"].items():
+        base = an["rules"][0]
+        for r, row in an["per_rule"].items():
+            d = row.get("difference_to_" + base, {}).get("auc")
+            diff = "-" if d is None else f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+            pv = "-" if d is None else f"{d['pvalue']:.2g}"
+            rows.append(f"| {v} (G* = {an['recommended']}, B = {an['num_prompts']}) | {r} | "
+                        f"{' / '.join(f'{x:.1f}' for x in row['mean_size_by_category'])} | "
+                        f"{row['auc']['mean']:.4f} +- {row['auc']['se']:.4f} | {diff} | {pv} | "
+                        f"{'yes' if row['not_worse'] else 'no'} | {100 * row['predicted_gain']:+.1f}% | "
+                        f"{100 * row['observed_learning_gain']:+.1f}% |")
+    return "\n".join(rows)
 
 
 def reanalyse(cfg: Config) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from paper_checks.check_training_alloc import same
 from simulations import train_alloc as T
 from ustat_grpo import arithmetic
 
@@ -62,7 +63,9 @@ def test_quick_grid_writes_netcdf_summary_and_figure(quick):
     summary = json.loads((quick / "summary.json").read_text())
     grid, pilots, predicted, cfg, _ = T.load(quick / "train_alloc.nc")
     again = T.analyse(grid, pilots, predicted, cfg["level"])
-    assert json.loads(json.dumps(again, default=float)) == summary["analysis"]
+    assert same(json.loads(json.dumps(again, default=float)), summary["analysis"])
+    table = T.markdown(summary)
+    assert table.count("\n") == 1 + 4 and "| weak (G* = " in table
     cached = T.run_grid(T.Config(**{**cfg, "out": str(quick)}), pilots, progress=False)   # every cell cached
     for k in ("p_canonical", "reward", "group_sizes"):
         np.testing.assert_array_equal(cached[k], grid[k])
@@ -75,6 +78,12 @@ def test_alloc_training_check_reads_a_stored_result(quick, monkeypatch):
     monkeypatch.setenv("USTAT_GRPO_TRAIN_ALLOC", str(quick / "train_alloc.nc"))
     out = run_check(load_all()["Alloc-training"])
     assert out.passed and out.details["reproduced"] and "U-statistic allocation" in out.observed
+
+
+def test_same_is_exact_equality_with_nan_equal_to_nan():
+    assert same({"a": [1.0, float("nan")], "b": {"c": "x"}}, {"a": [1.0, float("nan")], "b": {"c": "x"}})
+    assert not same({"a": [1.0, 2.0]}, {"a": [1.0, 2.0 + 1e-15]})
+    assert not same({"a": 1.0}, {"a": 1.0, "b": 2.0}) and not same([1.0], [1.0, 1.0])
 
 
 def test_bad_rules_are_a_usage_error():
