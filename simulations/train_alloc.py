@@ -307,6 +307,7 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
             row.update(predicted_mse=predicted[v][r]["mse"], predicted_gain=gain,
                        mean_size_by_category=predicted[v][r]["mean_size"],
                        observed_auc_gain=float((a[j] - a[0]).mean()),
+                       observed_relative_auc_change=float((a[j] - a[0]).mean() / a[0].mean()),
                        observed_learning_gain=(float((a[j] - a[0]).mean() / learned) if learned > 0 else math.nan),
                        mean_smallest_largest_group=[
                            float(np.mean(np.where(sz > 0, sz, np.iinfo(np.int64).max).min(-1))),
@@ -338,7 +339,7 @@ def conclusion(analysis: dict) -> str:
         out.append(f"{v}: the U-statistic allocation {verdict} (AUC difference {d['mean']:+.4f}, "
                    f"{100 * r['comparison']['level']:.0f}% CI [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], "
                    f"paired p = {d['pvalue']:.2g}; predicted MSE reduction {100 * u['predicted_gain']:.1f}%, "
-                   f"observed change of the learning AUC - p0 {100 * u['observed_learning_gain']:+.1f}%)")
+                   f"observed AUC change {100 * u['observed_relative_auc_change']:+.2f}%)")
     return "; ".join(out)
 
 
@@ -427,10 +428,16 @@ def plot(ds, summary: dict, path: str) -> None:
                f"({100 * an['comparison']['level']:.0f}% CI; red = worse than the best)")
         ax = axes[i, 2]
         pg = [100 * an["per_rule"][r]["predicted_gain"] for r in rules]
+        oa = [100 * an["per_rule"][r]["observed_relative_auc_change"] for r in rules]
         og = [100 * an["per_rule"][r]["observed_learning_gain"] for r in rules]
         xs = np.arange(len(rules))
-        ax.bar(xs - 0.2, pg, 0.4, label="predicted MSE reduction (%)")
-        ax.bar(xs + 0.2, og, 0.4, label="observed change of AUC - p0 (%)")
+        ax.bar(xs - 0.27, pg, 0.27, label="predicted MSE reduction (%)")
+        ax.bar(xs, oa, 0.27, label="observed AUC change (% of uniform's AUC)")
+        if np.all(np.isfinite(og)):
+            ax.bar(xs + 0.27, og, 0.27, label="observed change of AUC - p0 (% of uniform's)")
+        else:
+            ax.text(0.02, 0.02, "uniform's AUC is below p0 (no net learning): AUC - p0 change undefined",
+                    transform=ax.transAxes, fontsize=8)
         ax.axhline(0, color="k", lw=1)
         ax.set_xticks(xs, rules)
         ax.set(title=f"{v}: predicted vs observed gain over {rules[0]} G* = {an['recommended']}")
@@ -471,8 +478,8 @@ def markdown(summary: dict) -> str:
     """The result table (rule x policy) in Markdown, for docs/allocation_training.md."""
     cats = next(iter(summary["pilots"].values()))["categories"]
     rows = [f"| policy | rule | mean group size ({' / '.join(cats)}) | AUC (mean +- se) | AUC - uniform (95% CI) | paired p | "
-            "not worse | predicted MSE reduction | observed change of AUC - p0 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "not worse | predicted MSE reduction | observed AUC change | observed change of AUC - p0 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for v, an in summary["analysis"].items():
         base = an["rules"][0]
         for r, row in an["per_rule"].items():
@@ -483,6 +490,7 @@ def markdown(summary: dict) -> str:
                         f"{' / '.join(f'{x:.1f}' for x in row['mean_size_by_category'])} | "
                         f"{row['auc']['mean']:.4f} +- {row['auc']['se']:.4f} | {diff} | {pv} | "
                         f"{'yes' if row['not_worse'] else 'no'} | {100 * row['predicted_gain']:+.1f}% | "
+                        f"{100 * row['observed_relative_auc_change']:+.2f}% | "
                         f"{100 * row['observed_learning_gain']:+.1f}% |")
     return "\n".join(rows)
 
