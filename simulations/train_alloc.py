@@ -441,7 +441,7 @@ def plot(ds, summary: dict, path: str) -> None:
         ax.axhline(0, color="k", lw=1)
         ax.set_xticks(xs, rules)
         ax.set(title=f"{v}: predicted vs observed gain over {rules[0]} G* = {an['recommended']}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
