@@ -306,6 +306,9 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
             sz = grid["group_sizes"][i, j]                                 # (step, question), 0 = none
             row.update(predicted_mse=predicted[v][r]["mse"], predicted_gain=gain,
                        mean_size_by_category=predicted[v][r]["mean_size"],
+                       # mean training reward (over the step's rollouts: weighted by the rule's sizes)
+                       reward_first_last_10=[float(grid["reward"][i, j, :, :10].mean()),
+                                             float(grid["reward"][i, j, :, -10:].mean())],
                        observed_auc_gain=float((a[j] - a[0]).mean()),
                        observed_relative_auc_change=float((a[j] - a[0]).mean() / a[0].mean()),
                        observed_learning_gain=(float((a[j] - a[0]).mean() / learned) if learned > 0 else math.nan),
