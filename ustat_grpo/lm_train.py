@@ -65,8 +65,8 @@ from ._random import seed_sequence, torch_generator
 from .practical import ADVANTAGE_PRESETS, normalized_advantages
 from .score import token_logprobs
 
-__all__ = ["TrainConfig", "TrainResult", "CategoryAllocation", "ALLOCATION_RULES", "train_grpo", "canonical_probability", "sampled_accuracy",
-           "fresh_problems", "save_checkpoint"]
+__all__ = ["TrainConfig", "TrainResult", "CategoryAllocation", "ALLOCATION_RULES", "train_grpo",
+           "canonical_probability", "sampled_accuracy", "fresh_problems", "save_checkpoint"]
 
 OPTIMIZERS = ("adam", "sgd")
 #: Loss aggregations: ``"sequence_sum"`` = tokens summed per completion, divided by the number of
