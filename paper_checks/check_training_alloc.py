@@ -53,10 +53,10 @@ def check_training_alloc(rng):
     conclusion = T.conclusion(analysis)
 
     def line(v, r):
-        gains = ", ".join(f"{k} {100 * x['predicted_gain']:+.1f}% / {100 * x['observed_learning_gain']:+.1f}%"
+        gains = ", ".join(f"{k} {100 * x['predicted_gain']:+.1f}% / {100 * x['observed_relative_auc_change']:+.2f}%"
                           for k, x in r["per_rule"].items() if k != r["rules"][0])
         return (f"{v} (G* = {r['recommended']}, B = {r['num_prompts']}): not-worse set {r['comparison']['best_set']}, "
-                f"ANOVA p {r['comparison']['effect_pvalue']:.2g}; predicted MSE reduction / observed change of AUC - p0: {gains}")
+                f"ANOVA p {r['comparison']['effect_pvalue']:.2g}; predicted MSE reduction / observed AUC change: {gains}")
 
     return Outcome(
         expected=("the stored analysis reproduces; the U-statistic allocation's paired AUC difference to uniform G* "

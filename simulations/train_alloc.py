@@ -329,6 +329,24 @@ def analyse(grid: dict, pilots: dict, predicted: dict, level: float = 0.95) -> d
     return out
 
 
+def _why(r: dict) -> str:
+    """Why the U-statistic allocation did not beat uniform, from the numbers (empty when it did)."""
+    if r["ustat_beats_uniform"]:
+        return ""
+    u, base = r["per_rule"]["ustat"], r["per_rule"][r["rules"][0]]
+    if not math.isfinite(u["observed_learning_gain"]):
+        rw = base["reward_first_last_10"]
+        return (f", likely because uniform training made this policy worse, not better (its AUC {base['auc']['mean']:.4f} is "
+                f"below the initial p_canonical; training reward {rw[0]:.3f} -> {rw[1]:.3f} over the first and last "
+                "10 steps): where the run does not improve the metric, a lower-MSE gradient has no improvement to speed up")
+    if u["predicted_gain"] < 0.05:
+        return (f", likely because the predicted MSE reduction is small ({100 * u['predicted_gain']:.1f}%): the categories "
+                "are nearly homogeneous in a2, a3")
+    d = u["difference_to_" + r["rules"][0]]["auc"]
+    return (f", likely because a predicted MSE reduction of {100 * u['predicted_gain']:.1f}% moved the AUC by less than "
+            f"the seed noise of the paired difference (se {d['se']:.4f})")
+
+
 def conclusion(analysis: dict) -> str:
     """One plain sentence per policy: did the U-statistic allocation beat uniform G*?"""
     out = []
@@ -342,7 +360,8 @@ def conclusion(analysis: dict) -> str:
         out.append(f"{v}: the U-statistic allocation {verdict} (AUC difference {d['mean']:+.4f}, "
                    f"{100 * r['comparison']['level']:.0f}% CI [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], "
                    f"paired p = {d['pvalue']:.2g}; predicted MSE reduction {100 * u['predicted_gain']:.1f}%, "
-                   f"observed AUC change {100 * u['observed_relative_auc_change']:+.2f}%)")
+                   f"observed AUC change {100 * u['observed_relative_auc_change']:+.2f}%; rules not significantly "
+                   f"worse than the best: {', '.join(r['comparison']['best_set'])})" + _why(r))
     return "; ".join(out)
 
 
@@ -494,7 +513,8 @@ def markdown(summary: dict) -> str:
                         f"{row['auc']['mean']:.4f} +- {row['auc']['se']:.4f} | {diff} | {pv} | "
                         f"{'yes' if row['not_worse'] else 'no'} | {100 * row['predicted_gain']:+.1f}% | "
                         f"{100 * row['observed_relative_auc_change']:+.2f}% | "
-                        f"{100 * row['observed_learning_gain']:+.1f}% |")
+                        + (f"{100 * row['observed_learning_gain']:+.1f}% |" if math.isfinite(row["observed_learning_gain"])
+                           else "n/a (uniform fell below p0) |"))
     return "\n".join(rows)
 
 
