@@ -213,3 +213,224 @@ def test_batch_mse_unequal_sizes_monte_carlo():
         err += (ghat - m.grad[x]) / P
     sq = (err ** 2).sum(-1)
     assert_mc_close(sq.mean(), sq.std(ddof=1) / np.sqrt(R), al.batch_mse(0.0, a2, a3, sizes))
+
+
+# ------------------------------------------------------------------ allocate: strata, gain and its interval
+
+def _pilot(identical=False, P=600, M=16, seed=0):
+    from paper_checks.check_allocation import built_bandit
+
+    b = built_bandit(identical=identical)
+    s = b.sample(P, M, rng=np.random.default_rng(seed))
+    return b, s, prompt_statistics(s.rewards, s.scores, keep_scores=True)
+
+
+def test_allocate_heterogeneous_strata_is_suggested_and_covers_exact_gain():
+    from ustat_grpo.mse import constants
+
+    b, s, st = _pilot()
+    r = al.allocate(st, s.prompt_ids, budget=60, num_prompts=12)
+    assert r.recommended and r.reason.startswith("suggested")
+    assert r.sizes.sum() == 60 and r.sizes.size == 12 and r.counts.sum() == 12
+    m = b.moments()
+    a2, a3 = al.moment_error_pieces(m)
+    who = np.repeat(np.arange(3), r.counts)
+    A1 = constants(m)[0]
+    exact = 1 - (al.batch_mse(A1, a2[who], a3[who], al.optimal_allocation(a2[who], a3[who], 60))
+                 / al.batch_mse(A1, a2[who], a3[who], [5] * 12))
+    assert r.gain_interval.low <= exact <= r.gain_interval.high
+    # the predicted MSEs are the batch law on the stratum means of the unbiased pieces
+    pa2, pa3 = al.prompt_error_pieces(st)
+    m2 = np.array([pa2[s.prompt_ids == x].mean() for x in range(3)])
+    m3 = np.array([pa3[s.prompt_ids == x].mean() for x in range(3)])
+    assert r.mse_uniform == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], [5] * 12), rel=1e-12)
+    assert r.mse_allocated == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], r.sizes), rel=1e-12)
+    # the other rules, evaluated by the same law on the same batch, do not beat the optimum
+    assert set(r.rules) == {"uniform", "optimal", "knapsack_rl", "pass_rate"}
+    assert r.rules["optimal"] == r.mse_allocated
+    assert all(r.rules["optimal"] <= v for v in r.rules.values())
+    p_s = np.array([s.rewards[s.prompt_ids == x].mean() for x in range(3)])
+    ks = al.knapsack_rl_allocation(p_s[who], 60)
+    assert r.rules["knapsack_rl"] == pytest.approx(al.batch_mse(r.a1, m2[who], m3[who], ks), rel=1e-12)
+    d = r.to_dict()
+    import json
+    json.dumps(d, allow_nan=False)
+    assert d["recommended"] is True and len(d["strata"]) == 3
+
+
+def test_allocate_negative_control_homogeneous():
+    _, s, st = _pilot(identical=True)
+    for B in (12, 10):
+        r = al.allocate(st, s.prompt_ids, budget=60, num_prompts=B)
+        assert not r.recommended
+        assert r.reason.startswith("no gain; keep uniform G")
+        assert r.gain_interval.low <= 0 <= r.gain_interval.high
+
+
+def test_allocate_cross_fitted_gain_can_be_negative_in_sample_cannot():
+    # random labels on a heterogeneous pilot: strata carry no information; in-sample gain >= 0
+    _, _s, st = _pilot(seed=4)
+    lab = np.random.default_rng(9).integers(0, 6, len(st))
+    r = al.allocate(st, lab, budget=120, num_prompts=20)
+    assert r.gain_in_sample >= 0 and not r.recommended
+
+
+def test_allocate_pass_rate_strata_sample_split():
+    _, s, st = _pilot()
+    labels, pieces = al.pass_rate_strata(st, bins=4)
+    # labels from the first half, pieces from the second half
+    ph = s.rewards[:, :8].mean(1)
+    np.testing.assert_array_equal(labels == "p in [0, 0.25)", ph < 0.25)
+    ref = prompt_statistics(s.rewards[:, 8:], s.scores[:, 8:])
+    np.testing.assert_allclose(pieces.zzq, ref.zzq, rtol=1e-12)
+    r = al.allocate(st, "pass_rate:4", budget=60, num_prompts=12)
+    assert r.stratifier == "pass_rate:4" and set(r.strata) <= {"p in [0, 0.25)", "p in [0.25, 0.5)",
+                                                               "p in [0.5, 0.75)", "p in [0.75, 1]"}
+    with pytest.raises(ValueError, match="pass_rate:K"):
+        al.allocate(st, "pass_rate:x", budget=60)
+
+
+def test_allocate_bad_input():
+    _, s, st = _pilot(P=40)
+    with pytest.raises(ValueError, match="one label per prompt"):
+        al.allocate(st, s.prompt_ids[:-1], budget=60)
+    lab = np.zeros(len(st), int)
+    lab[0] = 1
+    with pytest.raises(ValueError, match=">= 2 pilot prompts"):
+        al.allocate(st, lab, budget=60)
+    with pytest.raises(TypeError, match="measurement_or_stats"):
+        al.allocate(np.zeros(3), lab, budget=60)
+    z = np.random.default_rng(0).normal(size=(10, 16))
+    with pytest.raises(ValueError, match=r"rewards in \[0, 1\]"):
+        al.pass_rate_strata(prompt_statistics(z, np.ones((10, 16, 2)) + z[..., None], keep_scores=True))
+    with pytest.raises(ValueError, match="rewards and scores"):
+        al.pass_rate_strata(prompt_statistics(s.rewards, s.scores))
+    small = prompt_statistics(s.rewards[:, :6], s.scores[:, :6], keep_scores=True)
+    with pytest.raises(ValueError, match=">= 8 samples per prompt"):
+        al.pass_rate_strata(small)
+
+
+# ------------------------------------------------------------------ the CLI: --allocate, JSON keys, exit 2
+
+def _cli(capsys, argv):
+    from ustat_grpo import fit_scaling
+
+    rc = fit_scaling.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+BANDIT = ["--source", "bandit", "--num-prompts", "48", "--samples-per-prompt", "16", "--replicates", "0"]
+
+
+def test_cli_bandit_pass_rate_allocation_json(capsys):
+    import json
+
+    rc, out, err = _cli(capsys, [*BANDIT, "--allocate", "pass_rate:3", "--allocate-multiple", "2", "--format", "json"])
+    assert rc == 0, err
+    d = json.loads(out)
+    a = d["allocation"]
+    assert d["allocation_reason"] is None and a["stratifier"] == "pass_rate:3"
+    assert sum(a["sizes"]) == d["budget"] and all(g % 2 == 0 and g >= 2 for g in a["sizes"])
+    assert a["recommended"] == (a["gain_interval"][0] > 0)
+    # the toy has no token lengths: compute_budget is null with a reason
+    assert d["compute_budget"] is None and "prompt_length" in d["compute_budget_reason"]
+    rc, out, err = _cli(capsys, [*BANDIT, "--allocate", "pass_rate:3"])
+    assert rc == 0 and "Rollouts allocated across strata of prompts" in out
+    rc, out, err = _cli(capsys, [*BANDIT, "--format", "json"])
+    d = json.loads(out)
+    assert d["allocation"] is None and d["allocation_reason"].startswith("not asked")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    ([*BANDIT, "--allocate", "category"], "no dataset columns"),
+    ([*BANDIT, "--allocate", "pass_rate:zero"], "pass_rate:K"),
+    ([*BANDIT, "--allocate-multiple", "2"], "option of --allocate"),
+    ([*BANDIT, "--allocate", "pass_rate", "--allocate-multiple", "0"], "--allocate-multiple must be >= 1"),
+])
+def test_cli_bad_allocate_exit_2(capsys, argv, msg):
+    rc, _out, err = _cli(capsys, argv)
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_grid_file_with_allocate_exit_2(tmp_path, capsys):
+    path = tmp_path / "grid.csv"
+    path.write_text("num_prompts,num_generations,mse\n128,2,0.0141\n64,4,0.0092\n32,8,0.0081\n16,16,0.0088\n")
+    rc, _out, err = _cli(capsys, [str(path), "--allocate", "pass_rate"])
+    assert rc == 2 and "needs a pilot" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    import json
+
+    import _tiny_task as tt
+
+    d = tmp_path_factory.mktemp("alloc_task")
+    tt.model_dir(d / "model")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        a, b = (int(x) for x in rng.integers(1, 9, size=2))
+        rows.append({"prompt": f"What is {a} + {b}?" + (" Think." * (i % 3)), "answer": str(a + b),
+                     "level": "easy" if i % 2 else "hard"})
+    (d / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / "rewards.py").write_text("def correct(completions, completion_ids, answer, **kw):\n"
+                                  "    return [1.0 if a in c else 0.1 * (len(i) % 3) for c, i, a in "
+                                  "zip(completions, completion_ids, answer)]\n")
+    return d
+
+
+def _task_argv(d, *extra):
+    return ["--model", str(d / "model"), "--dataset", str(d / "data.jsonl"), "--reward", f"{d / 'rewards.py'}:correct",
+            "--max-completion-length", "4", "--num-prompts", "24", "--samples-per-prompt", "8",
+            "--projection-dim", "8", "--device", "cpu", "--format", "json", "--budget", "64", *extra]
+
+
+def test_cli_dataset_column_allocation_and_compute_budget(tiny_task, capsys, tmp_path):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from ustat_grpo import task as tk
+    from ustat_grpo.pilot import load_pilot
+
+    pilot = tmp_path / "p.nc"
+    rc, out, err = _cli(capsys, _task_argv(tiny_task, "--allocate", "level", "--pilot", str(pilot)))
+    assert rc == 0, err
+    d = json.loads(out)
+    a = d["allocation"]
+    assert a["strata"] == ["easy", "hard"] and a["stratifier"] == "labels" and sum(a["sizes"]) == 64
+    assert sum(a["num_pilot_prompts"]) <= 24
+    # the cost model's prompt tokens are the mean encoded prompt length of the pilot's prompts
+    cb = d["compute_budget"]
+    stats, _ = load_pilot(str(pilot))
+    tok = AutoTokenizer.from_pretrained(str(tiny_task / "model"))
+    rows = [json.loads(x) for x in (tiny_task / "data.jsonl").read_text().splitlines()]
+    lengths = {len(tk.encode_prompt(tok, r["prompt"])) for r in rows}
+    assert set(np.unique(stats.extras["prompt_length"][1])) <= lengths
+    assert cb["cost"]["prompt_tokens"] == pytest.approx(stats.extras["prompt_length"][1].mean())
+    assert cb["cost"]["completion_tokens"] == pytest.approx(stats.extras["length"][1].mean())
+    assert d["compute_budget_reason"] is None and cb["g_star_integer"] >= 2
+    # the pilot file alone: pass-rate strata work, a column does not (exit 2, one line)
+    rc, out, err = _cli(capsys, [str(pilot), "--allocate", "pass_rate:2", "--format", "json", "--budget", "64"])
+    assert rc == 0, err
+    assert json.loads(out)["compute_budget"] is not None
+    rc, out, err = _cli(capsys, [str(pilot), "--allocate", "level"])
+    assert rc == 2 and "a pilot file keeps no dataset columns" in err
+    rc, out, err = _cli(capsys, _task_argv(tiny_task, "--allocate", "difficulty"))
+    assert rc == 2 and "no such column" in err and "level" in err and len(err.strip().splitlines()) == 1
+
+
+def test_builtin_task_category_labels_match_the_questions():
+    from ustat_grpo._fit_options import Options, build_sampler, strata_labels
+    from ustat_grpo.arithmetic import CATEGORIES, question_set
+
+    opts = Options(num_prompts=12, allocate="category", first_question=7)
+    sampler, P = build_sampler(opts, "builtin")
+    lab = strata_labels(sampler, "builtin", "category", P, 7)
+    qs = question_set(7 + P)[7:]
+    assert [sampler.row(p)["answer"] for p in range(P)] == [qs[int(sampler.order[p])].answer for p in range(P)]
+    assert lab == [qs[int(sampler.order[p])].category for p in range(P)] and set(lab) <= set(CATEGORIES)
+    with pytest.raises(ValueError, match="no such column"):
+        strata_labels(sampler, "builtin", "difficulty", P, 7)

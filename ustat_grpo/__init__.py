@@ -15,7 +15,7 @@ _SUBMODULES = (
     "provenance", "interval", "optimum", "grid_fit", "constants", "performance", "recommend", "measure",
     "measurements", "optimize", "wchisq", "limits", "arithmetic", "lm", "score", "amplification",
     "attractor", "nonparametric", "practical", "report", "testing", "task", "rewards", "pool", "sampler", "card",
-    "pilot", "pilot_design", "scale_free",
+    "pilot", "pilot_design", "scale_free", "allocation", "cost",
 )
 
 __all__ = ["__version__", "ustatistic", "hoeffding", "ustat_variance", "UStatResult", *_SUBMODULES]

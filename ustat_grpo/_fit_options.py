@@ -15,7 +15,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Options", "MODES", "EXAMPLES", "mode_of", "check_modes", "check_values", "group_sizes", "build_sampler"]
+__all__ = ["Options", "MODES", "EXAMPLES", "mode_of", "check_modes", "check_values", "group_sizes", "build_sampler",
+           "stratifier", "seconds_per_token", "strata_labels"]
 
 MODES = {"file": "reading a measurements FILE", "bandit": "the built-in toy bandit (--source bandit)",
          "builtin": "the built-in arithmetic task (no --dataset)", "dataset": "your dataset (--dataset)"}
@@ -113,6 +114,15 @@ class Options:
     lora_dropout: float = _f(0.05, "with --lora-r: LoRA dropout (inactive in eval)", LM)
     lora_target_modules: tuple | None = _f(None, "with --lora-r: module names (default: peft's per-architecture "
                                                  "default)", LM, type=str, nargs="+")
+    allocate: str | None = _f(None, "also allocate the rollouts across strata of prompts known before sampling: "
+                                    "pass_rate[:K] (K pass-rate bins from held-out samples of each pilot prompt; a "
+                                    "pilot file or the bandit too) or a dataset column (built-in task: category); "
+                                    "report section and JSON key 'allocation' (docs/allocation.md)",
+                              metavar="STRATIFIER")
+    allocate_multiple: int = _f(1, "with --allocate: every group size a multiple of this (a trainer's divisibility)")
+    seconds_per_token: str | None = _f(None, "PREFILL,DECODE seconds per token of your serving stack: the "
+                                             "compute-budget G* in seconds instead of tokens", LM + ("file",),
+                                       metavar="P,D")
     threads: int | None = _f(None, "torch CPU threads of this process (default: torch's; one per process when "
                                    "several share the cores)")
     debug: bool = _f(False, "show the full traceback of a failure instead of a one-line error")
@@ -150,6 +160,8 @@ def check_modes(opts: Options, given: set) -> str:
                          "already takes its own GPU: use one or the other")
     if "min_prompts" in given and opts.target_width is None:
         raise ValueError("--min-prompts is an option of --target-width (an adaptive pilot)")
+    if "allocate_multiple" in given and opts.allocate is None:
+        raise ValueError("--allocate-multiple is an option of --allocate STRATIFIER")
     if "lora_r" not in given and {"lora_alpha", "lora_dropout", "lora_target_modules"} & given:
         raise ValueError("--lora-alpha, --lora-dropout and --lora-target-modules are options of --lora-r")
     if opts.lora_r is not None and opts.peft_config is not None:
@@ -185,7 +197,56 @@ def check_values(opts: Options) -> None:
                          "expected; nothing is downloaded)")
     if opts.replicates < 0:
         raise ValueError(f"--replicates must be >= 0, got {opts.replicates}")
+    if opts.allocate_multiple < 1:
+        raise ValueError(f"--allocate-multiple must be >= 1, got {opts.allocate_multiple}")
+    if opts.allocate is not None:
+        stratifier(opts)
+    seconds_per_token(opts)
     device_map(opts)
+
+
+def stratifier(opts: Options):
+    """``--allocate``: ``("pass_rate", "pass_rate:K")`` or ``("column", NAME)`` (``ValueError`` otherwise)."""
+    text = (opts.allocate or "").strip()
+    if not text:
+        raise ValueError("--allocate needs a STRATIFIER: pass_rate, pass_rate:K or a dataset column")
+    if text.split(":")[0] == "pass_rate":
+        k = text.partition(":")[2]
+        if text != "pass_rate" and not (k.isdigit() and int(k) >= 1):
+            raise ValueError(f"--allocate {text}: expected pass_rate or pass_rate:K with K >= 1 bins")
+        return "pass_rate", text
+    return "column", text
+
+
+def seconds_per_token(opts: Options):
+    """``--seconds-per-token P,D`` as two positive floats, or ``None``."""
+    if opts.seconds_per_token is None:
+        return None
+    try:
+        pre, dec = (float(x) for x in opts.seconds_per_token.split(","))
+    except ValueError:
+        raise ValueError(f"--seconds-per-token {opts.seconds_per_token!r}: expected PREFILL,DECODE like "
+                         "2e-5,1e-3") from None
+    if not (pre > 0 and dec > 0):
+        raise ValueError("--seconds-per-token: both values must be > 0")
+    return pre, dec
+
+
+def strata_labels(sampler, mode: str, column: str, num_prompts: int, first_question: int = 0) -> list:
+    """The value of ``column`` for pilot prompts ``0..num_prompts-1`` (``ValueError`` naming the columns
+    there are).  The built-in task's rows are prompts and answers; its questions also carry ``category``."""
+    rows = [dict(sampler.row(p)) for p in range(num_prompts)]
+    if mode == "builtin":
+        from .arithmetic import question_set
+
+        qs = question_set(first_question + len(sampler))[first_question:]
+        for p, r in enumerate(rows):
+            r.update({k: v for k, v in qs[int(sampler.order[p])].to_dict().items() if k not in r})
+    names = sorted({k for r in rows for k in r if k != "prompt"})
+    if column == "prompt" or any(column not in r for r in rows):
+        raise ValueError(f"--allocate {column}: no such column in every row (columns: {', '.join(names)}; or use "
+                         "pass_rate)")
+    return [str(r[column]) for r in rows]
 
 
 def device_map(opts: Options):
@@ -285,6 +346,7 @@ examples:
   python -m ustat_grpo.fit_scaling grid.csv --budget 1024   # fit your MSE grid
   python -m ustat_grpo.fit_scaling table2.csv               # performance-vs-G table (Table 2 style)
   python -m ustat_grpo.fit_scaling --format json --report out/   # stable-key JSON + Markdown/PNG report
+  python -m ustat_grpo.fit_scaling --source bandit --allocate pass_rate   # rollouts allocated by pass rate
 
 MSE grid CSV (num_prompts,num_generations,mse[,mse_se]; other columns ignored):
   num_prompts,num_generations,mse,mse_se
@@ -306,6 +368,8 @@ num_generations, num_prompts[, estimator]; --estimator selects one), or a pilot 
 JSON keys (stable): c1 c2 c3 A1 A2 A3 (+ _interval), g_star_paper g_star_exact g_star_integer
 (+ _interval), budget, form, input_hash, version, command, options, recommendation (num_generations
 null with a reason where none can be certified), mse_table, warnings; for a language model also
-card (estimator card), estimators (MSE(G) per estimator) and samples_per_prompt.
+card (estimator card), estimators (MSE(G) per estimator) and samples_per_prompt; always allocation
+(--allocate) and compute_budget (G* at a token budget), null with allocation_reason /
+compute_budget_reason where not asked or not possible.
 exit codes: 0 ok; 1 analysis failed; 2 bad usage or bad input.
 """

@@ -33,6 +33,7 @@ from . import report as rp
 from ._cli import AnalysisError, InputError, given_options, options_from_args, parser_from_dataclass, sha256_file
 from ._cli import sha256_json
 from ._fit_options import EXAMPLES, Options, build_sampler, check_modes, check_values, group_sizes
+from ._fit_options import seconds_per_token, strata_labels, stratifier
 from .recommend import Provenance, recommend
 
 __all__ = ["Options", "main", "run"]
@@ -43,8 +44,9 @@ def _parser(suppress_defaults: bool = False):
                                  epilog=EXAMPLES, positional=("measurements",), suppress_defaults=suppress_defaults)
 
 
-def _measure(opts: Options, mode: str, gs, command: str, resolved: dict):
-    """Inputs (exit 2 on a problem with them), then the pilot and its analysis (exit 1 on failure)."""
+def _measure(opts: Options, mode: str, gs, command: str, resolved: dict, labels: dict):
+    """Inputs (exit 2 on a problem with them), then the pilot and its analysis (exit 1 on failure).
+    ``labels`` receives ``"column"``: the ``--allocate`` column's value of every pilot prompt."""
     from .measure import measure
     from .pilot import check_pilot_file, distributed_rank
 
@@ -56,6 +58,8 @@ def _measure(opts: Options, mode: str, gs, command: str, resolved: dict):
         if opts.pilot is not None:
             check_pilot_file(opts.pilot, config=sampler.describe(), num_prompts=P, seed=opts.seed,
                              world_size=distributed_rank()[1])
+        if opts.allocate is not None and stratifier(opts)[0] == "column":
+            labels["column"] = strata_labels(sampler, mode, stratifier(opts)[1], P, opts.first_question)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         if opts.debug:
             raise
@@ -105,6 +109,8 @@ def _from_file(opts: Options, gs):
 
     try:
         kind, a = load_measurements(opts.measurements, estimator=opts.estimator)
+        if opts.allocate is not None and kind != "pilot":
+            raise ValueError(f"--allocate needs a pilot's per-prompt statistics; this file is a {kind} table")
         if kind == "pilot":
             return from_pilot(opts.measurements, budget=int(opts.budget or 256), level=opts.level,
                               num_generations=gs), {}
@@ -132,16 +138,20 @@ def run(opts: Options, *, given: set = frozenset(), argv=None):
         mode = check_modes(opts, set(given))
         check_values(opts)
         gs = group_sizes(opts.num_generations)
+        if opts.allocate is not None and stratifier(opts)[0] == "column" and mode in ("file", "bandit"):
+            raise ValueError(f"--allocate {opts.allocate}: {'a pilot file keeps' if mode == 'file' else 'the toy bandit has'} "
+                             "no dataset columns; use --allocate pass_rate (or measure with --allocate COLUMN)")
     except ValueError as exc:
         raise InputError(str(exc)) from None
     resolved = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("debug",)} | {"mode": mode}
     command = shlex.join(["python", "-m", "ustat_grpo.fit_scaling", *(sys.argv[1:] if argv is None else argv)])
     budget = int(opts.budget or 256)
+    labels = {}
     if mode == "file":
         estimate, kw = _from_file(opts, gs)
         src, digest = f"file {opts.measurements}", sha256_file(opts.measurements)
     else:
-        estimate, kw = _measure(opts, mode, gs, command, resolved), {}
+        estimate, kw = _measure(opts, mode, gs, command, resolved, labels), {}
         if estimate is None:                             # a torchrun rank > 0: rank 0 reports
             return None
         src, digest = estimate.source, sha256_json(resolved)
@@ -149,6 +159,12 @@ def run(opts: Options, *, given: set = frozenset(), argv=None):
     prov = Provenance(tool="ustat_grpo.fit_scaling", version=__version__, source=src, input_hash=digest,
                       seed=opts.seed if seed is None else seed, command=command, options=resolved)
     kw.setdefault("budget", budget)
+    if opts.allocate is not None:
+        kw.update(allocate_multiple=opts.allocate_multiple,
+                  allocate=stratifier(opts)[1] if "column" not in labels else
+                  [labels["column"][int(p)] for p in estimate.statistics.prompt])
+    if opts.seconds_per_token is not None:
+        kw["seconds_per_token"] = seconds_per_token(opts)
     try:
         return recommend(estimate, form=opts.form, divisors_only=opts.divisors_only, provenance=prov, **kw)
     except ValueError as exc:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._serialize import jsonable
+from .allocation import AllocationResult
+from .cost import TokenBudgetResult
 from .grid_fit import ScalingFit
 from .interval import ConfidenceInterval, json_float, json_interval
 from .mse import C_CONVENTION
@@ -167,6 +169,12 @@ class Recommendation:
     samples_choice : the samples per prompt ``M*`` a next pilot should draw, measured on this one
         (:class:`~ustat_grpo.pilot_design.SamplesPerPromptResult`), or ``None``; JSON key
         ``samples_per_prompt``, present only then.
+    allocation, allocation_reason : the allocation of rollouts across strata of prompts
+        (:class:`~ustat_grpo.allocation.AllocationResult`, ``fit_scaling --allocate``), or ``None``
+        with the reason; JSON keys ``allocation`` and ``allocation_reason``, always present.
+    compute_budget, compute_budget_reason : ``G*`` at a fixed token cost per step with the prompt
+        prefilled once per group (:class:`~ustat_grpo.cost.TokenBudgetResult`), or ``None`` with the
+        reason; JSON keys ``compute_budget`` and ``compute_budget_reason``, always present.
     """
 
     kind: str
@@ -199,6 +207,10 @@ class Recommendation:
     card: EstimatorCard | None = None
     estimators: EstimatorComparison | None = None
     samples_choice: SamplesPerPromptResult | None = None
+    allocation: AllocationResult | None = None
+    allocation_reason: str | None = "not asked (fit_scaling --allocate STRATIFIER)"
+    compute_budget: TokenBudgetResult | None = None
+    compute_budget_reason: str | None = "needs a language-model pilot (prompt and completion token lengths)"
 
     @property
     def g_star_exact(self) -> float | None:
@@ -263,6 +275,10 @@ class Recommendation:
             out["estimators"] = self.estimators.to_dict()
         if self.samples_choice is not None:
             out["samples_per_prompt"] = self.samples_choice.to_dict()
+        out["allocation"] = None if self.allocation is None else self.allocation.to_dict()
+        out["allocation_reason"] = None if self.allocation is not None else self.allocation_reason
+        out["compute_budget"] = None if self.compute_budget is None else self.compute_budget.to_dict()
+        out["compute_budget_reason"] = None if self.compute_budget is not None else self.compute_budget_reason
         return jsonable(out)
 
     def _mse_dict(self) -> dict:
@@ -402,7 +418,8 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
               level: float | None = None, paper_fit: ScalingFit | None = None,
               grid_fit: ScalingFit | None = None, exact=None, observed=None,
               constants_source: str = "", warnings: tuple = (),
-              provenance: Provenance | None = None) -> Recommendation:
+              provenance: Provenance | None = None, allocate=None, allocate_multiple: int = 1,
+              seconds_per_token=None) -> Recommendation:
     """Recommend a group size from a measurement, from constants of the scaling law or from a
     performance fit: the whole result, ready to render.
 
@@ -430,6 +447,11 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
     observed : dict of columns or :class:`Observed`, optional
         The measured grid cells or table rows (plotted and echoed in JSON).
     provenance : Provenance, optional
+    allocate : array_like of labels (one per pilot prompt), or "pass_rate" / "pass_rate:K", optional
+        With a Measurement: allocate the rollouts across these strata
+        (:func:`ustat_grpo.allocation.allocate`, sizes multiples of ``allocate_multiple``).
+    seconds_per_token : (prefill, decode), optional
+        Measured throughput for the compute-budget ``G*`` (costs in seconds instead of tokens).
 
     Returns
     -------
@@ -453,7 +475,10 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
         observed = Observed.of(observed)
     if isinstance(estimate, Measurement):
         return _recommend_measurement(estimate, budget=budget, form=form, divisors_only=divisors_only, level=level,
-                                      warnings=warnings, provenance=provenance)
+                                      warnings=warnings, provenance=provenance, allocate=allocate,
+                                      allocate_multiple=allocate_multiple, seconds_per_token=seconds_per_token)
+    if allocate is not None:
+        raise ValueError("allocating rollouts across prompts needs a pilot's per-prompt statistics (a Measurement)")
     if isinstance(estimate, PerformanceFit):
         return _recommend_performance(estimate, observed=observed, warnings=warnings, provenance=provenance)
     if grid_fit is estimate:
@@ -497,7 +522,8 @@ def recommend(estimate, *, budget: int | None = None, form: str = "exact", divis
         constants_source=constants_source, warnings=tuple(warnings), provenance=provenance)
 
 
-def _recommend_measurement(m, *, budget, form, divisors_only, level, warnings, provenance) -> Recommendation:
+def _recommend_measurement(m, *, budget, form, divisors_only, level, warnings, provenance, allocate=None,
+                           allocate_multiple=1, seconds_per_token=None) -> Recommendation:
     """:func:`recommend` of a :class:`~ustat_grpo.measure.Measurement`: constants (or the reason
     there are none), grid check, exact answer, card, estimator comparison, samples advice."""
     from .grid_fit import fit_mse_grid
@@ -508,7 +534,8 @@ def _recommend_measurement(m, *, budget, form, divisors_only, level, warnings, p
         return Recommendation(kind="mse", form=form, budget=budget, level=level or 0.95, divisors_only=divisors_only,
                               num_generations=None, interior=False, reason=m.reason,
                               constants_source=m.description, warnings=warnings + (m.reason,),
-                              provenance=provenance, card=m.card)
+                              provenance=provenance, card=m.card, compute_budget_reason=f"no constants: {m.reason}",
+                              **({} if allocate is None else {"allocation_reason": f"no allocation: {m.reason}"}))
     grid_fit = None
     if m.grid is not None and len(m.grid.num_generations) >= 3:
         grid_fit = fit_mse_grid(m.grid.num_prompts, m.grid.num_generations, m.grid.mse, m.grid.mse_se,
@@ -518,9 +545,44 @@ def _recommend_measurement(m, *, budget, form, divisors_only, level, warnings, p
     rec = recommend(m.constants, budget=budget, form=form, divisors_only=divisors_only, level=level,
                     grid_fit=grid_fit, exact=m.exact, observed=m.grid if grid_fit is not None else None,
                     constants_source=m.description, warnings=warnings, provenance=provenance)
-    return _for_trainer(dataclasses.replace(rec, card=m.card, estimators=m.comparison,
-                                            samples_choice=m.samples_choice,
-                                            warnings=rec.warnings + _comparison_warnings(m.comparison)))
+    rec = _for_trainer(dataclasses.replace(rec, card=m.card, estimators=m.comparison,
+                                           samples_choice=m.samples_choice,
+                                           warnings=rec.warnings + _comparison_warnings(m.comparison)))
+    return dataclasses.replace(rec, **_allocation_fields(m, rec, allocate, allocate_multiple),
+                               **_compute_budget_fields(m, rec, seconds_per_token))
+
+
+def _allocation_fields(m, rec, allocate, multiple) -> dict:
+    """``allocation`` (or ``None``) and its reason, for ``fit_scaling --allocate``."""
+    from .allocation import allocate as _allocate
+
+    if allocate is None:
+        return {}
+    g = rec.optimum.g_star_integer if rec.num_generations is None else rec.num_generations
+    B = max(1, int(rec.budget) // int(g))
+    try:
+        res = _allocate(m, allocate, budget=int(rec.budget), num_prompts=B, multiple=int(multiple), level=rec.level)
+    except ValueError as exc:
+        return {"allocation": None, "allocation_reason": f"no allocation: {exc}"}
+    return {"allocation": res, "allocation_reason": None}
+
+
+def _compute_budget_fields(m, rec, seconds_per_token) -> dict:
+    """``G*`` at the token cost of the recommended step (``B c_p + N c_c``), or ``None`` and why."""
+    from .cost import cost_model, optimal_group_size_tokens
+
+    s = (None, None) if seconds_per_token is None else tuple(seconds_per_token)
+    try:
+        cost = cost_model(m, prefill_seconds_per_token=s[0], decode_seconds_per_token=s[1])
+    except ValueError as exc:
+        return {"compute_budget": None, "compute_budget_reason": str(exc)}
+    g = rec.optimum.g_star_integer if rec.num_generations is None else rec.num_generations
+    T = float(cost.step_cost(int(rec.budget) / int(g), int(g)))
+    try:
+        res = optimal_group_size_tokens(m.constants, cost, token_budget=T, level=rec.level)
+    except ValueError as exc:
+        return {"compute_budget": None, "compute_budget_reason": str(exc)}
+    return {"compute_budget": res, "compute_budget_reason": None}
 
 
 def _comparison_warnings(comparison) -> tuple:

@@ -172,6 +172,14 @@ def _sections(r, md):
                  _num(t.relative, ".3f"), mark if t.num_generations == g_mark else ""]
                 for t in r.mse_table]
         out += _table(["G", "B", "MSE", "band", "MSE / min", ""], rows, md)
+        if getattr(r, "compute_budget", None) is not None:
+            out += ["", "  compute budget: " + r.compute_budget.summary()]
+        if getattr(r, "allocation", None) is not None:
+            out += h("Rollouts allocated across strata of prompts (docs/allocation.md)")
+            out += r.allocation.summary().splitlines()
+        elif (getattr(r, "allocation_reason", None) or "").startswith("no allocation"):
+            out += h("Rollouts allocated across strata of prompts")
+            out += ["  " + r.allocation_reason]
     else:
         out += h("Performance-table fit")
         out += ["  " + line for line in r.performance.summary().splitlines()]

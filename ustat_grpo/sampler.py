@@ -154,7 +154,8 @@ class TaskSampler:
 
         tok, M, cfg = self.policy.tokenizer, self.samples_per_prompt, self.sampling
         row = self.row(p)
-        comp = sample_completions(self.policy, self.encode(p), M, rng=seq, temperature=cfg.temperature,
+        prompt_ids = self.encode(p)
+        comp = sample_completions(self.policy, prompt_ids, M, rng=seq, temperature=cfg.temperature,
                                   top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p,
                                   repetition_penalty=cfg.repetition_penalty, warn=False)
         texts = list(comp.texts)
@@ -176,6 +177,7 @@ class TaskSampler:
         extras = {"reward_parts": (("sample", "reward_function"), table.per_function),
                   "reward_errors": (("reward_function",), np.asarray(table.errors, np.int64)),
                   "length": (sample, lengths),
+                  "prompt_length": ((), np.int64(len(prompt_ids))),     # prefilled once per group (cost model)
                   "truncated": (sample, comp.truncated.numpy().astype(np.int8)),
                   "empty": (sample, np.array([t == "" for t in texts], np.int8)),
                   "truncated_mass": (sample, comp.truncated_mass.numpy().astype(float)),
