@@ -229,7 +229,8 @@ def test_every_rule_spends_the_budget_exactly_on_the_same_questions():
                                  dict(rule="knapsack"), dict(rule="pass_rate", pass_rate=(0.5,) * 4),
                                  dict(rule="pass_rate", pass_rate=(0.5, 0.5, 0.5, 0.5, 1.5)),
                                  dict(rule="uniform", min_size=1), dict(rule="uniform", max_size=1),
-                                 dict(rule="uniform", categories=("a", "a"))])
+                                 dict(rule="uniform", categories=("a", "a")),
+                                 dict(rule="ustat", a2=(1.0,) * 5, a3=(1.0, 1.0, -0.5, 1.0, 1.0))])
 def test_category_allocation_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         lm_train.CategoryAllocation(**bad)

@@ -132,6 +132,9 @@ class CategoryAllocation:
             set_(name, _float_table(name, getattr(self, name), k))
         if self.rule == "ustat" and (self.a2 is None or self.a3 is None):
             raise ValueError("rule 'ustat' needs a2 and a3 (one per category)")
+        for name in ("a2", "a3"):
+            if getattr(self, name) is not None and min(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 (clip a pilot's negative estimates), got {getattr(self, name)}")
         if self.rule in ("knapsack", "pass_rate"):
             if self.pass_rate is None:
                 raise ValueError(f"rule {self.rule!r} needs pass_rate (one per category)")
@@ -249,7 +252,7 @@ class TrainResult:
     accuracy: np.ndarray
     seconds: float = 0.0
     checkpoints: dict = field(default_factory=dict)
-    group_sizes: np.ndarray | None = None
+    group_sizes: np.ndarray
 
     @property
     def rollouts_per_step(self) -> np.ndarray:
