@@ -1,6 +1,8 @@
 """GRPO training of a transformer policy (``ustat_grpo.lm_train``) against independent computations."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,106 @@ def test_training_is_reproducible_and_pairs_questions_across_g(weak):
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         lm_train.TrainConfig(**{"budget": 16, "num_generations": 4, **bad})
+
+
+# ------------------------------------------------------------------ per-question group sizes (issue #23)
+
+#: Per-category pieces far apart, so the U-statistic rule gives unequal sizes to different categories.
+_UNEQUAL = lm_train.CategoryAllocation(rule="ustat", a2=(1.0, 9.0, 36.0, 0.25, 100.0), a3=(0.0, 1.0, 0.0, 0.0, 4.0))
+
+
+def _ragged_first_step(policy, cfg, seed, rows=None):
+    """First-step gradient (1/B) sum_i (1/G_i) sum_j A_ij W_ij, question by question (naive twin),
+    the sizes, rewards, scores and the number of completion tokens; ``rows`` restricts to those questions."""
+    ss = np.random.SeedSequence(seed)
+    problems = lm_train.fresh_problems(cfg.num_prompts, lm_train._stream(ss, 0, 0))
+    sizes = cfg.allocation.sizes([p.category for p in problems], cfg.budget)
+    seqs, mask, Zs = lm_train._rollouts(policy, problems, sizes, lm_train._stream(ss, 1, 0), 1.0)
+    W = per_sample_scores(policy.model, seqs, mask).double().numpy()         # (N, d)
+    start = np.r_[0, np.cumsum(sizes)]
+    keep = range(len(problems)) if rows is None else rows
+    g = np.zeros(W.shape[1])
+    A_all = []
+    for i in range(len(problems)):
+        z, G = Zs[i], sizes[i]
+        assert z.shape == (G,)
+        A = z - (z.sum() - z) / (G - 1)                                      # leave-one-out, its own G_i
+        A_all.append(A)
+        if i in keep:
+            g += A @ W[start[i]:start[i + 1]] / G
+    return g / len(keep), sizes, Zs, W, np.concatenate(A_all), mask
+
+
+def test_unequal_groups_first_sgd_step_is_the_average_of_per_question_estimators(weak, tmp_path):
+    cfg = lm_train.TrainConfig(num_steps=1, budget=24, num_generations=4, advantage="rloo", optimizer="sgd",
+                               learning_rate=0.5, eval_every=1, num_eval=4, allocation=_UNEQUAL)
+    g, sizes, Zs, W, A, _ = _ragged_first_step(weak, cfg, 3)
+    assert len(set(sizes.tolist())) > 1 and sizes.sum() == cfg.budget and len(sizes) == cfg.num_prompts
+    res = lm_train.train_grpo(weak, cfg, rng=3, checkpoint_steps=[1], checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(res.group_sizes[0], sizes)
+    np.testing.assert_array_equal(res.rollouts_per_step, [cfg.budget])
+    assert res.reward[0] == pytest.approx(np.concatenate(Zs).mean())
+    assert res.frac_reward_zero_std[0] == pytest.approx(np.mean([np.ptp(z) == 0 for z in Zs]))
+    assert res.grad_norm[0] == pytest.approx(np.linalg.norm(g), rel=1e-4)
+    after = lm.load_policy(res.checkpoints[1], template="compact_zero_shot", device="cpu")
+    np.testing.assert_allclose(after.theta - weak.theta, cfg.learning_rate * g, rtol=1e-3, atol=1e-6)
+    # control: the 1/(BG) weighting of equal groups would be a different vector here
+    assert not np.allclose(A @ W / cfg.budget, g, rtol=1e-2)
+    # first minibatch of two: the average over its own questions
+    half = lm_train.TrainConfig(**{**cfg.__dict__, "num_minibatches": 2})
+    g_half = _ragged_first_step(weak, half, 3, rows=range(cfg.num_prompts // 2))[0]
+    assert lm_train.train_grpo(weak, half, rng=3).grad_norm[0] == pytest.approx(np.linalg.norm(g_half), rel=1e-4)
+
+
+def test_unequal_groups_with_dapo_loss_divide_the_token_sum_by_the_total_tokens(weak):
+    cfg = lm_train.TrainConfig(num_steps=1, budget=24, num_generations=4, advantage="rloo", loss_type="dapo",
+                               optimizer="sgd", learning_rate=0.5, eval_every=1, num_eval=4, allocation=_UNEQUAL)
+    _, sizes, _, W, A, mask = _ragged_first_step(weak, cfg, 3)
+    assert len(set(sizes.tolist())) > 1
+    g = A @ W / float(mask.sum())
+    assert lm_train.train_grpo(weak, cfg, rng=3).grad_norm[0] == pytest.approx(np.linalg.norm(g), rel=1e-4)
+
+
+def test_uniform_allocation_reproduces_the_fixed_g_run_bit_for_bit(weak):
+    base = dict(num_steps=3, budget=12, num_generations=3, eval_every=1, num_eval=8, learning_rate=1e-3,
+                num_minibatches=2, num_iterations=2)
+    a = lm_train.train_grpo(weak, lm_train.TrainConfig(**base), rng=4)
+    b = lm_train.train_grpo(weak, lm_train.TrainConfig(**base, allocation=dict(rule="uniform")), rng=4)
+    for k in ("reward", "grad_norm", "p_canonical", "frac_reward_zero_std", "group_sizes"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    np.testing.assert_array_equal(a.rollouts_per_step, [12] * 3)
+    assert a.to_dict()["rollouts_per_step"] == [12] * 3
+
+
+def test_every_rule_spends_the_budget_exactly_on_the_same_questions():
+    a2, a3, p = (1.0, 2.0, 3.0, 4.0, 5.0), (5.0, 4.0, 3.0, 2.0, 1.0), (0.05, 0.3, 0.5, 0.8, 1.0)
+    cats = [q.category for q in lm_train.fresh_problems(16, 7)]
+    for rule in lm_train.ALLOCATION_RULES:
+        al = lm_train.CategoryAllocation(rule=rule, a2=a2, a3=a3, pass_rate=p)
+        s = al.sizes(cats, 64)
+        assert s.sum() == 64 and s.min() >= 2 and s.shape == (16,)
+        same = [s[i] for i in range(16) if cats[i] == cats[0]]
+        assert len(set(same)) <= 2                                           # a category's questions: equal up to 1
+    cfg = lm_train.TrainConfig(budget=64, num_generations=4, allocation=al)
+    assert lm_train.TrainConfig(**asdict(cfg)) == cfg                        # the JSON round trip of grid cells
+
+
+@pytest.mark.parametrize("bad", [dict(rule="nope"), dict(rule="ustat", a2=(1.0,) * 5),
+                                 dict(rule="knapsack"), dict(rule="pass_rate", pass_rate=(0.5,) * 4),
+                                 dict(rule="pass_rate", pass_rate=(0.5, 0.5, 0.5, 0.5, 1.5)),
+                                 dict(rule="uniform", min_size=1), dict(rule="uniform", max_size=1),
+                                 dict(rule="uniform", categories=("a", "a")),
+                                 dict(rule="ustat", a2=(1.0,) * 5, a3=(1.0, 1.0, -0.5, 1.0, 1.0))])
+def test_category_allocation_rejects_bad_settings(bad):
+    with pytest.raises(ValueError):
+        lm_train.CategoryAllocation(**bad)
+
+
+def test_category_allocation_rejects_unknown_categories_and_impossible_budgets():
+    al = lm_train.CategoryAllocation(rule="uniform")
+    with pytest.raises(ValueError, match="categories"):
+        al.sizes(["two_step", "calculus"], 8)
+    with pytest.raises(ValueError, match="budget"):
+        al.sizes(["two_step"] * 5, 8)
+    with pytest.raises(TypeError, match="allocation"):
+        lm_train.TrainConfig(budget=16, num_generations=4, allocation="ustat")

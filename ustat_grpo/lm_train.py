@@ -33,6 +33,22 @@ key ``(0, s)`` and the completions of its questions whose prompts are ``L`` toke
 as one batch) from ``(1, s, L)``, so runs with different ``G`` at the same seed see the same
 questions in the same order (the first ``B`` of each step's stream): common random numbers, which
 the paired comparison across ``G`` uses.
+
+Unequal group sizes (rollout allocation, issue #23): with ``TrainConfig.allocation`` (a
+:class:`CategoryAllocation`) the step's ``B = N / num_generations`` questions are drawn as above, and
+each gets its own group size ``G_i`` from its ``category`` (a difficulty column known before
+sampling) by one of the rules of :mod:`ustat_grpo.allocation`, with ``sum_i G_i = N`` exactly, so
+every rule spends the same rollouts on the same questions.  ``num_generations`` then only fixes
+``B``.  The completions of the questions whose prompts are ``L`` tokens long and whose group size
+is ``G_i`` are sampled as one batch from the stream ``(1, s, L, G_i)``; a step whose groups all have
+one size samples exactly as without an allocation (stream ``(1, s, L)``), so the ``"uniform"``
+rule reproduces the fixed-``G`` run bit for bit.  Advantages are computed within each group (its
+own ``G_i``).  ``loss_type="sequence_sum"`` weights completion ``j`` of question ``i`` by
+``1 / (B G_i)`` (``B`` the minibatch's questions): the first-pass gradient is the unbiased average
+``(1/B) sum_i (1/G_i) sum_j A_ij W_ij`` of the per-question estimators, which reduces to
+``1/(B G) sum A W`` for equal sizes.  ``loss_type="dapo"`` keeps TRL's semantics with unequal
+groups: the token sum over the minibatch's completions divided by their total number of tokens,
+so a question weighs in proportion to its ``G_i`` (times its completions' lengths), not ``1/B``.
 """
 from __future__ import annotations
 
@@ -49,8 +65,8 @@ from ._random import seed_sequence, torch_generator
 from .practical import ADVANTAGE_PRESETS, normalized_advantages
 from .score import token_logprobs
 
-__all__ = ["TrainConfig", "TrainResult", "train_grpo", "canonical_probability", "sampled_accuracy",
-           "fresh_problems", "save_checkpoint"]
+__all__ = ["TrainConfig", "TrainResult", "CategoryAllocation", "ALLOCATION_RULES", "train_grpo",
+           "canonical_probability", "sampled_accuracy", "fresh_problems", "save_checkpoint"]
 
 OPTIMIZERS = ("adam", "sgd")
 #: Loss aggregations: ``"sequence_sum"`` = tokens summed per completion, divided by the number of
@@ -58,6 +74,104 @@ OPTIMIZERS = ("adam", "sgd")
 #: ``loss_type="dapo"`` (verl ``token-mean``): tokens summed over the optimiser step's completions and
 #: divided by the step's total number of completion tokens (grpo_frameworks.md §2.2, §4.5).
 LOSS_TYPES = ("sequence_sum", "dapo")
+#: Rules of :class:`CategoryAllocation`: ``"uniform"`` (``allocation.uniform_allocation``),
+#: ``"ustat"`` (``allocation.optimal_allocation`` from per-category ``a2, a3``: the U-statistic
+#: allocation), ``"knapsack"`` (``allocation.knapsack_rl_allocation``, Knapsack-RL's value from the
+#: per-category pass rate) and ``"pass_rate"`` (``allocation.pass_rate_allocation``, the ``p(1-p)`` rule).
+ALLOCATION_RULES = ("uniform", "ustat", "knapsack", "pass_rate")
+
+
+def _float_table(name, values, k):
+    if values is None:
+        return None
+    out = tuple(float(v) for v in values)
+    if len(out) != k or not all(np.isfinite(out)):
+        raise ValueError(f"{name} must hold one finite number per category ({k}), got {values!r}")
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoryAllocation:
+    """Group sizes of a step's questions from per-category statistics known before sampling.
+
+    Attributes
+    ----------
+    rule : str
+        One of :data:`ALLOCATION_RULES`.
+    categories : tuple of str
+        The strata (default :data:`ustat_grpo.arithmetic.CATEGORIES`); every question's
+        ``category`` must be one of them.
+    a2, a3 : tuple of float, one per category
+        The pieces of a question's conditional error ``a2/G + a3/(G(G-1))``
+        (``allocation.prompt_error_pieces``, averaged over the category's pilot questions); needed by
+        ``"ustat"``.
+    pass_rate : tuple of float in [0, 1], one per category
+        Needed by ``"knapsack"`` and ``"pass_rate"``.
+    min_size, max_size : int
+        Bounds of a group size (``min_size >= 2``: the leave-one-out baseline needs two completions).
+    """
+
+    rule: str
+    categories: tuple = arithmetic.CATEGORIES
+    a2: tuple | None = None
+    a3: tuple | None = None
+    pass_rate: tuple | None = None
+    min_size: int = 2
+    max_size: int | None = None
+
+    def __post_init__(self):
+        if self.rule not in ALLOCATION_RULES:
+            raise ValueError(f"rule must be one of {ALLOCATION_RULES}, got {self.rule!r}")
+        cats = tuple(str(c) for c in self.categories)
+        if not cats or len(set(cats)) != len(cats):
+            raise ValueError(f"categories must be distinct and non-empty, got {self.categories!r}")
+        k = len(cats)
+        set_ = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731
+        set_("categories", cats)
+        for name in ("a2", "a3", "pass_rate"):
+            set_(name, _float_table(name, getattr(self, name), k))
+        if self.rule == "ustat" and (self.a2 is None or self.a3 is None):
+            raise ValueError("rule 'ustat' needs a2 and a3 (one per category)")
+        for name in ("a2", "a3"):
+            if getattr(self, name) is not None and min(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 (clip a pilot's negative estimates), got {getattr(self, name)}")
+        if self.rule in ("knapsack", "pass_rate"):
+            if self.pass_rate is None:
+                raise ValueError(f"rule {self.rule!r} needs pass_rate (one per category)")
+            if not all(0.0 <= p <= 1.0 for p in self.pass_rate):
+                raise ValueError(f"pass_rate must lie in [0, 1], got {self.pass_rate}")
+        if int(self.min_size) != self.min_size or self.min_size < 2:
+            raise ValueError(f"min_size must be an integer >= 2, got {self.min_size!r}")
+        if self.max_size is not None and (int(self.max_size) != self.max_size or self.max_size < self.min_size):
+            raise ValueError(f"max_size must be an integer >= min_size ({self.min_size}), got {self.max_size!r}")
+
+    def sizes(self, categories, budget: int) -> np.ndarray:
+        """Group size of each question (given by its category), summing to ``budget`` exactly."""
+        from . import allocation as al
+
+        try:
+            idx = np.asarray([self.categories.index(str(c)) for c in categories], int)
+        except ValueError:
+            raise ValueError(f"categories: every question's category must be one of {self.categories}, "
+                             f"got {sorted(set(map(str, categories)) - set(self.categories))}") from None
+        B = len(idx)
+        if B * self.min_size > budget or (self.max_size is not None and B * self.max_size < budget):
+            raise ValueError(f"budget {budget} cannot be split over {B} questions with sizes in "
+                             f"[{self.min_size}, {self.max_size}]")
+        opts = dict(min_size=int(self.min_size), max_size=self.max_size)
+        if self.rule == "uniform":
+            out = al.uniform_allocation(B, budget)
+        elif self.rule == "ustat":
+            out = al.optimal_allocation(np.asarray(self.a2)[idx], np.asarray(self.a3)[idx], budget, **opts)
+        elif self.rule == "knapsack":
+            out = al.knapsack_rl_allocation(np.asarray(self.pass_rate)[idx], budget, **opts)
+        else:
+            out = al.pass_rate_allocation(np.asarray(self.pass_rate)[idx], budget, **opts)
+        out = np.asarray(out, np.int64)
+        if out.shape != (B,) or int(out.sum()) != budget or out.min() < 2:
+            raise RuntimeError(f"allocation rule {self.rule!r} returned sizes {out.tolist()} (sum {out.sum()}) "
+                               f"for {B} questions at budget {budget}")
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +195,14 @@ class TrainConfig:
     num_eval: int = 256                  # evaluation questions: arithmetic.make_dataset(num_eval, seed=eval_seed)
     eval_seed: int = 1
     eval_samples: int = 0                # sampled completions per evaluation question (0: no sampled accuracy)
+    allocation: CategoryAllocation | None = None  # per-question group sizes (module docstring); None: G each
 
     def __post_init__(self):
+        if isinstance(self.allocation, dict):            # from asdict / JSON (run_cell, cached cells)
+            object.__setattr__(self, "allocation", CategoryAllocation(**self.allocation))
+        if self.allocation is not None and not isinstance(self.allocation, CategoryAllocation):
+            raise TypeError(f"allocation must be a CategoryAllocation, a dict of its fields or None, "
+                            f"got {type(self.allocation).__name__}")
         if self.num_generations < 2 or self.budget % self.num_generations:
             raise ValueError(f"num_generations must be >= 2 and divide the budget {self.budget}, "
                              f"got {self.num_generations}")
@@ -114,9 +234,11 @@ class TrainConfig:
 class TrainResult:
     """Trajectory of :func:`train_grpo`.
 
-    Per step ``(num_steps,)``: ``reward`` (mean training reward), ``frac_reward_zero_std`` (fraction
-    of groups with equal rewards: TRL's name), ``grad_norm`` (of the first optimiser step of the
-    step: the GRPO gradient estimate).  Per evaluation ``(len(eval_steps),)``: ``p_canonical`` and
+    Per step ``(num_steps,)``: ``reward`` (mean training reward over the step's rollouts),
+    ``frac_reward_zero_std`` (fraction of groups with equal rewards: TRL's name), ``grad_norm`` (of
+    the first optimiser step of the step: the GRPO gradient estimate); ``group_sizes``
+    ``(num_steps, B)``: each question's group size (:attr:`rollouts_per_step` their sums, always the
+    budget).  Per evaluation ``(len(eval_steps),)``: ``p_canonical`` and
     ``accuracy`` (NaN without ``eval_samples``).
     """
 
@@ -130,6 +252,12 @@ class TrainResult:
     accuracy: np.ndarray
     seconds: float = 0.0
     checkpoints: dict = field(default_factory=dict)
+    group_sizes: np.ndarray
+
+    @property
+    def rollouts_per_step(self) -> np.ndarray:
+        """Rollouts spent at each step (``group_sizes`` summed over the questions)."""
+        return self.group_sizes.sum(1)
 
     @property
     def rollouts(self) -> np.ndarray:
@@ -145,7 +273,9 @@ class TrainResult:
 
     def summary(self) -> str:
         c = self.config
-        return (f"GRPO ({c.advantage}, {c.loss_type} loss, G={c.num_generations}, B={c.num_prompts}, "
+        sizes = (f"G={c.num_generations}" if c.allocation is None else
+                 f"{c.allocation.rule} allocation, G {self.group_sizes.min()}..{self.group_sizes.max()}")
+        return (f"GRPO ({c.advantage}, {c.loss_type} loss, {sizes}, B={c.num_prompts}, "
                 f"{c.optimizer} lr={c.learning_rate:g}): "
                 f"{c.num_steps} steps, {c.num_steps * c.budget} rollouts; p_canonical {self.p_canonical[0]:.4f} -> "
                 f"{self.p_canonical[-1]:.4f} (AUC {self.auc():.4f}); mean frac_reward_zero_std "
@@ -157,7 +287,8 @@ class TrainResult:
         return {"config": asdict(self.config), "seed": self.seed, "reward": self.reward.tolist(),
                 "frac_reward_zero_std": self.frac_reward_zero_std.tolist(), "grad_norm": self.grad_norm.tolist(),
                 "eval_steps": self.eval_steps.tolist(), "p_canonical": self.p_canonical.tolist(),
-                "accuracy": self.accuracy.tolist(), "auc": self.auc(), "checkpoints": dict(self.checkpoints)}
+                "accuracy": self.accuracy.tolist(), "auc": self.auc(), "checkpoints": dict(self.checkpoints),
+                "group_sizes": self.group_sizes.tolist(), "rollouts_per_step": self.rollouts_per_step.tolist()}
 
 
 # ---------------------------------------------------------------------------------------- questions
@@ -204,27 +335,36 @@ def sampled_accuracy(policy, problems, num_samples: int, rng) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- training
 
 def _rollouts(policy, problems, G, ss_step, temperature):
-    """Completions of every question, right-padded into one batch: (sequences, mask, rewards (B, G)).
+    """Completions of every question, right-padded into one batch: (sequences, mask, rewards).
 
-    Questions whose prompts have the same number of tokens are sampled in one batch (no padding
-    inside the sampler); the batch of prompt length ``L`` draws from the stream ``(L,)`` of ``ss_step``.
-    Rows come back in question order, ``G`` per question.
+    ``G`` is one group size (rewards come back as an array ``(B, G)``) or one size per question
+    (rewards: a list of ``B`` arrays ``(G_i,)``).  Questions whose prompts have the same number of
+    tokens (and, for per-question sizes, the same size) are sampled in one batch (no padding inside
+    the sampler); with one size the batch of prompt length ``L`` draws from the stream ``(L,)`` of
+    ``ss_step``, with per-question sizes from ``(L, G_i)``.  Rows come back in question order,
+    ``G_i`` per question.
     """
     from .lm import sample_completions
 
+    ragged = not np.isscalar(G)
+    sizes = [int(g) for g in G] if ragged else [int(G)] * len(problems)
+    if len(sizes) != len(problems):
+        raise ValueError(f"G: {len(sizes)} group sizes for {len(problems)} questions")
     encoded = [policy.encode(p) for p in problems]
-    by_len: dict[int, list[int]] = {}
+    batches: dict[tuple, list[int]] = {}
     for b, ids in enumerate(encoded):
-        by_len.setdefault(len(ids), []).append(b)
+        batches.setdefault((len(ids), sizes[b]) if ragged else (len(ids),), []).append(b)
     seqs, masks, texts = [None] * len(problems), [None] * len(problems), [None] * len(problems)
-    for length, members in sorted(by_len.items()):
-        comp = sample_completions(policy, [encoded[b] for b in members], G, temperature=temperature,
-                                  rng=torch_generator(_stream(ss_step, length), policy.device))
+    for key, members in sorted(batches.items()):
+        g = sizes[members[0]]
+        comp = sample_completions(policy, [encoded[b] for b in members], g, temperature=temperature,
+                                  rng=torch_generator(_stream(ss_step, *key), policy.device))
         for j, b in enumerate(members):
-            rows = slice(j * G, (j + 1) * G)
+            rows = slice(j * g, (j + 1) * g)
             seqs[b], masks[b], texts[b] = comp.sequences[rows], comp.completion_mask[rows], comp.texts[rows]
-    rewards = [[arithmetic.verify(t, p.answer) for t in texts[b]] for b, p in enumerate(problems)]
-    return _pad(seqs, policy.tokenizer.pad_token_id), _pad(masks, 0), np.asarray(rewards, float)
+    rewards = [np.asarray([arithmetic.verify(t, p.answer) for t in texts[b]], float) for b, p in enumerate(problems)]
+    return (_pad(seqs, policy.tokenizer.pad_token_id), _pad(masks, 0),
+            rewards if ragged else np.asarray(rewards, float))
 
 
 def _optimizer(params, cfg: TrainConfig):
@@ -288,6 +428,7 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
         raise ValueError("checkpoint_steps needs checkpoint_dir")
     B, G, n = cfg.num_prompts, cfg.num_generations, cfg.num_steps
     reward, zero, gnorm = np.zeros(n), np.zeros(n), np.zeros(n)
+    sizes_log = np.full((n, B), G, np.int64)
     p_can, acc, ckpts = [], [], {}
 
     def evaluate(step):
@@ -299,19 +440,35 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
             ckpts[step] = save_checkpoint(pol, Path(checkpoint_dir) / f"step{step:05d}")
 
     evaluate(0)
-    for s in tqdm(range(n), desc=f"GRPO G={G}", unit="step", disable=not progress, file=sys.stderr):
+    desc = f"GRPO G={G}" if cfg.allocation is None else f"GRPO {cfg.allocation.rule} B={B}"
+    for s in tqdm(range(n), desc=desc, unit="step", disable=not progress, file=sys.stderr):
         problems = fresh_problems(B, _stream(ss, 0, s))
-        seqs, mask, Z = _rollouts(pol, problems, G, _stream(ss, 1, s), cfg.temperature)
-        A, zstd = normalized_advantages(Z, preset=cfg.advantage)
-        reward[s], zero[s] = Z.mean(), zstd.mean()
-        adv = torch.as_tensor(A.reshape(-1), dtype=torch.float32)
+        sizes = (np.full(B, G, np.int64) if cfg.allocation is None
+                 else cfg.allocation.sizes([p.category for p in problems], cfg.budget))
+        sizes_log[s] = sizes
+        equal = bool(np.all(sizes == sizes[0]))
+        first_row = np.r_[0, np.cumsum(sizes)]
+        if equal:                                        # one size: the fixed-G code path, bit for bit
+            g0 = int(sizes[0])
+            seqs, mask, Z = _rollouts(pol, problems, g0, _stream(ss, 1, s), cfg.temperature)
+            A, zstd = normalized_advantages(Z, preset=cfg.advantage)
+            reward[s], zero[s] = Z.mean(), zstd.mean()
+            adv = torch.as_tensor(A.reshape(-1), dtype=torch.float32)
+        else:                                            # per-question sizes: advantages group by group
+            seqs, mask, Zs = _rollouts(pol, problems, sizes, _stream(ss, 1, s), cfg.temperature)
+            parts = [normalized_advantages(z[None], preset=cfg.advantage) for z in Zs]
+            reward[s] = np.concatenate(Zs).mean()
+            zero[s] = np.mean([bool(zs[0]) for _, zs in parts])
+            adv = torch.as_tensor(np.concatenate([a[0] for a, _ in parts]), dtype=torch.float32)
+        # sequence_sum with unequal groups: completion j of question i weighs 1 / (B_minibatch G_i)
+        inv_size = torch.as_tensor(np.repeat(1.0 / sizes, sizes), dtype=torch.float32)
         with torch.no_grad():
             old = token_logprobs(model, seqs, mask, temperature=cfg.temperature)
             lref = token_logprobs(ref, seqs, mask, temperature=cfg.temperature) if ref is not None else None
         first = True
         for _ in range(cfg.num_iterations):
             for mb in np.split(np.arange(B), cfg.num_minibatches):
-                rows = torch.as_tensor((mb[:, None] * G + np.arange(G)).reshape(-1))
+                rows = torch.as_tensor(np.concatenate([np.arange(first_row[i], first_row[i + 1]) for i in mb]))
                 lp = token_logprobs(model, seqs[rows], mask[rows], temperature=cfg.temperature)
                 m = mask[rows, 1:].to(lp.dtype)
                 ratio = torch.exp(lp - old[rows])
@@ -321,8 +478,12 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
                     r = torch.exp(lref[rows] - lp)
                     surr = surr - cfg.beta * (r - torch.log(r) - 1)
                 # (rows, T-1) token terms -> scalar: per completion (paper) or per token of the step (dapo)
-                denom = m.sum().clamp(min=1.0) if cfg.loss_type == "dapo" else len(rows)
-                loss = -(surr * m).sum() / denom
+                if cfg.loss_type == "dapo":
+                    loss = -(surr * m).sum() / m.sum().clamp(min=1.0)
+                elif equal:
+                    loss = -(surr * m).sum() / len(rows)
+                else:
+                    loss = -((surr * m).sum(-1) * inv_size[rows]).sum() / len(mb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
@@ -333,7 +494,7 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
     seed = str(ss.entropy) + (f" spawn_key={tuple(ss.spawn_key)}" if ss.spawn_key else "")
     return TrainResult(config=cfg, seed=seed, reward=reward, frac_reward_zero_std=zero, grad_norm=gnorm,
                        eval_steps=cfg.eval_steps, p_canonical=np.asarray(p_can), accuracy=np.asarray(acc),
-                       seconds=time.perf_counter() - t0, checkpoints=ckpts)
+                       seconds=time.perf_counter() - t0, checkpoints=ckpts, group_sizes=sizes_log)
 
 
 # ---------------------------------------------------------------------------------------- grid cells
