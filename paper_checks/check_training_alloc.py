@@ -22,7 +22,7 @@ import os
 from paper_checks import Outcome, register
 
 STORED = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "results", "train_alloc.nc")
-REBUILD = "python simulations/train_alloc.py --out results/train_alloc && cp results/train_alloc/train_alloc.nc docs/results/"
+REBUILD = "python -m simulations.train_alloc --out results/train_alloc && cp results/train_alloc/train_alloc.nc docs/results/"
 
 
 def same(a, b) -> bool:

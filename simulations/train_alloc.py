@@ -35,9 +35,9 @@ Per built-in policy (weak and strong):
 Outputs in ``--out``: ``train_alloc.nc`` (per-step and per-evaluation arrays, AUC, the pilot's
 per-category statistics, analysis, provenance), ``summary.json`` and ``train_alloc.png``.  Usage::
 
-    python simulations/train_alloc.py --out results/train_alloc   # the default grid (80 runs of 60 steps), ~1 h on 2 busy cores
-    python simulations/train_alloc.py --quick                               # seconds: keeps the script working
-    python simulations/train_alloc.py --reanalyse docs/results/train_alloc.nc --out docs/figures
+    python -m simulations.train_alloc --out results/train_alloc   # the default grid (80 runs of 60 steps), ~1 h on 2 busy cores
+    python -m simulations.train_alloc --quick                               # seconds: keeps the script working
+    python -m simulations.train_alloc --reanalyse docs/results/train_alloc.nc --out docs/figures
     python -m paper_checks --only Alloc-training                            # the check on the stored result
 """
 from __future__ import annotations
@@ -51,13 +51,11 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from ustat_grpo import arithmetic, lm_train  # noqa: E402
-from ustat_grpo._cli import parser_from_dataclass  # noqa: E402
-from ustat_grpo._scheduler import executor_map, scheduler_iv  # noqa: E402
-from ustat_grpo.performance import compare_group_sizes  # noqa: E402
-from ustat_grpo.provenance import provenance_attrs, write_netcdf  # noqa: E402
+from ustat_grpo import arithmetic, lm_train
+from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.scheduling import executor_map, scheduler_iv
+from ustat_grpo.performance import compare_group_sizes
+from ustat_grpo.provenance import provenance_attrs, write_netcdf
 
 RULES = ("uniform", "ustat", "knapsack", "pass_rate")
 METRICS = ("auc", "final_p_canonical", "mean_frac_reward_zero_std")
@@ -150,7 +148,7 @@ def _allocation(pilot: dict, rule: str, min_size=2, max_size=None):
 def run_pilot(cfg: Config, variant: str) -> dict:
     """Constants, G* at the budget and the per-category pieces of ``variant`` (cached in ``out/``)."""
     from ustat_grpo import sampler
-    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.provenance import sha256_json
     from ustat_grpo.allocation import prompt_error_pieces
     from ustat_grpo.constants import constants_from_statistics, prompt_statistics
     from ustat_grpo.recommend import recommend
@@ -199,7 +197,7 @@ def _tasks(cfg: Config, pilots: dict):
 
 
 def _cell_path(cache_dir, task) -> str:
-    from ustat_grpo._cli import sha256_json
+    from ustat_grpo.provenance import sha256_json
 
     what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
     return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
@@ -529,7 +527,7 @@ def reanalyse(cfg: Config) -> int:
 
 
 def main(argv=None) -> int:
-    p = parser_from_dataclass(Config, prog="train_alloc.py", description=__doc__.split("\n\n")[0])
+    p = parser_from_dataclass(Config, prog="python -m simulations.train_alloc", description=__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
     cfg = Config(**{k: getattr(args, k) for k in Config.__dataclass_fields__})
     if cfg.quick:

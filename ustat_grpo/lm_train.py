@@ -388,11 +388,11 @@ def save_checkpoint(policy, path) -> str:
 
 def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_steps=(), checkpoint_dir=None,
                progress: bool = False) -> TrainResult:
-    """Train a copy of ``policy`` (a :class:`ustat_grpo.lm.Policy`) with GRPO / Algorithm 2.
+    """Train a copy of ``policy`` (a :class:`ustat_grpo.lm.LanguageModelPolicy`) with GRPO / Algorithm 2.
 
     Parameters
     ----------
-    policy : ustat_grpo.lm.Policy
+    policy : ustat_grpo.lm.LanguageModelPolicy
         Not modified: a deep copy of its model is trained, kept in eval mode (dropout off, as TRL's
         ``disable_dropout``; the built-in models have none).
     config : TrainConfig
