@@ -107,7 +107,7 @@ def training_section() -> list[str]:
     lo, hi = const["g_star_interval"]
     out = ["## Does the recommended G train best? {#training-validation}", "",
            f"`python -m simulations.train_vs_g` trains the built-in **{cfg['variant']}** policy with GRPO "
-           f"(`ustat_grpo.lm_train`, {cfg['optimizer']}, {cfg['steps']} steps) at N = {cfg['budget']} rollouts "
+           f"(`ustat_grpo.experiments.lm_train`, {cfg['optimizer']}, {cfg['steps']} steps) at N = {cfg['budget']} rollouts "
            f"per step for G = {', '.join(map(str, groups))} (the same questions for every G at a seed), "
            f"{cfg['seeds']} seeds, settings {', '.join(f'`{s}`' for s in settings)}. Each run is scored by the "
            f"area under its learning curve (AUC: exact p(correct) on {cfg['num_eval']} fixed questions, averaged "

@@ -1,6 +1,6 @@
 """A griffe extension for the API reference, so the numpydoc docstrings render as Markdown:
 
-* Sphinx cross-reference roles (``:func:`~ustat_grpo.pilot.width_rule```) are shown as code
+* Sphinx cross-reference roles (``:func:`~ustat_grpo.measurement.pilot.width_rule```) are shown as code
   (``width_rule``) instead of literally;
 * doctest blocks (``>>>`` lines and their output, up to a blank line) outside an Examples section
   are fenced as ``pycon`` code (Markdown would read ``>>>`` as quotes).

@@ -2,15 +2,15 @@
 
 With the prompt (stratum) known before sampling, the batch leave-one-out gradient with group size
 ``G_i`` for prompt ``i`` has MSE ``A1/B + (1/B^2) sum_i [a2_i/G_i + a3_i/(G_i(G_i-1))]``
-(:func:`ustat_grpo.allocation.batch_mse`; arXiv 2603.01162, Prop. 3 prompt by prompt).  On a
+(:func:`ustat_grpo.scaling.allocation.batch_mse`; arXiv 2603.01162, Prop. 3 prompt by prompt).  On a
 contextual bandit with exact per-context moments:
 
-1. the greedy allocation (:func:`~ustat_grpo.allocation.optimal_allocation`) equals the brute-force
+1. the greedy allocation (:func:`~ustat_grpo.scaling.allocation.optimal_allocation`) equals the brute-force
    optimum over every allocation of a small budget;
 2. its predicted within-prompt error ``(1/B^2) sum_i f_i(G_i)`` equals the exact error of the
    allocated estimator computed by enumerating every group of each context
-   (:func:`ustat_grpo.mse.enumerate_mse`, which shares no algebra with the law);
-3. on a seeded pilot of that bandit, :func:`~ustat_grpo.allocation.allocate` suggests the
+   (:func:`ustat_grpo.theory.mse.enumerate_mse`, which shares no algebra with the law);
+3. on a seeded pilot of that bandit, :func:`~ustat_grpo.scaling.allocation.allocate` suggests the
    allocation and its gain interval covers the exact gain;
 4. negative controls: identical contexts give the uniform allocation (exact gain 0) and a pilot of
    them is not suggested an allocation; the paper's ``1/G^2`` residual written as exact disagrees
@@ -27,7 +27,7 @@ BUDGET, NUM_PROMPTS = 15, 3
 
 def built_bandit(identical: bool = False):
     """Three contexts, two arms, binary rewards: nearly solved, nearly failed, and mixed."""
-    from ustat_grpo.bandits import ContextualSoftmaxBandit
+    from ustat_grpo.policies.bandits import ContextualSoftmaxBandit
 
     rng = np.random.default_rng(23)
     phi = rng.normal(size=(3, 2, 2)) * np.array([0.5, 1.0, 2.5])[:, None, None]
@@ -38,7 +38,7 @@ def built_bandit(identical: bool = False):
 
 
 def _exact_gain(a1, a2, a3, sizes, uniform):
-    from ustat_grpo.allocation import batch_mse
+    from ustat_grpo.scaling.allocation import batch_mse
 
     return 1 - batch_mse(a1, a2, a3, sizes) / batch_mse(a1, a2, a3, uniform)
 
@@ -48,9 +48,9 @@ def _exact_gain(a1, a2, a3, sizes, uniform):
                           "allocation, its predicted error is the exact error, and homogeneous prompts get no "
                           "allocation", paper="2603.01162 (extension, issue 23)", seed=20261207)
 def check_alloc_bandit(rng):
-    from ustat_grpo import allocation as al
-    from ustat_grpo.constants import prompt_statistics
-    from ustat_grpo.mse import constants, enumerate_mse
+    from ustat_grpo.scaling import allocation as al
+    from ustat_grpo.scaling.constants import prompt_statistics
+    from ustat_grpo.theory.mse import constants, enumerate_mse
 
     b = built_bandit()
     m = b.moments()

@@ -9,8 +9,8 @@ import numpy as np
 from scipy import optimize, special
 
 from paper_checks import Outcome, register
-from ustat_grpo import amplification as amp
-from ustat_grpo import attractor, nonparametric
+from ustat_grpo.theory import amplification as amp
+from ustat_grpo.theory import attractor, nonparametric
 
 PAPER = "2503.06639"
 
@@ -199,7 +199,7 @@ def check_m6(rng):
 @register("M3-GRPO", "parametric GRPO (whitened reward, large G, KL to ref, many inner steps) tracks p_n = h(p_{n-1})",
           paper=PAPER, seed=107)
 def check_m3_grpo(rng):
-    from ustat_grpo import practical as pr
+    from ustat_grpo.experiments import algorithm2 as pr
 
     succ = np.array([1, 0, 0, 1, 0, 0.0])
     pol = pr.SequencePolicy.tabular(1, 1, 6, succ[None], theta=np.array([0, 1.0, 0.5, -1.5, 0.3, 0.8]))

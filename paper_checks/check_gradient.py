@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from paper_checks import Outcome, register
-from ustat_grpo import estimators as est
-from ustat_grpo import kernels, ustat
-from ustat_grpo.bandits import ContextualSoftmaxBandit, SoftmaxBandit
-from ustat_grpo.mse import constants, enumerate_mse, exact_mse, greensmith_baseline, group_outcomes
-from ustat_grpo.testing import bonferroni_z
+from ustat_grpo.theory import estimators as est
+from ustat_grpo.stats import kernels, ustat
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit, SoftmaxBandit
+from ustat_grpo.theory.mse import constants, enumerate_mse, exact_mse, greensmith_baseline, group_outcomes
+from ustat_grpo.core.testing import bonferroni_z
 
 ALPHA = 1e-6
 CHUNK = 20_000          # groups per sampling call in the Monte Carlo checks (memory bound)

@@ -2,9 +2,9 @@
 Corollary 10 (spec §2.8, §2.10).
 
 C6 is exact (second-moment recursion of SGD on a rank-deficient quadratic, validated by a seeded
-simulation); C7 simulates Algorithm 1 (``ustat_grpo.optimize.run_algorithm1``) on the
+simulation); C7 simulates Algorithm 1 (``ustat_grpo.experiments.algorithm1.run_algorithm1``) on the
 over-parameterised Gaussian-policy bandit and compares the law of ``n * gap`` with the predicted
-weighted chi-squared (``ustat_grpo.limits``); C8 and Cor10 are exact computations of the weights.
+weighted chi-squared (``ustat_grpo.theory.limits``); C8 and Cor10 are exact computations of the weights.
 Monte Carlo judgements use Bonferroni z bounds; every check carries a negative control that must
 fail.
 """
@@ -16,10 +16,10 @@ import numpy as np
 from scipy import stats
 
 from paper_checks import Outcome, register
-from ustat_grpo.bandits import GaussianPolicyBandit
-from ustat_grpo.limits import identifiable_subspace, limit_law, limit_weights, noise_covariance
-from ustat_grpo.optimize import run_algorithm1
-from ustat_grpo.testing import bonferroni_z
+from ustat_grpo.policies.bandits import GaussianPolicyBandit
+from ustat_grpo.theory.limits import identifiable_subspace, limit_law, limit_weights, noise_covariance
+from ustat_grpo.experiments.algorithm1 import run_algorithm1
+from ustat_grpo.core.testing import bonferroni_z
 
 # ------------------------------------------------------------------------------------------ C6
 # J(theta) = -1/2 theta^T K theta with K of rank 2 in d = 3 (PL with mu = smallest positive

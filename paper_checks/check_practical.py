@@ -1,6 +1,6 @@
 """Paper 1 Appendix A checks (arXiv 2603.01162): Lemma 11, Theorem 12, Proposition 13 (C9), C10, C11.
 
-Toy policies: :class:`ustat_grpo.practical.SequencePolicy` (a two-token Markov policy over a
+Toy policies: :class:`ustat_grpo.experiments.algorithm2.SequencePolicy` (a two-token Markov policy over a
 3-letter vocabulary for the importance-ratio claims; one-token contextual bandits otherwise).
 Exact quantities come from enumerating every output; Monte Carlo ones carry negative controls.
 """
@@ -10,8 +10,8 @@ import numpy as np
 from scipy import optimize
 
 from paper_checks import Outcome, register
-from ustat_grpo import practical as pr
-from ustat_grpo.testing import bonferroni_z
+from ustat_grpo.experiments import algorithm2 as pr
+from ustat_grpo.core.testing import bonferroni_z
 
 
 def _markov_policy(seed, T=2, V=3, scale=0.5):

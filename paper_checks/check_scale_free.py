@@ -1,7 +1,7 @@
 """The scale-free criterion for the estimators people train with (std-normalised, Dr.GRPO).
 
 ``R(G) = min_c E||c g_hat - grad J||^2 / ||grad J||^2 = 1 - cos^2 / (1 + rho)`` (docs/scale_free_criterion.md),
-checked by exact enumeration of every group on finite bandits (:mod:`ustat_grpo.scale_free`):
+checked by exact enumeration of every group on finite bandits (:mod:`ustat_grpo.theory.scale_free`):
 
 1. leave-one-out: ``R = MSE / (||grad J||^2 + MSE)`` with the exact MSE law (Theorem 2 / Prop. 3),
    so R ranks G as the law does; Dr.GRPO has exactly leave-one-out's R at every G;
@@ -10,7 +10,7 @@ checked by exact enumeration of every group on finite bandits (:mod:`ustat_grpo.
 3. negative control, on a bandit built for it: raw MSE of the std-normalised (TRL) estimator picks
    G = 2, which the exact criterion rejects (R(2) > 1.1 min R); with rewards times 10 raw MSE
    moves its pick, R does not move;
-4. the pool estimate (:func:`ustat_grpo.pool.compare_estimators`) on one seeded pilot drawn
+4. the pool estimate (:func:`ustat_grpo.scaling.pool.compare_estimators`) on one seeded pilot drawn
    from that bandit recommends the exact R's G and excludes raw MSE's pick from its not-worse set.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ BUDGET = 64
 
 def built_bandit(scale=1.0):
     """Four prompts, two arms, binary rewards (times ``scale``); success rates 2%-90%."""
-    from ustat_grpo.bandits import ContextualSoftmaxBandit
+    from ustat_grpo.policies.bandits import ContextualSoftmaxBandit
 
     rng = np.random.default_rng(3)
     phi = rng.normal(size=(4, 2, 3))
@@ -35,8 +35,8 @@ def built_bandit(scale=1.0):
 
 
 def _expansion_ratios():
-    from ustat_grpo import scale_free as sf
-    from ustat_grpo.bandits import SoftmaxBandit
+    from ustat_grpo.theory import scale_free as sf
+    from ustat_grpo.policies.bandits import SoftmaxBandit
 
     b = SoftmaxBandit([0.3, 0.8], theta=[0.2, -0.4])
     e = sf.std_normalized_expansion(b)
@@ -53,9 +53,9 @@ def _expansion_ratios():
                                   "leave-one-out, Dr.GRPO gets leave-one-out's G, and raw MSE misleads",
           paper="2603.01162 (extension)", seed=20261130)
 def check_gstar_std_normalized(rng):
-    from ustat_grpo import scale_free as sf
-    from ustat_grpo.mse import exact_mse
-    from ustat_grpo.pool import compare_estimators
+    from ustat_grpo.theory import scale_free as sf
+    from ustat_grpo.theory.mse import exact_mse
+    from ustat_grpo.scaling.pool import compare_estimators
 
     b = built_bandit()
     ex = {e: sf.exact_criterion(b, e, GS, budget=BUDGET) for e in ("leave_one_out", "group_mean", "std_normalized")}

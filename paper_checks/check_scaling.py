@@ -2,7 +2,7 @@
 universality of the optimal group size (spec §2.9).
 
 * ``C5-Gstar`` (exact): at a fixed budget N = B G the integer argmin of the exact minibatch MSE
-  (``ustat_grpo.mse.exact_mse``, an independent implementation) equals the integer optimum of
+  (``ustat_grpo.theory.mse.exact_mse``, an independent implementation) equals the integer optimum of
   ``scaling.optimal_group_size`` and lies within 1 of ``1 + sqrt(A3/A1)``.  Negative control: the
   paper-form optimum ``sqrt(A3/A1)`` (c3 = A3) misses the exact argmin.
 * ``Thm7-universality`` (Monte Carlo): Algorithm 1 (``optimize.run_algorithm1``) with GRPO and a
@@ -26,15 +26,15 @@ import numpy as np
 
 from paper_checks import Outcome, register
 from simulations.universality import fit_universality, simulate_universality, universality_bandit
-from ustat_grpo import optimum
-from ustat_grpo.bandits import ContextualSoftmaxBandit
-from ustat_grpo.mse import constants, exact_mse
+from ustat_grpo.scaling import optimum
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit
+from ustat_grpo.theory.mse import constants, exact_mse
 
 
 # ------------------------------------------------------------------------------------ C5-Gstar
 
 def _c5_policies():
-    from ustat_grpo.bandits import default_bandit
+    from ustat_grpo.policies.bandits import default_bandit
 
     rng = np.random.default_rng(505)
     out = [("fit_scaling toy", default_bandit()), ("universality toy at theta*", None)]

@@ -9,7 +9,7 @@ the area under its held-out learning curve (exact probability of the correct ans
 Asserted, for every setting of the leave-one-out advantage (the estimator whose MSE the scaling
 law describes): the recommendation of ``fit_scaling`` at N (among the divisors of N) lies in the
 set of G not significantly worse than the best (paired by seed, Bonferroni subset selection,
-:func:`ustat_grpo.performance.compare_group_sizes`), *and* the power guard holds: the effect of G
+:func:`ustat_grpo.scaling.performance.compare_group_sizes`), *and* the power guard holds: the effect of G
 is significant (two-way ANOVA, seeds as blocks) and every G whose predicted MSE is at least twice
 the minimum is declared worse than the best.  Without the guard, too few seeds would put every G
 in the set and the check would pass vacuously.  The std-normalised advantage (TRL's default) and the

@@ -1,10 +1,10 @@
 """Train the built-in arithmetic policies shipped in ``ustat_grpo/data/builtin_lm``.
 
 A 2-layer GPT-2 (transformers ``GPT2LMHeadModel``, ~0.1M parameters, tied embeddings) with the
-character-level tokenizer of ``ustat_grpo.lm.build_tokenizer`` is trained by teacher forcing on
-freshly drawn arithmetic problems (the five categories of ``ustat_grpo.arithmetic``), with the
+character-level tokenizer of ``ustat_grpo.policies.lm.build_tokenizer`` is trained by teacher forcing on
+freshly drawn arithmetic problems (the five categories of ``ustat_grpo.policies.arithmetic``), with the
 loss on the completion ``" <answer><eos>"`` only.  Prompts are the compact zero-shot and few-shot
-formats (``ustat_grpo.lm.format_compact``), mixed with probability ``few_shot_prob``.  Two
+formats (``ustat_grpo.policies.lm.format_compact``), mixed with probability ``few_shot_prob``.  Two
 checkpoints are written: ``model-weak`` after ``weak_steps`` steps and ``model-strong`` after
 ``steps``; both are deliberately under-trained so that success probabilities vary within a group.
 
@@ -31,7 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ustat_grpo import __version__, arithmetic, lm  # noqa: E402
+from ustat_grpo import __version__  # noqa: E402
+from ustat_grpo.policies import arithmetic, lm  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Adaptive pilots: do their G* intervals still cover, and what do they cost?
 
-An adaptive pilot (``ustat_grpo.pilot.run_pilot(..., stop=width_rule(target))``) adds prompts in
+An adaptive pilot (``ustat_grpo.measurement.pilot.run_pilot(..., stop=width_rule(target))``) adds prompts in
 batches until the 95% interval of G*_exact = 1 + sqrt(A3/A1) is narrow enough.  Stopping on the
 data can bias an interval, so this script runs ``replicates`` independent adaptive pilots whose
 true G* is known and reports:
@@ -13,7 +13,7 @@ true G* is known and reports:
 Two sources:
 
 * ``--source bandit``: the built-in contextual bandit, whose exact G* is known
-  (``ustat_grpo.mse.constants``);
+  (``ustat_grpo.theory.mse.constants``);
 * ``--source lm``: the built-in transformer, by resampling one stored pool (see :class:`PoolSampler`
   and :func:`pool_truth`): ``sampler.prompt_samples`` draws ``pool_prompts`` questions x
   ``pool_samples`` completions once (cached under ``results/``, a few minutes of CPU), and every
@@ -63,13 +63,13 @@ import numpy as np
 from scipy import stats
 
 
-from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
-from ustat_grpo.bandits import default_bandit
-from ustat_grpo.constants import constants_from_statistics, estimate_constants, prompt_pieces
-from ustat_grpo.mse import constants as exact_constants
-from ustat_grpo.pilot import (ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS,
+from ustat_grpo.cli.options import options_from_args, parser_from_dataclass
+from ustat_grpo.policies.bandits import default_bandit
+from ustat_grpo.scaling.constants import constants_from_statistics, estimate_constants, prompt_pieces
+from ustat_grpo.theory.mse import constants as exact_constants
+from ustat_grpo.measurement.pilot import (ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS,
                               ADAPTIVE_SAMPLES_PER_PROMPT, BanditSampler, run_pilot, width_rule)
-from ustat_grpo.provenance import provenance_attrs
+from ustat_grpo.core.provenance import provenance_attrs
 
 #: one training run of arXiv 2603.01162's Table 2: 800 steps x 1024 rollouts
 TRAINING_RUN_ROLLOUTS = 800 * 1024
@@ -133,7 +133,7 @@ class PoolSampler:
     U-statistic over a simple random subsample of ``m`` of the ``M0`` samples has expectation equal
     to the same U-statistic over all ``M0`` (each index tuple of the subsample is a uniformly
     random distinct tuple of the pool), so every per-prompt piece of
-    :class:`~ustat_grpo.constants.PromptStatistics` (``g``, ``g_norm2``, ``sigma2_trI``, ``zzq``) is
+    :class:`~ustat_grpo.scaling.constants.PromptStatistics` (``g``, ``g_norm2``, ``sigma2_trI``, ``zzq``) is
     unbiased for the full-pool piece of its prompt.  Pilot prompts are i.i.d. uniform over the pool,
     and two pilot prompts have independent subsamples even when they hit the same pool prompt, so
     the pilot's estimates of ``A1..A3`` (pieces averaged; cross products over distinct pilot
@@ -159,7 +159,7 @@ def pool_truth(rewards, scores) -> np.ndarray:
     """``(A1, A2, A3)`` that pilots resampled by :class:`PoolSampler` estimate without bias.
 
     With full-pool pieces ``g_x``, ``G2_x`` (order-4 U-statistic of ``||g(x)||^2``), ``st_x``,
-    ``zzq_x`` of each pool prompt ``x`` (:func:`ustat_grpo.constants.prompt_pieces`, the code of
+    ``zzq_x`` of each pool prompt ``x`` (:func:`ustat_grpo.scaling.constants.prompt_pieces`, the code of
     the pilots) and uniform prompt weights:
 
     ``A1 = mean_x G2_x - ||mean_x g_x||^2``,  ``A2 = mean_x (zzq_x - G2_x)``,
@@ -184,7 +184,7 @@ def load_pool(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict]:
 
     Drawn once by ``sampler.prompt_samples(None, variant=..., num_prompts=pool_prompts,
     samples_per_prompt=pool_samples, rng=pool_seed, projection_dim=projection_dim, device="cpu")``;
-    the file stores the provenance (:func:`ustat_grpo.provenance.provenance_attrs`) as JSON, and a
+    the file stores the provenance (:func:`ustat_grpo.core.provenance.provenance_attrs`) as JSON, and a
     cache whose recorded config differs from ``cfg``'s pool settings is redrawn.
     """
     keys = ("variant", "pool_prompts", "pool_samples", "projection_dim", "pool_seed")
@@ -195,7 +195,7 @@ def load_pool(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict]:
             meta = json.loads(str(f["provenance"]))
             if json.loads(meta["config"]) == pool_cfg:
                 return f["rewards"], f["scores"], meta
-    from ustat_grpo import sampler
+    from ustat_grpo.measurement import sampler
 
     print(f"sampling the pool ({cfg.pool_prompts} x {cfg.pool_samples}) from the built-in {cfg.variant} "
           f"model -> {path}", file=sys.stderr)
@@ -203,7 +203,7 @@ def load_pool(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict]:
                                   samples_per_prompt=cfg.pool_samples, rng=cfg.pool_seed,
                                   projection_dim=cfg.projection_dim, device="cpu", progress=True)
     meta = provenance_attrs(seed=cfg.pool_seed, config=pool_cfg,
-                            command="simulations/adaptive_pilot.py load_pool: ustat_grpo.sampler.prompt_samples")
+                            command="simulations/adaptive_pilot.py load_pool: ustat_grpo.measurement.sampler.prompt_samples")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.npz"
     np.savez(tmp, rewards=z, scores=w, provenance=json.dumps(meta))
@@ -278,7 +278,7 @@ def write_output(cfg: Config, out: dict, path: str) -> None:
     """Per-pilot results as NetCDF (dims ``replicate``, ``fixed_replicate``) with the provenance."""
     import xarray as xr
 
-    from ustat_grpo.provenance import write_netcdf
+    from ustat_grpo.core.provenance import write_netcdf
 
     ints, fixed = out["intervals"], np.array(out["fixed_hits"], bool)
     ds = xr.Dataset({"num_prompts": ("replicate", out["sizes"]), "g_star": ("replicate", ints[:, 0]),

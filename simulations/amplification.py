@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 
-from ustat_grpo import amplification as amp
-from ustat_grpo import attractor
-from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.theory import amplification as amp
+from ustat_grpo.theory import attractor
+from ustat_grpo.cli.options import options_from_args, parser_from_dataclass
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 
 @dataclass(frozen=True)

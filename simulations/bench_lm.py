@@ -2,7 +2,7 @@
 
 For G completions of one arithmetic question (sampled from the policy), times
 
-* ``per_sample``: ``ustat_grpo.lm.per_sample_scores`` (``method="auto"``: the hook path where it
+* ``per_sample``: ``ustat_grpo.policies.lm.per_sample_scores`` (``method="auto"``: the hook path where it
   applies, else vmap(grad); all parameters, one chunk of G, flattened to (G, d));
 * ``per_sample`` unflattened: the same, returned as one (G, *shape) tensor per parameter
   (``flatten=False``);
@@ -39,9 +39,9 @@ import numpy as np
 
 import torch
 
-from ustat_grpo import arithmetic, lm
-from ustat_grpo.cli_options import parser_from_dataclass
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.policies import arithmetic, lm
+from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 
 @dataclass(frozen=True)

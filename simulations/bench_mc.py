@@ -55,10 +55,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-from ustat_grpo import finite_action
-from ustat_grpo import montecarlo as mc
-from ustat_grpo.bandits import SoftmaxBandit
-from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.experiments import finite_action
+from ustat_grpo.experiments import montecarlo as mc
+from ustat_grpo.policies.bandits import SoftmaxBandit
+from ustat_grpo.cli.options import parser_from_dataclass
 
 
 @dataclass(frozen=True)

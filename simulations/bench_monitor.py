@@ -38,7 +38,7 @@ def _run(path, rows, cfg: Config, monitor: bool):
     from trl import GRPOConfig, GRPOTrainer
 
     from ustat_grpo.integrations.trl import GroupSizeMonitor
-    from ustat_grpo.rewards import arithmetic_reward
+    from ustat_grpo.measurement.rewards import arithmetic_reward
 
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -67,8 +67,8 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from ustat_grpo import lm
-    from ustat_grpo.sampler import arithmetic_task
+    from ustat_grpo.policies import lm
+    from ustat_grpo.measurement.sampler import arithmetic_task
 
     with tempfile.TemporaryDirectory() as tmp:
         path = lm.export_builtin("weak", f"{tmp}/weak")

@@ -1,6 +1,6 @@
 """What an adaptive pilot costs, as a fraction of one GRPO training run and of the paper's grid search.
 
-An adaptive pilot (``ustat_grpo.pilot.run_pilot(..., stop=width_rule(target))``) adds prompts until
+An adaptive pilot (``ustat_grpo.measurement.pilot.run_pilot(..., stop=width_rule(target))``) adds prompts until
 the 95% interval of G*_exact = 1 + sqrt(A3/A1) has relative width ``(high - low) / G*`` at most
 ``target``.  Each of its rollouts is scored with one backward pass (per-sample scores).  The
 references, from arXiv 2603.01162's Table 2: one training run = 800 steps x 1,024 rollouts =
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 
 from ustat_grpo import __version__
-from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
+from ustat_grpo.cli.options import options_from_args, parser_from_dataclass
 
 #: one training run of arXiv 2603.01162's Table 2: 800 steps x 1,024 rollouts, one backward pass each
 TRAINING_RUN_ROLLOUTS = 800 * 1024
@@ -88,9 +88,9 @@ def _gstar(constants, cfg):
 
 
 def bandit_row(cfg: Config) -> Row:
-    from ustat_grpo.bandits import default_bandit
-    from ustat_grpo.constants import constants_from_statistics
-    from ustat_grpo.pilot import BanditSampler, run_pilot, width_rule
+    from ustat_grpo.policies.bandits import default_bandit
+    from ustat_grpo.scaling.constants import constants_from_statistics
+    from ustat_grpo.measurement.pilot import BanditSampler, run_pilot, width_rule
 
     M = cfg.samples_per_prompt or 16
     t0 = time.perf_counter()
@@ -101,8 +101,8 @@ def bandit_row(cfg: Config) -> Row:
 
 
 def lm_row(cfg: Config) -> Row:
-    from ustat_grpo.measure import measure_lm
-    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT
+    from ustat_grpo.measurement.measure import measure_lm
+    from ustat_grpo.measurement.pilot import ADAPTIVE_SAMPLES_PER_PROMPT
 
     M = cfg.samples_per_prompt or ADAPTIVE_SAMPLES_PER_PROMPT
     t0 = time.perf_counter()

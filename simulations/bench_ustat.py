@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ustat_grpo.kernels import Kernel, grpo_data, grpo_kernel, variance_kernel
-from ustat_grpo.ustat import ustatistic
+from ustat_grpo.stats.kernels import Kernel, grpo_data, grpo_kernel, variance_kernel
+from ustat_grpo.stats.ustat import ustatistic
 
 
 @dataclass(frozen=True)

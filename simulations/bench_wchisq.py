@@ -40,9 +40,9 @@ import numpy as np
 from scipy import stats
 from scipy.stats._hypotests import _cdf_cvm_inf
 
-from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
-from ustat_grpo.wchisq import METHODS, WeightedChiSquared
+from ustat_grpo.cli.options import options_from_args, parser_from_dataclass
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.stats.wchisq import METHODS, WeightedChiSquared
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import numpy as np
 
 from scipy import stats
 
-from ustat_grpo.bandits import GaussianPolicyBandit
-from ustat_grpo.limits import identifiable_subspace, limit_law
-from ustat_grpo.optimize import run_algorithm1
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
-from ustat_grpo.cli_options import parser_from_dataclass
+from ustat_grpo.policies.bandits import GaussianPolicyBandit
+from ustat_grpo.theory.limits import identifiable_subspace, limit_law
+from ustat_grpo.experiments.algorithm1 import run_algorithm1
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.cli.options import parser_from_dataclass
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def plot(ds, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ustat_grpo.wchisq import WeightedChiSquared
+    from ustat_grpo.stats.wchisq import WeightedChiSquared
 
     ests = list(ds.estimator.values)
     fig, axes = plt.subplots(2, len(ests), figsize=(4.2 * len(ests), 7.5), squeeze=False)

@@ -9,7 +9,7 @@ so that the success rate ``V = J(theta)`` is 0.2, 0.5 and 0.8 ("weak", "medium",
 
 Outputs (``--out``):
 
-* ``fig4_bandit.nc``: ``ustat_grpo.montecarlo.run_grid`` statistics with dims
+* ``fig4_bandit.nc``: ``ustat_grpo.experiments.montecarlo.run_grid`` statistics with dims
   ``(policy, estimator, num_generations, num_prompts)`` (``mse``, ``mse_se``, ``count``, ``m2``,
   ``exact``) plus the exact curves ``exact_curve (policy, estimator, G)`` on every integer G, and
   provenance attributes (seed as a string, version, git describe, command, config JSON, time).
@@ -33,12 +33,12 @@ import numpy as np
 
 from scipy import optimize
 
-from ustat_grpo import montecarlo as mc
-from ustat_grpo.bandits import SoftmaxBandit
-from ustat_grpo.mse import exact_mse
-from ustat_grpo.testing import bonferroni_z
-from ustat_grpo.cli_options import parser_from_dataclass
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.experiments import montecarlo as mc
+from ustat_grpo.policies.bandits import SoftmaxBandit
+from ustat_grpo.theory.mse import exact_mse
+from ustat_grpo.core.testing import bonferroni_z
+from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 #: Success probabilities of the K = 10 arms ("answers"): a few good, most poor.
 SUCCESS_PROBS = (0.95, 0.9, 0.7, 0.5, 0.3, 0.15, 0.1, 0.05, 0.02, 0.0)

@@ -11,7 +11,7 @@ group of G pool members for the estimator and uses the remaining ``pool - G`` co
 * ``|g(x)|^2`` by the unbiased U-statistic ``sum_{j != k} Z_j Z_k <W_j, W_k> / (m (m - 1))``;
 * ``V(x) = mean_j Z_j`` over the reference (the oracle's baseline).
 
-The squared error of each estimator ``sum_i w_i W_i`` (weights from ``ustat_grpo.estimators``,
+The squared error of each estimator ``sum_i w_i W_i`` (weights from ``ustat_grpo.theory.estimators``,
 obtained by feeding the identity matrix as scores) is then the Gram identity
 ``w^T K w - 2 w^T S v + |g|^2``, an unbiased estimate of its MSE (the reference is independent
 of the group).  The paper aggregates the gradient over all questions (eq. 8); with P questions
@@ -44,10 +44,10 @@ import numpy as np
 
 import torch
 
-from ustat_grpo import arithmetic, lm
-from ustat_grpo import constants
-from ustat_grpo.cli_options import parser_from_dataclass
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.policies import arithmetic, lm
+from ustat_grpo.scaling import constants
+from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 ESTIMATOR_NAMES = ("vanilla", "leave_one_out", "oracle")
 COLORS = {"vanilla": "tab:blue", "leave_one_out": "tab:orange", "oracle": "tab:green"}
@@ -80,7 +80,7 @@ def estimator_weights(rewards: np.ndarray, values: np.ndarray) -> dict[str, np.n
 
     Every estimator is linear in the scores, so feeding the identity as scores returns its weights.
     """
-    from ustat_grpo.estimators import ESTIMATORS
+    from ustat_grpo.theory.estimators import ESTIMATORS
 
     R, G = rewards.shape
     eye = np.broadcast_to(np.eye(G), (R, G, G))  # (R, G, G)

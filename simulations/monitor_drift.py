@@ -47,10 +47,10 @@ def main(argv=None) -> int:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from ustat_grpo import lm
+    from ustat_grpo.policies import lm
     from ustat_grpo.integrations.trl import GroupSizeMonitor
-    from ustat_grpo.rewards import arithmetic_reward
-    from ustat_grpo.sampler import arithmetic_task
+    from ustat_grpo.measurement.rewards import arithmetic_reward
+    from ustat_grpo.measurement.sampler import arithmetic_task
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(record=True) as caught:

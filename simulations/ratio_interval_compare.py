@@ -9,7 +9,7 @@ the same sources and scores three intervals of ``rho`` on each, against the know
 
 * ``fieller``: the package default (delete-a-group jackknife covariance, t quantiles);
 * ``fieller_skew``: ``interval="fieller_skew"`` (Hall's skewness-corrected pivot,
-  :func:`ustat_grpo.optimum.skew_fieller_ratio_interval`);
+  :func:`ustat_grpo.scaling.optimum.skew_fieller_ratio_interval`);
 * ``bootstrap_t``: a prototype, not in the package: Fieller's pivot ``(A3 - rho A1)/se(rho)``
   with a linearised (influence-function) standard error, calibrated by ``bootstrap`` resamples of
   the prompts (quantiles of the pivot at ``rho-hat``), inverted on a grid of ``arctan(rho)``.
@@ -26,9 +26,9 @@ import numpy as np
 from scipy import stats
 
 from simulations.adaptive_pilot import Config as PilotConfig, pilot_source
-from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
-from ustat_grpo.constants import constants_from_statistics
-from ustat_grpo.pilot import run_pilot
+from ustat_grpo.cli.options import options_from_args, parser_from_dataclass
+from ustat_grpo.scaling.constants import constants_from_statistics
+from ustat_grpo.measurement.pilot import run_pilot
 
 METHODS = ("fieller", "fieller_skew", "bootstrap_t")
 

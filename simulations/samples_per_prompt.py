@@ -1,6 +1,6 @@
 """Samples per prompt of a pilot, chosen by measurement: predicted vs repeated pilots, and M* on the LM.
 
-``ustat_grpo.pilot_design.choose_samples_per_prompt`` fits ``v(M) = P Var(log G*-hat)`` from one
+``ustat_grpo.measurement.samples_per_prompt.choose_samples_per_prompt`` fits ``v(M) = P Var(log G*-hat)`` from one
 pilot's subsamples and returns the ``M`` that minimises the variance at a fixed cost ``P M``.  This
 script checks the prediction against an independent computation and measures ``M*``:
 
@@ -25,10 +25,10 @@ from scipy.optimize import nnls
 
 
 from ustat_grpo import __version__
-from ustat_grpo.cli_options import options_from_args, parser_from_dataclass
-from ustat_grpo.bandits import default_bandit
-from ustat_grpo.constants import prompt_pieces
-from ustat_grpo.pilot_design import choose_samples_per_prompt
+from ustat_grpo.cli.options import options_from_args, parser_from_dataclass
+from ustat_grpo.policies.bandits import default_bandit
+from ustat_grpo.scaling.constants import prompt_pieces
+from ustat_grpo.measurement.samples_per_prompt import choose_samples_per_prompt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +49,7 @@ def repeated_pilots(policy, num_prompts: int, samples_per_prompt: int, replicate
     """``log G*``-hat of ``replicates`` independent pilots (prompts from ``f``), vectorised: ``(replicates,)``.
 
     ``G*``-hat = ``1 + sqrt(A3/A1)`` with the unbiased constants of
-    :func:`ustat_grpo.constants.constants_from_statistics` (its cross-product form of ``A1``).
+    :func:`ustat_grpo.scaling.constants.constants_from_statistics` (its cross-product form of ``A1``).
     """
     rng = np.random.default_rng(rng)
     P, M = int(num_prompts), int(samples_per_prompt)
@@ -91,7 +91,7 @@ def bandit(cfg: Config) -> int:
     s = policy.sample(cfg.pilot_prompts, cfg.pilot_samples, rng=np.random.default_rng(seqs[0]))
     t0 = time.perf_counter()
     res = choose_samples_per_prompt(s.rewards, s.scores, rng=seqs[1])
-    print(f"toy bandit (ustat_grpo.bandits.default_bandit), seed {cfg.seed}, ustat_grpo {__version__}; "
+    print(f"toy bandit (ustat_grpo.policies.bandits.default_bandit), seed {cfg.seed}, ustat_grpo {__version__}; "
           f"fit in {time.perf_counter() - t0:.1f} s")
     print(res)
     wrong = wrong_models(res)
@@ -108,7 +108,7 @@ def bandit(cfg: Config) -> int:
 
 
 def lm(cfg: Config) -> int:
-    from ustat_grpo.sampler import prompt_samples
+    from ustat_grpo.measurement.sampler import prompt_samples
 
     t0 = time.perf_counter()
     z, w = prompt_samples(None, num_prompts=cfg.lm_prompts, samples_per_prompt=cfg.lm_samples, rng=cfg.seed,

@@ -6,13 +6,13 @@ five arithmetic categories: a difficulty column known before sampling):
 
 * ``uniform``: every question gets ``G*``, the recommendation of ``fit_scaling`` at ``N`` among
   the divisors of ``N`` (the comparator; bit-identical to the fixed-G trainer);
-* ``ustat``: the U-statistic allocation, :func:`ustat_grpo.allocation.optimal_allocation` of the
+* ``ustat``: the U-statistic allocation, :func:`ustat_grpo.scaling.allocation.optimal_allocation` of the
   per-category pieces ``a2, a3`` of the leave-one-out estimator's conditional error
-  ``a2/G + a3/(G(G-1))`` (:func:`~ustat_grpo.allocation.prompt_error_pieces`, averaged over the
+  ``a2/G + a3/(G(G-1))`` (:func:`~ustat_grpo.scaling.allocation.prompt_error_pieces`, averaged over the
   category's pilot questions);
-* ``knapsack``: Knapsack-RL's rule (:func:`~ustat_grpo.allocation.knapsack_rl_allocation`) with
+* ``knapsack``: Knapsack-RL's rule (:func:`~ustat_grpo.scaling.allocation.knapsack_rl_allocation`) with
   the category's pilot pass rate standing in for a fresh question's "earlier visits";
-* ``pass_rate``: the ``p(1-p)`` rule (:func:`~ustat_grpo.allocation.pass_rate_allocation`).
+* ``pass_rate``: the ``p(1-p)`` rule (:func:`~ustat_grpo.scaling.allocation.pass_rate_allocation`).
 
 Per built-in policy (weak and strong):
 
@@ -21,11 +21,11 @@ Per built-in policy (weak and strong):
    256 dimensions) gives the constants ``A1..A3``, ``G*`` at ``N``, the per-category pass rates
    and ``(a2, a3)``, and the predicted MSE of every rule: ``allocation.batch_mse`` averaged over
    ``mse_draws`` random category compositions of a step's ``B`` questions.
-2. GRPO (:func:`ustat_grpo.lm_train.train_grpo`, leave-one-out advantage, Adam) trains the initial
+2. GRPO (:func:`ustat_grpo.experiments.lm_train.train_grpo`, leave-one-out advantage, Adam) trains the initial
    checkpoint with each rule and seed; the same seed gives every rule the same questions (common
    random numbers).  Outcomes: area under the ``p_canonical``-vs-rollouts curve (AUC), the final
    ``p_canonical`` and the mean ``frac_reward_zero_std``.
-3. Per policy: :func:`ustat_grpo.performance.compare_group_sizes` over the rules (paired by seed,
+3. Per policy: :func:`ustat_grpo.scaling.performance.compare_group_sizes` over the rules (paired by seed,
    Bonferroni subset selection of the rules not significantly worse than the best), the paired
    difference of each rule to ``uniform`` with its t interval, and the predicted gain
    ``1 - MSE_rule / MSE_uniform`` against the observed one, the AUC difference relative to the
@@ -51,11 +51,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ustat_grpo import arithmetic, lm_train
-from ustat_grpo.cli_options import parser_from_dataclass
-from ustat_grpo.scheduling import executor_map, scheduler_iv
-from ustat_grpo.performance import compare_group_sizes
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.policies import arithmetic
+from ustat_grpo.experiments import lm_train
+from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.experiments.scheduling import executor_map, scheduler_iv
+from ustat_grpo.scaling.performance import compare_group_sizes
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 RULES = ("uniform", "ustat", "knapsack", "pass_rate")
 METRICS = ("auc", "final_p_canonical", "mean_frac_reward_zero_std")
@@ -120,7 +121,7 @@ def predicted_mse(pilot: dict, rule: str, budget: int, num_prompts: int, *, draw
     (categories uniform, as ``lm_train.fresh_problems`` draws them), by ``draws`` draws seeded by
     ``seed`` alone, so every rule is scored on the same compositions:
     ``{"mse": ..., "mean_size": [mean group size of a question of each category]}``."""
-    from ustat_grpo.allocation import batch_mse
+    from ustat_grpo.scaling.allocation import batch_mse
 
     al = _allocation(pilot, rule, min_size, max_size)
     cats = np.asarray(pilot["categories"])
@@ -147,11 +148,11 @@ def _allocation(pilot: dict, rule: str, min_size=2, max_size=None):
 
 def run_pilot(cfg: Config, variant: str) -> dict:
     """Constants, G* at the budget and the per-category pieces of ``variant`` (cached in ``out/``)."""
-    from ustat_grpo import sampler
-    from ustat_grpo.provenance import sha256_json
-    from ustat_grpo.allocation import prompt_error_pieces
-    from ustat_grpo.constants import constants_from_statistics, prompt_statistics
-    from ustat_grpo.recommend import recommend
+    from ustat_grpo.measurement import sampler
+    from ustat_grpo.core.provenance import sha256_json
+    from ustat_grpo.scaling.allocation import prompt_error_pieces
+    from ustat_grpo.scaling.constants import constants_from_statistics, prompt_statistics
+    from ustat_grpo.recommendation.recommend import recommend
 
     key = dict(variant=variant, prompts=cfg.pilot_prompts, samples=cfg.pilot_samples, seed=cfg.seed,
                budget=cfg.budget, level=cfg.level)
@@ -197,7 +198,7 @@ def _tasks(cfg: Config, pilots: dict):
 
 
 def _cell_path(cache_dir, task) -> str:
-    from ustat_grpo.provenance import sha256_json
+    from ustat_grpo.core.provenance import sha256_json
 
     what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
     return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")

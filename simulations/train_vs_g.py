@@ -10,12 +10,12 @@ This script tests it on a built-in transformer policy (weak by default):
 2. For every G of the grid (divisors of N), setting (advantage and learning rate: ``rloo`` = the
    paper's leave-one-out GRPO, ``grpo`` = TRL's std-normalised default; by default both at Adam
    3e-4, and ``rloo`` also at 1e-3, the learning-rate sweep) and seed, GRPO trains the same initial
-   checkpoint (:func:`ustat_grpo.lm_train.train_grpo`: fresh questions every step from the task
+   checkpoint (:func:`ustat_grpo.experiments.lm_train.train_grpo`: fresh questions every step from the task
    generator, the same questions for every G at a seed) and is evaluated every ``eval_every``
    steps on a fixed question set by ``p_canonical``, the exact probability of the correct answer.
    Cells run in parallel through the Monte Carlo scheduler (process pool or a Dask address).
 3. Per setting: the area under the ``p_canonical``-vs-rollouts curve (AUC)
-   per G and seed, compared by :func:`ustat_grpo.performance.compare_group_sizes` (paired by
+   per G and seed, compared by :func:`ustat_grpo.scaling.performance.compare_group_sizes` (paired by
    seed, Bonferroni subset selection of the G not significantly worse than the best), the
    two-way ANOVA p-value of G, the Spearman correlation between predicted MSE and AUC, and the
    seeds that would be needed to separate each G from the best.
@@ -42,11 +42,11 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 
-from ustat_grpo import lm_train
-from ustat_grpo.cli_options import parser_from_dataclass
-from ustat_grpo.scheduling import executor_map, scheduler_iv
-from ustat_grpo.performance import compare_group_sizes
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.experiments import lm_train
+from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.experiments.scheduling import executor_map, scheduler_iv
+from ustat_grpo.scaling.performance import compare_group_sizes
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ def _strs(s):
 
 def measure_constants(cfg: Config, model=None, *, samples=None, seed_offset=0):
     """Constants and the recommendation at ``cfg.budget`` among its divisors (the fit_scaling path)."""
-    from ustat_grpo.measure import measure_lm
-    from ustat_grpo.recommend import recommend
+    from ustat_grpo.measurement.measure import measure_lm
+    from ustat_grpo.recommendation.recommend import recommend
 
     meas = measure_lm(model, num_prompts=cfg.constants_prompts, samples_per_prompt=samples or cfg.constants_samples,
                       seed=cfg.seed + seed_offset, device="cpu", variant=cfg.variant, budget=cfg.budget,
@@ -106,7 +106,7 @@ def measure_constants(cfg: Config, model=None, *, samples=None, seed_offset=0):
 
 def initial_constants(cfg: Config, groups) -> dict:
     """Constants, recommendation and predicted MSE at the initial checkpoint (cached in ``out/``)."""
-    from ustat_grpo.provenance import sha256_json
+    from ustat_grpo.core.provenance import sha256_json
 
     key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
     path = os.path.join(cfg.out, f"constants-{sha256_json(key)[:16]}.json")
@@ -134,11 +134,11 @@ def initial_criteria(cfg: Config, groups) -> dict:
     """Scale-free criterion (and raw pool MSE) per estimator and G on the initial checkpoint (cached).
 
     One pool of ``constants_prompts x constants_samples`` completions (``sampler.prompt_samples``, seed
-    ``cfg.seed``, scores sketched to 256 dimensions) fed to :func:`ustat_grpo.pool.compare_estimators`.
+    ``cfg.seed``, scores sketched to 256 dimensions) fed to :func:`ustat_grpo.scaling.pool.compare_estimators`.
     """
-    from ustat_grpo import sampler
-    from ustat_grpo.provenance import sha256_json
-    from ustat_grpo.pool import compare_estimators
+    from ustat_grpo.measurement import sampler
+    from ustat_grpo.core.provenance import sha256_json
+    from ustat_grpo.scaling.pool import compare_estimators
 
     key = {k: getattr(cfg, k) for k in ("variant", "constants_prompts", "constants_samples", "seed", "budget", "level")}
     key["groups"] = list(groups)
@@ -178,7 +178,7 @@ def _criterion_rows(criteria, adv, cmp, spearmanr):
 
 def predicted_mse(A, groups, budget):
     """``MSE(G) = (A1 G + A2 + A3 / (G - 1)) / N`` at ``N = B G`` (the scaling law's exact form)."""
-    from ustat_grpo.optimum import mse_design
+    from ustat_grpo.scaling.optimum import mse_design
 
     g = np.asarray(groups, float)
     return mse_design(budget / g, g) @ np.asarray(A, float)
@@ -213,7 +213,7 @@ def _tasks(cfg: Config, groups, settings):
 
 def _cell_path(cache_dir, task) -> str:
     """Cache file of a cell: named by a hash of everything that determines its result."""
-    from ustat_grpo.provenance import sha256_json
+    from ustat_grpo.core.provenance import sha256_json
 
     what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
     return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
@@ -305,7 +305,7 @@ def analyse(grid: dict, rec_g: int, mse_pred, level=0.95, criteria=None) -> dict
 
 def drift_study(cfg: Config, rec_g: int, out_dir: str, progress=True) -> dict:
     """One run at the recommended G saving checkpoints; G* re-measured on each."""
-    from ustat_grpo.lm import load_policy
+    from ustat_grpo.policies.lm import load_policy
 
     steps = _ints(cfg.drift)
     advantage, lr, loss = _settings(cfg)[0]

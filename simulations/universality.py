@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-from ustat_grpo import grid_fit
-from ustat_grpo.cli_options import parser_from_dataclass
-from ustat_grpo.bandits import ContextualSoftmaxBandit
-from ustat_grpo.mse import constants
-from ustat_grpo.optimize import run_algorithm1
-from ustat_grpo.provenance import provenance_attrs, write_netcdf
+from ustat_grpo.scaling import grid_fit
+from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit
+from ustat_grpo.theory.mse import constants
+from ustat_grpo.experiments.algorithm1 import run_algorithm1
+from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
 __all__ = ["universality_bandit", "simulate_universality", "fit_universality", "simulate", "main"]
 

@@ -3,7 +3,7 @@
 ``mp_tail``: a 30-digit contour inversion in mpmath on a *hyperbola* ``z(t) = c + (d/2)(cosh t - 1)
 + i d sinh t`` through the exact saddlepoint (found by bisection in mpmath), integrated by mpmath's
 adaptive tanh-sinh rule with its error estimate: no code, contour, quadrature or precision in common
-with ``ustat_grpo._wchisq_inversion`` (a parabola, a double-precision trapezoid sum).
+with ``ustat_grpo.stats._wchisq_inversion`` (a parabola, a double-precision trapezoid sum).
 
 ``conv_sf``: for three weights, direct convolution of the chi-squared laws in double precision:
 ``P(Q > x) = E[sf_1((x - w_2 X_2 - w_3 X_3) / w_1)]`` with scipy's (non-central) chi-squared ``sf``

@@ -11,9 +11,9 @@ import json
 import numpy as np
 
 from simulations.adaptive_pilot import Config, PoolSampler, pool_truth, simulate, write_output
-from ustat_grpo.constants import _constants_from_pieces, prompt_pieces, prompt_statistics
-from ustat_grpo.provenance import provenance_attrs
-from ustat_grpo.testing import assert_mc_close, bonferroni_z, mc_z
+from ustat_grpo.scaling.constants import _constants_from_pieces, prompt_pieces, prompt_statistics
+from ustat_grpo.core.provenance import provenance_attrs
+from ustat_grpo.core.testing import assert_mc_close, bonferroni_z, mc_z
 
 
 def _pool(rng, P0, M0, d, spread=1.0):
@@ -141,7 +141,7 @@ def test_stored_lm_coverage_is_within_the_binomial_band_of_nominal():
     import xarray as xr
     from scipy import stats
 
-    from ustat_grpo.pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
+    from ustat_grpo.measurement.pilot import ADAPTIVE_MAX_PROMPTS, ADAPTIVE_MIN_PROMPTS, ADAPTIVE_SAMPLES_PER_PROMPT
 
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "results")
     counts = {}

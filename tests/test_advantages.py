@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ustat_grpo import advantages as adv
-from ustat_grpo import estimators as est
-from ustat_grpo import presets
+from ustat_grpo.theory import advantages as adv
+from ustat_grpo.theory import estimators as est
+from ustat_grpo.theory import presets
 
 RTOL = 1e-12
 

@@ -3,11 +3,11 @@ import itertools
 import numpy as np
 import pytest
 
-from ustat_grpo import allocation as al
-from ustat_grpo.bandits import ContextualSoftmaxBandit, default_bandit
-from ustat_grpo.constants import prompt_statistics
-from ustat_grpo.mse import exact_mse
-from ustat_grpo.testing import assert_mc_close
+from ustat_grpo.scaling import allocation as al
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit, default_bandit
+from ustat_grpo.scaling.constants import prompt_statistics
+from ustat_grpo.theory.mse import exact_mse
+from ustat_grpo.core.testing import assert_mc_close
 
 
 def _pieces(rng, P):
@@ -226,7 +226,7 @@ def _pilot(identical=False, P=600, M=16, seed=0):
 
 
 def test_allocate_heterogeneous_strata_is_suggested_and_covers_exact_gain():
-    from ustat_grpo.mse import constants
+    from ustat_grpo.theory.mse import constants
 
     b, s, st = _pilot()
     r = al.allocate(st, s.prompt_ids, budget=60, num_prompts=12)
@@ -313,7 +313,7 @@ def test_allocate_bad_input():
 # ------------------------------------------------------------------ the CLI: --allocate, JSON keys, exit 2
 
 def _cli(capsys, argv):
-    from ustat_grpo import fit_scaling
+    from ustat_grpo.cli import fit_scaling
 
     rc = fit_scaling.main(argv)
     out, err = capsys.readouterr()
@@ -392,8 +392,8 @@ def test_cli_dataset_column_allocation_and_compute_budget(tiny_task, capsys, tmp
 
     from transformers import AutoTokenizer
 
-    from ustat_grpo import task as tk
-    from ustat_grpo.pilot import load_pilot
+    from ustat_grpo.measurement import task as tk
+    from ustat_grpo.measurement.pilot import load_pilot
 
     pilot = tmp_path / "p.nc"
     rc, out, err = _cli(capsys, _task_argv(tiny_task, "--allocate", "level", "--pilot", str(pilot)))
@@ -423,8 +423,8 @@ def test_cli_dataset_column_allocation_and_compute_budget(tiny_task, capsys, tmp
 
 
 def test_builtin_task_category_labels_match_the_questions():
-    from ustat_grpo._fit_options import Options, build_sampler, strata_labels
-    from ustat_grpo.arithmetic import CATEGORIES, question_set
+    from ustat_grpo.cli._fit_options import Options, build_sampler, strata_labels
+    from ustat_grpo.policies.arithmetic import CATEGORIES, question_set
 
     opts = Options(num_prompts=12, allocate="category", first_question=7)
     sampler, P = build_sampler(opts, "builtin")

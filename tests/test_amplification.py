@@ -1,10 +1,10 @@
-"""Tests of ustat_grpo.amplification against independent computations (Paper 2, spec section 3)."""
+"""Tests of ustat_grpo.theory.amplification against independent computations (Paper 2, spec section 3)."""
 import numpy as np
 import pytest
 from scipy import optimize, special
 
-from ustat_grpo import amplification as amp
-from ustat_grpo import attractor, nonparametric
+from ustat_grpo.theory import amplification as amp
+from ustat_grpo.theory import attractor, nonparametric
 
 
 def _bandit(rng, K=7, n_success=3):

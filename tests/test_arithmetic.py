@@ -1,11 +1,11 @@
-"""Tests of the arithmetic task and its verifier (ustat_grpo.arithmetic)."""
+"""Tests of the arithmetic task and its verifier (ustat_grpo.policies.arithmetic)."""
 import collections
 import re
 
 import numpy as np
 import pytest
 
-from ustat_grpo import arithmetic as ar
+from ustat_grpo.policies import arithmetic as ar
 
 
 def test_dataset_is_seeded_balanced_and_correct():
@@ -82,7 +82,7 @@ def test_question_set_extends_the_paper_set_prefix_stably():
     set; a shorter request is a prefix of a longer one (so a pilot's prompt p keeps its question)."""
     from collections import Counter
 
-    from ustat_grpo.arithmetic import CATEGORIES, make_dataset, question_set
+    from ustat_grpo.policies.arithmetic import CATEGORIES, make_dataset, question_set
 
     q = question_set(1100, seed=3)
     assert q[:500] == make_dataset(500, seed=3)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from ustat_grpo.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, PromptMoments, Sample, SoftmaxBandit
-from ustat_grpo.testing import assert_mc_close, bonferroni_z
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, PromptMoments, Sample, SoftmaxBandit
+from ustat_grpo.core.testing import assert_mc_close, bonferroni_z
 
 
 def _contextual(seed=201, P=4, K=3, d=2):
@@ -90,7 +90,7 @@ def test_gradient_and_hessian_vs_finite_differences(make):
 
 def test_gaussian_hessian_two_routes_agree():
     pol = GaussianPolicyBandit(theta=[0.4, 0.1, -0.6], action_std=0.8)
-    from ustat_grpo.bandits import _Policy
+    from ustat_grpo.policies.bandits import _Policy
     np.testing.assert_allclose(pol.hessian(), _Policy.hessian(pol, pol.theta), rtol=1e-12, atol=1e-15)
 
 
@@ -264,7 +264,7 @@ def test_rng_convention_int_seed_sequence_generator_agree():
 @pytest.mark.parametrize("make", [lambda: SoftmaxBandit([0.2, 0.7]), _contextual,
                                   lambda: GaussianPolicyBandit()])
 def test_bandits_satisfy_every_policy_protocol(make):
-    from ustat_grpo.policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling
+    from ustat_grpo.policies.policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling
 
     pol = make()
     for proto in (Policy, ReplicatedSampling, ExactMoments, KnownOptimum):

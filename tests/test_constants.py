@@ -1,4 +1,4 @@
-"""Tests of ustat_grpo.constants: the U-statistic pieces (closed form = engine), unbiasedness, jackknife."""
+"""Tests of ustat_grpo.scaling.constants: the U-statistic pieces (closed form = engine), unbiasedness, jackknife."""
 import itertools
 import json
 import math
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ustat_grpo import constants
-from ustat_grpo.testing import assert_mc_close, binomial_coverage_pvalue
+from ustat_grpo.scaling import constants
+from ustat_grpo.core.testing import assert_mc_close, binomial_coverage_pvalue
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,10 +147,10 @@ TABLE2 = np.array([
 
 
 def test_constants_unbiased_vs_package_exact_theory():
-    # independent check against ustat_grpo.mse.constants on the package's contextual bandit,
+    # independent check against ustat_grpo.theory.mse.constants on the package's contextual bandit,
     # prompts sampled from f (the realistic design: A1 includes prompt sampling)
-    from ustat_grpo.bandits import default_bandit
-    from ustat_grpo.mse import constants as exact_constants
+    from ustat_grpo.policies.bandits import default_bandit
+    from ustat_grpo.theory.mse import constants as exact_constants
 
     policy = default_bandit()
     exact = np.array(exact_constants(policy.moments()))
@@ -162,7 +162,7 @@ def test_constants_unbiased_vs_package_exact_theory():
     reps = np.array(reps)
     assert_mc_close(reps.mean(0), reps.std(0, ddof=1) / math.sqrt(len(reps)), exact, alpha=1e-4)
     # and the ToyBandit of this file agrees with mse.constants through the package class
-    from ustat_grpo.bandits import ContextualSoftmaxBandit
+    from ustat_grpo.policies.bandits import ContextualSoftmaxBandit
 
     toy = ToyBandit(np.random.default_rng(9))
     pkg = ContextualSoftmaxBandit(toy.phi, success_probs=toy.p, prompt_probs=toy.f, theta=toy.theta)
@@ -171,8 +171,8 @@ def test_constants_unbiased_vs_package_exact_theory():
 
 def test_jackknife_coverage_sampled_prompts_and_gstar():
     # the CLI's default design: prompts drawn from f, jackknife over 20 prompt groups, t quantiles
-    from ustat_grpo.bandits import default_bandit
-    from ustat_grpo.mse import constants as exact_constants
+    from ustat_grpo.policies.bandits import default_bandit
+    from ustat_grpo.theory.mse import constants as exact_constants
 
     policy = default_bandit()
     A = np.array(exact_constants(policy.moments()))
@@ -239,7 +239,7 @@ def test_prompt_constants_bad_shapes():
 
 def test_prompt_pseudo_values_equal_delete_one_recomputation():
     """Naive twin: psi_p = P A(all) - (P-1) A(without p) with A recomputed from the pieces."""
-    from ustat_grpo.constants import _constants_from_pieces, prompt_pieces, prompt_pseudo_values
+    from ustat_grpo.scaling.constants import _constants_from_pieces, prompt_pieces, prompt_pseudo_values
 
     rng = np.random.default_rng(4)
     z = rng.binomial(1, 0.5, size=(9, 12)).astype(float)
@@ -253,7 +253,7 @@ def test_prompt_pseudo_values_equal_delete_one_recomputation():
 
 
 def test_sampled_prompts_carry_pseudo_values_concentration_and_skew_interval():
-    from ustat_grpo.constants import estimate_constants, prompt_pieces, top_share
+    from ustat_grpo.scaling.constants import estimate_constants, prompt_pieces, top_share
 
     rng = np.random.default_rng(5)
     z = rng.binomial(1, 0.5, size=(100, 16)).astype(float)

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from ustat_grpo import estimators as est
-from ustat_grpo import presets
-from ustat_grpo.interval import jackknife_covariance
-from ustat_grpo.optimum import group_size_divisors
+from ustat_grpo.theory import estimators as est
+from ustat_grpo.theory import presets
+from ustat_grpo.core.interval import jackknife_covariance
+from ustat_grpo.scaling.optimum import group_size_divisors
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,8 @@ def test_group_size_divisors_equal_the_naive_list():
 
 
 def test_one_std_normalized_at_a_fixed_eps():
-    from ustat_grpo.pool import CRITERION_ESTIMATORS, POOL_ESTIMATORS
-    from ustat_grpo.scale_free import ESTIMATOR_FUNCTIONS
+    from ustat_grpo.scaling.pool import CRITERION_ESTIMATORS, POOL_ESTIMATORS
+    from ustat_grpo.theory.scale_free import ESTIMATOR_FUNCTIONS
 
     rng = np.random.default_rng(1)
     r, s = rng.integers(0, 2, size=(50, 6)).astype(float), rng.normal(size=(50, 6, 4))
@@ -69,15 +69,15 @@ def test_one_std_normalized_at_a_fixed_eps():
 
 def test_estimator_names_are_the_estimators_names():
     """Pool / criterion labels are estimator names (``group_mean``, not the framework word ``dr_grpo``)."""
-    from ustat_grpo.pool import CRITERION_ESTIMATORS, POOL_ESTIMATORS
-    from ustat_grpo.scale_free import ESTIMATOR_FUNCTIONS
+    from ustat_grpo.scaling.pool import CRITERION_ESTIMATORS, POOL_ESTIMATORS
+    from ustat_grpo.theory.scale_free import ESTIMATOR_FUNCTIONS
 
     base = lambda k: k.removesuffix("_batch").split("_verl")[0].split("_openrlhf")[0].split("_noeps")[0]
     for table in (POOL_ESTIMATORS, CRITERION_ESTIMATORS, ESTIMATOR_FUNCTIONS):
         assert all(base(k) in est.ESTIMATORS for k in table), sorted(table)
     assert est.NAIVE.keys() - {"leave_one_out_pairs"} <= est.ESTIMATORS.keys() | {"prompt_baseline"}
-    import ustat_grpo.lm as lm
-    import ustat_grpo.policy as policy
+    import ustat_grpo.policies.lm as lm
+    import ustat_grpo.policies.policy as policy
     assert not hasattr(lm, "Policy") and hasattr(policy, "Policy")          # Policy: the protocol only
 
 
@@ -140,12 +140,12 @@ def test_to_dict_outputs_are_strict_json_with_non_finite_numbers_as_strings():
     import dataclasses
     import json
 
-    from ustat_grpo import kernels, ustat
-    from ustat_grpo.bandits import default_bandit
-    from ustat_grpo.constants import estimate_constants
-    from ustat_grpo.optimum import optimal_group_size
-    from ustat_grpo.pool import compare_estimators, pool_mse, score_mean_check
-    from ustat_grpo.wchisq import WeightedChiSquared
+    from ustat_grpo.stats import kernels, ustat
+    from ustat_grpo.policies.bandits import default_bandit
+    from ustat_grpo.scaling.constants import estimate_constants
+    from ustat_grpo.scaling.optimum import optimal_group_size
+    from ustat_grpo.scaling.pool import compare_estimators, pool_mse, score_mean_check
+    from ustat_grpo.stats.wchisq import WeightedChiSquared
 
     rng = np.random.default_rng(3)
     smp = default_bandit().sample(40, 8, rng=rng)

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from ustat_grpo import cost as cm
-from ustat_grpo.constants import constants_from_statistics, prompt_statistics
-from ustat_grpo.optimum import optimal_group_size
+from ustat_grpo.scaling import cost as cm
+from ustat_grpo.scaling.constants import constants_from_statistics, prompt_statistics
+from ustat_grpo.scaling.optimum import optimal_group_size
 
 
 def _cost(cp, cc=100.0, **kw):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ustat_grpo import estimators as est
+from ustat_grpo.theory import estimators as est
 
 
 RTOL = 1e-12
@@ -48,7 +48,7 @@ def test_naive_twin_detects_wrong_formula():
 
 
 def test_leave_one_out_equals_ustat_engine():
-    from ustat_grpo import kernels, ustat
+    from ustat_grpo.stats import kernels, ustat
 
     rng = np.random.default_rng(103)
     for G in (3, 7, 12):

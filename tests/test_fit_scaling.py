@@ -7,8 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from ustat_grpo import fit_scaling as fs
-from ustat_grpo import optimum  # noqa: E402
+from ustat_grpo.cli import fit_scaling as fs
+from ustat_grpo.scaling import optimum  # noqa: E402
 
 STABLE_KEYS = {"c1", "c2", "c3", "A1", "A2", "A3", "g_star_paper", "g_star_exact", "g_star_integer",
                "g_star_paper_interval", "g_star_exact_interval", "g_star_integer_interval",
@@ -204,20 +204,20 @@ def test_help_documents_formats(capsys):
 
 
 def test_lm_source_missing_module_exit_1(capsys, monkeypatch):
-    import ustat_grpo
-    if "lm" in vars(ustat_grpo):                                # an earlier test imported it
-        monkeypatch.delattr(ustat_grpo, "lm")
-    monkeypatch.setitem(sys.modules, "ustat_grpo.lm", None)     # import raises ImportError
+    import ustat_grpo.policies
+    if "lm" in vars(ustat_grpo.policies):                       # an earlier test imported it
+        monkeypatch.delattr(ustat_grpo.policies, "lm")
+    monkeypatch.setitem(sys.modules, "ustat_grpo.policies.lm", None)     # import raises ImportError
     rc, out, err = _run(capsys, ["--source", "lm"])
-    assert rc == 1 and "ustat_grpo.lm" in err and "Traceback" not in err
+    assert rc == 1 and "ustat_grpo.policies.lm" in err and "Traceback" not in err
 
 
 class _BanditTask:
     """A stand-in sampler for the CLI's plumbing (the real one is tested end to end below)."""
 
     def __init__(self, samples_per_prompt):
-        from ustat_grpo.bandits import default_bandit
-        from ustat_grpo.pilot import BanditSampler
+        from ustat_grpo.policies.bandits import default_bandit
+        from ustat_grpo.measurement.pilot import BanditSampler
 
         self.inner = BanditSampler(default_bandit(), samples_per_prompt)
         self.samples_per_prompt = samples_per_prompt
@@ -233,9 +233,9 @@ class _BanditTask:
 def test_lm_source_plumbing_and_samples_advice(capsys, monkeypatch):
     """Seed and sizes reach the pilot; the samples-per-prompt advice is measured on the pilot's own
     samples (checked against an independent call on the same per-prompt streams)."""
-    from ustat_grpo.bandits import default_bandit
-    from ustat_grpo.mse import constants
-    from ustat_grpo.pilot_design import choose_samples_per_prompt
+    from ustat_grpo.policies.bandits import default_bandit
+    from ustat_grpo.theory.mse import constants
+    from ustat_grpo.measurement.samples_per_prompt import choose_samples_per_prompt
     calls = {}
 
     def build(opts, mode):
@@ -267,9 +267,9 @@ def test_lm_source_plumbing_and_samples_advice(capsys, monkeypatch):
 def test_adaptive_lm_pilot_defaults_to_eight_samples_per_prompt(monkeypatch, kw, m):
     """``--target-width`` without ``--samples-per-prompt`` spreads the pilot over more prompts (M = 8,
     whose intervals covered on the built-in model where M = 16 did not); a given M is kept."""
-    from ustat_grpo import sampler
-    from ustat_grpo.measure import measure_lm
-    from ustat_grpo.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, lm_pilot_size
+    from ustat_grpo.measurement import sampler
+    from ustat_grpo.measurement.measure import measure_lm
+    from ustat_grpo.measurement.pilot import ADAPTIVE_SAMPLES_PER_PROMPT, lm_pilot_size
 
     assert ADAPTIVE_SAMPLES_PER_PROMPT == 8
     P, M = lm_pilot_size(None, kw.get("samples_per_prompt"), adaptive="target_width" in kw)
@@ -296,7 +296,7 @@ def test_adaptive_lm_pilot_defaults_to_eight_samples_per_prompt(monkeypatch, kw,
 
 def test_device_map_reaches_the_lm_loader(capsys, monkeypatch, tmp_path):
     """``--model DIR --device-map MAP`` hands the map (a name, or a JSON object as a dict) to the loader."""
-    from ustat_grpo import measure
+    from ustat_grpo.measurement import measure
     seen = []
 
     def task_policy(model=None, *, device_map=None, **_):

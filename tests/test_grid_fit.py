@@ -1,4 +1,4 @@
-"""Tests of ustat_grpo.grid_fit: the MSE-grid fit, its intervals and their coverage."""
+"""Tests of ustat_grpo.scaling.grid_fit: the MSE-grid fit, its intervals and their coverage."""
 import json
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ustat_grpo import grid_fit, optimum
-from ustat_grpo.testing import binomial_coverage_pvalue
+from ustat_grpo.scaling import grid_fit, optimum
+from ustat_grpo.core.testing import binomial_coverage_pvalue
 
 
 

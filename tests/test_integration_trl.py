@@ -18,14 +18,14 @@ import pytest
 
 pytest.importorskip("trl")
 
-from ustat_grpo import lm  # noqa: E402
-from ustat_grpo.constants import (constants_from_statistics, merge_statistics,  # noqa: E402
+from ustat_grpo.policies import lm  # noqa: E402
+from ustat_grpo.scaling.constants import (constants_from_statistics, merge_statistics,  # noqa: E402
                                   prompt_statistics)
 from ustat_grpo.integrations.trl import (METRIC_KEYS, GroupSizeMonitor, GroupSizeWarning,  # noqa: E402
                                          LogprobMismatchWarning)
-from ustat_grpo.pilot import load_pilot, run_pilot  # noqa: E402
-from ustat_grpo.rewards import arithmetic_reward  # noqa: E402
-from ustat_grpo.sampler import arithmetic_sampler, arithmetic_task  # noqa: E402
+from ustat_grpo.measurement.pilot import load_pilot, run_pilot  # noqa: E402
+from ustat_grpo.measurement.rewards import arithmetic_reward  # noqa: E402
+from ustat_grpo.measurement.sampler import arithmetic_sampler, arithmetic_task  # noqa: E402
 
 SEED, K, G = 3, 64, 8
 
@@ -113,7 +113,7 @@ def _offline_scores(model, tok, prompts, completions, chunk_size):
     (pad id 0), ``chunk_size`` sequences per pass; returned as (P, G, k)."""
     import torch
 
-    from ustat_grpo.score import Sketch, per_sample_scores
+    from ustat_grpo.policies.score import Sketch, per_sample_scores
 
     rows = [(list(tok(text=p)["input_ids"]), c) for p, group in zip(prompts, completions) for c in group]
     T = max(len(ids) + len(c) for ids, c in rows)

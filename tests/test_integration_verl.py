@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ustat_grpo.constants import merge_statistics, prompt_statistics
+from ustat_grpo.scaling.constants import merge_statistics, prompt_statistics
 from ustat_grpo.integrations.verl import group_by_uid, sequence_rewards, uid_statistics
 
 

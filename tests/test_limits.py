@@ -1,4 +1,4 @@
-"""Tests for ``ustat_grpo.limits`` (Theorem 8 weights): closed forms, Lyapunov residual, exact
+"""Tests for ``ustat_grpo.theory.limits`` (Theorem 8 weights): closed forms, Lyapunov residual, exact
 covariances against Monte Carlo with a negative control."""
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from scipy import integrate, linalg
 
-from ustat_grpo import bandits, estimators
-from ustat_grpo.limits import (LimitLaw, identifiable_subspace, limit_law, limit_weights, lyapunov_sigma,
+from ustat_grpo.policies import bandits
+from ustat_grpo.theory import estimators
+from ustat_grpo.theory.limits import (LimitLaw, identifiable_subspace, limit_law, limit_weights, lyapunov_sigma,
                                noise_covariance, per_prompt_covariance)
-from ustat_grpo.testing import assert_mc_close
+from ustat_grpo.core.testing import assert_mc_close
 
 
 def _random_spd(rng, r, scale=1.0):

@@ -1,4 +1,4 @@
-"""Tests of transformer policies and per-sample scores (ustat_grpo.lm).
+"""Tests of transformer policies and per-sample scores (ustat_grpo.policies.lm).
 
 Tiny randomly initialised GPT-2 and Qwen2 models (real transformers architectures) keep the
 default run fast; the shipped built-in weights are exercised by the sampling tests.
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ustat_grpo import arithmetic, lm, sampler
+from ustat_grpo.policies import arithmetic, lm
+from ustat_grpo.measurement import sampler
 
 torch.set_num_threads(1)
 
@@ -89,7 +90,7 @@ def test_scores_float64_and_chunking_invariance():
 
 def test_hook_scores_equal_vmap_frozen_tied_and_projected():
     """The hook path (GPT-2: Conv1D, LayerNorm, tied embedding / LM head) equals the vmap path."""
-    from ustat_grpo import score
+    from ustat_grpo.policies import score
 
     rng = np.random.default_rng(8)
     model = _tiny("gpt2")
@@ -329,7 +330,7 @@ def test_prompt_samples_keep_the_per_question_seed_stream(builtin):
 
 
 def test_policy_satisfies_the_protocol(builtin):
-    from ustat_grpo.policy import ExactMoments, Policy, Sample
+    from ustat_grpo.policies.policy import ExactMoments, Policy, Sample
 
     assert isinstance(builtin, Policy) and not isinstance(builtin, ExactMoments)
     th = builtin.theta
@@ -377,7 +378,7 @@ def test_sequence_logprob_is_what_the_scores_differentiate(arch):
 
 def test_saved_builtin_checkpoint_with_its_compact_template(tmp_path):
     # issue 15: a saved built-in checkpoint has 128 positions; the paper's few-shot prompt does not fit
-    from ustat_grpo import fit_scaling as fs
+    from ustat_grpo.cli import fit_scaling as fs
     pol = lm.load_policy(None, variant="weak", device="cpu")
     pol.model.save_pretrained(tmp_path)
     pol.tokenizer.save_pretrained(tmp_path)
@@ -449,7 +450,7 @@ def test_device_map_errors_are_clear(tmp_path, monkeypatch):
 
 
 def test_cli_device_map_usage_errors(capsys, tmp_path):
-    from ustat_grpo import fit_scaling as fs
+    from ustat_grpo.cli import fit_scaling as fs
 
     for argv, msg in [(["--device-map", "auto"], "needs --model PATH"),
                       (["--model", str(tmp_path), "--device-map", "auto", "--device", "cpu"], "not both"),
@@ -574,7 +575,8 @@ def test_builtin_tokenizer_adds_bos_and_renders_the_training_format():
 def test_exported_builtin_checkpoint_reproduces_the_builtin_model(tmp_path):
     """issue 20: an exported built-in checkpoint given prompts as TRL passes them (plain strings, chat
     messages) gets the built-in ids, hence the same completions under a seed and the same accuracy."""
-    from ustat_grpo import lm_train, task
+    from ustat_grpo.experiments import lm_train
+    from ustat_grpo.measurement import task
 
     builtin = lm.load_policy(None, variant="weak", device="cpu")
     path = lm.export_builtin("weak", tmp_path / "weak")

@@ -1,4 +1,4 @@
-"""GRPO training of a transformer policy (``ustat_grpo.lm_train``) against independent computations."""
+"""GRPO training of a transformer policy (``ustat_grpo.experiments.lm_train``) against independent computations."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ustat_grpo import arithmetic, lm, lm_train
-from ustat_grpo.estimators import leave_one_out
-from ustat_grpo.score import per_sample_scores, sequence_logprob, token_logprobs
+from ustat_grpo.policies import arithmetic, lm
+from ustat_grpo.experiments import lm_train
+from ustat_grpo.theory.estimators import leave_one_out
+from ustat_grpo.policies.score import per_sample_scores, sequence_logprob, token_logprobs
 
 
 @pytest.fixture(scope="module")

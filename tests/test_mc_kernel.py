@@ -1,4 +1,4 @@
-"""Tests for the optional numba kernel (ustat_grpo._numba_kernel, the extra ``fast``).
+"""Tests for the optional numba kernel (ustat_grpo.experiments._numba_kernel, the extra ``fast``).
 
 The kernel must give the numpy path's histograms, generator states and errors bit for bit, so
 results never depend on whether numba is installed.  Tests that need numba skip without it; the
@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import pytest
 
-from ustat_grpo import _numba_kernel, finite_action
-from ustat_grpo import montecarlo as mc
-from ustat_grpo.bandits import SoftmaxBandit
-from ustat_grpo.estimators import ESTIMATORS
+from ustat_grpo.experiments import _numba_kernel, finite_action
+from ustat_grpo.experiments import montecarlo as mc
+from ustat_grpo.policies.bandits import SoftmaxBandit
+from ustat_grpo.theory.estimators import ESTIMATORS
 
 KERN = _numba_kernel.load()
 needs_numba = pytest.mark.skipif(KERN is None, reason="numba is not installed: the numpy path runs")

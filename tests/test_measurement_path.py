@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import _tiny_task as tt
-from ustat_grpo import fit_scaling
-from ustat_grpo.pilot import load_pilot
+from ustat_grpo.cli import fit_scaling
+from ustat_grpo.measurement.pilot import load_pilot
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REWARDS = '''
@@ -193,7 +193,7 @@ def test_rewards_that_never_vary_give_a_verdict_not_a_recommendation(task, tmp_p
 
 def test_no_interior_optimum_recommends_nothing_anywhere(capsys, tmp_path):
     """A1 = 0 (no prompt-to-prompt variance): text, PNG and JSON say no G is recommended."""
-    from ustat_grpo import optimum
+    from ustat_grpo.scaling import optimum
     G = np.array([2, 4, 8, 16, 32, 64, 128])
     mse = optimum.mse_design(256 // G, G) @ np.array([0.0, 0.4, 0.4])
     path = tmp_path / "grid.csv"
@@ -211,7 +211,7 @@ def test_measure_task_leaves_the_callers_model_alone(task):
     pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ustat_grpo.measure import measure_task
+    from ustat_grpo.measurement.measure import measure_task
 
     tok = AutoTokenizer.from_pretrained(task / "model")
     net = AutoModelForCausalLM.from_pretrained(task / "model", attn_implementation="eager")
@@ -242,40 +242,23 @@ def test_card_carries_mean_reward_and_zero_variance_share(task, capsys):
 
 
 def test_library_never_imports_the_cli_and_has_no_cycle():
-    pkg = REPO / "ustat_grpo"
-    cli = {"fit_scaling", "_cli", "_fit_options"}
-    graph = {}
-    for f in pkg.glob("*.py"):
-        tree = ast.parse(f.read_text())
-        deps = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ustat_grpo."):
-                deps.add(node.module.split(".")[1])
-        graph[f.stem] = deps & {p.stem for p in pkg.glob("*.py")}
-    offenders = sorted(m for m, deps in graph.items() if m not in cli and deps & cli)
+    """The layer rule (tests/test_layers.py) puts the CLI on top: no library module imports it."""
+    from ustat_grpo import _layers
+
+    graph = _layers.import_graph()
+    cli = {m for m in graph if m.startswith("ustat_grpo.cli.")}
+    offenders = sorted(m for m, deps in graph.items()
+                       if m not in cli and _layers.layer_of(m) != "api" and set(deps) & cli)
     assert not offenders, f"library modules importing the CLI: {offenders}"
-
-    def reach(start):
-        seen, todo = set(), [start]
-        while todo:
-            for d in graph[todo.pop()]:
-                if d not in seen:
-                    seen.add(d)
-                    todo.append(d)
-        return seen
-
-    cycles = sorted(m for m in graph if m in reach(m))
-    assert not cycles, f"import cycles through {cycles}"
-    assert len((pkg / "fit_scaling.py").read_text().splitlines()) <= 250
+    assert not _layers.cycles(graph)
+    assert len((REPO / "ustat_grpo" / "cli" / "fit_scaling.py").read_text().splitlines()) <= 250
 
 
 def test_recommendation_fields_are_typed():
     import dataclasses
     import typing
 
-    from ustat_grpo.recommend import Recommendation
+    from ustat_grpo.recommendation.recommend import Recommendation
     hints = typing.get_type_hints(Recommendation)
     loose = [f.name for f in dataclasses.fields(Recommendation)
              if hints[f.name] in (dict, object) or typing.get_origin(hints[f.name]) is dict
@@ -285,7 +268,7 @@ def test_recommendation_fields_are_typed():
 
 def test_help_examples_run_as_pasted(tmp_path, capsys):
     """The MSE-grid and performance-table examples printed by --help are valid inputs."""
-    from ustat_grpo._fit_options import EXAMPLES
+    from ustat_grpo.cli._fit_options import EXAMPLES
     for head in ("num_prompts,num_generations,mse,mse_se", "budget,num_generations,score,run"):
         block = EXAMPLES.split(head)[1].split("\n\n")[0]
         path = tmp_path / "example.csv"

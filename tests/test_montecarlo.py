@@ -1,4 +1,4 @@
-"""Tests for ustat_grpo.montecarlo: streams, exactness of the Monte Carlo MSE, resume, merge, I/O."""
+"""Tests for ustat_grpo.experiments.montecarlo: streams, exactness of the Monte Carlo MSE, resume, merge, I/O."""
 from __future__ import annotations
 
 import itertools
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ustat_grpo import finite_action
-from ustat_grpo import montecarlo as mc
-from ustat_grpo.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, Sample, SoftmaxBandit
-from ustat_grpo.provenance import write_netcdf
-from ustat_grpo.testing import assert_mc_close
+from ustat_grpo.experiments import finite_action
+from ustat_grpo.experiments import montecarlo as mc
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, Sample, SoftmaxBandit
+from ustat_grpo.core.provenance import write_netcdf
+from ustat_grpo.core.testing import assert_mc_close
 
 DATA_VARS = ("count", "mse", "m2", "mse_se", "exact")
 
@@ -141,9 +141,9 @@ def test_categorical_sampler_equals_searchsorted():
 
 @pytest.fixture(params=["numba", "numpy"])
 def kernel(request, monkeypatch):
-    """Run a test with the numba kernel (ustat_grpo._numba_kernel; skipped without numba) and
+    """Run a test with the numba kernel (ustat_grpo.experiments._numba_kernel; skipped without numba) and
     with the numpy path: they must give the same bits."""
-    from ustat_grpo import _numba_kernel
+    from ustat_grpo.experiments import _numba_kernel
 
     if request.param == "numpy":
         monkeypatch.setenv("USTAT_GRPO_NO_NUMBA", "1")
@@ -398,7 +398,7 @@ def test_gaussian_policy_generic_matches_exact_mse():
 
 
 def test_exact_auto_uses_mse_module():
-    from ustat_grpo.mse import exact_mse
+    from ustat_grpo.theory.mse import exact_mse
 
     pol = small_bandit()
     ds = mc.run_grid(pol, num_generations=(2, 4), num_prompts=(1, 3), num_replicates=10, seed=0,
@@ -408,7 +408,7 @@ def test_exact_auto_uses_mse_module():
             for B in (1, 3):
                 want = exact_mse(pol.moments(), e, G, B).total
                 assert ds.exact.sel(estimator=e, num_generations=G, num_prompts=B) == want
-    assert ds.exact.attrs["source"] == "ustat_grpo.mse.exact_mse"
+    assert ds.exact.attrs["source"] == "ustat_grpo.theory.mse.exact_mse"
 
 
 # ---------------------------------------------------------------------------- reproducibility

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from ustat_grpo import estimators as est
-from ustat_grpo.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, SoftmaxBandit
-from ustat_grpo.mse import (CONSTANT_NAMES, constants, enumerate_mse, exact_mse, greensmith_baseline, group_outcomes,
+from ustat_grpo.theory import estimators as est
+from ustat_grpo.policies.bandits import ContextualSoftmaxBandit, GaussianPolicyBandit, SoftmaxBandit
+from ustat_grpo.theory.mse import (CONSTANT_NAMES, constants, enumerate_mse, exact_mse, greensmith_baseline, group_outcomes,
                             MSEDecomposition, paper_constants)
-from ustat_grpo.testing import assert_mc_close, bonferroni_z
+from ustat_grpo.core.testing import assert_mc_close, bonferroni_z
 
 ALL = ("leave_one_out", "vanilla", "oracle", "group_mean", "greensmith")
 

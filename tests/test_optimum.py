@@ -1,4 +1,4 @@
-"""Tests of ustat_grpo.optimum: design, integer optimum, Fieller interval, G*."""
+"""Tests of ustat_grpo.scaling.optimum: design, integer optimum, Fieller interval, G*."""
 import json
 import math
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from ustat_grpo import optimum
+from ustat_grpo.scaling import optimum
 
 
 
@@ -169,7 +169,7 @@ def test_skew_fieller_restores_coverage_on_lognormal_pieces():
     p < 1e-6); the skewness-corrected set is inside the 99.9% band (not the 99% one: Hall's
     correction removes most, not all, of the undercoverage here).  Exact counts under seed 0:
     1845 (0.9225) and 1871 (0.9355) of 2000."""
-    from ustat_grpo.testing import binomial_coverage_pvalue
+    from ustat_grpo.core.testing import binomial_coverage_pvalue
 
     rng = np.random.default_rng(0)
     n, R, rho0 = 80, 2000, 1.0 / math.exp(0.5)

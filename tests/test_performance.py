@@ -1,4 +1,4 @@
-"""Tests of ustat_grpo.performance: fits of performance-vs-G tables (the paper's Table 2)."""
+"""Tests of ustat_grpo.scaling.performance: fits of performance-vs-G tables (the paper's Table 2)."""
 import json
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ustat_grpo import performance
+from ustat_grpo.scaling import performance
 
 
 
@@ -66,7 +66,7 @@ def test_clear_effect_at_the_grid_edge_is_reported_not_called_noise():
     p_ref = stats.f_oneway(*[y[G == g] for g in np.unique(G)]).pvalue
     assert fit.effect_pvalue == pytest.approx(p_ref, rel=1e-9) and fit.effect_detected
     assert fit.best_adjusted == 2 and "G matters" in fit.summary()
-    from ustat_grpo.recommend import recommend
+    from ustat_grpo.recommendation.recommend import recommend
     rec = recommend(fit)
     assert rec.num_generations == 2 and not rec.interior
     # negative control: the same design with no effect of G
@@ -87,7 +87,7 @@ def test_table2_has_no_significant_effect_of_g():
 def test_compare_group_sizes_pvalues_match_scipy_paired_t():
     from scipy import stats as st
 
-    from ustat_grpo.performance import compare_group_sizes
+    from ustat_grpo.scaling.performance import compare_group_sizes
 
     rng = np.random.default_rng(0)
     y = rng.normal(size=(4, 9)) + np.array([0.0, 3.0, 1.0, -1.0])[:, None]
@@ -109,7 +109,7 @@ def test_compare_group_sizes_covers_the_best_and_detects_clear_losers():
     mean as the reference) loses coverage when the top two are tied."""
     from scipy import stats as st
 
-    from ustat_grpo.performance import compare_group_sizes
+    from ustat_grpo.scaling.performance import compare_group_sizes
 
     rng = np.random.default_rng(1)
     means = np.array([0.0, 0.0, -0.1, -3.0])          # G=2 and G=4 tied for best, G=16 far worse
@@ -130,7 +130,7 @@ def test_compare_group_sizes_covers_the_best_and_detects_clear_losers():
 
 
 def test_compare_group_sizes_rejects_bad_input():
-    from ustat_grpo.performance import compare_group_sizes
+    from ustat_grpo.scaling.performance import compare_group_sizes
 
     with pytest.raises(ValueError):
         compare_group_sizes([2, 4], np.ones((3, 5)))

@@ -1,4 +1,4 @@
-"""Tests of ustat_grpo.pilot and the mergeable per-prompt statistics of ustat_grpo.constants."""
+"""Tests of ustat_grpo.measurement.pilot and the mergeable per-prompt statistics of ustat_grpo.scaling.constants."""
 import os
 import signal
 import subprocess
@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from ustat_grpo.bandits import default_bandit
-from ustat_grpo.constants import (constants_from_statistics, estimate_constants, merge_statistics,
+from ustat_grpo.policies.bandits import default_bandit
+from ustat_grpo.scaling.constants import (constants_from_statistics, estimate_constants, merge_statistics,
                                   prompt_statistics)
-from ustat_grpo.pilot import BanditSampler, load_pilot, run_pilot, shard_path
+from ustat_grpo.measurement.pilot import BanditSampler, load_pilot, run_pilot, shard_path
 
 CREATED = "2026-01-01T00:00:00+00:00"          # fixed creation time: same inputs, same bytes
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,8 +81,8 @@ def test_resume_refuses_another_configuration(tmp_path):
 _SLOW_PILOT = """
 import sys, time
 import numpy as np
-from ustat_grpo.bandits import default_bandit
-from ustat_grpo.pilot import BanditSampler, run_pilot
+from ustat_grpo.policies.bandits import default_bandit
+from ustat_grpo.measurement.pilot import BanditSampler, run_pilot
 inner = BanditSampler(default_bandit(), 8)
 def slow(p, seq):
     time.sleep(float(sys.argv[2]))
@@ -179,7 +179,7 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     for k in ("runtime_s", "command", "options", "input_hash", "source"):   # the paths differ
         d.pop(k)
     assert d == ref
-    from ustat_grpo.pilot import load_pilot
+    from ustat_grpo.measurement.pilot import load_pilot
     a, _ = load_pilot(str(one))
     b, _ = load_pilot(str(two))
     np.testing.assert_array_equal(a.g, b.g)
@@ -187,7 +187,7 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
 
 
 def test_adaptive_pilot_stops_when_the_interval_is_narrow_enough():
-    from ustat_grpo.pilot import width_rule
+    from ustat_grpo.measurement.pilot import width_rule
     sampler = BanditSampler(default_bandit(), 16)
     rule = width_rule(0.8, budget=256)
     st = run_pilot(sampler, num_prompts=1000, seed=4, batch_size=8, stop=rule)

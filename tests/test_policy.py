@@ -1,10 +1,10 @@
-"""The policy protocols and the RNG convention (ustat_grpo.policy, ustat_grpo._random)."""
+"""The policy protocols and the RNG convention (ustat_grpo.policies.policy, ustat_grpo.core._random)."""
 import numpy as np
 import pytest
 import torch
 
-from ustat_grpo import _random
-from ustat_grpo.policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling, Sample
+from ustat_grpo.core import _random
+from ustat_grpo.policies.policy import ExactMoments, KnownOptimum, Policy, ReplicatedSampling, Sample
 
 
 def test_default_rng_passes_generators_through_and_reads_seeds():

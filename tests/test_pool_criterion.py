@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from ustat_grpo import estimators as est
-from ustat_grpo import scale_free as sf
-from ustat_grpo.bandits import SoftmaxBandit
-from ustat_grpo.mse import exact_mse
-from ustat_grpo.pool import _cross, _pool_stats, compare_estimators, pool_mse
+from ustat_grpo.theory import estimators as est
+from ustat_grpo.theory import scale_free as sf
+from ustat_grpo.policies.bandits import SoftmaxBandit
+from ustat_grpo.theory.mse import exact_mse
+from ustat_grpo.scaling.pool import _cross, _pool_stats, compare_estimators, pool_mse
 from paper_checks.check_scale_free import built_bandit
-from ustat_grpo.testing import bonferroni_z
+from ustat_grpo.core.testing import bonferroni_z
 
 GS = [2, 4, 8, 16]
 N = 64

@@ -1,4 +1,4 @@
-"""Tests for ustat_grpo.provenance (the one NetCDF writer) and ustat_grpo._serialize (the one JSON converter)."""
+"""Tests for ustat_grpo.core.provenance (the one NetCDF writer) and ustat_grpo.core._serialize (the one JSON converter)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 
 from ustat_grpo import __version__
-from ustat_grpo._serialize import jsonable
-from ustat_grpo.provenance import REQUIRED_ATTRS, provenance_attrs, write_netcdf
+from ustat_grpo.core._serialize import jsonable
+from ustat_grpo.core.provenance import REQUIRED_ATTRS, provenance_attrs, write_netcdf
 
 
 def _dataset():

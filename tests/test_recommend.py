@@ -1,4 +1,4 @@
-"""Tests of ustat_grpo.recommend (the typed Recommendation) and ustat_grpo.measure."""
+"""Tests of ustat_grpo.recommendation.recommend (the typed Recommendation) and ustat_grpo.measurement.measure."""
 import dataclasses
 import json
 import math
@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from ustat_grpo import report
-from ustat_grpo.bandits import default_bandit
-from ustat_grpo.grid_fit import fit_mse_grid
-from ustat_grpo.measure import bandit_mse_grid
-from ustat_grpo.optimum import integer_optimum, mse_design
-from ustat_grpo.performance import fit_performance_table
-from ustat_grpo.recommend import Recommendation, recommend
+from ustat_grpo.recommendation import report
+from ustat_grpo.policies.bandits import default_bandit
+from ustat_grpo.scaling.grid_fit import fit_mse_grid
+from ustat_grpo.measurement.measure import bandit_mse_grid
+from ustat_grpo.scaling.optimum import integer_optimum, mse_design
+from ustat_grpo.scaling.performance import fit_performance_table
+from ustat_grpo.recommendation.recommend import Recommendation, recommend
 
 #: the stable JSON keys of ``fit_scaling --format json`` for MSE-type inputs (documented in --help)
 STABLE_KEYS = {"A1", "A2", "A3", "A1_interval", "A2_interval", "A3_interval", "c1", "c2", "c3",
@@ -107,8 +107,8 @@ def test_bandit_grid_cells_do_not_depend_on_each_other():
 
 
 def test_heavy_tailed_prompts_are_flagged_and_light_tailed_ones_are_not():
-    from ustat_grpo.constants import estimate_constants
-    from ustat_grpo.recommend import CONCENTRATION_WARNING, recommend
+    from ustat_grpo.scaling.constants import estimate_constants
+    from ustat_grpo.recommendation.recommend import CONCENTRATION_WARNING, recommend
 
     rng = np.random.default_rng(3)
     P, M, d = 200, 8, 5

@@ -1,4 +1,4 @@
-"""The process pool of ``ustat_grpo._scheduler``: results, and workers that end with their parent."""
+"""The process pool of ``ustat_grpo.experiments._scheduler``: results, and workers that end with their parent."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ustat_grpo._scheduler import executor_map
+from ustat_grpo.experiments._scheduler import executor_map
 
 
 def _square(x):
@@ -30,7 +30,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {os.getcwd()!r})
-        from ustat_grpo._scheduler import executor_map
+        from ustat_grpo.experiments._scheduler import executor_map
         import tests._sleepy as s
         if __name__ == "__main__":
             for _ in executor_map(s.sleepy, [{str(tmp_path)!r}] * 4, "processes", 2):

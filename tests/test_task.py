@@ -1,4 +1,4 @@
-"""Datasets, prompt formats and reward functions of a user's task (ustat_grpo.task, .rewards)."""
+"""Datasets, prompt formats and reward functions of a user's task (ustat_grpo.measurement.task, .rewards)."""
 import asyncio
 import functools
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from ustat_grpo import rewards as rw
-from ustat_grpo import task
+from ustat_grpo.measurement import rewards as rw
+from ustat_grpo.measurement import task
 
 VERL_ROWS = [
     {"data_source": "openai/gsm8k", "prompt": [{"role": "user", "content": "What is 2 + 3?"}],
@@ -252,15 +252,16 @@ def test_library_modules_do_not_import_the_cli():
 
     import ustat_grpo
 
-    for name in ("task", "rewards", "measurements"):
-        tree = ast.parse(pathlib.Path(ustat_grpo.__file__).with_name(f"{name}.py").read_text())
+    for name in ("measurement/task", "measurement/rewards", "recommendation/tables"):
+        tree = ast.parse((pathlib.Path(ustat_grpo.__file__).parent / f"{name}.py").read_text())
         imported = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not any("_cli" in m for m in imported), name
 
 
 def test_library_errors_are_plain_python_errors(tmp_path):
-    from ustat_grpo import _cli, measurements
+    from ustat_grpo.cli import _args as _cli
+    from ustat_grpo.recommendation import tables as measurements
 
     cases = [(lambda: task.load_task(tmp_path / "none.jsonl"), FileNotFoundError, "none.jsonl: no such file"),
              (lambda: task.load_task([]), ValueError, "no rows"),
@@ -330,7 +331,7 @@ def test_trainer_settings_trl_defaults_and_estimator():
     assert json.loads(json.dumps(d)) == d and d["estimator"] == "group_mean" and d["preset"] == "dr_grpo"
     assert "group_mean" in str(s) and "\n" not in str(s)
     # the estimator the settings name is the advantage TRL computes for them
-    from ustat_grpo import advantages as adv
+    from ustat_grpo.theory import advantages as adv
     r = np.array([1.0, 0, 0, 1, 0, 0, 0, 0])
     for scale in ("group", "batch", "none", True, False):
         s = task.TrainerSettings.from_args({"scale_rewards": scale, "num_generations": 4})

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import _tiny_task as tt
-from ustat_grpo import fit_scaling, lm
-from ustat_grpo.measure import measure_task
-from ustat_grpo.sampler import prompt_order
+from ustat_grpo.cli import fit_scaling
+from ustat_grpo.policies import lm
+from ustat_grpo.measurement.measure import measure_task
+from ustat_grpo.measurement.sampler import prompt_order
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ustat_grpo import lm, pool
+from ustat_grpo.policies import lm
+from ustat_grpo.scaling import pool
 
 torch.set_num_threads(1)
 
@@ -116,10 +117,10 @@ def test_default_sampler_unchanged_by_new_options():
 
 def test_pool_mse_leave_one_out_matches_exact_constants_and_negative_control():
     """Pool-resampled MSE(G) of leave-one-out = A1/B + A2/(BG) + A3/(BG(G-1)) on the toy bandit."""
-    from ustat_grpo.bandits import default_bandit
-    from ustat_grpo.mse import constants as exact_constants
-    from ustat_grpo.optimum import mse_design
-    from ustat_grpo.testing import bonferroni_z
+    from ustat_grpo.policies.bandits import default_bandit
+    from ustat_grpo.theory.mse import constants as exact_constants
+    from ustat_grpo.scaling.optimum import mse_design
+    from ustat_grpo.core.testing import bonferroni_z
 
     policy = default_bandit()
     A = np.asarray(exact_constants(policy.moments()), float)[:3]
@@ -136,7 +137,7 @@ def test_pool_mse_leave_one_out_matches_exact_constants_and_negative_control():
     zb = (bad.mse[0] - exact) / bad.mse_se[0]
     assert np.any(np.abs(zb) > zmax), zb
     # and the constants measured from the same samples agree too
-    from ustat_grpo.constants import estimate_constants
+    from ustat_grpo.scaling.constants import estimate_constants
 
     est = estimate_constants(s.rewards, s.scores)
     pred = mse_design(64 / res.num_generations, res.num_generations) @ np.asarray(est.params)

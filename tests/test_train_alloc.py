@@ -10,7 +10,7 @@ import xarray as xr
 
 from paper_checks.check_training_alloc import same
 from simulations import train_alloc as T
-from ustat_grpo import arithmetic
+from ustat_grpo.policies import arithmetic
 
 
 def test_category_pieces_are_per_category_means():

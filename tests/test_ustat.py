@@ -9,12 +9,12 @@ from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
 
-from ustat_grpo.testing import binomial_coverage_pvalue
-from ustat_grpo.kernels import (
+from ustat_grpo.core.testing import binomial_coverage_pvalue
+from ustat_grpo.stats.kernels import (
     Kernel, gini_kernel, grpo_data, grpo_kernel, kendall_kernel, mann_whitney_kernel, variance_kernel,
     wilcoxon_kernel,
 )
-from ustat_grpo.ustat import hoeffding, ustat_variance, ustatistic
+from ustat_grpo.stats.ustat import hoeffding, ustat_variance, ustatistic
 
 
 def _brute_u(data, f, m):
@@ -221,7 +221,7 @@ def test_result_api():
 
 
 def test_variance_none_gives_the_statistic_alone_at_n_equal_order():
-    from ustat_grpo.kernels import variance_kernel
+    from ustat_grpo.stats.kernels import variance_kernel
     x = np.array([0.3, -1.2, 2.0])
     res = ustatistic(x[:2], variance_kernel, method="naive", variance="none")       # n = m = 2
     assert res.statistic == pytest.approx(np.var(x[:2], ddof=1)) and np.isnan(res.standard_error)

@@ -1,4 +1,4 @@
-"""Tests for ``ustat_grpo.wchisq`` against closed forms, published tables, scipy and simulation."""
+"""Tests for ``ustat_grpo.stats.wchisq`` against closed forms, published tables, scipy and simulation."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from scipy.stats._hypotests import _cdf_cvm_inf
 
-from ustat_grpo.wchisq import METHODS, WeightedChiSquared
+from ustat_grpo.stats.wchisq import METHODS, WeightedChiSquared
 
 
 def _hypoexp_sf(x, lam):
@@ -320,7 +320,7 @@ def test_nonconvergence_is_reported_not_replaced():
     no other method is substituted."""
     from _wchisq_reference import conv_sf
 
-    from ustat_grpo.wchisq import ContourIntegrationWarning
+    from ustat_grpo.stats.wchisq import ContourIntegrationWarning
 
     law, kw = _spread("w3_df1")
     x = float(law.isf(1e-12))
@@ -358,7 +358,7 @@ def test_mixed_signs_contour_agrees_with_imhof_near_zero():
     contour has no damping) agree, and sf(0) matches a 30-digit convolution."""
     import math
 
-    from ustat_grpo._wchisq_imhof import imhof_integral
+    from ustat_grpo.stats._wchisq_imhof import imhof_integral
 
     law = WeightedChiSquared([3.0, -1.0, 0.5], df=[1, 2, 1], nc=[1, 0, 2])
     f = law._f

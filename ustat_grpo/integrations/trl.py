@@ -18,8 +18,8 @@ How it hooks in (TRL 1.16's public API only; no private method is overridden):
   the batch across processes, cuts it into TRL's groups (consecutive blocks of ``num_generations``
   of the gathered batch, the blocks TRL's advantages use), picks ``num_prompts`` groups at random,
   scores their completions on the current policy (the one that generated them) at the trainer's
-  temperature (:func:`ustat_grpo.score.per_sample_scores`, sketched), and forms the pilot's
-  mergeable :class:`~ustat_grpo.constants.PromptStatistics`.  The metrics go out through
+  temperature (:func:`ustat_grpo.policies.score.per_sample_scores`, sketched), and forms the pilot's
+  mergeable :class:`~ustat_grpo.scaling.constants.PromptStatistics`.  The metrics go out through
   ``log_metric``, so they appear in ``trainer.state.log_history`` at that step.
 * **A forward hook** (``torch.nn.Module.register_forward_hook``) on the policy captures, once per
   window, the per-token log-probabilities of the trainer's own loss forward (TRL 1.16 calls
@@ -31,7 +31,7 @@ How it hooks in (TRL 1.16's public API only; no private method is overridden):
   positions.
 
 Window statistics, an offline pilot's statistics and other windows combine with
-:func:`ustat_grpo.constants.merge_statistics` when they share the sketch (same ``projection_dim``
+:func:`ustat_grpo.scaling.constants.merge_statistics` when they share the sketch (same ``projection_dim``
 and ``seed``, the same parameters): prompt ids of the monitor start at ``prompt_id_offset`` so
 they never collide with a pilot's ``0..P-1``.
 """
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._random import default_rng
+from ..core._random import default_rng
 
 __all__ = ["GroupSizeMonitor", "MonitorWindow", "LogprobCheck", "GroupSizeWarning", "LogprobMismatchWarning",
            "METRIC_KEYS"]
@@ -72,12 +72,12 @@ class MonitorWindow:
     Attributes
     ----------
     step : ``trainer.state.global_step`` when the rollouts were scored (0: before any update).
-    statistics : :class:`~ustat_grpo.constants.PromptStatistics` of this window's scored groups
+    statistics : :class:`~ustat_grpo.scaling.constants.PromptStatistics` of this window's scored groups
         (scores kept; extra ``window_step`` per prompt).
-    constants : :class:`~ustat_grpo.constants.ScalingConstants` of the pooled windows, or ``None``
+    constants : :class:`~ustat_grpo.scaling.constants.ScalingConstants` of the pooled windows, or ``None``
         when they could not be estimated (fewer than 3 scorable prompts whose rewards vary; then
         only ``ustat/zero_variance_share`` is logged).
-    group_size : :class:`~ustat_grpo.optimum.GroupSizeResult` or ``None``.
+    group_size : :class:`~ustat_grpo.scaling.optimum.GroupSizeResult` or ``None``.
     metrics : the logged values, ``{"ustat/A1": ...}``.
     path : the pilot file written for this window, or ``None``.
     seconds : wall time of the window on the main process (choice, scoring, estimate, file).
@@ -137,20 +137,20 @@ class GroupSizeMonitor:
         built-in model (64 completions per step, CPU), a few percent of step time at ``every=50``
         (``python -m simulations.bench_monitor``); on a real model, where generation dominates a
         step, less.  A window of 8 groups gives a noisy G*; ``pool_windows`` or the pilot files
-        (``pilot_dir``, merged with :func:`ustat_grpo.pilot.load_pilot`) pool windows.
+        (``pilot_dir``, merged with :func:`ustat_grpo.measurement.pilot.load_pilot`) pool windows.
     budget : int, optional
         Rollouts per step ``N = B G`` for ``ustat/recommended_G`` (the integer G* among divisors
         of ``N``).  Default: the trainer's ``generation_batch_size``.
     projection_dim : int or None
-        Sketch dimension of the scores (:class:`~ustat_grpo.score.Sketch`, seeded by ``seed``);
+        Sketch dimension of the scores (:class:`~ustat_grpo.policies.score.Sketch`, seeded by ``seed``);
         ``None`` keeps every parameter.  Use an offline pilot's ``projection_dim`` and ``seed`` to
         merge with it.
     pilot_dir : path, optional
         Write one pilot file per window, ``window-step{step:07d}.nc``
-        (:func:`ustat_grpo.pilot.load_pilot` reads and merges them).
+        (:func:`ustat_grpo.measurement.pilot.load_pilot` reads and merges them).
     seed : int
         Seeds the sketch and the choice of groups (``default_rng([seed, step])``).
-    params : parameters whose scores are taken (:func:`ustat_grpo.sampler.resolve_params`).
+    params : parameters whose scores are taken (:func:`ustat_grpo.measurement.sampler.resolve_params`).
     pool_windows : int
         The logged constants pool the statistics of this many most recent windows (1: this
         window alone; more: narrower intervals, slower to follow drift).
@@ -196,8 +196,8 @@ class GroupSizeMonitor:
         forward hook on its policy.  Returns ``self``."""
         import torch
 
-        from ..sampler import resolve_params
-        from ..score import Sketch
+        from ..measurement.sampler import resolve_params
+        from ..policies.score import Sketch
 
         if self._trainer is not None:
             raise ValueError("this monitor is already attached to a trainer")
@@ -281,7 +281,7 @@ class GroupSizeMonitor:
         self._arm_check = self.logprob_check > 0
 
     def _window(self, step: int, batch: list, log_metric) -> None:
-        from ..card import zero_variance_share
+        from ..measurement.card import zero_variance_share
 
         t0 = time.perf_counter()
         G = self._G
@@ -318,7 +318,7 @@ class GroupSizeMonitor:
 
     def _statistics(self, step: int, groups: list, chosen):
         """Rewards (P, G) and sketched scores (P, G, k) of the chosen groups -> PromptStatistics."""
-        from ..constants import prompt_statistics
+        from ..scaling.constants import prompt_statistics
 
         rewards = np.array([[r for _, _, r in grp] for grp in groups], float)          # (P, G)
         scores = self.score_groups([(grp[0][0], [c for _, c, _ in grp]) for grp in groups])        # (P, G, k)
@@ -338,14 +338,14 @@ class GroupSizeMonitor:
 
         ``groups``: ``[(prompt, [completion ids] * G)]``.  Row ``p * G + i`` is completion ``i`` of
         group ``p``: the prompt's tokens as TRL 1.16 encodes them
-        (:func:`ustat_grpo.task.encode_prompt`), the completion, right padding with the pad token
+        (:func:`ustat_grpo.measurement.task.encode_prompt`), the completion, right padding with the pad token
         to the window's longest sequence (positions from 0, as the policy reads an unpadded
-        sequence).  One tensor for the whole window, so :func:`~ustat_grpo.score.per_sample_scores`
+        sequence).  One tensor for the whole window, so :func:`~ustat_grpo.policies.score.per_sample_scores`
         runs ``ceil(P G / chunk_size)`` batched passes instead of one per group.
         """
         import torch
 
-        from ..task import encode_prompt
+        from ..measurement.task import encode_prompt
 
         tr = self._trainer
         tok = tr.processing_class
@@ -367,7 +367,7 @@ class GroupSizeMonitor:
         trainer's temperature, from one :meth:`window_batch` (``chunk_size`` sequences per pass)."""
         import torch
 
-        from ..score import per_sample_scores
+        from ..policies.score import per_sample_scores
 
         seq, mask = self.window_batch(groups)
         model = self._model
@@ -384,8 +384,8 @@ class GroupSizeMonitor:
         return s.reshape(len(groups), -1, s.shape[-1])
 
     def _estimate(self, stats):
-        from ..constants import constants_from_statistics, merge_statistics
-        from ..pilot import scorable
+        from ..scaling.constants import constants_from_statistics, merge_statistics
+        from ..measurement.pilot import scorable
 
         recent = [w.statistics for w in self.windows[-(int(self.pool_windows) - 1):]] if self.pool_windows > 1 else []
         pooled = merge_statistics(*recent, stats)
@@ -407,7 +407,7 @@ class GroupSizeMonitor:
                 "list", "num_prompts_per_window": int(self.num_prompts)}
 
     def _write(self, step: int, stats) -> str:
-        from ..pilot import _attrs, _write
+        from ..measurement.pilot import _attrs, _write
 
         os.makedirs(self.pilot_dir, exist_ok=True)
         path = os.path.join(os.fspath(self.pilot_dir), f"window-step{step:07d}.nc")
@@ -432,7 +432,7 @@ class GroupSizeMonitor:
     def _check(self, ids, attention_mask, log_probs, label_mask, position_ids_passed: bool) -> LogprobCheck:
         import torch
 
-        from ..score import token_logprobs
+        from ..policies.score import token_logprobs
 
         dev_type = ids.device.type
         reduced = torch.is_autocast_enabled(dev_type) and torch.get_autocast_dtype(dev_type) != torch.float32

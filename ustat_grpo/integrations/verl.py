@@ -5,7 +5,7 @@ verl (0.9) keeps a step's rollouts in a ``DataProto``: ``batch["token_level_scor
 ``non_tensor_batch["uid"]`` ``(n,)``, the id of the prompt a rollout belongs to.  Unlike TRL, a
 group is *not* a consecutive block: verl's ``balance_batch`` reorders rollouts across data-parallel
 ranks, so groups must be formed by ``uid`` (as verl's own GRPO advantage does).  This module does
-that and turns the groups into the pilot's mergeable :class:`~ustat_grpo.constants.PromptStatistics`,
+that and turns the groups into the pilot's mergeable :class:`~ustat_grpo.scaling.constants.PromptStatistics`,
 so a verl run's windows combine with offline pilot files exactly as TRL windows do
 (:mod:`ustat_grpo.integrations.trl`).
 
@@ -60,13 +60,13 @@ def group_by_uid(uids) -> tuple[np.ndarray, np.ndarray]:
 
 
 def uid_statistics(uids, rewards, scores, *, prompt_ids=None, keep_scores: bool = True):
-    """:class:`~ustat_grpo.constants.PromptStatistics` of a verl batch: rewards ``(n,)`` and
+    """:class:`~ustat_grpo.scaling.constants.PromptStatistics` of a verl batch: rewards ``(n,)`` and
     (sketched) scores ``(n, k)`` of its rollouts, grouped by ``uid`` (:func:`group_by_uid`).
 
     ``prompt_ids`` (one per group, in first-appearance order) default to ``0..n_groups-1``; give
     ids disjoint from other windows' and pilots' to merge them.
     """
-    from ..constants import prompt_statistics
+    from ..scaling.constants import prompt_statistics
 
     _, idx = group_by_uid(uids)
     z, w = np.asarray(rewards, float), np.asarray(scores)
