@@ -226,11 +226,48 @@ These studies were run and are described in the guide, but their outputs are not
 """
 
 
+RULE_NAMES = {"uniform": "uniform G\\*", "ustat": "U-statistic allocation", "knapsack": "Knapsack-RL",
+              "pass_rate": "p(1-p) rule"}
+
+
+def allocation_table() -> list[str]:
+    """The allocation training result as a Markdown table (the README carries a checked copy)."""
+    summary = json.loads((RESULTS / "train_alloc_summary.json").read_text())
+    out = ["| policy | rule | AUC - uniform [95% CI] | paired p | not worse than the best | predicted MSE reduction |",
+           "|---|---|---|---|---|---|"]
+    analysis = summary["analysis"]
+    for variant in sorted(analysis, key=lambda v: (v != "weak", v)):
+        per_rule = analysis[variant]["per_rule"]
+        for rule in [r for r in ("ustat", "knapsack", "pass_rate") if r in per_rule]:
+            r = per_rule[rule]
+            d = r["difference_to_uniform"]["auc"]
+            out.append(f"| {variant} | {RULE_NAMES[rule]} | {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] "
+                       f"| {d['pvalue']:.2g} | {'yes' if r['not_worse'] else 'no'} | {100 * r['predicted_gain']:.1f}% |")
+    return out
+
+
+def allocation_section() -> list[str]:
+    summary = json.loads((RESULTS / "train_alloc_summary.json").read_text())
+    cfg = summary["config"]
+    out = ["## Allocating rollouts across prompts {#allocation}", "",
+           f"`python -m simulations.train_alloc` trains the built-in weak and strong policies with GRPO at "
+           f"{cfg['budget']} rollouts per step for {cfg['steps']} steps, {cfg['seeds']} seeds, the same questions "
+           "per seed under every rule: uniform G\\* against the U-statistic allocation by question category "
+           "(`ustat_grpo.allocation`), Knapsack-RL's rule and a p(1-p) rule, each from the same pilot on the "
+           "initial checkpoint. Paired differences of the AUC of p_canonical to uniform G\\*; the predicted "
+           "reduction is the pilot's (in-sample, so optimistic). Stored: `docs/results/train_alloc.nc`, "
+           "`train_alloc_summary.json`; design and reading in [allocation in training](allocation_training.md).", ""]
+    out += allocation_table()
+    out += ["", "Conclusion, as the analysis states it: " + summary["conclusion"], "",
+            "![Allocation rules in training](figures/train_alloc.png)", ""]
+    return out
+
+
 def render() -> str:
     head = ["# The evidence", "",
             "This page is generated when the site is built (`docs/gen_evidence.py`) from the stored results in "
             "`docs/results/`; it is the one place where measured numbers are quoted.", ""]
-    return "\n".join(head + adaptive_section() + training_section() + std_section() + monitor_section()) \
+    return "\n".join(head + adaptive_section() + training_section() + std_section() + allocation_section() + monitor_section()) \
         + "\n" + UNSTORED
 
 

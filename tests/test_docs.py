@@ -113,6 +113,15 @@ def test_readme_is_a_front_page():
         assert cmd in readme and cmd in guide
 
 
+def test_readme_allocation_table_is_the_evidence_pages():
+    """The README's allocation table is a copy of the generated one (the stored result is the one source)."""
+    table = _evidence().allocation_table()
+    readme = (ROOT / "README.md").read_text()
+    assert "\n".join(table) in readme
+    assert "\n".join(table) in _evidence().render()
+    assert len(table) == 2 + 6                                   # header + 3 rules x 2 policies
+
+
 def test_griffe_roles_extension():
     pytest.importorskip("griffe")
     spec = importlib.util.spec_from_file_location("griffe_roles", DOCS / "griffe_roles.py")

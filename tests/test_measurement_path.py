@@ -1,7 +1,6 @@
 """One measurement path for every task (issue 20): a user's dataset and rewards get pilot files,
 torchrun shards, resume after a kill, adaptive stopping and the full report from the file alone;
 user-input problems are one line and exit 2; the caller's objects are left alone."""
-import ast
 import json
 import os
 import pathlib
