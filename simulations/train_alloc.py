@@ -53,8 +53,8 @@ import numpy as np
 
 from ustat_grpo.policies import arithmetic
 from ustat_grpo.experiments import lm_train
+from ustat_grpo.experiments.lm_train import auc_curve as auc
 from ustat_grpo.cli.options import parser_from_dataclass
-from ustat_grpo.experiments.scheduling import executor_map, scheduler_iv
 from ustat_grpo.scaling.performance import compare_group_sizes
 from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
@@ -197,21 +197,11 @@ def _tasks(cfg: Config, pilots: dict):
     return tasks
 
 
-def _cell_path(cache_dir, task) -> str:
-    from ustat_grpo.core.provenance import sha256_json
-
-    what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
-    return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
-
-
 def run_grid(cfg: Config, pilots: dict, progress=True) -> dict:
     """Every training cell (cached one JSON file each in ``out/cells/``: resumable); the arrays."""
-    from tqdm import tqdm
-
     variants, rules = _strs(cfg.variants), _strs(cfg.rules)
     tasks = _tasks(cfg, pilots)
     cache = os.path.join(cfg.out, "cells")
-    os.makedirs(cache, exist_ok=True)
     shape = (len(variants), len(rules), cfg.seeds)
     n_eval = len(lm_train.TrainConfig(num_steps=cfg.steps, budget=cfg.budget, num_generations=2,
                                       eval_every=cfg.eval_every).eval_steps)
@@ -235,35 +225,13 @@ def run_grid(cfg: Config, pilots: dict, progress=True) -> dict:
         arr["seconds"][idx] = out["seconds"]
         eval_steps = np.asarray(out["eval_steps"])
 
-    todo = []
-    for t in tasks:
-        path = _cell_path(cache, t)
-        if os.path.exists(path):
-            with open(path) as f:
-                store(t, json.load(f))
-        else:
-            todo.append(t)
-    workers = cfg.workers or os.cpu_count() or 1
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="train_alloc cells", unit="run",
-               disable=not progress, file=sys.stderr)
-    for i, out in executor_map(lm_train.run_cell, todo, scheduler_iv(cfg.scheduler), workers):
-        store(todo[i], out)
-        path = _cell_path(cache, todo[i])
-        with open(path + ".tmp", "w") as f:
-            json.dump(out, f)
-        os.replace(path + ".tmp", path)
-        bar.update()
-    bar.close()
+    for task, out in lm_train.run_cells(tasks, cache, scheduler=cfg.scheduler, workers=cfg.workers,
+                                        progress=progress, desc="train_alloc cells"):
+        store(task, out)
     return dict(variants=variants, rules=rules, eval_steps=eval_steps, **arr)
 
 
 # ------------------------------------------------------------------------------------------ analysis
-
-def auc(p, eval_steps):
-    """Trapezoid area under ``p`` vs rollouts over the last axis, divided by the rollouts spent."""
-    x = np.asarray(eval_steps, float)
-    return ((p[..., 1:] + p[..., :-1]) * np.diff(x)).sum(-1) / 2 / x[-1]
-
 
 def metrics(grid: dict) -> dict:
     """Per (variant, rule, seed): AUC, final p_canonical, mean frac_reward_zero_std."""

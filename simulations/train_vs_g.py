@@ -43,8 +43,8 @@ import numpy as np
 
 
 from ustat_grpo.experiments import lm_train
+from ustat_grpo.experiments.lm_train import auc_curve as auc
 from ustat_grpo.cli.options import parser_from_dataclass
-from ustat_grpo.experiments.scheduling import executor_map, scheduler_iv
 from ustat_grpo.scaling.performance import compare_group_sizes
 from ustat_grpo.core.provenance import provenance_attrs, write_netcdf
 
@@ -211,14 +211,6 @@ def _tasks(cfg: Config, groups, settings):
     return tasks
 
 
-def _cell_path(cache_dir, task) -> str:
-    """Cache file of a cell: named by a hash of everything that determines its result."""
-    from ustat_grpo.core.provenance import sha256_json
-
-    what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
-    return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
-
-
 def run_grid(cfg: Config, progress=True):
     """Every training cell; returns the arrays of the NetCDF file.
 
@@ -226,12 +218,10 @@ def run_grid(cfg: Config, progress=True):
     hash of the cell's settings and seed), so an interrupted grid resumes where it stopped and a
     grid that shares cells with an earlier one reuses them.  Results do not depend on the order.
     """
-    from tqdm import tqdm
 
     groups, settings = _ints(cfg.groups), _settings(cfg)
     tasks = _tasks(cfg, groups, settings)
     cache = os.path.join(cfg.out, "cells")
-    os.makedirs(cache, exist_ok=True)
     shape = (len(settings), len(groups), cfg.seeds)
     arr = {k: np.full(shape + (cfg.steps,), np.nan) for k in ("reward", "frac_reward_zero_std", "grad_norm")}
     arr["p_canonical"] = np.full(shape + (len(lm_train.TrainConfig(
@@ -249,32 +239,10 @@ def run_grid(cfg: Config, progress=True):
         arr["seconds"][idx] = out["seconds"]
         eval_steps = np.asarray(out["eval_steps"])
 
-    todo = []
-    for t in tasks:
-        path = _cell_path(cache, t)
-        if os.path.exists(path):
-            with open(path) as f:
-                store(t, json.load(f))
-        else:
-            todo.append(t)
-    workers = cfg.workers or os.cpu_count() or 1
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="train_vs_g cells", unit="run",
-               disable=not progress, file=sys.stderr)
-    for i, out in executor_map(lm_train.run_cell, todo, scheduler_iv(cfg.scheduler), workers):
-        store(todo[i], out)
-        path = _cell_path(cache, todo[i])
-        with open(path + ".tmp", "w") as f:
-            json.dump(out, f)
-        os.replace(path + ".tmp", path)
-        bar.update()
-    bar.close()
+    for task, out in lm_train.run_cells(tasks, cache, scheduler=cfg.scheduler, workers=cfg.workers,
+                                        progress=progress, desc="train_vs_g cells"):
+        store(task, out)
     return dict(groups=groups, settings=settings, eval_steps=eval_steps, **arr)
-
-
-def auc(p, eval_steps):
-    """Trapezoid area under ``p`` vs rollouts over the last axis, divided by the rollouts spent."""
-    x = np.asarray(eval_steps, float)
-    return ((p[..., 1:] + p[..., :-1]) * np.diff(x)).sum(-1) / 2 / x[-1]
 
 
 def analyse(grid: dict, rec_g: int, mse_pred, level=0.95, criteria=None) -> dict:

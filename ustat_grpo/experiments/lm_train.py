@@ -53,6 +53,8 @@ so a question weighs in proportion to its ``G_i`` (times its completions' length
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +68,8 @@ from .algorithm2 import ADVANTAGE_PRESETS, normalized_advantages
 from ..policies.score import token_logprobs
 
 __all__ = ["TrainConfig", "TrainResult", "CategoryAllocation", "ALLOCATION_RULES", "train_grpo",
-           "canonical_probability", "sampled_accuracy", "fresh_problems", "save_checkpoint"]
+           "canonical_probability", "sampled_accuracy", "fresh_problems", "save_checkpoint", "auc_curve",
+           "run_cell", "run_cells", "cell_path"]
 
 OPTIMIZERS = ("adam", "sgd")
 #: Loss aggregations: ``"sequence_sum"`` = tokens summed per completion, divided by the number of
@@ -267,9 +270,7 @@ class TrainResult:
     def auc(self, metric: str = "p_canonical") -> float:
         """Area under the metric-vs-rollouts curve divided by the rollouts spent (trapezoid): the
         average metric over training, the summary that rewards learning *fast*."""
-        y = getattr(self, metric)
-        x = self.rollouts
-        return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / x[-1])
+        return float(auc_curve(getattr(self, metric), self.rollouts))
 
     def summary(self) -> str:
         c = self.config
@@ -497,6 +498,13 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
                        seconds=time.perf_counter() - t0, checkpoints=ckpts, group_sizes=sizes_log)
 
 
+def auc_curve(p, rollouts):
+    """Trapezoid area under ``p`` vs ``rollouts`` over the last axis, divided by the rollouts
+    spent (``rollouts[-1]``): the average of the metric over training (:meth:`TrainResult.auc`)."""
+    x = np.asarray(rollouts, float)
+    return ((p[..., 1:] + p[..., :-1]) * np.diff(x)).sum(-1) / 2 / x[-1]
+
+
 # ---------------------------------------------------------------------------------------- grid cells
 
 _POLICIES: dict = {}
@@ -521,3 +529,43 @@ def run_cell(task: dict) -> dict:
     out = res.to_dict()
     out["seconds"] = res.seconds
     return out
+
+
+def cell_path(cache_dir, task: dict) -> str:
+    """Cache file of a grid cell: named by a hash of everything that determines its result."""
+    from ..core.provenance import sha256_json
+
+    what = {k: task[k] for k in ("variant", "config", "seed", "seed_key")}
+    return os.path.join(cache_dir, sha256_json(what)[:20] + ".json")
+
+
+def run_cells(tasks, cache_dir, *, scheduler="processes", workers=None, progress=True, desc="cells"):
+    """Yield ``(task, out)`` for every grid cell, resumable: cached cells are read from
+    ``cache_dir`` (first), the others run by :func:`run_cell` on ``scheduler`` with ``workers``
+    (default: the CPU count) and each is written atomically as it finishes (a killed grid resumes
+    where it stopped).  ``out`` is :func:`run_cell`'s result; a tqdm bar on stderr counts cells."""
+    import json
+
+    from tqdm import tqdm
+
+    from ._scheduler import executor_map, scheduler_iv
+
+    os.makedirs(cache_dir, exist_ok=True)
+    todo = []
+    for t in tasks:
+        path = cell_path(cache_dir, t)
+        if os.path.exists(path):
+            with open(path) as f:
+                yield t, json.load(f)
+        else:
+            todo.append(t)
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=desc, unit="run",
+               disable=not progress, file=sys.stderr)
+    for i, out in executor_map(run_cell, todo, scheduler_iv(scheduler), workers or os.cpu_count() or 1):
+        path = cell_path(cache_dir, todo[i])
+        with open(path + ".tmp", "w") as f:
+            json.dump(out, f)
+        os.replace(path + ".tmp", path)
+        bar.update()
+        yield todo[i], out
+    bar.close()
