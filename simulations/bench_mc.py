@@ -7,40 +7,29 @@ What is the floor?  Each generation needs an arm and a reward; the engine (like
 ``bandits.SoftmaxBandit.sample``) draws one float64 uniform for each, plus one per prompt slot,
 and maps them by inverse CDF.  The floor is the time to draw exactly those uniforms from the same
 per-block streams (``SeedSequence`` spawning included) into a reused buffer -- no sampler, no
-estimator.  A second, lower floor is one single ``Generator.random`` call of the same size.  The
-fast path reads the same streams as raw 64-bit words (``random_raw``; the uniform of a word ``w``
-is ``(w >> 11) * 2**-53``, bit for bit) and skips the prompt slots with ``advance`` when there is
-one prompt; the third row times exactly those draws, so "x raw" is the engine's own overhead.
+estimator.  A second floor is one single ``Generator.random`` call of the same size.  The fast
+path reads the same streams as raw 64-bit words (the uniform of a word ``w`` is
+``(w >> 11) * 2**-53``, bit for bit): the numpy twin with ``random_raw``, skipping the prompt
+slots with ``advance``, the numba kernel one word at a time through ``next_uint64``; the third row
+times ``random_raw``'s draws, so "x raw" is the engine's own overhead.
 
-Where the time goes (issue 14; this project's 2-core machine is shared with other jobs, so every
-figure moves by up to 2x with the load; medians and minima of interleaved runs).  Before the C
-kernel (numpy only, still the path without numba): one ``run_grid`` of 200,000 replicates
-took ~0.23-0.27 s against a floor of ~0.07-0.08 s (ratio 2.6-3.5): the fused sampler's draws
-plus seven numpy passes per block (two shifts, two table gathers, two adds, one ``bincount``)
-~0.19 s, the B = 1 affine errors ~0.036 s (~0.85 ms per 4-block call, of which the einsum
-~0.1 ms), the histogram -> sums matmuls ~0.008 s, the block statistics ~0.006 s, the per-block
-``default_rng`` ~0.004 s, run_grid's fixed cost ~0.01-0.02 s (git describe ~4-6 ms, xarray
-~2 ms, tables ~2 ms).  Numpy passes alone were ~1.3x the draws, so 2x needed compiled code.
+The engine's fast path (P = 1, M <= 2, affine estimators; ``ustat_grpo.experiments.finite_action``)
+draws each block's uniforms, counts each group's (arm, reward) histogram, turns histograms into
+per-group sums with one BLAS matmul per block, and reduces the affine estimators' squared errors
+per replicate; ``run_grid`` adds a fixed cost per call (the xarray result and its provenance).
+With the optional extra ``fast`` (numba; the ``kernel:`` line says which ran) the histograms come
+from one jitted loop that draws the uniforms itself through numpy's ``BitGenerator.ctypes``
+interface (no buffer of uniforms) and the B = 1 errors' ``g_hat - g`` from a second; numba
+compiles them in memory on their first call in a process (the warm-up run below takes it).  The
+row "fast path, numpy kernel" times the same run with ``USTAT_GRPO_NO_NUMBA=1`` (the numpy twin,
+same bits: tests/test_mc_kernel.py).  Issue 24's target: the fast path within 2x the floor.
 
-The C kernel that was here (issue 14: compiled at run time by the system compiler into a cache
-directory) is gone (issue 24).  With the optional extra ``fast`` (numba; the ``kernel:`` line
-says which ran) the fused sampler's per-pull work is two numba passes over the block's uniforms,
-drawn by numpy's ``Generator.random`` from the same streams (the floor's own draws): one pass
-gives each pull's histogram cell with integer thresholds ``ceil(c 2**53)`` in place of the float
-comparisons, one counts the cells; and the B = 1 errors' ``g_hat - g`` is one numba pass (the
-same elementwise operations as numpy's) before numpy's einsum.  The matmuls, block statistics
-and fixed cost are unchanged (numpy/BLAS, for the same bits).  Numba compiles both loops in
-memory on their first call in a process (~1-2 s quiet; the warm-up run below takes it).  The
-row "fast path, numpy kernel" times the same run with ``USTAT_GRPO_NO_NUMBA=1`` (same bits,
-tests/test_mc_kernel.py).  Measured here (issue 24, load average 6-12 on the 2 cores, so every
-figure is inflated; 9 interleaved timings): floor 0.18-0.25 s (min-median), fast path with numba
-0.51-0.61 s (2.5-2.9x), with numpy 0.70-0.80 s (3.2-3.9x); per block of 1024 x 64 pulls, numpy's
-draws ~0.34 ms, the cells pass ~0.17 ms, the count pass ~0.06 ms.  The C kernel's ~1.0x sampler
-came from stepping four PCG64 chains of its own; numba reads numpy's one chain, so the sampler
-costs ~1.7x the draws and the 2x target is not met (estimated 2.1-2.3x on a quiet machine).
+Measured numbers live in the stored result, not here: ``--out docs/results/bench_mc.json`` writes
+it (with the machine, the versions and the git state) and the documentation's evidence page
+renders it.  Time it alone on a quiet machine: every row moves with the load.
 
 stdout: the table (seconds, ns per generation, ratio to each floor).  Progress: stderr.
-Usage: ``python -m simulations.bench_mc`` (about 20 s).
+Usage: ``python -m simulations.bench_mc [--out PATH]`` (about 20 s).
 """
 from __future__ import annotations
 
@@ -59,6 +48,7 @@ from ustat_grpo.experiments import finite_action
 from ustat_grpo.experiments import montecarlo as mc
 from ustat_grpo.policies.bandits import SoftmaxBandit
 from ustat_grpo.cli.options import parser_from_dataclass
+from ustat_grpo.core.provenance import provenance_attrs
 
 
 @dataclass(frozen=True)
@@ -72,6 +62,8 @@ class Config:
     repeats: int = field(default=5, metadata={"help": "timings per path, interleaved; the median and the minimum are reported"})
     seed: int = field(default=0, metadata={"help": "seed of the bandit and of the Monte Carlo streams"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of the table"})
+    out: str = field(default="", metadata={"help": "also write the JSON, with the machine, versions and git "
+                                                   "state, to this path (docs/results/bench_mc.json)"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,7 +144,8 @@ def bench(cfg: Config) -> dict:
               "floor: same streams as raw words", f"engine, fast path ({kernel} kernel)",
               "engine, fast path, numpy kernel", "engine, generic path (scaled)"]
     scale = [1, 1, 1, 1, 1, R / Rg]
-    out = {"config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens, "kernel": kernel}
+    out = {"config": dataclasses.asdict(cfg), "block_size": bs, "generations": gens, "kernel": kernel,
+           "rows": names_}
     for stat, f in (("median", np.median), ("min", np.min)):
         rows = {k: float(f(ts)) * c for k, ts, c in zip(names_, times, scale)}
         t_floor, t_raw, t_words = (rows[k] for k in names_[:3])
@@ -167,6 +160,26 @@ def bench(cfg: Config) -> dict:
     return out
 
 
+def _machine() -> dict:
+    """Where the timings were taken: CPU model, cores, load averages, library versions."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    try:
+        import numba
+        numba_version = numba.__version__
+    except ImportError:
+        numba_version = None
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba_version,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
 def main(argv=None) -> int:
     ns = _parser().parse_args(argv)
     cfg = Config(**vars(ns))
@@ -176,6 +189,14 @@ def main(argv=None) -> int:
               "replicates >= 2, repeats >= 1", file=sys.stderr)
         return 2
     res = bench(cfg)
+    if cfg.out:
+        stored = dict(res, machine=_machine(),
+                      provenance=provenance_attrs(seed=cfg.seed, config=dataclasses.asdict(cfg)))
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
+        with open(cfg.out, "w") as fh:
+            json.dump(stored, fh, sort_keys=True, indent=1)
+            fh.write("\n")
+        print(f"wrote {cfg.out}", file=sys.stderr)
     if cfg.json:
         print(json.dumps(res, sort_keys=True, indent=1))
         return 0

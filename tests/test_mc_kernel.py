@@ -97,9 +97,10 @@ def test_numba_histograms_equal_numpy_twins(K):
 
 @needs_numba
 def test_numba_histograms_other_bit_generators():
-    """Through any numpy bit generator (the uniforms come from ``gen.random``, so MT19937's
-    two-word uniforms too) the kernel gives the per-pull sampler's counts and leaves the generator
-    where the per-pull sampler does (the fused numpy sampler needs PCG64's ``advance``)."""
+    """Through any numpy bit generator the kernel gives the per-pull sampler's counts and leaves the
+    generator where the per-pull sampler does (the fused numpy sampler needs PCG64's ``advance``):
+    the word generators through ``next_uint64 >> 11``, MT19937 (two-word doubles) through
+    ``next_double``."""
     rng = np.random.default_rng(5)
     for M1 in (False, True):
         fam = _model(rng.dirichlet(np.ones(6)), None if M1 else rng.uniform(size=6))
@@ -111,6 +112,17 @@ def test_numba_histograms_other_bit_generators():
             np.testing.assert_array_equal(
                 one(a, 20, 2, 9), finite_action._draw_histograms(fam, b, 20, 2, 9, samplers, ws)[3])
             assert a.random() == b.random()
+
+
+@pytest.mark.parametrize("name", _numba_kernel.WORD_GENERATORS)
+def test_word_generators_doubles_are_top_53_bits(name):
+    """For the kernel's word generators ``Generator.random`` is ``(next_uint64 >> 11) * 2**-53``
+    (what lets the kernel read words); MT19937's doubles are not (negative control)."""
+    for cls, want in ((getattr(np.random, name), True), (np.random.MT19937, False)):
+        a, b = cls(11), cls(11)
+        u = np.random.Generator(a).random(1000)
+        w = b.random_raw(1000)
+        assert np.array_equal(u, (w >> np.uint64(11)).astype(float) * 2.0 ** -53) == want, cls
 
 
 def test_thresholds_decide_the_uniform_comparisons():
@@ -127,14 +139,29 @@ def test_thresholds_decide_the_uniform_comparisons():
     assert finite_action._thresholds([np.nan])[0] == 2 ** 53            # u >= NaN is never true
 
 
+if KERN is not None:
+    import numba
+
+    @numba.njit
+    def _next_word_k(state):
+        """``k = w >> 11`` of the next word of ``state`` (uint64: ``state[0]`` is the index of the next
+        word, the words follow): a crafted stream for the kernel's own draw loop."""
+        i = state[0]
+        state[0] = i + np.uint64(1)
+        return np.int64(state[i] >> np.uint64(11))
+
+    HIST_FROM_WORDS = KERN.hist_kernel(_next_word_k)
+
+
 def _crafted_hist(one, words, n, G):
-    """The kernel's histogram of given words (their uniforms ``(w >> 11) 2**-53``, stream order
-    after the prompt slots) in place of a generator's draws."""
+    """The kernel's histogram of given words (prompt slots, arms, rewards; their uniforms
+    ``(w >> 11) 2**-53``) in place of a generator's draws; checks that it reads each word once."""
     c = one._nb
     out = np.empty((n, one.KM))
-    u = (words[n:] >> np.uint64(11)).astype(float) * 2.0 ** -53
-    KERN.hist_uniforms(u, n, G, c["athr"], c["lut"], c["shift"], c["rthr"],
-                       np.empty(n * G, np.int32), out)
+    state = np.concatenate([np.ones(1, np.uint64), words])
+    HIST_FROM_WORDS(state, n, G, c["athr"], c["lut"], c["shift"], c["rthr"],
+                    np.empty(n * G, np.int32), out)
+    assert state[0] == 1 + words.size
     return out
 
 

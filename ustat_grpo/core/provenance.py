@@ -9,6 +9,7 @@ leaves a truncated file behind.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -23,8 +24,13 @@ __all__ = ["provenance_attrs", "git_describe", "write_netcdf", "REQUIRED_ATTRS",
 REQUIRED_ATTRS = ("seed", "package_version", "git_describe", "command", "config", "created")
 
 
+@functools.lru_cache(maxsize=None)
 def git_describe() -> str:
-    """``git describe --always --dirty --tags`` of the package's checkout, or ``"unknown"``."""
+    """``git describe --always --dirty --tags`` of the package's checkout, or ``"unknown"``.
+
+    Run once per process and remembered: a process runs the code it imported, so an edit of the
+    checkout after that does not change what produced its results (and every ``run_grid`` call
+    of a grid would otherwise start a ``git`` subprocess)."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here,

@@ -31,6 +31,7 @@ silently.  :attr:`_OnePromptSampler.kernel` says which ran.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -235,6 +236,14 @@ class _OnePromptSampler:
         if self.NBINS != 2 ** bits or not 0 < bits <= 53 or not 0 < self.RBITS <= 53:
             raise ValueError("NBINS must be a power of two 2**k, 0 < k <= 53, and 0 < RBITS <= 53")
         self.arm_shift, self.reward_shift = 64 - bits, 64 - self.RBITS
+        self._ws = {}
+        self._nb = self._nb_setup()
+
+    @functools.cached_property
+    def _tables(self):
+        """``(arm_lut, cell_lut)`` of the numpy path, built on its first use (the numba kernel
+        needs neither)."""
+        K, fail = self.K, self.fail
         # bin j is [j, j + 1) / NBINS; with x = cdf * NBINS (exact, non-decreasing): the arm at its
         # left edge is #{x <= j} = #{ceil(x) <= j}, just below its right edge #{x < j + 1} =
         # #{floor(x) <= j}; each is a run of arm k from the k-th to the (k+1)-th change point
@@ -243,19 +252,29 @@ class _OnePromptSampler:
             [[0], np.minimum(f(x), self.NBINS), [self.NBINS]]).astype(np.intp))) for f in (np.ceil, np.floor))
         arm_of_bin = np.where(hi == lo, lo, K)                          # K: undecided
         if fail is None:                                                # M = 1: the arm is the cell
-            self.arm_lut = arm_of_bin.astype(np.intp)                   # (NBINS,), K = KM undecided
-            self.cell_lut = None
+            arm_lut = arm_of_bin.astype(np.intp)                        # (NBINS,), K = KM undecided
+            cell_lut = None
         else:                                                           # row a of the second table
             nr = 2 ** self.RBITS
-            self.arm_lut = (arm_of_bin * nr).astype(np.intp)            # (NBINS,)
+            arm_lut = (arm_of_bin * nr).astype(np.intp)                 # (NBINS,)
             left = np.arange(nr) / nr                                   # reward bins [left, left + 1/nr)
             m0 = left[None, :] + 1.0 / nr <= fail[:, None]              # (K, nr) all u < P(0): m = 0
             m1 = left[None, :] >= fail[:, None]                         # all u >= P(0): m = 1
             a2 = 2 * np.arange(K)[:, None]
-            cells = np.where(m0, a2, np.where(m1, a2 + 1, self.KM))    # (K, nr)
-            self.cell_lut = np.concatenate([cells, np.full((1, nr), self.KM)]).astype(np.intp).ravel()
-        self._ws = {}
-        self._nb = self._nb_setup()
+            cells = np.where(m0, a2, np.where(m1, a2 + 1, self.KM))     # (K, nr)
+            cell_lut = np.concatenate([cells, np.full((1, nr), self.KM)]).astype(np.intp).ravel()
+        return arm_lut, cell_lut
+
+    @property
+    def arm_lut(self):
+        """Arm table of the numpy path (class notes): ``(NBINS,)``, the arm (times ``2**RBITS``
+        when M = 2) or ``K`` (times ``2**RBITS``) when undecided."""
+        return self._tables[0]
+
+    @property
+    def cell_lut(self):
+        """Cell table of the numpy path for M = 2 (``None`` when M = 1)."""
+        return self._tables[1]
 
     #: Table bits of the numba kernel's arm lookup: 2**12 int32 entries stay in L1.
     NB_LUT_BITS = 12
@@ -285,9 +304,8 @@ class _OnePromptSampler:
         athr = np.append(_thresholds(cdf).astype(np.int64), np.iinfo(np.int64).max)   # sentinel
         rthr = (np.empty(0, np.int64) if self.fail is None
                 else _thresholds(self.fail).astype(np.int64))
-        return {"hist_uniforms": kern.hist_uniforms, "athr": athr, "lut": lut,
-                "shift": 53 - self.NB_LUT_BITS, "rthr": rthr, "u": np.empty(0),
-                "cells": np.empty(0, np.int32)}
+        return {"hist_for": kern.hist_for, "athr": athr, "lut": lut,
+                "shift": 53 - self.NB_LUT_BITS, "rthr": rthr, "cells": np.empty(0, np.int32)}
 
     @property
     def kernel(self) -> str:
@@ -297,19 +315,18 @@ class _OnePromptSampler:
     def _nb_block(self, gen, R, B, G, out):
         """One block's histogram ``(R*B, K*M)`` into ``out`` (float64) by the numba kernel: the
         counts of :meth:`__call__`, bit for bit, from the same uniforms of the same stream (drawn
-        here by ``gen.random``: the prompt slots, then the arms, then the rewards), and the
-        generator left in the same state."""
+        by the kernel through the generator's ``ctypes`` interface, under its lock: the prompt
+        slots, then the arms, then the rewards), and the generator left in the same state."""
         c = self._nb
         n = R * B
-        nm = 1 if self.fail is None else 2
-        if c["u"].size < nm * n * G:
-            c["u"], c["cells"] = np.empty(nm * n * G), np.empty(n * G, np.int32)
+        if c["cells"].size < n * G:
+            c["cells"] = np.empty(n * G, np.int32)
         if out.shape != (n, self.KM) or out.dtype != np.float64:
             raise ValueError("out must be a float64 array of shape (R*B, K*M)")
-        u = c["u"][:nm * n * G]
-        gen.random(out=u[:n])                                           # prompt slots (P = 1: unused)
-        gen.random(out=u)                                               # arms, then rewards
-        c["hist_uniforms"](u, n, G, c["athr"], c["lut"], c["shift"], c["rthr"], c["cells"], out)
+        bg = gen.bit_generator
+        hist = c["hist_for"](bg)
+        with bg.lock:
+            hist(bg.ctypes.state_address, n, G, c["athr"], c["lut"], c["shift"], c["rthr"], c["cells"], out)
         return out
 
     def _workspace(self, n, G):
