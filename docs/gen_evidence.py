@@ -246,6 +246,55 @@ def allocation_table() -> list[str]:
     return out
 
 
+def allocation_details(summary: dict) -> list[str]:
+    """The pilots per category and every rule's training outcome (the reading in
+    ``allocation_training.md`` refers to these tables)."""
+    cats = next(iter(summary["pilots"].values()))["categories"]
+    out = ["### The pilots and every rule {#allocation-details}", "",
+           f"Pilot per policy (per category: {' / '.join(cats)}):", "",
+           "| policy | A1, A2, A3 | G\\* (exact) | prompts | pass rate | a2 | a3 |", "|---|---|---|---|---|---|---|"]
+    order = sorted(summary["analysis"], key=lambda v: (v != "weak", v))
+    for v in order:
+        pil = summary["pilots"][v]
+        out.append(f"| {v} | {', '.join(f'{a:.1f}' for a in pil['A'])} | {pil['recommended']} ({pil['g_star']:.2f}) | "
+                   f"{' / '.join(str(n) for n in pil['num_prompts'])} | {' / '.join(f'{p:.3f}' for p in pil['pass_rate'])} | "
+                   f"{' / '.join(f'{a:.0f}' for a in pil['a2'])} | {' / '.join(f'{a:.0f}' for a in pil['a3'])} |")
+    out += ["", "Training. \"Not worse\": in the set of rules not significantly worse than the best (paired one-sided "
+            "t tests, Bonferroni, `performance.compare_group_sizes`). Observed AUC change: (AUC_rule - AUC_uniform) / "
+            "AUC_uniform; change of AUC - p0: the same difference relative to uniform's learning AUC_uniform - p0 "
+            "(p0 the initial `p_canonical`; undefined where AUC_uniform < p0). Final `p_canonical` and the fraction "
+            "of zero-variance groups are means over seeds; training reward over the first and last 10 steps.", "",
+            f"| policy | rule | mean group size ({' / '.join(cats)}) | AUC (mean +- se) | AUC - uniform (95% CI) | paired p | "
+            "not worse | predicted MSE reduction | observed AUC change | observed change of AUC - p0 | final p_canonical | "
+            "zero-variance groups | training reward (first, last 10 steps) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in order:
+        an = summary["analysis"][v]
+        base = an["rules"][0]
+        for r in an["rules"]:
+            row = an["per_rule"][r]
+            d = row.get("difference_to_" + base, {}).get("auc")
+            diff = "-" if d is None else f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+            pv = "-" if d is None else f"{d['pvalue']:.2g}"
+            learn = (f"{100 * row['observed_learning_gain']:+.1f}%" if math.isfinite(row["observed_learning_gain"])
+                     else "n/a (uniform below p0)")
+            rw = row["reward_first_last_10"]
+            out.append(f"| {v} (G\\* = {an['recommended']}, B = {an['num_prompts']}) | {r} | "
+                       f"{' / '.join(f'{x:.1f}' for x in row['mean_size_by_category'])} | "
+                       f"{row['auc']['mean']:.4f} +- {row['auc']['se']:.4f} | {diff} | {pv} | "
+                       f"{'yes' if row['not_worse'] else 'no'} | {100 * row['predicted_gain']:+.1f}% | "
+                       f"{100 * row['observed_relative_auc_change']:+.2f}% | {learn} | "
+                       f"{row['final_p_canonical']['mean']:.3f} | {row['mean_frac_reward_zero_std']['mean']:.3f} | "
+                       f"{rw[0]:.3f}, {rw[1]:.3f} |")
+    out.append("")
+    for v in order:
+        c = summary["analysis"][v]["comparison"]
+        need = ", ".join(f"{r} {n:.0f}" for r, n in c["seeds_needed"].items())
+        out.append(f"* {v}: ANOVA p-value of the rule (seeds as blocks) {c['effect_pvalue']:.2g}; best {c['best']}; "
+                   f"seeds needed to separate each rule from the best at its measured effect: {need}.")
+    return out + [""]
+
+
 def allocation_section() -> list[str]:
     summary = json.loads((RESULTS / "train_alloc_summary.json").read_text())
     cfg = summary["config"]
@@ -260,7 +309,7 @@ def allocation_section() -> list[str]:
     out += allocation_table()
     out += ["", "Conclusion, as the analysis states it: " + summary["conclusion"], "",
             "![Allocation rules in training](figures/train_alloc.png)", ""]
-    return out
+    return out + allocation_details(summary)
 
 
 def bench_mc_section() -> list[str]:
@@ -287,12 +336,50 @@ def bench_mc_section() -> list[str]:
     return out
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def builtin_allocation_section() -> list[str]:
+    """``fit_scaling --allocate`` and the token-budget G* on the built-in transformer
+    (``builtin_allocate_category.json``, ``builtin_allocate_pass_rate.json``)."""
+    r = json.loads((RESULTS / "builtin_allocate_category.json").read_text())
+    p = json.loads((RESULTS / "builtin_allocate_pass_rate.json").read_text())
+    a, cb = r["allocation"], r["compute_budget"]
+    lo, hi = r["g_star_exact_interval"]
+    out = ["## Allocation and the token budget on the built-in task {#builtin-allocation}", "",
+           f"`{r['command']}` (seed {r['seed']}, CPU, {r['runtime_s']:.0f} s); the same pilot file with "
+           "`--allocate pass_rate`. Stored: `docs/results/builtin_allocate_category.json`, "
+           "`builtin_allocate_pass_rate.json`. Method: [allocation](allocation.md).", "",
+           f"* Uniform: G\\* = {r['g_star_exact']:.2f} [{lo:.2f}, {hi:.2f}], integer {r['g_star_integer']}, "
+           f"N = {r['budget']} (B = {a['num_prompts']}).",
+           "", "| stratum (`category`) | pilot prompts | a2 | a3 | group sizes |", "|---|---|---|---|---|"]
+    for name, n, a2, a3, sz in zip(a["strata"], a["num_pilot_prompts"], a["a2"], a["a3"], a["stratum_sizes"]):
+        out.append(f"| {name} | {n} | {a2:.0f} | {a3:.0f} | {'-'.join(str(x) for x in sorted(set(sz)))} |")
+    g, (glo, ghi) = a["gain"], a["gain_interval"]
+    rules = a["rules"]
+    out += ["", f"* `category`: cross-fitted gain {_pct(g)} [{_pct(glo)}, {_pct(ghi)}] (in-sample {_pct(a['gain_in_sample'])}): "
+            f"{'suggested' if a['recommended'] else 'not suggested'}.",
+            "* The other rules on the same batch, by the same law with the strata's mean reward as pass rate "
+            "(`AllocationResult.rules`, in-sample batch MSE): " + ", ".join(
+                f"{k} {v:.3f}" for k, v in sorted(rules.items(), key=lambda kv: kv[1])) + ".",
+            f"* `pass_rate` (labels from held-out samples): cross-fitted gain {_pct(p['allocation']['gain'])} "
+            f"[{_pct(p['allocation']['gain_interval'][0])}, {_pct(p['allocation']['gain_interval'][1])}]: "
+            f"{'suggested' if p['allocation']['recommended'] else 'not suggested'}.",
+            f"* Token budget: prompts {cb['cost']['prompt_tokens']:.1f} tokens, completions "
+            f"{cb['cost']['completion_tokens']:.1f} (c_p/c_c = {cb['cost']['ratio']:.1f}); at the token cost of the "
+            f"recommended step (T = {cb['token_budget']:.0f} tokens) G\\*_tokens = {cb['g_star']:.2f} "
+            f"[{cb['g_star_interval'][0]:.2f}, {cb['g_star_interval'][1]:.2f}] (integer {cb['g_star_integer']}) against "
+            f"the rollout-budget G\\* = {cb['g_star_rollouts']:.2f}.", ""]
+    return out
+
+
 def render() -> str:
     head = ["# The evidence", "",
             "This page is generated when the site is built (`docs/gen_evidence.py`) from the stored results in "
             "`docs/results/`; it is the one place where measured numbers are quoted.", ""]
-    return "\n".join(head + adaptive_section() + training_section() + std_section() + allocation_section() + monitor_section()
-                     + bench_mc_section()) \
+    return "\n".join(head + adaptive_section() + training_section() + std_section() + allocation_section() + builtin_allocation_section()
+                     + monitor_section() + bench_mc_section()) \
         + "\n" + UNSTORED
 
 

@@ -463,28 +463,6 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown(summary: dict) -> str:
-    """The result table (rule x policy) in Markdown, for docs/allocation_training.md."""
-    cats = next(iter(summary["pilots"].values()))["categories"]
-    rows = [f"| policy | rule | mean group size ({' / '.join(cats)}) | AUC (mean +- se) | AUC - uniform (95% CI) | paired p | "
-            "not worse | predicted MSE reduction | observed AUC change | observed change of AUC - p0 |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for v, an in summary["analysis"].items():
-        base = an["rules"][0]
-        for r, row in an["per_rule"].items():
-            d = row.get("difference_to_" + base, {}).get("auc")
-            diff = "-" if d is None else f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
-            pv = "-" if d is None else f"{d['pvalue']:.2g}"
-            rows.append(f"| {v} (G* = {an['recommended']}, B = {an['num_prompts']}) | {r} | "
-                        f"{' / '.join(f'{x:.1f}' for x in row['mean_size_by_category'])} | "
-                        f"{row['auc']['mean']:.4f} +- {row['auc']['se']:.4f} | {diff} | {pv} | "
-                        f"{'yes' if row['not_worse'] else 'no'} | {100 * row['predicted_gain']:+.1f}% | "
-                        f"{100 * row['observed_relative_auc_change']:+.2f}% | "
-                        + (f"{100 * row['observed_learning_gain']:+.1f}% |" if math.isfinite(row["observed_learning_gain"])
-                           else "n/a (uniform fell below p0) |"))
-    return "\n".join(rows)
-
-
 def reanalyse(cfg: Config) -> int:
     grid, pilots, predicted, stored, ds = load(cfg.reanalyse)
     summary = summarise(stored, pilots, predicted, analyse(grid, pilots, predicted, stored["level"]))

@@ -213,6 +213,22 @@ def test_uniform_allocation_reproduces_the_fixed_g_run_bit_for_bit(weak):
     assert a.to_dict()["rollouts_per_step"] == [12] * 3
 
 
+def test_train_result_dict_is_strict_json_and_reads_back(weak):
+    """``to_dict`` is plain JSON (no NaN literal): an unmeasured accuracy is ``"nan"`` and reads back
+    as NaN into a float array, as the training grids' cached cells are read."""
+    import json
+
+    res = lm_train.train_grpo(weak, lm_train.TrainConfig(num_steps=2, budget=8, num_generations=4, eval_every=1,
+                                                         num_eval=4), rng=5)
+    res.accuracy[0] = np.nan                           # as when accuracy is not measured
+    back = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    acc = np.full(res.accuracy.shape, 0.0)
+    acc[:] = back["accuracy"]
+    np.testing.assert_array_equal(acc, res.accuracy)   # NaN included (assert_array_equal treats NaN as equal)
+    np.testing.assert_array_equal(np.asarray(back["p_canonical"], float), res.p_canonical)
+    assert back["group_sizes"] == res.group_sizes.tolist()
+
+
 def test_every_rule_spends_the_budget_exactly_on_the_same_questions():
     a2, a3, p = (1.0, 2.0, 3.0, 4.0, 5.0), (5.0, 4.0, 3.0, 2.0, 1.0), (0.05, 0.3, 0.5, 0.8, 1.0)
     cats = [q.category for q in lm_train.fresh_problems(16, 7)]

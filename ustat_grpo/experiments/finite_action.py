@@ -20,12 +20,13 @@ own histogram -> sums matmul, every later step per replicate -- so the errors ar
 :func:`errors_finite` per block, bit for bit (tests check both against their twins).
 
 Numba kernel.  With the optional extra ``fast`` (numba), :mod:`ustat_grpo.experiments._numba_kernel`
-counts the fused sampler's histograms (from the block's uniforms, drawn by numpy in the same
-stream order, with integer thresholds that decide exactly what the float comparisons decide)
-and computes the ``B = 1`` affine errors' ``g_hat - g`` (the same elementwise IEEE operations
-in the same order; the squared norms stay numpy's einsum, the sums numpy's BLAS matmul).  It gives the numpy path's bits and leaves each generator in the same
-state, so results do not depend on whether numba is installed (``tests/test_mc_kernel.py``).
-Without numba the numpy path runs, announced once per process (a
+counts the fused sampler's histograms (drawing the block's uniforms itself, in the same stream
+order, through the bit generator's ``ctypes`` interface, with integer thresholds that decide
+exactly what the float comparisons decide) and computes the ``B = 1`` affine errors'
+``g_hat - g`` (the same elementwise IEEE operations in the same order; the squared norms stay
+numpy's einsum, the sums numpy's BLAS matmul).  It gives the numpy path's bits and leaves each
+generator in the same state, so results do not depend on whether numba is installed
+(``tests/test_mc_kernel.py``).  Without numba the numpy path runs, announced once per process (a
 :class:`~ustat_grpo.experiments._numba_kernel.NumpyPathWarning`); ``USTAT_GRPO_NO_NUMBA=1`` chooses it
 silently.  :attr:`_OnePromptSampler.kernel` says which ran.
 """

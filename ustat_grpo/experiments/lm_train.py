@@ -64,6 +64,7 @@ import torch
 
 from ..policies import arithmetic
 from ..core._random import seed_sequence, torch_generator
+from ..core._serialize import jsonable
 from .algorithm2 import ADVANTAGE_PRESETS, normalized_advantages
 from ..policies.score import token_logprobs
 
@@ -285,11 +286,14 @@ class TrainResult:
     __str__ = summary
 
     def to_dict(self) -> dict:
-        return {"config": asdict(self.config), "seed": self.seed, "reward": self.reward.tolist(),
-                "frac_reward_zero_std": self.frac_reward_zero_std.tolist(), "grad_norm": self.grad_norm.tolist(),
-                "eval_steps": self.eval_steps.tolist(), "p_canonical": self.p_canonical.tolist(),
-                "accuracy": self.accuracy.tolist(), "auc": self.auc(), "checkpoints": dict(self.checkpoints),
-                "group_sizes": self.group_sizes.tolist(), "rollouts_per_step": self.rollouts_per_step.tolist()}
+        """JSON-safe (:func:`~ustat_grpo.core._serialize.jsonable`: a NaN, e.g. ``accuracy`` when not
+        measured, is the string ``"nan"``; ``np.asarray(values, float)`` and assignment into a
+        float array read it back)."""
+        return jsonable({"config": asdict(self.config), "seed": self.seed, "reward": self.reward,
+                         "frac_reward_zero_std": self.frac_reward_zero_std, "grad_norm": self.grad_norm,
+                         "eval_steps": self.eval_steps, "p_canonical": self.p_canonical,
+                         "accuracy": self.accuracy, "auc": self.auc(), "checkpoints": dict(self.checkpoints),
+                         "group_sizes": self.group_sizes, "rollouts_per_step": self.rollouts_per_step})
 
 
 # ---------------------------------------------------------------------------------------- questions
@@ -527,7 +531,7 @@ def run_cell(task: dict) -> dict:
     res = train_grpo(_POLICIES[key], TrainConfig(**task["config"]), rng=ss,
                      checkpoint_steps=task.get("checkpoint_steps", ()), checkpoint_dir=task.get("checkpoint_dir"))
     out = res.to_dict()
-    out["seconds"] = res.seconds
+    out["seconds"] = float(res.seconds)
     return out
 
 
