@@ -116,6 +116,37 @@ def test_scripts_run_as_modules_from_the_repo_root(module):
     assert f"python -m {module}" in out.stdout
 
 
+# ------------------------------------------------------------------------------------ random streams
+
+_RNG_BUILDERS = {f"{m}.{f}" for m in ("np.random", "numpy.random")
+                 for f in ("default_rng", "SeedSequence", "Generator", "PCG64", "RandomState", "seed")}
+
+
+def _rng_builder_calls(source: str) -> list[str]:
+    return [f"{node.lineno}: {ast.unparse(node.func)}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in _RNG_BUILDERS]
+
+
+def test_generators_and_seed_sequences_are_built_only_in_core_random():
+    """docs/conventions.md: ``core._random`` is the only module that builds numpy generators and seed
+    sequences; every other module goes through its helpers (same bits, one rule)."""
+    offenders = [f"{path.relative_to(REPO)}:{call}" for path in sorted((REPO / "ustat_grpo").rglob("*.py"))
+                 if path.name != "_random.py" for call in _rng_builder_calls(path.read_text())]
+    assert not offenders, offenders
+    assert _rng_builder_calls("import numpy as np\ng = np.random.default_rng(0)\n") == ["2: np.random.default_rng"]
+    assert _rng_builder_calls((REPO / "ustat_grpo" / "core" / "_random.py").read_text())    # the helpers do build
+
+
+def test_child_seed_sequence_is_the_spawn_key_extension():
+    from ustat_grpo.core._random import child_seed_sequence, keyed_seed_sequence
+
+    ss = keyed_seed_sequence(7, 3)
+    child = child_seed_sequence(ss, 2, 5)
+    assert child.entropy == 7 and child.spawn_key == (3, 2, 5)
+    np.testing.assert_array_equal(child.generate_state(4), np.random.SeedSequence(7, spawn_key=(3, 2, 5)).generate_state(4))
+    assert child_seed_sequence(ss).spawn_key == ss.spawn_key
+
+
 # ------------------------------------------------------------------------------------ to_dict
 
 def test_every_to_dict_returns_through_the_one_converter():
@@ -123,8 +154,6 @@ def test_every_to_dict_returns_through_the_one_converter():
     names = ("jsonable", "_jsonable", "_json")
     offenders, count = [], 0
     for path in sorted((REPO / "ustat_grpo").rglob("*.py")):
-        if path.name == "lm_train.py":             # TrainResult.to_dict: lists of floats only (other owner)
-            continue
         for fn in ast.walk(ast.parse(path.read_text())):
             if isinstance(fn, ast.FunctionDef) and fn.name == "to_dict":
                 count += 1

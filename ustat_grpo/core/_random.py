@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["default_rng", "seed_sequence", "keyed_seed_sequence", "torch_seed", "torch_generator"]
+__all__ = ["default_rng", "seed_sequence", "keyed_seed_sequence", "child_seed_sequence", "torch_seed",
+           "torch_generator"]
 
 
 def default_rng(rng=None) -> np.random.Generator:
@@ -46,6 +47,13 @@ def keyed_seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
     """``SeedSequence(int(seed), spawn_key=key)``: the stream ``key`` of a recorded integer ``seed``
     (the same as ``SeedSequence(seed).spawn(...)``'s children when ``key`` is their index)."""
     return np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key))
+
+
+def child_seed_sequence(ss: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
+    """The child of ``ss`` with spawn key ``ss.spawn_key + key``:
+    ``SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, *key))`` (no spawn counter involved, so
+    the same key always gives the same stream)."""
+    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, *(int(k) for k in key)))
 
 
 def torch_seed(rng=None) -> int:

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from ..policies import arithmetic
-from ..core._random import seed_sequence, torch_generator
+from ..core._random import child_seed_sequence, default_rng, keyed_seed_sequence, seed_sequence, torch_generator
 from ..core._serialize import jsonable
 from .algorithm2 import ADVANTAGE_PRESETS, normalized_advantages
 from ..policies.score import token_logprobs
@@ -300,12 +300,12 @@ class TrainResult:
 
 def _stream(ss: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
     """The child of ``ss`` with spawn key ``ss.spawn_key + key`` (no spawn counter involved)."""
-    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, *key))
+    return child_seed_sequence(ss, *key)
 
 
 def fresh_problems(num: int, rng) -> list[arithmetic.Problem]:
     """``num`` questions from the task generator: a uniform category, then a problem of it."""
-    gen = np.random.default_rng(rng)
+    gen = default_rng(rng)
     cats = arithmetic.CATEGORIES
     return [arithmetic.make_problem(cats[int(gen.integers(len(cats)))], gen) for _ in range(num)]
 
@@ -527,7 +527,7 @@ def run_cell(task: dict) -> dict:
     key = (task.get("model"), task.get("variant", "weak"), task.get("template"))
     if key not in _POLICIES:
         _POLICIES[key] = load_policy(key[0], variant=key[1], template=key[2], device=task.get("device", "cpu"))
-    ss = np.random.SeedSequence(int(task["seed"]), spawn_key=tuple(task.get("seed_key", ())))
+    ss = keyed_seed_sequence(task["seed"], *task.get("seed_key", ()))
     res = train_grpo(_POLICIES[key], TrainConfig(**task["config"]), rng=ss,
                      checkpoint_steps=task.get("checkpoint_steps", ()), checkpoint_dir=task.get("checkpoint_dir"))
     out = res.to_dict()

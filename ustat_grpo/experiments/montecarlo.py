@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _scheduler, finite_action
+from ..core._random import default_rng, keyed_seed_sequence
 from ..core.provenance import provenance_attrs
 
 __all__ = ["run_grid", "merge", "summary", "cell_seed_sequence", "block_size_for"]
@@ -69,7 +70,7 @@ def cell_seed_sequence(seed: int, num_generations: int, num_prompts: int) -> np.
 
     Its ``spawn(n_blocks)`` children feed the replicate blocks of the cell, in order.
     """
-    return np.random.SeedSequence(int(seed), spawn_key=(int(num_generations), int(num_prompts)))
+    return keyed_seed_sequence(seed, num_generations, num_prompts)
 
 
 def block_size_for(num_generations: int, num_prompts: int, block_size: int | None = None) -> int:
@@ -155,7 +156,7 @@ def _run_cell(task: _Task) -> dict:
     E = len(task.estimators)
     acc = (np.zeros(E, np.int64), np.full(E, np.nan), np.full(E, np.nan))
     for first in range(0, n_blocks, per):
-        gens = [np.random.default_rng(c) for c in children[first:first + per]]   # = Generator(PCG64(c))
+        gens = [default_rng(c) for c in children[first:first + per]]   # = Generator(PCG64(c))
         sizes = [min(bs, R - i * bs) for i in range(first, first + len(gens))]
         err = errors(gens, sizes) if errors is not None else _errors_generic(task, gens[0], sizes[0])
         acc = _pool_blocks(acc, err, sizes)
