@@ -73,7 +73,7 @@ def _numpy_twin(one, gen, R, B, G):
 
 
 @needs_numba
-@pytest.mark.parametrize("K", [2, 3, 10, 37])
+@pytest.mark.parametrize("K", [2, 3, 10, 37, 300])   # 300: int32 arms (uint8 up to 256)
 def test_numba_histograms_equal_numpy_twins(K):
     """Numba histograms == the fused numpy sampler == the per-pull sampler, and the generator ends in
     the same state, over K, M, G, B, block sizes (odd numbers of groups) and seeds."""
@@ -84,6 +84,7 @@ def test_numba_histograms_equal_numpy_twins(K):
             samplers = finite_action.samplers_for(fam)
             one = samplers[-2]
             assert one.kernel == "numba"
+            assert one._nb["cells"].dtype == (np.uint8 if K <= 256 else np.int32)
             for R, B, G in [(1, 1, 2), (5, 1, 3), (33, 2, 3), (16, 3, 64), (7, 1, 64)]:
                 seed = int(rng.integers(2 ** 32))
                 a, b, c = (np.random.default_rng(seed) for _ in range(3))

@@ -110,7 +110,8 @@ def _build(numba):
             """Histogram ``out (n, K*M)`` (float64 counts) of one block of ``n`` groups of ``G``
             pulls, drawing in stream order: ``n`` prompt slots (``P = 1``: they decide nothing),
             the ``n*G`` arms, then, when ``rthr`` is not empty (M = 2), the ``n*G`` rewards.
-            ``cells``: int32 scratch of ``n*G`` (the arms).
+            ``cells``: integer scratch of ``n*G`` (the arms; ``uint8`` when ``K <= 256`` keeps it
+            in cache).
 
             For a double ``c``, ``u >= c`` iff ``k >= ceil(c 2**53)``
             (``finite_action._thresholds``): the arm is ``#{a : athr[a] <= k}`` (a table over the
@@ -126,7 +127,7 @@ def _build(numba):
             if rthr.size:                                       # M = 2
                 for g in range(n):
                     for j in range(G):
-                        a = cells[g * G + j]
+                        a = np.int64(cells[g * G + j])
                         out[g, 2 * a + np.int64(draw_k(state) >= rthr[a])] += 1.0
             else:
                 for g in range(n):

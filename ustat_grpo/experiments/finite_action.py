@@ -305,8 +305,9 @@ class _OnePromptSampler:
         athr = np.append(_thresholds(cdf).astype(np.int64), np.iinfo(np.int64).max)   # sentinel
         rthr = (np.empty(0, np.int64) if self.fail is None
                 else _thresholds(self.fail).astype(np.int64))
+        cells = np.uint8 if self.K <= 256 else np.int32                # the arms, as small as they fit
         return {"hist_for": kern.hist_for, "athr": athr, "lut": lut,
-                "shift": 53 - self.NB_LUT_BITS, "rthr": rthr, "cells": np.empty(0, np.int32)}
+                "shift": 53 - self.NB_LUT_BITS, "rthr": rthr, "cells": np.empty(0, cells)}
 
     @property
     def kernel(self) -> str:
@@ -321,7 +322,7 @@ class _OnePromptSampler:
         c = self._nb
         n = R * B
         if c["cells"].size < n * G:
-            c["cells"] = np.empty(n * G, np.int32)
+            c["cells"] = np.empty(n * G, c["cells"].dtype)
         if out.shape != (n, self.KM) or out.dtype != np.float64:
             raise ValueError("out must be a float64 array of shape (R*B, K*M)")
         bg = gen.bit_generator
