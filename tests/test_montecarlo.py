@@ -612,12 +612,16 @@ def test_fig4_script_writes_netcdf_and_png(tmp_path, capsys):
     assert fig4_bandit.main(["--num-generations", "four", "--out", str(tmp_path)]) == 2
 
 
-def test_bench_script_reports_ratios(capsys):
+def test_bench_script_reports_ratios(capsys, tmp_path):
     _, bench_mc = _scripts()
 
     assert bench_mc.main(["--num-replicates", "2000", "--generic-replicates", "200", "--repeats", "1",
-                          "--json"]) == 0
+                          "--json", "--out", str(tmp_path / "bench.json")]) == 0
     res = json.loads(capsys.readouterr().out)
+    stored = json.loads((tmp_path / "bench.json").read_text())        # what the evidence page renders
+    assert {k: stored[k] for k in res} == res and set(stored["rows"]) == set(res["min"]["seconds"])
+    assert stored["rows"][0] == "floor: same uniforms, same streams"                # the table's order
+    assert stored["machine"]["cores"] >= 1 and stored["provenance"]["seed"] == "0"
     for stat in ("median", "min"):
         r = res[stat]
         assert set(r["ratio_to_floor"]) == set(r["seconds"]) and len(r["seconds"]) == 6
