@@ -161,7 +161,7 @@ def _crafted_hist(one, words, n, G):
     out = np.empty((n, one.KM))
     state = np.concatenate([np.ones(1, np.uint64), words])
     HIST_FROM_WORDS(state, n, G, c["athr"], c["lut"], c["shift"], c["rthr"],
-                    np.empty(n * G, np.int32), out)
+                    np.empty(n * G, c["cells"].dtype), out)                # the production scratch type
     assert state[0] == 1 + words.size
     return out
 
