@@ -230,18 +230,28 @@ RULE_NAMES = {"uniform": "uniform G\\*", "ustat": "U-statistic allocation", "kna
               "pass_rate": "p(1-p) rule"}
 
 
+def _variants(summary: dict) -> list[str]:
+    """The policies of a train_alloc summary, weak first."""
+    return sorted(summary["analysis"], key=lambda v: (v != "weak", v))
+
+
+def _auc_diff(d: dict) -> str:
+    """A paired AUC difference with its interval."""
+    return f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+
+
 def allocation_table() -> list[str]:
     """The allocation training result as a Markdown table (the README carries a checked copy)."""
     summary = json.loads((RESULTS / "train_alloc_summary.json").read_text())
     out = ["| policy | rule | AUC - uniform [95% CI] | paired p | not worse than the best | predicted MSE reduction |",
            "|---|---|---|---|---|---|"]
     analysis = summary["analysis"]
-    for variant in sorted(analysis, key=lambda v: (v != "weak", v)):
+    for variant in _variants(summary):
         per_rule = analysis[variant]["per_rule"]
         for rule in [r for r in ("ustat", "knapsack", "pass_rate") if r in per_rule]:
             r = per_rule[rule]
             d = r["difference_to_uniform"]["auc"]
-            out.append(f"| {variant} | {RULE_NAMES[rule]} | {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] "
+            out.append(f"| {variant} | {RULE_NAMES[rule]} | {_auc_diff(d)} "
                        f"| {d['pvalue']:.2g} | {'yes' if r['not_worse'] else 'no'} | {100 * r['predicted_gain']:.1f}% |")
     return out
 
@@ -253,7 +263,7 @@ def allocation_details(summary: dict) -> list[str]:
     out = ["### The pilots and every rule {#allocation-details}", "",
            f"Pilot per policy (per category: {' / '.join(cats)}):", "",
            "| policy | A1, A2, A3 | G\\* (exact) | prompts | pass rate | a2 | a3 |", "|---|---|---|---|---|---|---|"]
-    order = sorted(summary["analysis"], key=lambda v: (v != "weak", v))
+    order = _variants(summary)
     for v in order:
         pil = summary["pilots"][v]
         out.append(f"| {v} | {', '.join(f'{a:.1f}' for a in pil['A'])} | {pil['recommended']} ({pil['g_star']:.2f}) | "
@@ -274,7 +284,7 @@ def allocation_details(summary: dict) -> list[str]:
         for r in an["rules"]:
             row = an["per_rule"][r]
             d = row.get("difference_to_" + base, {}).get("auc")
-            diff = "-" if d is None else f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+            diff = "-" if d is None else _auc_diff(d)
             pv = "-" if d is None else f"{d['pvalue']:.2g}"
             learn = (f"{100 * row['observed_learning_gain']:+.1f}%" if math.isfinite(row["observed_learning_gain"])
                      else "n/a (uniform below p0)")

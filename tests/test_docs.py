@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import _gen_evidence
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SKIP = "<!-- docs-test: skip -->"
@@ -61,10 +63,7 @@ def test_examples_exist():
 
 
 def _evidence():
-    spec = importlib.util.spec_from_file_location("gen_evidence", DOCS / "gen_evidence.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _gen_evidence.load()
 
 
 def test_clopper_pearson_matches_scipy():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ustat_grpo.policies import arithmetic, lm
+from ustat_grpo.core._random import child_seed_sequence
 from ustat_grpo.experiments import lm_train
 from ustat_grpo.theory.estimators import leave_one_out
 from ustat_grpo.policies.score import per_sample_scores, sequence_logprob, token_logprobs
@@ -63,8 +64,8 @@ def test_canonical_probability_is_the_unpadded_teacher_forced_probability(weak):
 def _first_step_estimate(policy, cfg, seed):
     """The GRPO estimator 1/(BG) sum A W of the first step, from per-sample scores (independent path)."""
     ss = np.random.SeedSequence(seed)
-    problems = lm_train.fresh_problems(cfg.num_prompts, lm_train._stream(ss, 0, 0))
-    seqs, mask, Z = lm_train._rollouts(policy, problems, cfg.num_generations, lm_train._stream(ss, 1, 0), 1.0)
+    problems = lm_train.fresh_problems(cfg.num_prompts, child_seed_sequence(ss, 0, 0))
+    seqs, mask, Z = lm_train._rollouts(policy, problems, cfg.num_generations, child_seed_sequence(ss, 1, 0), 1.0)
     W = per_sample_scores(policy.model, seqs, mask).double().numpy()          # (N, d), hooks / vmap
     A = Z - (Z.sum(1, keepdims=True) - Z) / (cfg.num_generations - 1)        # leave-one-out advantage
     return np.einsum("n,nd->d", A.reshape(-1), W) / cfg.budget, Z, W
@@ -89,8 +90,8 @@ def test_first_sgd_step_with_dapo_loss_is_the_std_normalised_sum_over_total_toke
     cfg = lm_train.TrainConfig(num_steps=1, budget=16, num_generations=4, advantage="grpo", loss_type="dapo",
                                optimizer="sgd", learning_rate=0.5, eval_every=1, num_eval=4)
     ss = np.random.SeedSequence(0)
-    problems = lm_train.fresh_problems(cfg.num_prompts, lm_train._stream(ss, 0, 0))
-    seqs, mask, Z = lm_train._rollouts(weak, problems, cfg.num_generations, lm_train._stream(ss, 1, 0), 1.0)
+    problems = lm_train.fresh_problems(cfg.num_prompts, child_seed_sequence(ss, 0, 0))
+    seqs, mask, Z = lm_train._rollouts(weak, problems, cfg.num_generations, child_seed_sequence(ss, 1, 0), 1.0)
     W = per_sample_scores(weak.model, seqs, mask).double().numpy()           # (N, d)
     sd = Z.std(1, ddof=1, keepdims=True)
     A = np.where(sd > 0, (Z - Z.mean(1, keepdims=True)) / (sd + 1e-4), 0.0)  # (B, G)
@@ -127,8 +128,8 @@ def test_training_is_reproducible_and_pairs_questions_across_g(weak):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert a.p_canonical.shape == (2,) and list(a.eval_steps) == [0, 3]
     ss = np.random.SeedSequence(9)
-    q4 = lm_train.fresh_problems(4, lm_train._stream(ss, 0, 1))
-    q2 = lm_train.fresh_problems(2, lm_train._stream(ss, 0, 1))
+    q4 = lm_train.fresh_problems(4, child_seed_sequence(ss, 0, 1))
+    q2 = lm_train.fresh_problems(2, child_seed_sequence(ss, 0, 1))
     assert q4[:2] == q2                                                       # G = 2 and G = 4 see the same questions
     assert a.auc() == pytest.approx(np.trapezoid(a.p_canonical, a.rollouts) / a.rollouts[-1]
                                     if hasattr(np, "trapezoid") else np.trapz(a.p_canonical, a.rollouts) / a.rollouts[-1])
@@ -154,9 +155,9 @@ def _ragged_first_step(policy, cfg, seed, rows=None):
     """First-step gradient (1/B) sum_i (1/G_i) sum_j A_ij W_ij, question by question (naive twin),
     the sizes, rewards, scores and the number of completion tokens; ``rows`` restricts to those questions."""
     ss = np.random.SeedSequence(seed)
-    problems = lm_train.fresh_problems(cfg.num_prompts, lm_train._stream(ss, 0, 0))
+    problems = lm_train.fresh_problems(cfg.num_prompts, child_seed_sequence(ss, 0, 0))
     sizes = cfg.allocation.sizes([p.category for p in problems], cfg.budget)
-    seqs, mask, Zs = lm_train._rollouts(policy, problems, sizes, lm_train._stream(ss, 1, 0), 1.0)
+    seqs, mask, Zs = lm_train._rollouts(policy, problems, sizes, child_seed_sequence(ss, 1, 0), 1.0)
     W = per_sample_scores(policy.model, seqs, mask).double().numpy()         # (N, d)
     start = np.r_[0, np.cumsum(sizes)]
     keep = range(len(problems)) if rows is None else rows

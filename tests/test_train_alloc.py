@@ -1,12 +1,10 @@
 """simulations/train_alloc.py (rollout allocation in training, issue #23) and the Alloc-training check."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from paper_checks.check_training_alloc import same
 from simulations import train_alloc as T
 from ustat_grpo.policies import arithmetic
 
-ROOT = Path(__file__).resolve().parents[1]
+import _gen_evidence
 
 
 def test_category_pieces_are_per_category_means():
@@ -56,13 +54,6 @@ def quick(tmp_path_factory):
     return out
 
 
-def _gen_evidence():
-    spec = importlib.util.spec_from_file_location("gen_evidence", ROOT / "docs" / "gen_evidence.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.slow
 def test_quick_grid_writes_netcdf_summary_and_figure(quick):
     for name in ("train_alloc.nc", "summary.json", "train_alloc.png"):
@@ -78,7 +69,7 @@ def test_quick_grid_writes_netcdf_summary_and_figure(quick):
     grid, pilots, predicted, cfg, _ = T.load(quick / "train_alloc.nc")
     again = T.analyse(grid, pilots, predicted, cfg["level"])
     assert same(json.loads(json.dumps(again, default=float)), summary["analysis"])
-    details = "\n".join(_gen_evidence().allocation_details(summary))     # the evidence page's tables
+    details = "\n".join(_gen_evidence.load().allocation_details(summary))     # the evidence page's tables
     assert details.count("| weak (G\\* = ") == 4 and details.count("| weak | ") == 1
     cached = T.run_grid(T.Config(**{**cfg, "out": str(quick)}), pilots, progress=False)   # every cell cached
     for k in ("p_canonical", "reward", "group_sizes"):

@@ -298,11 +298,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------- questions
 
-def _stream(ss: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
-    """The child of ``ss`` with spawn key ``ss.spawn_key + key`` (no spawn counter involved)."""
-    return child_seed_sequence(ss, *key)
-
-
 def fresh_problems(num: int, rng) -> list[arithmetic.Problem]:
     """``num`` questions from the task generator: a uniform category, then a problem of it."""
     gen = default_rng(rng)
@@ -363,7 +358,7 @@ def _rollouts(policy, problems, G, ss_step, temperature):
     for key, members in sorted(batches.items()):
         g = sizes[members[0]]
         comp = sample_completions(policy, [encoded[b] for b in members], g, temperature=temperature,
-                                  rng=torch_generator(_stream(ss_step, *key), policy.device))
+                                  rng=torch_generator(child_seed_sequence(ss_step, *key), policy.device))
         for j, b in enumerate(members):
             rows = slice(j * g, (j + 1) * g)
             seqs[b], masks[b], texts[b] = comp.sequences[rows], comp.completion_mask[rows], comp.texts[rows]
@@ -439,7 +434,7 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
     def evaluate(step):
         if step in eval_at:
             p_can.append(canonical_probability(pol, eval_set).mean())
-            acc.append(sampled_accuracy(pol, eval_set, cfg.eval_samples, _stream(ss, 2, step)).mean()
+            acc.append(sampled_accuracy(pol, eval_set, cfg.eval_samples, child_seed_sequence(ss, 2, step)).mean()
                        if cfg.eval_samples else np.nan)
         if step in ckpt_at:
             ckpts[step] = save_checkpoint(pol, Path(checkpoint_dir) / f"step{step:05d}")
@@ -447,7 +442,7 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
     evaluate(0)
     desc = f"GRPO G={G}" if cfg.allocation is None else f"GRPO {cfg.allocation.rule} B={B}"
     for s in tqdm(range(n), desc=desc, unit="step", disable=not progress, file=sys.stderr):
-        problems = fresh_problems(B, _stream(ss, 0, s))
+        problems = fresh_problems(B, child_seed_sequence(ss, 0, s))
         sizes = (np.full(B, G, np.int64) if cfg.allocation is None
                  else cfg.allocation.sizes([p.category for p in problems], cfg.budget))
         sizes_log[s] = sizes
@@ -455,12 +450,12 @@ def train_grpo(policy, config: TrainConfig | None = None, *, rng=0, checkpoint_s
         first_row = np.r_[0, np.cumsum(sizes)]
         if equal:                                        # one size: the fixed-G code path, bit for bit
             g0 = int(sizes[0])
-            seqs, mask, Z = _rollouts(pol, problems, g0, _stream(ss, 1, s), cfg.temperature)
+            seqs, mask, Z = _rollouts(pol, problems, g0, child_seed_sequence(ss, 1, s), cfg.temperature)
             A, zstd = normalized_advantages(Z, preset=cfg.advantage)
             reward[s], zero[s] = Z.mean(), zstd.mean()
             adv = torch.as_tensor(A.reshape(-1), dtype=torch.float32)
         else:                                            # per-question sizes: advantages group by group
-            seqs, mask, Zs = _rollouts(pol, problems, sizes, _stream(ss, 1, s), cfg.temperature)
+            seqs, mask, Zs = _rollouts(pol, problems, sizes, child_seed_sequence(ss, 1, s), cfg.temperature)
             parts = [normalized_advantages(z[None], preset=cfg.advantage) for z in Zs]
             reward[s] = np.concatenate(Zs).mean()
             zero[s] = np.mean([bool(zs[0]) for _, zs in parts])
